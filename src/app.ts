@@ -1,0 +1,168 @@
+import { bodyParser } from '@koa/bodyparser';
+import Koa from 'koa';
+import helmet from 'koa-helmet';
+import mount from 'koa-mount';
+import serve from 'koa-static';
+import views from 'koa-views';
+import { join } from 'node:path';
+import { TenantDirectory, type AppConfig } from './config/index.js';
+import { resolveSecrets } from './config/secrets.js';
+import { LoginEventService } from './history/login-event.service.js';
+import { csrf } from './http/csrf.js';
+import { errorHandler } from './http/error-handler.js';
+import { locale } from './http/locale.js';
+import { VIEWS_DIR } from './http/pages.js';
+import { createRateLimits, type RateLimits } from './http/rate-limit.js';
+import { interactionRouter } from './interaction/interaction.router.js';
+import { LockoutService } from './lockout/lockout.service.js';
+import { EmailOtpFactor } from './login/factors/email-otp.factor.js';
+import { LoginFlowService } from './login/login-flow.service.js';
+import type { Logger } from './logger.js';
+import { devMailboxRouter } from './mail/dev-mailbox.router.js';
+import { createMailQueue } from './mail/mail.queue.js';
+import { createMailSender } from './mail/mail.sender.js';
+import { createMailTransport } from './mail/mail.transport.js';
+import type { MailQueue } from './mail/mail.types.js';
+import { OidcInteractions } from './oidc/interactions.js';
+import { loadSigningKeys } from './oidc/keys.js';
+import { createProvider, type Provider } from './oidc/provider.js';
+import { OtpService } from './otp/otp.service.js';
+import { AccountRepository } from './persistence/account.repository.js';
+import type { Database } from './persistence/database.js';
+import { DevMailRepository } from './persistence/dev-mail.repository.js';
+import { LoginEventRepository } from './persistence/login-event.repository.js';
+import { LoginFlowRepository } from './persistence/login-flow.repository.js';
+import { OidcPayloadRepository } from './persistence/oidc-payload.repository.js';
+import { OneTimePasswordRepository } from './persistence/one-time-password.repository.js';
+import { demoRouter } from './demo/demo.router.js';
+import { healthRouter } from './http/health.router.js';
+
+/** Path prefixes served by our own routers; everything else belongs to oidc-provider. */
+const OWN_PREFIXES = ['/interaction', '/demo', '/dev', '/static', '/account', '/activation', '/recovery', '/api', '/health'];
+const isOwn = (path: string) => OWN_PREFIXES.some((p) => path === p || path.startsWith(`${p}/`));
+
+export interface AppServices {
+  accounts: AccountRepository;
+  events: LoginEventRepository;
+  flows: LoginFlowRepository;
+  payloads: OidcPayloadRepository;
+  lockout: LockoutService;
+  tenants: TenantDirectory;
+  mail: MailQueue;
+  limits: RateLimits;
+}
+
+export interface App {
+  koa: Koa;
+  provider: Provider;
+  services: AppServices;
+  /** Stops background work (mail queue, rate-limit store). The database is the caller's. */
+  close(): Promise<void>;
+}
+
+export interface CreateAppOptions {
+  config: AppConfig;
+  db: Database;
+  logger: Logger;
+  /** Replaces the mail queue (benchmarks); tests use the real one with a real SMTP server. */
+  mail?: MailQueue;
+  rateLimitKeyPrefix?: string;
+}
+
+/** Builds the whole HTTP application: OIDC endpoints, login screens, demo site and dev tools. */
+export async function createApp(opts: CreateAppOptions): Promise<App> {
+  const { config, db, logger } = opts;
+  const prisma = db.prisma;
+  const tenants = new TenantDirectory(config.tenants);
+  const secrets = resolveSecrets(config);
+  const jwks = await loadSigningKeys(config);
+
+  const accounts = new AccountRepository(prisma);
+  const events = new LoginEventRepository(prisma);
+  const flowRepo = new LoginFlowRepository(prisma);
+  const payloads = new OidcPayloadRepository(prisma);
+  const devMail = new DevMailRepository(prisma);
+  const lockout = new LockoutService(accounts);
+  const limits = await createRateLimits({
+    config,
+    keyPrefix: opts.rateLimitKeyPrefix,
+    onStoreError: (err, kind) => logger.warn({ err, kind }, 'rate-limit store error'),
+  });
+  const mail =
+    opts.mail ??
+    createMailQueue({
+      config,
+      logger,
+      sender: createMailSender({ config, transport: createMailTransport(config), logger, devMail: config.devMailbox ? devMail : undefined }),
+    });
+  const otp = new OtpService(new OneTimePasswordRepository(prisma), secrets.otpHmacKey, config.otp);
+  const emailOtp = new EmailOtpFactor({ otp, mail, limits, otpLength: config.otp.length, otpTtlSeconds: config.otp.ttlSeconds });
+  const loginFlows = new LoginFlowService({
+    flows: flowRepo,
+    accounts,
+    events: new LoginEventService(events),
+    lockout,
+    limits,
+    mail,
+    tenants,
+    factors: [emailOtp],
+    flowTtlSeconds: config.loginFlowTtlSeconds,
+    revealUnknownUser: config.revealUnknownUser,
+  });
+
+  const provider = createProvider({ config, tenants, accounts, payloads, jwks, cookieKeys: secrets.cookieKeys });
+  const interactions = new OidcInteractions(provider);
+
+  const koa = new Koa();
+  koa.keys = secrets.cookieKeys; // must equal the provider's cookie keys (DESIGN.md)
+  koa.proxy = config.trustProxy;
+  koa.silent = true; // errors are logged by errorHandler
+  const secure = config.issuer.startsWith('https:');
+
+  // Browsers enforce form-action on the redirects that follow a form post, so the relying sites'
+  // redirect targets must be allowed too.
+  const formTargets = new Set<string>(["'self'"]);
+  for (const t of config.tenants)
+    for (const c of t.clients) for (const u of [...c.redirect_uris, ...c.post_logout_redirect_uris]) formTargets.add(new URL(u).origin);
+
+  koa.use(
+    helmet({
+      contentSecurityPolicy: {
+        useDefaults: true,
+        directives: { 'form-action': [...formTargets], 'upgrade-insecure-requests': secure ? [] : null, 'script-src': ["'self'"] },
+      },
+      strictTransportSecurity: secure,
+    }),
+  );
+  koa.use(async (ctx, next) => {
+    await next();
+    if (isOwn(ctx.path) && !ctx.path.startsWith('/static')) ctx.set('Cache-Control', 'no-store');
+  });
+  koa.use(views(VIEWS_DIR, { extension: 'pug', options: { basedir: VIEWS_DIR } }));
+  koa.use(locale());
+  koa.use(errorHandler(logger));
+  koa.use(mount('/static', serve(join(VIEWS_DIR, '..', 'public'), { maxage: 3600_000 })));
+  const parse = bodyParser({ enableTypes: ['form', 'json'], formLimit: '16kb', jsonLimit: '64kb', encoding: 'utf-8' });
+  koa.use(async (ctx, next) => (isOwn(ctx.path) ? parse(ctx, next) : next()));
+  koa.use(csrf({ exempt: (path) => !isOwn(path) || path.startsWith('/api/') || path.startsWith('/static/') || path.startsWith('/health'), secure }));
+
+  const routers = [
+    interactionRouter({ interactions, flows: loginFlows, tenants, limits, otpTtlSeconds: config.otp.ttlSeconds }),
+    healthRouter({ db }),
+  ];
+  if (config.devMailbox) routers.push(devMailboxRouter({ repo: devMail }));
+  if (config.demoSite) routers.push(demoRouter({ config, tenants }));
+  for (const r of routers) koa.use(r.routes()).use(r.allowedMethods());
+
+  koa.use(mount(provider));
+
+  return {
+    koa,
+    provider,
+    services: { accounts, events, flows: flowRepo, payloads, lockout, tenants, mail, limits },
+    async close() {
+      await mail.close();
+      await limits.close();
+    },
+  };
+}

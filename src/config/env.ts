@@ -1,0 +1,70 @@
+import { z } from 'zod';
+
+/**
+ * Every setting read from the environment, with its default and meaning. This is the only code that
+ * reads process.env (DESIGN.md). Durations are in seconds.
+ */
+const bool = z
+  .enum(['true', 'false', '1', '0', 'yes', 'no', 'on', 'off'])
+  .transform((v) => ['true', '1', 'yes', 'on'].includes(v));
+
+export const envSchema = z.object({
+  /** `development` enables the dev mailbox, the demo relying site and seeded demo data by default. */
+  NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
+  /** HTTP port of the provider. */
+  PORT: z.coerce.number().int().min(0).max(65535).default(3000),
+  /** Address the provider listens on. */
+  HOST: z.string().default('0.0.0.0'),
+  /** Public issuer URL (what relying sites see); defaults to http://localhost:PORT. */
+  ISSUER: z.url().optional(),
+  /** PostgreSQL connection string. Unset: an embedded PGlite database under DATA_DIR. */
+  DATABASE_URL: z.string().optional(),
+  /** Folder for the embedded database and development keys. */
+  DATA_DIR: z.string().default('.data'),
+  /** Redis connection string. Set: BullMQ mail queue and shared rate-limit counters. */
+  REDIS_URL: z.string().optional(),
+  /** SMTP server for outgoing mail, e.g. smtp://user:pass@mail.example.com:587. Unset: mail only goes to the dev mailbox (or the log). */
+  SMTP_URL: z.string().optional(),
+  /** `inline`: this process also delivers queued mail; `external`: only `npm run worker` does (needs REDIS_URL). */
+  MAIL_WORKER: z.enum(['inline', 'external']).default('inline'),
+  /** Sender address of all mail. */
+  MAIL_FROM: z.string().default('"Anshin Login" <no-reply@localhost>'),
+  /** Tenants and clients file. */
+  TENANTS_FILE: z.string().default('config/tenants.yaml'),
+  /** Signing keys as a JWKS JSON string (private keys). Takes precedence over JWKS_FILE. */
+  JWKS: z.string().optional(),
+  /** Signing keys as a JWKS JSON file. Unset outside production: generated once under DATA_DIR. */
+  JWKS_FILE: z.string().optional(),
+  /** Comma-separated secrets that sign cookies (first one signs, all verify). Required in production. */
+  COOKIE_KEYS: z.string().optional(),
+  /** Secret for the HMAC under which one-time passwords are stored. Required in production. */
+  OTP_HMAC_KEY: z.string().optional(),
+  /** Trust X-Forwarded-* headers for the client IP and protocol (only behind a proxy you control). */
+  TRUST_PROXY: bool.default(false),
+  /** Show the manual's "could not send" page for unknown user IDs instead of behaving as for a known one. */
+  REVEAL_UNKNOWN_USER: bool.default(false),
+  /** Development mailbox at /dev/mailbox listing sent messages. Defaults to on in development. */
+  DEV_MAILBOX: bool.optional(),
+  /** Demo relying site at /demo/. Defaults to on in development. */
+  DEMO_SITE: bool.optional(),
+  /** Seed the demo account (demo tenant, user ID `demo-user`). Defaults to on in development. */
+  SEED_DEMO: bool.optional(),
+  /** Digits of a login one-time password (at least 6). */
+  OTP_LENGTH: z.coerce.number().int().min(6).max(12).default(8),
+  /** Lifetime of a login one-time password. */
+  OTP_TTL: z.coerce.number().int().min(30).default(600),
+  /** Minimum wait before another one-time password can be sent in the same login. */
+  OTP_RESEND_COOLDOWN: z.coerce.number().int().min(0).default(60),
+  /** Lifetime of a login flow (the interaction) in seconds. */
+  LOGIN_FLOW_TTL: z.coerce.number().int().min(60).default(1800),
+  /** Requests per minute per source IP on the user-ID, OTP and resend steps together. */
+  RATE_LIMIT_IP_PER_MINUTE: z.coerce.number().int().min(1).default(60),
+  /** OTP submissions per account per 15 minutes (wrong ones also count towards lockout). */
+  RATE_LIMIT_ACCOUNT_OTP_PER_15MIN: z.coerce.number().int().min(1).default(30),
+  /** One-time-password mails per account per hour, however often its ID is entered. */
+  RATE_LIMIT_OTP_MAILS_PER_HOUR: z.coerce.number().int().min(1).default(5),
+  /** Log level (pino). */
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+});
+
+export type Env = z.infer<typeof envSchema>;

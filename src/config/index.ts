@@ -1,0 +1,97 @@
+import { resolve } from 'node:path';
+import { envSchema, type Env } from './env.js';
+import { ConfigError, formatIssues, loadTenants, type ClientConfig, type Tenant } from './tenants.js';
+
+export { ConfigError } from './tenants.js';
+export type { ClientConfig, Contract, LoginMethod, Tenant } from './tenants.js';
+
+/** The provider's whole configuration, resolved once at start and passed down (nothing else reads process.env). */
+export interface AppConfig {
+  env: Env['NODE_ENV'];
+  port: number;
+  host: string;
+  issuer: string;
+  databaseUrl: string | undefined;
+  dataDir: string;
+  redisUrl: string | undefined;
+  smtpUrl: string | undefined;
+  mailFrom: string;
+  mailWorker: 'inline' | 'external';
+  jwks: string | undefined;
+  jwksFile: string | undefined;
+  cookieKeys: string[] | undefined;
+  otpHmacKey: string | undefined;
+  trustProxy: boolean;
+  revealUnknownUser: boolean;
+  devMailbox: boolean;
+  demoSite: boolean;
+  seedDemo: boolean;
+  otp: { length: number; ttlSeconds: number; resendCooldownSeconds: number };
+  loginFlowTtlSeconds: number;
+  rateLimits: { ipPerMinute: number; accountOtpPer15Min: number; otpMailsPerHour: number };
+  logLevel: Env['LOG_LEVEL'];
+  tenants: Tenant[];
+}
+
+export function loadConfig(source: Record<string, string | undefined> = process.env, overrides: Partial<AppConfig> = {}): AppConfig {
+  // Empty strings count as unset, as in most twelve-factor tools.
+  const cleaned = Object.fromEntries(Object.entries(source).filter(([, v]) => v !== undefined && v !== ''));
+  const parsed = envSchema.safeParse(cleaned);
+  if (!parsed.success) throw new ConfigError(formatIssues('environment', parsed.error));
+  const e = parsed.data;
+  const dev = e.NODE_ENV !== 'production';
+  if (!dev) {
+    const missing = (['COOKIE_KEYS', 'OTP_HMAC_KEY'] as const).filter((k) => !e[k]);
+    if (!e.JWKS && !e.JWKS_FILE) missing.push('JWKS or JWKS_FILE' as never);
+    if (missing.length) throw new ConfigError(`environment is invalid:\n  ${missing.join(', ')}: required in production`);
+  }
+  const config: AppConfig = {
+    env: e.NODE_ENV,
+    port: e.PORT,
+    host: e.HOST,
+    issuer: (e.ISSUER ?? `http://localhost:${e.PORT}`).replace(/\/$/, ''),
+    databaseUrl: e.DATABASE_URL,
+    dataDir: resolve(e.DATA_DIR),
+    redisUrl: e.REDIS_URL,
+    smtpUrl: e.SMTP_URL,
+    mailFrom: e.MAIL_FROM,
+    mailWorker: e.MAIL_WORKER,
+    jwks: e.JWKS,
+    jwksFile: e.JWKS_FILE,
+    cookieKeys: e.COOKIE_KEYS?.split(',').map((k) => k.trim()).filter(Boolean),
+    otpHmacKey: e.OTP_HMAC_KEY,
+    trustProxy: e.TRUST_PROXY,
+    revealUnknownUser: e.REVEAL_UNKNOWN_USER,
+    devMailbox: e.DEV_MAILBOX ?? e.NODE_ENV === 'development',
+    demoSite: e.DEMO_SITE ?? e.NODE_ENV === 'development',
+    seedDemo: e.SEED_DEMO ?? e.NODE_ENV === 'development',
+    otp: { length: e.OTP_LENGTH, ttlSeconds: e.OTP_TTL, resendCooldownSeconds: e.OTP_RESEND_COOLDOWN },
+    loginFlowTtlSeconds: e.LOGIN_FLOW_TTL,
+    rateLimits: {
+      ipPerMinute: e.RATE_LIMIT_IP_PER_MINUTE,
+      accountOtpPer15Min: e.RATE_LIMIT_ACCOUNT_OTP_PER_15MIN,
+      otpMailsPerHour: e.RATE_LIMIT_OTP_MAILS_PER_HOUR,
+    },
+    logLevel: e.LOG_LEVEL,
+    tenants: overrides.tenants ?? loadTenants(e.TENANTS_FILE),
+  };
+  return { ...config, ...overrides };
+}
+
+/** Lookups over the configured tenants and clients. */
+export class TenantDirectory {
+  private readonly byClient = new Map<string, { tenant: Tenant; client: ClientConfig }>();
+  private readonly byId = new Map<string, Tenant>();
+  constructor(readonly tenants: Tenant[]) {
+    for (const tenant of tenants) {
+      this.byId.set(tenant.id, tenant);
+      for (const client of tenant.clients) this.byClient.set(client.client_id, { tenant, client });
+    }
+  }
+  tenant(id: string): Tenant | undefined {
+    return this.byId.get(id);
+  }
+  client(clientId: string): { tenant: Tenant; client: ClientConfig } | undefined {
+    return this.byClient.get(clientId);
+  }
+}

@@ -1,0 +1,104 @@
+import { readFileSync } from 'node:fs';
+import { parse } from 'yaml';
+import { z } from 'zod';
+
+export const LOGIN_METHODS = ['otp', 'password', 'password_otp', 'password_certificate'] as const;
+export type LoginMethod = (typeof LOGIN_METHODS)[number];
+
+/** A tenant's feature set (ご契約の内容). Defaults are what a new contract gets. */
+export const contractSchema = z
+  .object({
+    /** Login methods the tenant's accounts may use; the first is the default for new accounts. */
+    login_methods: z.array(z.enum(LOGIN_METHODS)).min(1).default(['otp']),
+    /** Whether the account area is offered. */
+    account_area: z.boolean().default(true),
+    /** Whether users may add, change and delete devices themselves. */
+    device_add: z.boolean().default(false),
+    device_change: z.boolean().default(false),
+    device_delete: z.boolean().default(false),
+    /** Most devices one account may have. */
+    max_devices: z.number().int().min(1).max(50).default(5),
+    /** Consecutive failures that lock an account. */
+    lockout_threshold: z.number().int().min(1).max(100).default(5),
+  })
+  .strict();
+
+const urlString = z.url({ protocol: /^https?$/ });
+
+export const clientSchema = z
+  .object({
+    client_id: z.string().min(1).max(200),
+    /** Omit for a public client (PKCE required, no secret). */
+    client_secret: z.string().min(16).optional(),
+    /** How a confidential client authenticates at the token endpoint. */
+    token_endpoint_auth_method: z.enum(['client_secret_basic', 'client_secret_post']).default('client_secret_basic'),
+    name: z.string().min(1),
+    /** First-party clients skip the consent screen. */
+    first_party: z.boolean().default(true),
+    redirect_uris: z.array(urlString).min(1),
+    post_logout_redirect_uris: z.array(urlString).default([]),
+    /** Grant types beyond authorization_code and refresh_token. */
+    extra_grant_types: z.array(z.enum(['client_credentials'])).default([]),
+  })
+  .strict();
+
+export const tenantSchema = z
+  .object({
+    id: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'lower-case letters, digits and hyphens'),
+    name: z.string().min(1),
+    contract: contractSchema.default(contractSchema.parse({})),
+    clients: z.array(clientSchema).min(1),
+  })
+  .strict();
+
+export const tenantsFileSchema = z
+  .object({ tenants: z.array(tenantSchema).min(1) })
+  .strict()
+  .superRefine((file, ctx) => {
+    const tenantIds = new Set<string>();
+    const clientIds = new Set<string>();
+    file.tenants.forEach((tenant, i) => {
+      if (tenantIds.has(tenant.id)) ctx.addIssue({ code: 'custom', path: ['tenants', i, 'id'], message: `duplicate tenant id "${tenant.id}"` });
+      tenantIds.add(tenant.id);
+      tenant.clients.forEach((client, j) => {
+        if (clientIds.has(client.client_id))
+          ctx.addIssue({ code: 'custom', path: ['tenants', i, 'clients', j, 'client_id'], message: `duplicate client_id "${client.client_id}"` });
+        clientIds.add(client.client_id);
+      });
+    });
+  });
+
+export type Contract = z.infer<typeof contractSchema>;
+export type ClientConfig = z.infer<typeof clientSchema>;
+export type Tenant = z.infer<typeof tenantSchema>;
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+/** Formats zod issues as `path.to.key: message` lines so a bad file names the key. */
+export function formatIssues(source: string, error: z.ZodError): string {
+  return `${source} is invalid:\n` + error.issues.map((i) => `  ${i.path.join('.') || '(root)'}: ${i.message}`).join('\n');
+}
+
+export function parseTenants(source: string, text: string): Tenant[] {
+  let raw: unknown;
+  try {
+    raw = parse(text);
+  } catch (e) {
+    throw new ConfigError(`${source} is not valid YAML: ${(e as Error).message}`);
+  }
+  const result = tenantsFileSchema.safeParse(raw);
+  if (!result.success) throw new ConfigError(formatIssues(source, result.error));
+  return result.data.tenants;
+}
+
+export function loadTenants(file: string): Tenant[] {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new ConfigError(`cannot read tenants file ${file}: ${(e as Error).message}`);
+  }
+  return parseTenants(file, text);
+}

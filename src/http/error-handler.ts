@@ -1,0 +1,45 @@
+import type { Context, Next } from 'koa';
+import type { Logger } from '../logger.js';
+import { AppError, NotFoundError, RateLimitedError } from './errors.js';
+import { TooManyRequestsError } from './rate-limit.js';
+
+function toAppError(err: unknown): AppError | undefined {
+  if (err instanceof AppError) return err;
+  if (err instanceof TooManyRequestsError) return new RateLimitedError(err.retryAfterSeconds);
+  const e = err as { status?: number; statusCode?: number; expose?: boolean; type?: string };
+  const status = e?.status ?? e?.statusCode;
+  // Errors from body parsing and Koa itself (413 too large, 415, 400 malformed) are the client's.
+  if (status === 413) return new AppError('payload_too_large', 413, 'common:errors.bad_request');
+  if (status === 404) return new NotFoundError();
+  if (typeof status === 'number' && status >= 400 && status < 500) return new AppError('bad_request', status, 'common:errors.bad_request');
+  return undefined;
+}
+
+/**
+ * Renders every error as a page in the user's language (or JSON for API callers): client mistakes
+ * keep their 4xx; anything else is logged and shown as a plain 500 without details.
+ */
+export function errorHandler(logger: Logger) {
+  return async (ctx: Context, next: Next) => {
+    try {
+      await next();
+      if (ctx.status === 404 && ctx.body === undefined) throw new NotFoundError();
+    } catch (err) {
+      let appError = toAppError(err);
+      if (!appError) {
+        logger.error({ err, path: ctx.path, method: ctx.method }, 'unhandled error');
+        appError = new AppError('internal', 500, 'common:errors.internal');
+      }
+      ctx.status = appError.status;
+      if (appError instanceof RateLimitedError) ctx.set('Retry-After', String(appError.retryAfterSeconds));
+      const wantsJson = ctx.path.startsWith('/api/') || (ctx.accepts('html', 'json') === 'json' && !ctx.get('accept').includes('html'));
+      const t = ctx.state.t as ((key: string, params?: object) => string) | undefined;
+      const message = t ? t(appError.messageKey, appError.params) : appError.code;
+      if (wantsJson || typeof ctx.render !== 'function') {
+        ctx.body = { error: appError.code, message };
+        return;
+      }
+      await ctx.render('error', { messageKey: appError.messageKey, messageParams: appError.params, backUrl: appError.backUrl, errorCode: appError.code });
+    }
+  };
+}

@@ -1,0 +1,23 @@
+import type { Context, Next } from 'koa';
+import { isLocale, negotiateLocale } from '../i18n/index.js';
+import { pageLocals } from './pages.js';
+
+/**
+ * Picks the page language (?lang=, then the `lang` cookie, then Accept-Language; interaction pages
+ * also honour the OIDC request's ui_locales) and exposes `t`, `locale` and the language switch link
+ * to every view. An explicit ?lang= is remembered in a cookie.
+ */
+export function locale() {
+  return async (ctx: Context, next: Next) => {
+    const fromQuery = typeof ctx.query.lang === 'string' ? ctx.query.lang : undefined;
+    if (isLocale(fromQuery)) ctx.cookies.set('lang', fromQuery, { httpOnly: true, sameSite: 'lax', maxAge: 365 * 24 * 3600 * 1000, signed: false });
+    const chosen = negotiateLocale([fromQuery, ctx.cookies.get('lang', { signed: false })], ctx.get('accept-language'));
+    setLocale(ctx, chosen);
+    return next();
+  };
+}
+
+export function setLocale(ctx: Context, chosen: ReturnType<typeof negotiateLocale>) {
+  ctx.state.locale = chosen;
+  Object.assign(ctx.state, pageLocals(chosen, ctx.method === 'GET' ? ctx.url : undefined));
+}

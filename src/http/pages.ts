@@ -1,0 +1,32 @@
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import pug from 'pug';
+import { translator, type Locale } from '../i18n/index.js';
+
+export const VIEWS_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'views');
+
+/** Locals every page gets: the translate function, the locale and a link to the other language. */
+export function pageLocals(locale: Locale, currentUrl?: string): Record<string, unknown> {
+  let langSwitchUrl: string | undefined;
+  if (currentUrl) {
+    const url = new URL(currentUrl, 'http://x');
+    url.searchParams.set('lang', locale === 'ja' ? 'en' : 'ja');
+    langSwitchUrl = url.pathname + url.search;
+  }
+  return { t: translator(locale), locale, langSwitchUrl };
+}
+
+const cache = new Map<string, pug.compileTemplate>();
+
+/**
+ * Renders a view outside a koa-views context (oidc-provider's own error and logout pages are
+ * rendered inside its sub-application, where ctx.render does not exist).
+ */
+export function renderPage(view: string, locals: Record<string, unknown>): string {
+  let fn = cache.get(view);
+  if (!fn) {
+    fn = pug.compileFile(join(VIEWS_DIR, `${view}.pug`), { basedir: VIEWS_DIR });
+    cache.set(view, fn);
+  }
+  return fn(locals);
+}

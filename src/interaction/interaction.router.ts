@@ -1,0 +1,120 @@
+import Router from '@koa/router';
+import type { Context } from 'koa';
+import type { TenantDirectory } from '../config/index.js';
+import { clientIp } from '../http/client-ip.js';
+import { BadRequestError, SessionExpiredError } from '../http/errors.js';
+import { setLocale } from '../http/locale.js';
+import type { RateLimits } from '../http/rate-limit.js';
+import { RateLimitedError } from '../http/errors.js';
+import { isLocale, negotiateLocale } from '../i18n/index.js';
+import type { LoginFlowService, RequestInfo } from '../login/login-flow.service.js';
+import type { InteractionDetails, OidcInteractions } from '../oidc/interactions.js';
+
+const UID = /^[A-Za-z0-9_-]{10,64}$/;
+
+/**
+ * The login screens (manual chapter 4) on top of oidc-provider's interactions. Thin: it validates
+ * input, asks the login flow service, and renders or redirects. The only caller of interactionFinished.
+ */
+export function interactionRouter(deps: { interactions: OidcInteractions; flows: LoginFlowService; tenants: TenantDirectory; limits: RateLimits; otpTtlSeconds: number }) {
+  const router = new Router({ prefix: '/interaction' });
+  const { interactions, flows } = deps;
+
+  /** Loads the interaction (checking its cookie) and settles the page language, ui_locales included. */
+  async function load(ctx: Context): Promise<InteractionDetails> {
+    const uid = ctx.params.uid ?? '';
+    if (!UID.test(uid)) throw new SessionExpiredError();
+    const details = await interactions.details(ctx);
+    if (details.uid !== uid) throw new SessionExpiredError();
+    const fromQuery = typeof ctx.query.lang === 'string' && isLocale(ctx.query.lang) ? ctx.query.lang : undefined;
+    setLocale(ctx, negotiateLocale([fromQuery, ctx.cookies.get('lang'), details.params.ui_locales], ctx.get('accept-language')));
+    return details;
+  }
+
+  const requestInfo = (ctx: Context): RequestInfo => ({ ip: clientIp(ctx), userAgent: ctx.get('user-agent') || null, locale: ctx.state.locale });
+  const flowUrl = (uid: string) => `/interaction/${uid}`;
+  const body = (ctx: Context): Record<string, unknown> => {
+    const b = (ctx.request as { body?: unknown }).body;
+    return b && typeof b === 'object' && !Array.isArray(b) ? (b as Record<string, unknown>) : {};
+  };
+
+  async function limitIp(ctx: Context, uid: string) {
+    const d = await deps.limits.consume('ip', clientIp(ctx) ?? 'unknown');
+    if (!d.allowed) throw new RateLimitedError(d.retryAfterSeconds, flowUrl(uid));
+  }
+
+  router.get('/:uid', async (ctx) => {
+    const details = await load(ctx);
+    const uid = details.uid;
+    const clientName = deps.tenants.client(details.params.client_id)?.client.name;
+    if (details.prompt.name === 'consent') {
+      const scopes = (details.prompt.details.missingOIDCScope as string[] | undefined) ?? [];
+      await ctx.render('login/consent', { uid, clientName, scopes });
+      return;
+    }
+    if (details.prompt.name !== 'login') throw new BadRequestError();
+    const flow = await flows.begin(uid, details.params.client_id);
+    const view = await flows.view(flow, requestInfo(ctx), flowUrl(uid));
+    if (view.step === 'identify') {
+      const hint = typeof details.params.login_hint === 'string' ? details.params.login_hint.slice(0, 64) : '';
+      await ctx.render('login/identify', { uid, clientName, userIdValue: hint });
+      return;
+    }
+    const { view: template, locals } = view.factor.render(view.context);
+    const notice = ctx.query.resent === '1' ? ctx.state.t('login:otp.resent') : undefined;
+    await ctx.render(template, { uid, clientName, otpMinutes: Math.round(deps.otpTtlSeconds / 60), notice, ...locals });
+  });
+
+  router.post('/:uid/identify', async (ctx) => {
+    const details = await load(ctx);
+    await limitIp(ctx, details.uid);
+    const flow = await flows.begin(details.uid, details.params.client_id);
+    await flows.identify(flow, body(ctx).userId, requestInfo(ctx), flowUrl(details.uid));
+    ctx.status = 303;
+    ctx.redirect(flowUrl(details.uid));
+  });
+
+  router.post('/:uid/otp', async (ctx) => {
+    const details = await load(ctx);
+    await limitIp(ctx, details.uid);
+    const flow = await flows.begin(details.uid, details.params.client_id);
+    if (!flow.state.startsWith('factor:')) throw new BadRequestError('common:errors.bad_request', {}, flowUrl(details.uid));
+    const outcome = await flows.submit(flow, body(ctx), requestInfo(ctx), flowUrl(details.uid));
+    if ('next' in outcome) {
+      ctx.status = 303;
+      ctx.redirect(flowUrl(details.uid));
+      return;
+    }
+    await interactions.finishLogin(ctx, outcome);
+  });
+
+  router.post('/:uid/resend', async (ctx) => {
+    const details = await load(ctx);
+    await limitIp(ctx, details.uid);
+    const flow = await flows.begin(details.uid, details.params.client_id);
+    await flows.resend(flow, requestInfo(ctx), flowUrl(details.uid));
+    ctx.status = 303;
+    ctx.redirect(`${flowUrl(details.uid)}?resent=1`);
+  });
+
+  router.post('/:uid/restart', async (ctx) => {
+    const details = await load(ctx);
+    const flow = await flows.begin(details.uid, details.params.client_id);
+    await flows.restart(flow);
+    ctx.status = 303;
+    ctx.redirect(flowUrl(details.uid));
+  });
+
+  router.post('/:uid/consent', async (ctx) => {
+    const details = await load(ctx);
+    if (details.prompt.name !== 'consent') throw new BadRequestError();
+    await interactions.finishConsent(ctx, details);
+  });
+
+  router.get('/:uid/abort', async (ctx) => {
+    await load(ctx);
+    await interactions.abort(ctx);
+  });
+
+  return router;
+}

@@ -1,0 +1,26 @@
+import type { AccountRepository } from '../persistence/account.repository.js';
+
+export type FailureOutcome = { locked: false; failedAttempts: number } | { locked: true; justLocked: boolean };
+
+/**
+ * Consecutive-failure lockout shared by every factor. The counter moves in one atomic UPDATE, so N
+ * parallel wrong attempts lock the account at exactly the threshold; only an administrator unlocks.
+ */
+export class LockoutService {
+  constructor(private readonly accounts: AccountRepository) {}
+
+  async registerFailure(accountId: string, threshold: number): Promise<FailureOutcome> {
+    const r = await this.accounts.registerFailure(accountId, threshold);
+    if (!r) return { locked: true, justLocked: false };
+    return r.locked ? { locked: true, justLocked: true } : { locked: false, failedAttempts: r.failedAttempts };
+  }
+
+  /** Resets the counter on success; null means a lock won the race and the login must not finish. */
+  registerSuccess(accountId: string, ip: string | null) {
+    return this.accounts.registerSuccess(accountId, ip);
+  }
+
+  unlock(tenantId: string, userId: string) {
+    return this.accounts.unlock(tenantId, userId);
+  }
+}

@@ -1,0 +1,47 @@
+import type { ClientConfig, Tenant } from '../config/index.js';
+import type { Locale } from '../i18n/index.js';
+import type { AccountWithDevices } from '../persistence/account.repository.js';
+import type { LoginFlow } from '../persistence/login-flow.repository.js';
+import type { LoginResult } from '../history/login-event.service.js';
+import type { FactorName } from './login-methods.js';
+
+/** What a factor knows about the request and the login it belongs to. */
+export interface FactorContext {
+  flow: LoginFlow;
+  /** null for an unknown user ID: factors then behave as for a real account but never succeed. */
+  account: AccountWithDevices | null;
+  /** Whether the account may receive messages and succeed (false for locked accounts: a decoy step). */
+  live: boolean;
+  tenant: Tenant;
+  client: ClientConfig;
+  locale: Locale;
+  ip: string | null;
+  userAgent: string | null;
+  /** URL of this login's current page, for "back" links. */
+  flowUrl: string;
+}
+
+export type FactorOutcome =
+  | { kind: 'passed' }
+  | {
+      kind: 'rejected';
+      result: LoginResult;
+      /** Whether this attempt counts towards the account's lockout. */
+      countsAsFailure: boolean;
+      messageKey: string;
+    };
+
+/** One step of a login method (like a Keycloak authenticator). */
+export interface Factor {
+  readonly name: FactorName;
+  /** RFC 8176 `amr` value this factor contributes. */
+  readonly amr: string;
+  isConfiguredFor(account: AccountWithDevices): boolean;
+  /** Runs when the flow reaches this step (e.g. mails the code). */
+  enter(ctx: FactorContext): Promise<void>;
+  /** Factors that send something (a code) and can send it again: seconds until they may (0: now). */
+  resendWait?(ctx: FactorContext): Promise<number>;
+  /** The view and its locals for this step's page. */
+  render(ctx: FactorContext): { view: string; locals: Record<string, unknown> };
+  submit(ctx: FactorContext, input: Record<string, unknown>): Promise<FactorOutcome>;
+}

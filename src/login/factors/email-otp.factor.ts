@@ -1,0 +1,89 @@
+import { BadRequestError, RateLimitedError } from '../../http/errors.js';
+import type { RateLimits } from '../../http/rate-limit.js';
+import type { MailQueue } from '../../mail/mail.types.js';
+import type { OtpService } from '../../otp/otp.service.js';
+import type { AccountWithDevices } from '../../persistence/account.repository.js';
+import type { Factor, FactorContext, FactorOutcome } from '../factor.js';
+
+/** Accepts what people type for a code: full-width digits, spaces and hyphens are tolerated. */
+export function normalizeOtp(raw: unknown): string | undefined {
+  if (typeof raw !== 'string') return undefined;
+  return raw.normalize('NFKC').replace(/[\s-]/g, '');
+}
+
+/** Proven device addresses only: an address not yet proven never receives a login code. */
+export function deliverableAddresses(account: AccountWithDevices): string[] {
+  return [...new Set(account.devices.filter((d) => d.verifiedAt).map((d) => d.email))];
+}
+
+/** The manual's one-time password by e-mail, sent to every proven device address of the account. */
+export class EmailOtpFactor implements Factor {
+  readonly name = 'email_otp' as const;
+  readonly amr = 'otp';
+
+  constructor(
+    private readonly deps: {
+      otp: OtpService;
+      mail: MailQueue;
+      limits: RateLimits;
+      otpLength: number;
+      otpTtlSeconds: number;
+    },
+  ) {}
+
+  isConfiguredFor(account: AccountWithDevices): boolean {
+    return deliverableAddresses(account).length > 0;
+  }
+
+  /**
+   * Issues a code and mails it. The mail limit is keyed by the user ID as typed, known or not, so it
+   * neither mail-bombs a user nor tells known IDs from unknown ones; unknown and locked accounts get a
+   * code stored like any other (same work, same timing) but no mail.
+   */
+  async enter(ctx: FactorContext): Promise<void> {
+    const key = `${ctx.tenant.id}:${ctx.flow.submittedUserId ?? ''}`;
+    const decision = await this.deps.limits.consume('otp_mail', key);
+    if (!decision.allowed) throw new RateLimitedError(decision.retryAfterSeconds, ctx.flowUrl);
+    const { code } = await this.deps.otp.issueForFlow(ctx.flow.id, ctx.account?.id ?? null, 'login', this.deps.otpTtlSeconds);
+    if (!ctx.account || !ctx.live) return;
+    const to = deliverableAddresses(ctx.account);
+    if (to.length === 0) return;
+    await this.deps.mail.enqueue({
+      to,
+      template: 'login-otp',
+      locale: ctx.locale,
+      params: {
+        userId: ctx.account.userId,
+        otp: code,
+        expiresMinutes: String(Math.round(this.deps.otpTtlSeconds / 60)),
+        clientName: ctx.client.name,
+      },
+    });
+  }
+
+  /** Seconds to wait before another code may be sent (0: now). */
+  resendWait(ctx: FactorContext): Promise<number> {
+    return this.deps.otp.resendWait(ctx.flow.id);
+  }
+
+  render(ctx: FactorContext) {
+    return { view: 'login/otp', locals: { userId: ctx.flow.submittedUserId, otpLength: this.deps.otpLength } };
+  }
+
+  async submit(ctx: FactorContext, input: Record<string, unknown>): Promise<FactorOutcome> {
+    const code = normalizeOtp(input.otp);
+    if (!code) throw new BadRequestError('login:errors.otp_required', {}, ctx.flowUrl);
+    if (!/^\d{6,12}$/.test(code)) throw new BadRequestError('login:errors.otp_format', { length: this.deps.otpLength }, ctx.flowUrl);
+    const check = await this.deps.otp.verifyForFlow(ctx.flow.id, code);
+    switch (check) {
+      case 'ok':
+        return { kind: 'passed' };
+      case 'expired':
+        return { kind: 'rejected', result: 'expired_otp', countsAsFailure: false, messageKey: 'login:errors.otp_expired' };
+      case 'used':
+        return { kind: 'rejected', result: 'used_otp', countsAsFailure: true, messageKey: 'login:errors.auth_failed' };
+      case 'wrong':
+        return { kind: 'rejected', result: 'wrong_otp', countsAsFailure: true, messageKey: 'login:errors.auth_failed' };
+    }
+  }
+}

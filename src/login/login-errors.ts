@@ -1,0 +1,29 @@
+import { AppError } from '../http/errors.js';
+
+/** 認証に失敗しました: a wrong code (or password), or an unknown user ID. */
+export class AuthFailedError extends AppError {
+  constructor(backUrl?: string, messageKey = 'login:errors.auth_failed') {
+    super('auth_failed', 401, messageKey, {}, backUrl);
+  }
+}
+
+/** ワンタイムパスワードの誤入力が繰り返されたため、アカウントをロックしました */
+export class AccountLockedError extends AppError {
+  constructor(backUrl?: string) {
+    super('account_locked', 403, 'login:errors.locked', {}, backUrl);
+  }
+}
+
+/** ワンタイムパスワードが送信できませんでした (only when the deployment reveals unknown user IDs). */
+export class OtpNotSentError extends AppError {
+  constructor(backUrl?: string) {
+    super('otp_not_sent', 400, 'login:errors.otp_not_sent', {}, backUrl);
+  }
+}
+
+/** The account exists but has not been activated yet; the user is pointed to the activation URL. */
+export class NotActivatedError extends AppError {
+  constructor(backUrl?: string) {
+    super('not_activated', 403, 'login:errors.not_activated', {}, backUrl);
+  }
+}

@@ -1,0 +1,250 @@
+import type { ClientConfig, LoginMethod, Tenant, TenantDirectory } from '../config/index.js';
+import { BadRequestError, RateLimitedError, SessionExpiredError } from '../http/errors.js';
+import type { RateLimits } from '../http/rate-limit.js';
+import type { LoginEventService, LoginResult } from '../history/login-event.service.js';
+import type { Locale } from '../i18n/index.js';
+import type { LockoutService } from '../lockout/lockout.service.js';
+import type { MailQueue } from '../mail/mail.types.js';
+import type { AccountRepository, AccountWithDevices } from '../persistence/account.repository.js';
+import type { LoginFlow, LoginFlowRepository } from '../persistence/login-flow.repository.js';
+import type { Factor, FactorContext } from './factor.js';
+import { deliverableAddresses } from './factors/email-otp.factor.js';
+import { AccountLockedError, AuthFailedError, NotActivatedError, OtpNotSentError } from './login-errors.js';
+import { METHOD_ACR, METHOD_FACTORS, effectiveMethod, type FactorName } from './login-methods.js';
+
+/** Who is asking, as the HTTP layer saw it. */
+export interface RequestInfo {
+  ip: string | null;
+  userAgent: string | null;
+  locale: Locale;
+}
+
+/** A finished login, ready to be handed to the OIDC layer. */
+export interface CompletedLogin {
+  accountId: string;
+  amr: string[];
+  acr: string;
+  method: LoginMethod;
+}
+
+export type FlowView = { step: 'identify' } | { step: 'factor'; factor: Factor; context: FactorContext };
+
+export const USER_ID_MAX = 64;
+
+/** User IDs as typed by people: full-width letters become ASCII, surrounding spaces go. */
+export function normalizeUserId(raw: unknown): string | undefined {
+  if (typeof raw !== 'string') return undefined;
+  return raw.normalize('NFKC').trim();
+}
+
+const factorState = (name: FactorName) => `factor:${name}`;
+
+/**
+ * The login flow state machine: identify → one state per factor of the account's login method →
+ * complete. State lives in the database, keyed by the oidc-provider interaction, so any instance can
+ * serve any step.
+ *
+ * ```
+ * identify --user ID--> factor:<first> --passed--> factor:<next> ... --passed--> complete
+ * ```
+ */
+export class LoginFlowService {
+  private readonly factors: Map<FactorName, Factor>;
+
+  constructor(
+    private readonly deps: {
+      flows: LoginFlowRepository;
+      accounts: AccountRepository;
+      events: LoginEventService;
+      lockout: LockoutService;
+      limits: RateLimits;
+      mail: MailQueue;
+      tenants: TenantDirectory;
+      factors: Factor[];
+      flowTtlSeconds: number;
+      revealUnknownUser: boolean;
+    },
+  ) {
+    this.factors = new Map(deps.factors.map((f) => [f.name, f]));
+  }
+
+  private clientOf(clientId: string): { tenant: Tenant; client: ClientConfig } {
+    const found = this.deps.tenants.client(clientId);
+    if (!found) throw new SessionExpiredError();
+    return found;
+  }
+
+  /** The flow of an interaction, created on first sight. */
+  async begin(interactionUid: string, clientId: string): Promise<LoginFlow> {
+    const { tenant } = this.clientOf(clientId);
+    const flow = await this.deps.flows.findOrCreate({
+      interactionUid,
+      tenantId: tenant.id,
+      clientId,
+      expiresAt: new Date(Date.now() + this.deps.flowTtlSeconds * 1000),
+    });
+    if (flow.expiresAt.getTime() <= Date.now()) throw new SessionExpiredError();
+    return flow;
+  }
+
+  private async context(flow: LoginFlow, req: RequestInfo, flowUrl: string): Promise<FactorContext> {
+    const { tenant, client } = this.clientOf(flow.clientId);
+    const account = flow.accountId ? await this.deps.accounts.findById(flow.accountId) : null;
+    return { flow, account, live: !!account && !account.lockedAt, tenant, client, locale: req.locale, ip: req.ip, userAgent: req.userAgent, flowUrl };
+  }
+
+  /** What the current page of the flow is. */
+  async view(flow: LoginFlow, req: RequestInfo, flowUrl: string): Promise<FlowView> {
+    if (flow.state === 'identify') return { step: 'identify' };
+    const factor = this.currentFactor(flow);
+    return { step: 'factor', factor, context: await this.context(flow, req, flowUrl) };
+  }
+
+  private currentFactor(flow: LoginFlow): Factor {
+    const name = flow.state.startsWith('factor:') ? (flow.state.slice(7) as FactorName) : undefined;
+    const factor = name && this.factors.get(name);
+    if (!factor) throw new SessionExpiredError();
+    return factor;
+  }
+
+  private event(flow: LoginFlow, req: RequestInfo, result: LoginResult, accountId: string | null) {
+    return this.deps.events.record({
+      tenantId: flow.tenantId,
+      accountId,
+      submittedUserId: flow.submittedUserId,
+      clientId: flow.clientId,
+      method: flow.method,
+      result,
+      sourceIp: req.ip,
+      userAgent: req.userAgent,
+    });
+  }
+
+  /** Step 1: the user ID. Moves the flow to its first factor (and, for e-mail OTP, sends the code). */
+  async identify(flow: LoginFlow, rawUserId: unknown, req: RequestInfo, flowUrl: string): Promise<void> {
+    const userId = normalizeUserId(rawUserId);
+    if (!userId) throw new BadRequestError('login:errors.user_id_required', {}, flowUrl);
+    if (userId.length > USER_ID_MAX) throw new BadRequestError('login:errors.user_id_too_long', { max: USER_ID_MAX }, flowUrl);
+    if (flow.state !== 'identify') throw new BadRequestError('login:errors.already_identified', {}, flowUrl);
+    const { tenant } = this.clientOf(flow.clientId);
+    const account = await this.deps.accounts.findByUserId(tenant.id, userId);
+
+    if (!account) {
+      if (this.deps.revealUnknownUser) {
+        await this.event({ ...flow, submittedUserId: userId }, req, 'unknown_user', null);
+        throw new OtpNotSentError(flowUrl);
+      }
+    } else if (account.status === 'pending_activation') {
+      await this.event({ ...flow, submittedUserId: userId }, req, 'not_activated', account.id);
+      throw new NotActivatedError(flowUrl);
+    }
+
+    // Unknown IDs (by default) and locked accounts walk the same path as live ones, as a decoy.
+    const method: LoginMethod = account ? effectiveMethod(account.loginMethod, tenant.contract) : tenant.contract.login_methods[0] ?? 'otp';
+    const first = METHOD_FACTORS[method][0] ?? 'email_otp';
+    const moved = await this.deps.flows.transition(flow.id, 'identify', {
+      accountId: account?.id ?? null,
+      submittedUserId: userId,
+      method,
+      completedFactors: [],
+      state: factorState(first),
+    });
+    if (!moved) throw new BadRequestError('login:errors.already_identified', {}, flowUrl);
+    const next = { ...flow, accountId: account?.id ?? null, submittedUserId: userId, method, state: factorState(first) };
+    const factor = this.currentFactor(next);
+    const ctx: FactorContext = { ...(await this.context(next, req, flowUrl)), account };
+    await factor.enter(ctx);
+  }
+
+  /** Sends the current factor's code again, once its cool-down has passed. */
+  async resend(flow: LoginFlow, req: RequestInfo, flowUrl: string): Promise<void> {
+    const factor = this.currentFactor(flow);
+    const ctx = await this.context(flow, req, flowUrl);
+    if (!factor.resendWait) throw new BadRequestError('common:errors.bad_request', {}, flowUrl);
+    const wait = await factor.resendWait(ctx);
+    if (wait > 0) throw new BadRequestError('login:errors.resend_wait', { seconds: wait }, flowUrl);
+    await factor.enter(ctx);
+  }
+
+  /** Back to the user ID page (another ID, or a fresh start). */
+  async restart(flow: LoginFlow): Promise<void> {
+    await this.deps.flows.update(flow.id, { state: 'identify', accountId: null, submittedUserId: null, method: null, completedFactors: [] });
+  }
+
+  /**
+   * A factor's answer. Wrong answers count towards the lockout shared by all factors; the last
+   * factor's success resets the counter, unless a lock landed first.
+   */
+  async submit(flow: LoginFlow, input: Record<string, unknown>, req: RequestInfo, flowUrl: string): Promise<CompletedLogin | { next: FactorName }> {
+    const factor = this.currentFactor(flow);
+    const ctx = await this.context(flow, req, flowUrl);
+    const { tenant, account } = ctx;
+
+    const limitKey = `${tenant.id}:${flow.submittedUserId ?? ''}`;
+    const decision = await this.deps.limits.consume('account_otp', limitKey);
+    if (!decision.allowed) throw new RateLimitedError(decision.retryAfterSeconds, flowUrl);
+
+    if (account?.lockedAt) {
+      await this.event(flow, req, 'locked', account.id);
+      throw new AccountLockedError(flowUrl);
+    }
+    const outcome = await factor.submit(ctx, input);
+    if (!account) {
+      await this.event(flow, req, 'unknown_user', null);
+      throw new AuthFailedError(flowUrl);
+    }
+    if (outcome.kind === 'rejected') {
+      if (outcome.countsAsFailure) {
+        const failure = await this.deps.lockout.registerFailure(account.id, tenant.contract.lockout_threshold);
+        if (failure.locked) {
+          await this.event(flow, req, 'locked', account.id);
+          if (failure.justLocked) await this.notifyLocked(account, ctx);
+          throw new AccountLockedError(flowUrl);
+        }
+      }
+      await this.event(flow, req, outcome.result, account.id);
+      throw new AuthFailedError(flowUrl, outcome.messageKey);
+    }
+
+    const method = (flow.method ?? 'otp') as LoginMethod;
+    const completed = [...flow.completedFactors, factor.name];
+    const remaining = METHOD_FACTORS[method].filter((f) => !completed.includes(f));
+    const nextFactor = remaining[0];
+    if (nextFactor) {
+      const moved = await this.deps.flows.transition(flow.id, flow.state, { completedFactors: completed, state: factorState(nextFactor) });
+      if (!moved) throw new SessionExpiredError();
+      const next = { ...flow, completedFactors: completed, state: factorState(nextFactor) };
+      await this.currentFactor(next).enter({ ...ctx, flow: next });
+      return { next: nextFactor };
+    }
+
+    const moved = await this.deps.flows.transition(flow.id, flow.state, { completedFactors: completed, state: 'complete' });
+    if (!moved) throw new SessionExpiredError();
+    const seenIp = req.ip ? await this.deps.events.hasSucceededFrom(account.id, req.ip) : true;
+    const previous = await this.deps.lockout.registerSuccess(account.id, req.ip);
+    if (!previous) {
+      await this.event(flow, req, 'locked', account.id);
+      throw new AccountLockedError(flowUrl);
+    }
+    await this.event(flow, req, 'success', account.id);
+    if (!seenIp && previous.previousLoginAt) await this.notifyNewIp(account, ctx);
+    const amr = METHOD_FACTORS[method].map((name) => this.factors.get(name)?.amr ?? name);
+    return { accountId: account.id, amr, acr: METHOD_ACR[method], method };
+  }
+
+  private async notifyLocked(account: AccountWithDevices, ctx: FactorContext) {
+    const to = deliverableAddresses(account);
+    if (to.length) await this.deps.mail.enqueue({ to, template: 'account-locked', locale: ctx.locale, params: { userId: account.userId, clientName: ctx.client.name } });
+  }
+
+  private async notifyNewIp(account: AccountWithDevices, ctx: FactorContext) {
+    const to = deliverableAddresses(account);
+    if (to.length && ctx.ip)
+      await this.deps.mail.enqueue({
+        to,
+        template: 'new-ip-login',
+        locale: ctx.locale,
+        params: { userId: account.userId, ip: ctx.ip, time: new Date().toISOString(), clientName: ctx.client.name },
+      });
+  }
+}

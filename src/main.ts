@@ -1,0 +1,53 @@
+import { createServer } from 'node:http';
+import { createApp } from './app.js';
+import { ConfigError, loadConfig } from './config/index.js';
+import { DEMO_USER_ID, seedDemoAccount } from './demo/seed.js';
+import { createLogger } from './logger.js';
+import { openDatabase } from './persistence/database.js';
+import { startHousekeeping } from './housekeeping.js';
+
+async function main() {
+  let config;
+  try {
+    config = loadConfig();
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      console.error(e.message);
+      process.exit(1);
+    }
+    throw e;
+  }
+  const logger = createLogger(config.logLevel);
+  const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, logger });
+  logger.info({ database: db.kind }, 'database ready');
+  const app = await createApp({ config, db, logger });
+  if (config.seedDemo && (await seedDemoAccount(app.services.accounts, app.services.tenants))) logger.info({ userId: DEMO_USER_ID }, 'seeded demo account');
+  const housekeeping = startHousekeeping(app.services, logger);
+
+  const server = createServer(app.koa.callback());
+  server.listen(config.port, config.host, () => {
+    logger.info({ issuer: config.issuer }, 'provider listening');
+    if (config.demoSite) logger.info(`demo site:   ${config.issuer}/demo/  (user ID: ${DEMO_USER_ID})`);
+    if (config.devMailbox) logger.info(`dev mailbox: ${config.issuer}/dev/mailbox`);
+  });
+
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'shutting down');
+    housekeeping.stop();
+    server.close();
+    server.closeAllConnections();
+    await app.close();
+    await db.close();
+    process.exit(0);
+  };
+  process.on('SIGINT', () => void stop('SIGINT'));
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+}
+
+main().catch((e: unknown) => {
+  console.error(e);
+  process.exit(1);
+});

@@ -1,0 +1,86 @@
+import type { Account, Device, PrismaClient } from './generated/client.js';
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+export type AccountWithDevices = Account & { devices: Device[] };
+export type { Account, Device } from './generated/client.js';
+
+export interface NewAccount {
+  tenantId: string;
+  userId: string;
+  loginMethod?: string;
+  status?: 'pending_activation' | 'active';
+  devices: Array<{ email: string; kind?: 'pc' | 'mobile' | 'smartphone'; verified?: boolean }>;
+}
+
+/** Accounts and their devices. Failure counting is one atomic statement so parallel attempts can't overshoot. */
+export class AccountRepository {
+  constructor(private readonly prisma: PrismaClient) {}
+
+  findByUserId(tenantId: string, userId: string): Promise<AccountWithDevices | null> {
+    return this.prisma.account.findUnique({
+      where: { tenantId_userId: { tenantId, userId } },
+      include: { devices: { orderBy: { number: 'asc' } } },
+    });
+  }
+
+  findById(id: string): Promise<AccountWithDevices | null> {
+    // Subjects arrive from tokens and cookies; a malformed one is simply nobody.
+    if (!UUID.test(id)) return Promise.resolve(null);
+    return this.prisma.account.findUnique({ where: { id }, include: { devices: { orderBy: { number: 'asc' } } } });
+  }
+
+  create(input: NewAccount): Promise<AccountWithDevices> {
+    const now = new Date();
+    return this.prisma.account.create({
+      data: {
+        tenantId: input.tenantId,
+        userId: input.userId,
+        loginMethod: input.loginMethod ?? 'otp',
+        status: input.status ?? 'active',
+        devices: {
+          create: input.devices.map((d, i) => ({ number: i + 1, email: d.email, kind: d.kind ?? 'pc', verifiedAt: d.verified === false ? null : now })),
+        },
+      },
+      include: { devices: { orderBy: { number: 'asc' } } },
+    });
+  }
+
+  /**
+   * Counts one failure and locks the account when the count reaches `threshold`, in one statement.
+   * Returns null when the account was already locked (the counter then stays where it stopped).
+   */
+  async registerFailure(accountId: string, threshold: number): Promise<{ failedAttempts: number; locked: boolean } | null> {
+    const rows = await this.prisma.$queryRaw<Array<{ failed_attempts: number; locked_at: Date | null }>>`
+      UPDATE accounts
+         SET failed_attempts = failed_attempts + 1,
+             locked_at = CASE WHEN failed_attempts + 1 >= ${threshold} THEN now() ELSE NULL END,
+             updated_at = now()
+       WHERE id = ${accountId}::uuid AND locked_at IS NULL
+   RETURNING failed_attempts, locked_at`;
+    const row = rows[0];
+    return row ? { failedAttempts: row.failed_attempts, locked: row.locked_at !== null } : null;
+  }
+
+  /**
+   * Records a successful login: resets the failure counter, but only while the account is not
+   * locked (a lock that landed in the meantime wins). Returns the previous login's time and IP, or
+   * null when the account is locked.
+   */
+  async registerSuccess(accountId: string, ip: string | null): Promise<{ previousLoginAt: Date | null; previousLoginIp: string | null } | null> {
+    const rows = await this.prisma.$queryRaw<Array<{ prev_at: Date | null; prev_ip: string | null }>>`
+      UPDATE accounts a
+         SET failed_attempts = 0, last_login_at = now(), last_login_ip = ${ip}, updated_at = now()
+        FROM (SELECT id, last_login_at, last_login_ip FROM accounts WHERE id = ${accountId}::uuid FOR UPDATE) prev
+       WHERE a.id = prev.id AND a.locked_at IS NULL
+   RETURNING prev.last_login_at AS prev_at, prev.last_login_ip AS prev_ip`;
+    const row = rows[0];
+    return row ? { previousLoginAt: row.prev_at, previousLoginIp: row.prev_ip } : null;
+  }
+
+  /** Unlocks an account and clears its failure counter. Returns false when there is no such account. */
+  async unlock(tenantId: string, userId: string): Promise<boolean> {
+    const r = await this.prisma.account.updateMany({ where: { tenantId, userId }, data: { lockedAt: null, failedAttempts: 0 } });
+    return r.count > 0;
+  }
+}

@@ -1,0 +1,110 @@
+// Opens the one database: PostgreSQL when a URL is configured, otherwise an in-process PGlite kept
+// under the data folder, so the provider starts with nothing installed. Migrations run before use.
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { PGlite } from '@electric-sql/pglite';
+import { PrismaPg } from '@prisma/adapter-pg';
+import pg from 'pg';
+import { PrismaPGlite } from 'pglite-prisma-adapter';
+import { PrismaClient } from './generated/client.js';
+import { applyMigrations, type MigrationLogger, type SqlExecutor } from './migrate.js';
+
+export interface Database {
+  prisma: PrismaClient;
+  kind: 'postgres' | 'pglite';
+  close(): Promise<void>;
+}
+
+export interface OpenDatabaseOptions {
+  /** PostgreSQL connection string; without it the embedded PGlite is used. */
+  databaseUrl?: string;
+  /** Folder for local data; PGlite keeps its files in `<dataDir>/pglite`. `memory://` keeps them in memory (tests). */
+  dataDir: string;
+  logger?: MigrationLogger;
+  /** Overrides the migrations folder (tests). */
+  migrationsDir?: string;
+}
+
+export const MEMORY_DATA_DIR = 'memory://';
+
+export async function openDatabase(opts: OpenDatabaseOptions): Promise<Database> {
+  return opts.databaseUrl ? openPostgres(opts.databaseUrl, opts) : openPglite(opts);
+}
+
+async function openPostgres(url: string, opts: OpenDatabaseOptions): Promise<Database> {
+  const pool = new pg.Pool({ connectionString: url });
+  // An idle client losing its server must not crash the process; the next query reports the error.
+  pool.on('error', (err) => opts.logger?.info({ err: err.message }, 'postgres pool client error'));
+  try {
+    const client = await pool.connect();
+    try {
+      await applyMigrations(pgExecutor(client), opts.logger, { migrationsDir: opts.migrationsDir });
+    } finally {
+      // Destroyed rather than returned to the pool, so the session (and any advisory lock) surely ends.
+      client.release(true);
+    }
+  } catch (error) {
+    await pool.end().catch(() => undefined);
+    throw error;
+  }
+  const prisma = new PrismaClient({ adapter: new PrismaPg(pool) });
+  return {
+    prisma,
+    kind: 'postgres',
+    async close() {
+      await prisma.$disconnect();
+      await pool.end();
+    },
+  };
+}
+
+async function openPglite(opts: OpenDatabaseOptions): Promise<Database> {
+  let dataDir: string | undefined;
+  if (opts.dataDir !== MEMORY_DATA_DIR) {
+    dataDir = join(opts.dataDir, 'pglite');
+    await mkdir(dataDir, { recursive: true });
+  }
+  const db = await PGlite.create(dataDir);
+  try {
+    await applyMigrations(pgliteExecutor(db), opts.logger, { migrationsDir: opts.migrationsDir });
+  } catch (error) {
+    await db.close().catch(() => undefined);
+    throw error;
+  }
+  const prisma = new PrismaClient({ adapter: new PrismaPGlite(db) });
+  return {
+    prisma,
+    kind: 'pglite',
+    async close() {
+      await prisma.$disconnect();
+      if (!db.closed) await db.close();
+    },
+  };
+}
+
+function pgExecutor(client: pg.PoolClient): SqlExecutor {
+  return {
+    kind: 'postgres',
+    async query<Row extends object>(sql: string, params: readonly unknown[] = []) {
+      const result = await client.query<Row>(sql, [...params]);
+      return result.rows;
+    },
+    async exec(script: string) {
+      // Without parameters pg uses the simple protocol, which accepts several statements.
+      await client.query(script);
+    },
+  };
+}
+
+function pgliteExecutor(db: PGlite): SqlExecutor {
+  return {
+    kind: 'pglite',
+    async query<Row extends object>(sql: string, params: readonly unknown[] = []) {
+      const result = await db.query<Row>(sql, [...params]);
+      return result.rows;
+    },
+    async exec(script: string) {
+      await db.exec(script);
+    },
+  };
+}

@@ -1,0 +1,42 @@
+import type { LoginEvent, PrismaClient } from './generated/client.js';
+
+export type { LoginEvent } from './generated/client.js';
+
+export interface NewLoginEvent {
+  tenantId: string;
+  accountId: string | null;
+  submittedUserId: string | null;
+  clientId: string | null;
+  method: string | null;
+  result: string;
+  sourceIp: string | null;
+  userAgent: string | null;
+}
+
+export class LoginEventRepository {
+  constructor(private readonly prisma: PrismaClient) {}
+
+  record(event: NewLoginEvent): Promise<LoginEvent> {
+    return this.prisma.loginEvent.create({ data: { ...event, userAgent: event.userAgent?.slice(0, 512) ?? null } });
+  }
+
+  listForAccount(accountId: string, opts: { since?: Date; skip?: number; take?: number } = {}): Promise<LoginEvent[]> {
+    return this.prisma.loginEvent.findMany({
+      where: { accountId, ...(opts.since ? { createdAt: { gte: opts.since } } : {}) },
+      orderBy: { createdAt: 'desc' },
+      skip: opts.skip,
+      take: opts.take,
+    });
+  }
+
+  /** Whether the account has signed in successfully from this IP before. */
+  async hasSucceededFrom(accountId: string, ip: string): Promise<boolean> {
+    const found = await this.prisma.loginEvent.findFirst({ where: { accountId, sourceIp: ip, result: 'success' }, select: { id: true } });
+    return found !== null;
+  }
+
+  async deleteOlderThan(cutoff: Date): Promise<number> {
+    const r = await this.prisma.loginEvent.deleteMany({ where: { createdAt: { lt: cutoff } } });
+    return r.count;
+  }
+}

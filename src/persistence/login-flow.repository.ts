@@ -1,0 +1,39 @@
+import type { LoginFlow, PrismaClient } from './generated/client.js';
+
+export type { LoginFlow } from './generated/client.js';
+
+/** Persisted login flows, one per oidc-provider interaction. */
+export class LoginFlowRepository {
+  constructor(private readonly prisma: PrismaClient) {}
+
+  findByInteraction(interactionUid: string): Promise<LoginFlow | null> {
+    return this.prisma.loginFlow.findUnique({ where: { interactionUid } });
+  }
+
+  /** Returns the interaction's flow, creating it on first sight. */
+  async findOrCreate(input: { interactionUid: string; tenantId: string; clientId: string; expiresAt: Date }): Promise<LoginFlow> {
+    return this.prisma.loginFlow.upsert({
+      where: { interactionUid: input.interactionUid },
+      create: input,
+      update: {},
+    });
+  }
+
+  update(id: string, data: Partial<Pick<LoginFlow, 'accountId' | 'submittedUserId' | 'method' | 'completedFactors' | 'state'>>): Promise<LoginFlow> {
+    return this.prisma.loginFlow.update({ where: { id }, data });
+  }
+
+  /**
+   * Moves the flow from one state to another only if it is still in the first one, so two
+   * concurrent submissions can't both advance it.
+   */
+  async transition(id: string, from: string, data: Partial<Pick<LoginFlow, 'accountId' | 'submittedUserId' | 'method' | 'completedFactors' | 'state'>>): Promise<boolean> {
+    const r = await this.prisma.loginFlow.updateMany({ where: { id, state: from }, data });
+    return r.count === 1;
+  }
+
+  async deleteExpired(now = new Date()): Promise<number> {
+    const r = await this.prisma.loginFlow.deleteMany({ where: { expiresAt: { lt: now } } });
+    return r.count;
+  }
+}
