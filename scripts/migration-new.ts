@@ -35,8 +35,18 @@ function loadEngineModule(): Promise<EngineModule> {
     const gluePath = require.resolve('@prisma/schema-engine-wasm/schema_engine_bg');
     const glue: EngineModule = await import('@prisma/schema-engine-wasm/schema_engine_bg');
     const bytes = await readFile(join(dirname(gluePath), 'schema_engine_bg.wasm'));
-    // The glue module is the wasm's only import namespace; its import names are its exports.
-    const imports = { './schema_engine_bg.js': glue as unknown as WebAssembly.ModuleImports };
+    // The glue module is the wasm's only import namespace; its import names are its exports. Its
+    // timers are only guards (e.g. a 10 s advisory-lock timeout) that it never clears, so they are
+    // unref'd: otherwise each lock taken keeps the process alive for 10 s after the work is done.
+    const namespace: WebAssembly.ModuleImports = { ...(glue as unknown as WebAssembly.ModuleImports) };
+    for (const key of Object.keys(namespace).filter((k) => k.startsWith('__wbg_setTimeout'))) {
+      namespace[key] = (fn: () => void, ms: number) => {
+        const timer = setTimeout(fn, ms);
+        timer.unref();
+        return timer;
+      };
+    }
+    const imports = { './schema_engine_bg.js': namespace };
     const { instance } = await WebAssembly.instantiate(bytes, imports);
     glue.__wbg_set_wasm(instance.exports);
     (instance.exports.__wbindgen_start as () => void)();

@@ -69,11 +69,19 @@ export function createProvider(deps: ProviderDeps): Provider {
     cookies: { keys: deps.cookieKeys },
     acrValues: ACR_VALUES,
     claims: {
-      openid: ['sub'],
+      acr: null,
+      amr: null,
+      auth_time: null,
+      sid: null,
+      iss: null,
+      // Every ID token says how and when the user signed in (RFC 8176 amr, the method's acr).
+      openid: ['sub', 'acr', 'amr', 'auth_time'],
       profile: ['preferred_username'],
       email: ['email', 'email_verified'],
     },
     scopes: ['openid', 'profile', 'email', 'offline_access'],
+    // Relying sites read preferred_username and email straight from the ID token.
+    conformIdTokenClaims: false,
     pkce: { required: () => true },
     features: {
       devInteractions: { enabled: false },

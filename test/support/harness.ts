@@ -1,0 +1,111 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createApp, type App } from '../../src/app.js';
+import { loadConfig, type AppConfig, type Tenant } from '../../src/config/index.js';
+import { parseTenants } from '../../src/config/tenants.js';
+import { createLogger } from '../../src/logger.js';
+import { openDatabase, MEMORY_DATA_DIR, type Database } from '../../src/persistence/database.js';
+import { createTestDatabase } from './database.js';
+import { startSmtpServer } from './smtp.js';
+
+export const REDIRECT_URI = 'http://127.0.0.1/cb';
+export const POST_LOGOUT_URI = 'http://127.0.0.1/bye';
+
+/** Two tenants: t1 with every kind of client, t2 with one, so cross-tenant rules can be tested. */
+export const TEST_TENANTS_YAML = `
+tenants:
+  - id: t1
+    name: テナント1
+    contract: { login_methods: [otp], lockout_threshold: 5, device_add: true, device_change: true, device_delete: true }
+    clients:
+      - { client_id: rp-basic, client_secret: rp-basic-secret-0123456789, name: 利用サイトA, redirect_uris: ['${REDIRECT_URI}'], post_logout_redirect_uris: ['${POST_LOGOUT_URI}'] }
+      - { client_id: rp-post, client_secret: rp-post-secret-0123456789, token_endpoint_auth_method: client_secret_post, name: 利用サイトB, redirect_uris: ['${REDIRECT_URI}'] }
+      - { client_id: rp-public, name: 公開クライアント, redirect_uris: ['${REDIRECT_URI}'] }
+      - { client_id: rp-third, client_secret: rp-third-secret-0123456789, name: 外部サイト, first_party: false, redirect_uris: ['${REDIRECT_URI}'] }
+  - id: t2
+    name: テナント2
+    clients:
+      - { client_id: rp-t2, client_secret: rp-t2-secret-01234567890, name: 別テナントのサイト, redirect_uris: ['${REDIRECT_URI}'] }
+  - id: demo
+    name: デモ
+    clients:
+      - { client_id: demo-site, client_secret: demo-site-secret-change-me, name: デモサイト, redirect_uris: ['http://127.0.0.1/demo/callback'], post_logout_redirect_uris: ['http://127.0.0.1/demo/'] }
+`;
+
+export interface TestServerOptions {
+  /** `postgres` (default): a fresh database on the local server; `pglite`: in-memory embedded. */
+  database?: 'postgres' | 'pglite';
+  env?: Record<string, string>;
+  tenants?: Tenant[];
+  config?: Partial<AppConfig>;
+}
+
+export interface TestServer {
+  issuer: string;
+  app: App;
+  db: Database;
+  config: AppConfig;
+  smtp: Awaited<ReturnType<typeof startSmtpServer>>;
+  close(): Promise<void>;
+}
+
+/** Starts the real application on a free port, with a real database and a real SMTP server. */
+export async function startTestServer(opts: TestServerOptions = {}): Promise<TestServer> {
+  const smtp = await startSmtpServer();
+  const testDb = opts.database === 'pglite' ? undefined : await createTestDatabase('idp');
+  const dataDir = mkdtempSync(join(tmpdir(), 'idp-test-'));
+  const server: Server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as AddressInfo).port;
+  const issuer = `http://127.0.0.1:${port}`;
+  const config = loadConfig(
+    {
+      NODE_ENV: 'test',
+      ISSUER: issuer,
+      DATA_DIR: dataDir,
+      SMTP_URL: smtp.url,
+      DEV_MAILBOX: 'true',
+      DEMO_SITE: 'true',
+      RATE_LIMIT_IP_PER_MINUTE: '100000',
+      RATE_LIMIT_ACCOUNT_OTP_PER_15MIN: '100000',
+      RATE_LIMIT_OTP_MAILS_PER_HOUR: '1000',
+      OTP_RESEND_COOLDOWN: '0',
+      LOG_LEVEL: 'silent',
+      ...(testDb ? { DATABASE_URL: testDb.url } : {}),
+      ...opts.env,
+    },
+    { tenants: opts.tenants ?? parseTenants('test tenants', TEST_TENANTS_YAML), ...opts.config },
+  );
+  const logger = createLogger(config.logLevel);
+  const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.databaseUrl ? dataDir : MEMORY_DATA_DIR });
+  const app = await createApp({ config, db, logger, rateLimitKeyPrefix: `t${randomBytes(4).toString('hex')}` });
+  server.on('request', app.koa.callback());
+  return {
+    issuer,
+    app,
+    db,
+    config,
+    smtp,
+    async close() {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await app.close();
+      await db.close();
+      await smtp.close();
+      await testDb?.drop();
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+let seq = 0;
+/** A unique user ID and e-mail address for one test. */
+export function uniqueUser(prefix = 'usr') {
+  seq += 1;
+  const id = `p-${prefix}-${process.pid}-${seq}-${randomBytes(2).toString('hex')}`;
+  return { userId: id, email: `${id}@example.test` };
+}
