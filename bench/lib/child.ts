@@ -1,0 +1,148 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { createServer } from 'node:net';
+import { createInterface } from 'node:readline';
+
+const tsxCli = createRequire(import.meta.url).resolve('tsx/cli');
+
+/** One line the child wrote that deserves attention (pino level >= warn, or anything on stderr). */
+export interface ChildLine {
+  phase: string;
+  stream: 'stdout' | 'stderr';
+  text: string;
+}
+
+export interface ChildHandle {
+  label: string;
+  /** pid of the tsx launcher; the script itself runs in a node process below it. */
+  pid: number;
+  /** Set by the bench so lines can be told apart by when they were written. */
+  phase: string;
+  lines: ChildLine[];
+  exitCode(): number | null | undefined;
+  /** Peak resident set (VmHWM, kB) of the process running the script, from /proc. */
+  peakRssKb(): { pid: number; kb: number } | undefined;
+  stop(): Promise<void>;
+}
+
+/** A free TCP port on 127.0.0.1 (released before the child binds it; fine on a quiet machine). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const address = srv.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+function childrenOf(pid: number): number[] {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
+
+function descendantsOf(pid: number): number[] {
+  const out: number[] = [];
+  for (const c of childrenOf(pid)) out.push(c, ...descendantsOf(c));
+  return out;
+}
+
+function vmHwmKb(pid: number): number | undefined {
+  try {
+    const m = /^VmHWM:\s+(\d+)\s+kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function isWarnOrWorse(line: string): boolean {
+  try {
+    const level = (JSON.parse(line) as { level?: unknown }).level;
+    return typeof level === 'number' ? level >= 40 : true;
+  } catch {
+    return line.trim() !== '';
+  }
+}
+
+/** Starts `node <tsx cli> <script>` from `cwd` with exactly `env` (no inherited DATABASE_URL, REDIS_URL...). */
+export function spawnTsx(label: string, script: string, env: Record<string, string>, cwd: string): ChildHandle {
+  const base: Record<string, string> = {};
+  for (const k of ['PATH', 'HOME', 'TMPDIR', 'LANG', 'TZ']) if (process.env[k]) base[k] = process.env[k]!;
+  const child: ChildProcess = spawn(process.execPath, [tsxCli, script], { cwd, env: { ...base, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  if (child.pid === undefined) throw new Error(`${label}: could not spawn`);
+  const pid = child.pid;
+  let code: number | null | undefined;
+  const exited = new Promise<void>((resolve) =>
+    child.once('exit', (c, signal) => {
+      code = c ?? (signal ? -1 : null);
+      resolve();
+    }),
+  );
+  const handle: ChildHandle = {
+    label,
+    pid,
+    phase: 'startup',
+    lines: [],
+    exitCode: () => code,
+    peakRssKb() {
+      // The deepest process is the one running the script (tsx's launcher is its parent).
+      const tree = descendantsOf(pid);
+      const target = tree.length ? tree[tree.length - 1]! : pid;
+      const kb = vmHwmKb(target);
+      return kb === undefined ? undefined : { pid: target, kb };
+    },
+    async stop() {
+      if (code !== undefined) return;
+      const tree = descendantsOf(pid);
+      handle.phase = 'shutdown';
+      child.kill('SIGTERM'); // tsx relays it to the script, which shuts down cleanly
+      const timeout = new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), 10_000).unref());
+      if ((await Promise.race([exited, timeout])) === 'timeout') {
+        for (const p of [...tree, pid]) {
+          try {
+            process.kill(p, 'SIGKILL');
+          } catch {
+            // already gone
+          }
+        }
+        await exited;
+      }
+    },
+  };
+  for (const [stream, source] of [['stdout', child.stdout], ['stderr', child.stderr]] as const) {
+    if (!source) continue;
+    createInterface({ input: source }).on('line', (text) => {
+      if (isWarnOrWorse(text)) handle.lines.push({ phase: handle.phase, stream, text });
+    });
+  }
+  return handle;
+}
+
+/** Polls `url` until it answers 200, failing early when the child exits. */
+export async function waitForHttp(handle: ChildHandle, url: string, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let last = '';
+  while (Date.now() < deadline) {
+    if (handle.exitCode() !== undefined) {
+      const output = handle.lines.map((l) => l.text).join('\n');
+      throw new Error(`${handle.label} exited with ${handle.exitCode()} before answering ${url}\n${output}`);
+    }
+    try {
+      const res = await fetch(url, { signal: AbortSignal.timeout(2_000) });
+      await res.arrayBuffer();
+      if (res.status === 200) return;
+      last = `HTTP ${res.status}`;
+    } catch (e) {
+      last = (e as Error).message;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`${handle.label} did not answer ${url} within ${timeoutMs} ms (${last})`);
+}
