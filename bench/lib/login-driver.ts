@@ -13,6 +13,8 @@ export interface LoginSample {
   mailWaitMs: number;
   /** From the user-ID response to the OTP mail received and parsed at the SMTP sink. */
   mailDeliveryMs: number;
+  /** Milliseconds per step (HTTP round trip with body; the token step includes ID token validation). */
+  steps: Record<string, number>;
 }
 
 /** A failed login, with the HTTP status when the provider answered with an unexpected one. */
@@ -35,9 +37,11 @@ interface Page {
 /** A cookie-keeping client that follows nothing by itself, like the tests' browser-less agent. */
 class Browser {
   private readonly cookies = new Map<string, string>();
+  readonly steps: Record<string, number> = {};
   constructor(private readonly base: string) {}
 
   async request(step: string, method: 'GET' | 'POST', path: string, form?: Record<string, string>): Promise<Page> {
+    const t0 = performance.now();
     let res: Response;
     try {
       res = await fetch(new URL(path, this.base), {
@@ -64,7 +68,9 @@ class Browser {
       else this.cookies.set(name, value);
     }
     // Reading the body is part of the page load.
-    return { status: res.status, location: res.headers.get('location'), body: await res.text() };
+    const page = { status: res.status, location: res.headers.get('location'), body: await res.text() };
+    this.steps[step] = (this.steps[step] ?? 0) + performance.now() - t0;
+    return page;
   }
 }
 
@@ -140,6 +146,7 @@ export async function runLogin(rp: oidc.Configuration, issuer: string, sink: Otp
   if (!callback) throw new LoginError('resume authorization', 'too many redirects');
   if (!callback.searchParams.has('code')) throw new LoginError('callback', `no code: ${callback.search}`);
 
+  const tToken = performance.now();
   try {
     const tokens = await oidc.authorizationCodeGrant(rp, callback, { pkceCodeVerifier: verifier, expectedState: state, expectedNonce: nonce });
     if (!tokens.claims()?.sub) throw new Error('ID token without sub');
@@ -147,7 +154,8 @@ export async function runLogin(rp: oidc.Configuration, issuer: string, sink: Otp
     const status = e instanceof oidc.ResponseBodyError ? e.status : undefined;
     throw new LoginError('token', (e as Error).message, status);
   }
-  return { totalMs: performance.now() - t0, mailWaitMs, mailDeliveryMs: Math.max(0, mail.receivedAt - tIdentified) };
+  browser.steps['code grant'] = performance.now() - tToken;
+  return { totalMs: performance.now() - t0, mailWaitMs, mailDeliveryMs: Math.max(0, mail.receivedAt - tIdentified), steps: browser.steps };
 }
 
 /** The relying site's view of a provider (discovery once, reused by every login). */
