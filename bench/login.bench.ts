@@ -66,15 +66,19 @@ function parseOptions(): Options {
 // ---- cleanup, whatever happens -------------------------------------------------------------------
 
 const cleanups: Array<{ name: string; run: () => Promise<void> }> = [];
-let cleaning: Promise<void> | undefined;
+let cleaning: Promise<void> = Promise.resolve();
+/** The signal that interrupted the run; main() stops at its next checkpoint. */
+let interrupted: NodeJS.Signals | undefined;
 
-function onCleanup(name: string, run: () => Promise<void>): void {
-  cleanups.push({ name, run });
+class Interrupted extends Error {}
+
+function checkInterrupted(): void {
+  if (interrupted) throw new Interrupted(`interrupted by ${interrupted}`);
 }
 
 /** Runs the registered steps last-in first-out (children stop before their database is dropped). */
 function cleanup(): Promise<void> {
-  cleaning ??= (async () => {
+  cleaning = cleaning.then(async () => {
     for (const step of cleanups.splice(0).reverse()) {
       try {
         await step.run();
@@ -82,14 +86,23 @@ function cleanup(): Promise<void> {
         console.error(`cleanup (${step.name}) failed: ${(e as Error).message}`);
       }
     }
-  })();
+  });
   return cleaning;
 }
 
-for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143], ['SIGHUP', 129]] as const) {
+function onCleanup(name: string, run: () => Promise<void>): void {
+  cleanups.push({ name, run });
+  // Something started while a signal was being handled is undone at once.
+  if (interrupted) void cleanup();
+}
+
+const SIGNAL_EXIT = { SIGINT: 130, SIGTERM: 143, SIGHUP: 129 } as const;
+for (const signal of Object.keys(SIGNAL_EXIT) as Array<keyof typeof SIGNAL_EXIT>) {
   process.once(signal, () => {
     console.error(`\n${signal}: stopping the providers and cleaning up…`);
-    void cleanup().finally(() => process.exit(code));
+    interrupted = signal;
+    // Stopping the children now makes logins in flight fail fast; main() then cleans up what is left and exits.
+    void cleanup();
   });
 }
 
@@ -137,7 +150,7 @@ async function runMany(count: number, concurrency: number, login: (i: number) =>
   let next = 0;
   const t0 = performance.now();
   const worker = async () => {
-    while (next < count) {
+    while (next < count && !interrupted) {
       const i = next++;
       try {
         result.samples.push(await login(i));
@@ -158,6 +171,8 @@ interface TargetReport {
   name: string;
   run: RunResult;
   peakRss: { pid: number; kb: number } | undefined;
+  /** CPU time the provider used during the measured run. */
+  cpuMs: number | undefined;
   lines: ChildLine[];
 }
 
@@ -172,6 +187,7 @@ interface Target {
 }
 
 async function benchmarkTarget(target: Target, sink: OtpSink, opts: Options): Promise<TargetReport> {
+  checkInterrupted();
   const port = await freePort();
   const issuer = `http://127.0.0.1:${port}`;
   const child: ChildHandle = spawnTsx(target.name, target.script, { ...target.env, PORT: String(port), ISSUER: issuer }, ROOT);
@@ -186,17 +202,22 @@ async function benchmarkTarget(target: Target, sink: OtpSink, opts: Options): Pr
   if (opts.warmup > 0) {
     process.stderr.write(`${target.name}: ${opts.warmup} warm-up logins… `);
     const w = await runMany(opts.warmup, opts.concurrency, login(0));
+    checkInterrupted();
     process.stderr.write(`${w.samples.length} ok\n`);
   }
   child.phase = 'run';
   process.stderr.write(`${target.name}: ${opts.logins} logins with ${opts.concurrency} workers… `);
+  const cpuBefore = child.cpuMs();
   const run = await runMany(opts.logins, opts.concurrency, login(opts.warmup));
+  const cpuAfter = child.cpuMs();
+  checkInterrupted();
   process.stderr.write(`${run.samples.length} ok in ${(run.wallMs / 1000).toFixed(1)} s\n`);
   const peakRss = child.peakRssKb();
   await child.stop();
   const exit = child.exitCode();
   if (exit !== 0) child.lines.push({ phase: 'shutdown', stream: 'stderr', text: `process exited with ${exit}` });
-  return { name: target.name, run, peakRss, lines: child.lines };
+  const cpuMs = cpuBefore !== undefined && cpuAfter !== undefined ? cpuAfter - cpuBefore : undefined;
+  return { name: target.name, run, peakRss, cpuMs, lines: child.lines };
 }
 
 // ---- report --------------------------------------------------------------------------------------
@@ -232,8 +253,7 @@ function printReport(opts: Options, ours: TargetReport, bare: TargetReport, data
   const ms = (v: number) => (Number.isFinite(v) ? v.toFixed(1) : '-');
   const ratio = (x: number, y: number) => (Number.isFinite(x) && Number.isFinite(y) && y > 0 ? `${(x / y).toFixed(2)}x` : '-');
   const rows: Array<[string, string, string, string]> = [];
-  const row = (label: string, x: number, y: number, fmt: (v: number) => string, withRatio = true) =>
-    rows.push([label, fmt(x), fmt(y), withRatio ? ratio(x, y) : '']);
+  const row = (label: string, x: number, y: number, fmt: (v: number) => string) => rows.push([label, fmt(x), fmt(y), ratio(x, y)]);
 
   rows.push(['logins ok / measured', `${ours.run.samples.length}/${ours.run.attempted}`, `${bare.run.samples.length}/${bare.run.attempted}`, '']);
   row('throughput (logins/s)', a.throughput, b.throughput, (v) => v.toFixed(1));
@@ -251,12 +271,20 @@ function printReport(opts: Options, ours: TargetReport, bare: TargetReport, data
   for (const p of [50, 95]) row(`  p${p}`, percentile(a.mailDelivery, p), percentile(b.mailDelivery, p), ms);
   const rss = (r: TargetReport) => (r.peakRss ? `${(r.peakRss.kb / 1024).toFixed(0)} MiB` : 'n/a');
   rows.push(['peak RSS, VmHWM', rss(ours), rss(bare), ours.peakRss && bare.peakRss ? ratio(ours.peakRss.kb, bare.peakRss.kb) : '']);
+  const cpu = (r: TargetReport) => (r.cpuMs !== undefined && r.run.samples.length ? r.cpuMs / r.run.samples.length : Number.NaN);
+  row('provider CPU per login (ms)', cpu(ours), cpu(bare), ms);
+  const busy = (r: TargetReport) => (r.cpuMs !== undefined ? (100 * r.cpuMs) / r.run.wallMs : Number.NaN);
+  row('provider CPU busy (% of 1 core)', busy(ours), busy(bare), (v) => (Number.isFinite(v) ? v.toFixed(0) : '-'));
   rows.push(['HTTP 5xx during run', String(ours.run.statuses5xx), String(bare.run.statuses5xx), '']);
   const runLines = (r: TargetReport) => r.lines.filter((l) => l.phase === 'run').length;
   rows.push(['warn/error log lines in run', String(runLines(ours)), String(runLines(bare)), '']);
 
-  const stepLabels = [...new Set([...ours.run.samples, ...bare.run.samples].flatMap((x) => Object.keys(x.steps)))].map((n) => ['  ' + n, '', '', '']);
-  const widths = [0, 1, 2, 3].map((i) => Math.max(...[['', 'ours', 'bare', 'ours/bare'], ...rows, ...stepLabels].map((r) => r[i]!.length)));
+  // Where the time goes, step by step (p50 of each step on its own).
+  const stepNames = [...new Set([...ours.run.samples, ...bare.run.samples].flatMap((x) => Object.keys(x.steps)))];
+  const stepP50 = (r: TargetReport, name: string) => percentile(r.run.samples.map((x) => x.steps[name] ?? 0).sort((p, q) => p - q), 50);
+  const stepRows = stepNames.map((n): [string, string, string, string] => [`  ${n}`, ms(stepP50(ours, n)), ms(stepP50(bare, n)), ratio(stepP50(ours, n), stepP50(bare, n))]);
+
+  const widths = [0, 1, 2, 3].map((i) => Math.max(...[['', 'ours', 'bare', 'ours/bare'], ...rows, ...stepRows].map((r) => r[i]!.length)));
   const line = (r: readonly string[]) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('   ');
 
   console.log('');
@@ -274,15 +302,6 @@ function printReport(opts: Options, ours: TargetReport, bare: TargetReport, data
   console.log(line(widths.map((w) => '-'.repeat(w))));
   for (const r of rows) console.log(line(r));
 
-  // Where the time goes, step by step (p50 of each step on its own).
-  const stepNames = [...new Set([...ours.run.samples, ...bare.run.samples].flatMap((x) => Object.keys(x.steps)))];
-  const stepP50 = (r: TargetReport, name: string) =>
-    percentile(
-      r.run.samples.map((x) => x.steps[name] ?? 0).sort((p, q) => p - q),
-      50,
-    );
-  const stepRows = stepNames.map((n): [string, string, string, string] => [`  ${n}`, ms(stepP50(ours, n)), ms(stepP50(bare, n)), ratio(stepP50(ours, n), stepP50(bare, n))]);
-  console.log('');
   console.log(line(['p50 per step (ms)', '', '', '']));
   for (const r of stepRows) console.log(line(r));
 
@@ -422,10 +441,13 @@ let exitCode = 0;
 try {
   await main();
 } catch (e) {
-  console.error(`benchmark failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
-  exitCode = 1;
+  if (!interrupted) {
+    console.error(`benchmark failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+    exitCode = 1;
+  }
 } finally {
   await cleanup();
 }
+if (interrupted) exitCode = SIGNAL_EXIT[interrupted as keyof typeof SIGNAL_EXIT];
 // Keep-alive sockets to the stopped providers would otherwise hold the event loop a while.
 process.exit(exitCode);

@@ -35,6 +35,10 @@ import { LoginFlowRepository } from './persistence/login-flow.repository.js';
 import { OidcPayloadRepository } from './persistence/oidc-payload.repository.js';
 import { OneTimePasswordRepository } from './persistence/one-time-password.repository.js';
 import { demoRouter } from './demo/demo.router.js';
+import { AccountEventService } from './account/account-event.service.js';
+import { AccountService } from './account/account.service.js';
+import { ActivationService } from './activation/activation.service.js';
+import { AccountEventRepository } from './persistence/account-event.repository.js';
 import { healthRouter } from './http/health.router.js';
 
 /** Path prefixes served by our own routers; everything else belongs to oidc-provider. */
@@ -43,6 +47,10 @@ const isOwn = (path: string) => OWN_PREFIXES.some((p) => path === p || path.star
 
 export interface AppServices {
   accounts: AccountRepository;
+  accountService: AccountService;
+  activation: ActivationService;
+  accountEvents: AccountEventService;
+  otp: OtpService;
   events: LoginEventRepository;
   flows: LoginFlowRepository;
   payloads: OidcPayloadRepository;
@@ -95,7 +103,23 @@ export async function createApp(opts: CreateAppOptions): Promise<App> {
       logger,
       sender: createMailSender({ config, transport: createMailTransport(config), logger, devMail: config.devMailbox ? devMail : undefined }),
     });
-  const otp = new OtpService(new OneTimePasswordRepository(prisma), secrets.otpHmacKey, config.otp);
+  const otpRepo = new OneTimePasswordRepository(prisma);
+  const otp = new OtpService(otpRepo, secrets.otpHmacKey, config.otp);
+  const accountEvents = new AccountEventService(new AccountEventRepository(prisma));
+  const activation = new ActivationService({
+    accounts,
+    otpRepo,
+    otp,
+    lockout,
+    events: accountEvents,
+    mail,
+    tenants,
+    issuer: config.issuer,
+    ttlSeconds: config.activationTtlSeconds,
+    passwordMinLength: config.passwordMinLength,
+    secretQuestions: config.secretQuestions,
+  });
+  const accountService = new AccountService({ accounts, loginEvents: events, events: accountEvents, activation, mail, tenants });
   const emailOtp = new EmailOtpFactor({ otp, mail, limits, otpLength: config.otp.length, otpTtlSeconds: config.otp.ttlSeconds });
   const loginFlows = new LoginFlowService({
     flows: flowRepo,
@@ -159,7 +183,7 @@ export async function createApp(opts: CreateAppOptions): Promise<App> {
   return {
     koa,
     provider,
-    services: { accounts, events, flows: flowRepo, payloads, lockout, tenants, mail, limits },
+    services: { accounts, accountService, activation, accountEvents, otp, events, flows: flowRepo, payloads, lockout, tenants, mail, limits },
     async close() {
       await mail.close();
       await limits.close();

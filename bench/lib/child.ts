@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { createServer } from 'node:net';
@@ -23,6 +23,8 @@ export interface ChildHandle {
   exitCode(): number | null | undefined;
   /** Peak resident set (VmHWM, kB) of the process running the script, from /proc. */
   peakRssKb(): { pid: number; kb: number } | undefined;
+  /** CPU time (user + system, ms) the process running the script has used so far, from /proc. */
+  cpuMs(): number | undefined;
   stop(): Promise<void>;
 }
 
@@ -62,6 +64,19 @@ function vmHwmKb(pid: number): number | undefined {
   }
 }
 
+let clockTicks: number | undefined;
+function cpuMsOf(pid: number): number | undefined {
+  try {
+    clockTicks ??= Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+    // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / clockTicks;
+  } catch {
+    return undefined;
+  }
+}
+
 function isWarnOrWorse(line: string): boolean {
   try {
     const level = (JSON.parse(line) as { level?: unknown }).level;
@@ -85,6 +100,8 @@ export function spawnTsx(label: string, script: string, env: Record<string, stri
       resolve();
     }),
   );
+  // The deepest process is the one running the script (tsx's launcher is its parent).
+  const scriptPid = () => descendantsOf(pid).at(-1) ?? pid;
   const handle: ChildHandle = {
     label,
     pid,
@@ -92,12 +109,11 @@ export function spawnTsx(label: string, script: string, env: Record<string, stri
     lines: [],
     exitCode: () => code,
     peakRssKb() {
-      // The deepest process is the one running the script (tsx's launcher is its parent).
-      const tree = descendantsOf(pid);
-      const target = tree.length ? tree[tree.length - 1]! : pid;
+      const target = scriptPid();
       const kb = vmHwmKb(target);
       return kb === undefined ? undefined : { pid: target, kb };
     },
+    cpuMs: () => cpuMsOf(scriptPid()),
     async stop() {
       if (code !== undefined) return;
       const tree = descendantsOf(pid);

@@ -25,6 +25,8 @@ export async function startOtpSink(otpLength = 8): Promise<OtpSink> {
   const otpPattern = new RegExp(`(?<!\\d)(\\d{${otpLength}})(?!\\d)`);
   const arrived = new Map<string, CapturedOtp[]>();
   const waiters = new Map<string, Array<(m: CapturedOtp) => void>>();
+  // So that close() can end every wait at once instead of letting each run into its timeout.
+  const cancels = new Set<(e: Error) => void>();
   let messages = 0;
   let withoutOtp = 0;
   let parseErrors = 0;
@@ -76,21 +78,29 @@ export async function startOtpSink(otpLength = 8): Promise<OtpSink> {
         return Promise.resolve(first);
       }
       return new Promise<CapturedOtp>((resolve, reject) => {
-        const waiter = (m: CapturedOtp) => {
+        const fail = (e: Error) => {
           clearTimeout(timer);
-          resolve(m);
-        };
-        const timer = setTimeout(() => {
+          cancels.delete(fail);
           const queue = waiters.get(key);
           const i = queue?.indexOf(waiter) ?? -1;
           if (queue && i >= 0) queue.splice(i, 1);
           if (queue?.length === 0) waiters.delete(key);
-          reject(new Error(`no OTP mail for ${address} within ${timeoutMs} ms`));
-        }, timeoutMs);
+          reject(e);
+        };
+        const waiter = (m: CapturedOtp) => {
+          clearTimeout(timer);
+          cancels.delete(fail);
+          resolve(m);
+        };
+        const timer = setTimeout(() => fail(new Error(`no OTP mail for ${address} within ${timeoutMs} ms`)), timeoutMs);
+        cancels.add(fail);
         waiters.set(key, [...(waiters.get(key) ?? []), waiter]);
       });
     },
     stats: () => ({ messages, withoutOtp, parseErrors }),
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+    close() {
+      for (const cancel of [...cancels]) cancel(new Error('SMTP sink closed'));
+      return new Promise<void>((resolve) => server.close(() => resolve()));
+    },
   };
 }

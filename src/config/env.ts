@@ -63,6 +63,12 @@ export const envSchema = z.object({
   RATE_LIMIT_ACCOUNT_OTP_PER_15MIN: z.coerce.number().int().min(1).default(30),
   /** One-time-password mails per account per hour, however often its ID is entered. */
   RATE_LIMIT_OTP_MAILS_PER_HOUR: z.coerce.number().int().min(1).default(5),
+  /** Lifetime of an activation one-time password (first-time authentication), in seconds. Default 7 days. */
+  ACTIVATION_TTL: z.coerce.number().int().min(300).default(7 * 24 * 3600),
+  /** Secret questions offered at activation and in the account area (Japanese and English). */
+  SECRET_QUESTIONS_FILE: z.string().default('config/secret-questions.yaml'),
+  /** Shortest password accepted (NIST SP 800-63B: at least 8). */
+  PASSWORD_MIN_LENGTH: z.coerce.number().int().min(8).max(64).default(8),
   /** Log level (pino). */
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });

@@ -1,9 +1,11 @@
 import { resolve } from 'node:path';
 import { envSchema, type Env } from './env.js';
 import { ConfigError, formatIssues, loadTenants, type ClientConfig, type Tenant } from './tenants.js';
+import { loadSecretQuestions, type SecretQuestion } from './secret-questions.js';
 
 export { ConfigError } from './tenants.js';
 export type { ClientConfig, Contract, LoginMethod, Tenant } from './tenants.js';
+export type { SecretQuestion } from './secret-questions.js';
 
 /** The provider's whole configuration, resolved once at start and passed down (nothing else reads process.env). */
 export interface AppConfig {
@@ -31,6 +33,9 @@ export interface AppConfig {
   rateLimits: { ipPerMinute: number; accountOtpPer15Min: number; otpMailsPerHour: number };
   logLevel: Env['LOG_LEVEL'];
   tenants: Tenant[];
+  activationTtlSeconds: number;
+  passwordMinLength: number;
+  secretQuestions: SecretQuestion[];
 }
 
 export function loadConfig(source: Record<string, string | undefined> = process.env, overrides: Partial<AppConfig> = {}): AppConfig {
@@ -74,6 +79,9 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     },
     logLevel: e.LOG_LEVEL,
     tenants: overrides.tenants ?? loadTenants(e.TENANTS_FILE),
+    activationTtlSeconds: e.ACTIVATION_TTL,
+    passwordMinLength: e.PASSWORD_MIN_LENGTH,
+    secretQuestions: overrides.secretQuestions ?? loadSecretQuestions(e.SECRET_QUESTIONS_FILE),
   };
   return { ...config, ...overrides };
 }

@@ -38,6 +38,7 @@ export class AccountRepository {
         userId: input.userId,
         loginMethod: input.loginMethod ?? 'otp',
         status: input.status ?? 'active',
+        activatedAt: (input.status ?? 'active') === 'active' ? new Date() : null,
         devices: {
           create: input.devices.map((d, i) => ({ number: i + 1, email: d.email, kind: d.kind ?? 'pc', verifiedAt: d.verified === false ? null : now })),
         },
@@ -76,6 +77,70 @@ export class AccountRepository {
    RETURNING prev.last_login_at AS prev_at, prev.last_login_ip AS prev_ip`;
     const row = rows[0];
     return row ? { previousLoginAt: row.prev_at, previousLoginIp: row.prev_ip } : null;
+  }
+
+  /** Accounts of a tenant, newest first, optionally by status (`locked` means locked, whatever the status). */
+  async list(tenantId: string, opts: { status?: 'pending_activation' | 'active' | 'locked'; skip: number; take: number }): Promise<{ items: AccountWithDevices[]; total: number }> {
+    const where =
+      opts.status === 'locked'
+        ? { tenantId, lockedAt: { not: null } }
+        : opts.status
+          ? { tenantId, status: opts.status, lockedAt: null }
+          : { tenantId };
+    const [items, total] = await this.prisma.$transaction([
+      this.prisma.account.findMany({ where, orderBy: [{ createdAt: 'desc' }, { userId: 'asc' }], skip: opts.skip, take: opts.take, include: { devices: { orderBy: { number: 'asc' } } } }),
+      this.prisma.account.count({ where }),
+    ]);
+    return { items, total };
+  }
+
+  /** Replaces the login method and/or the devices (renumbered from 1) of an account. */
+  async update(id: string, data: { loginMethod?: string; devices?: Array<{ email: string; kind: 'pc' | 'mobile' | 'smartphone' }> }): Promise<AccountWithDevices> {
+    return this.prisma.$transaction(async (tx) => {
+      if (data.devices) {
+        await tx.device.deleteMany({ where: { accountId: id } });
+        const now = new Date();
+        await tx.device.createMany({ data: data.devices.map((d, i) => ({ accountId: id, number: i + 1, email: d.email, kind: d.kind, verifiedAt: now })) });
+      }
+      return tx.account.update({
+        where: { id },
+        data: { ...(data.loginMethod ? { loginMethod: data.loginMethod } : {}) },
+        include: { devices: { orderBy: { number: 'asc' } } },
+      });
+    });
+  }
+
+  /** Marks the account as waiting for (a new) first-time authentication. */
+  async markPendingActivation(id: string): Promise<void> {
+    await this.prisma.account.update({ where: { id }, data: { status: 'pending_activation' } });
+  }
+
+  /** Finishes activation: credentials set, account active, failure counter cleared. */
+  async activate(id: string, data: { secretQuestionId: string; secretAnswerHash: string; passwordHash: string | null }): Promise<void> {
+    await this.prisma.account.update({
+      where: { id },
+      data: { ...data, status: 'active', activatedAt: new Date(), failedAttempts: 0 },
+    });
+  }
+
+  async setPassword(id: string, passwordHash: string): Promise<void> {
+    await this.prisma.account.update({ where: { id }, data: { passwordHash } });
+  }
+
+  async setSecretQuestion(id: string, secretQuestionId: string, secretAnswerHash: string): Promise<void> {
+    await this.prisma.account.update({ where: { id }, data: { secretQuestionId, secretAnswerHash } });
+  }
+
+  /**
+   * Deletes an account with all its data: devices, events, flows and codes go by cascade; the
+   * provider's sessions, grants and tokens naming it are removed too.
+   */
+  async delete(id: string): Promise<void> {
+    await this.prisma.$transaction([
+      this.prisma.$executeRaw`DELETE FROM oidc_payloads WHERE payload->>'accountId' = ${id}`,
+      this.prisma.oneTimePassword.deleteMany({ where: { accountId: id } }),
+      this.prisma.account.delete({ where: { id } }),
+    ]);
   }
 
   /** Unlocks an account and clears its failure counter. Returns false when there is no such account. */

@@ -19,6 +19,22 @@ export class OneTimePasswordRepository {
     });
   }
 
+  /** Stores a new account-level code (activation) and retires the account's earlier unused ones of that purpose. */
+  async issueForAccount(input: { accountId: string; purpose: string; codeHmac: string; expiresAt: Date }): Promise<OneTimePassword> {
+    return this.prisma.$transaction(async (tx) => {
+      await tx.oneTimePassword.updateMany({ where: { accountId: input.accountId, purpose: input.purpose, flowId: null, consumedAt: null }, data: { consumedAt: new Date() } });
+      return tx.oneTimePassword.create({ data: { ...input, flowId: null } });
+    });
+  }
+
+  latestForAccount(accountId: string, purpose: string): Promise<OneTimePassword | null> {
+    return this.prisma.oneTimePassword.findFirst({ where: { accountId, purpose, flowId: null }, orderBy: { createdAt: 'desc' } });
+  }
+
+  findById(id: string): Promise<OneTimePassword | null> {
+    return this.prisma.oneTimePassword.findUnique({ where: { id } });
+  }
+
   /** The newest code of a flow, consumed or not (the caller tells wrong, expired and used apart). */
   latestForFlow(flowId: string, purpose: string): Promise<OneTimePassword | null> {
     return this.prisma.oneTimePassword.findFirst({ where: { flowId, purpose }, orderBy: { createdAt: 'desc' } });

@@ -1,0 +1,25 @@
+import type { AccountEventRepository, NewAccountEvent } from '../persistence/account-event.repository.js';
+
+/** Kinds of account change recorded in the audit trail (and mailed to the account's devices). */
+export const ACCOUNT_EVENT_TYPES = [
+  'created',
+  'updated',
+  'activation_issued',
+  'activation_completed',
+  'recovery_used',
+  'password_reset',
+  'unlocked',
+] as const;
+export type AccountEventType = (typeof ACCOUNT_EVENT_TYPES)[number];
+
+export class AccountEventService {
+  constructor(private readonly repo: AccountEventRepository) {}
+
+  record(event: Omit<NewAccountEvent, 'type'> & { type: AccountEventType }) {
+    return this.repo.record(event);
+  }
+
+  list(accountId: string, opts?: { skip?: number; take?: number }) {
+    return this.repo.listForAccount(accountId, opts);
+  }
+}

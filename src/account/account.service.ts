@@ -1,0 +1,178 @@
+import type { LoginMethod, Tenant, TenantDirectory } from '../config/index.js';
+import { LOGIN_METHODS } from '../config/tenants.js';
+import type { ActivationService, Actor, IssuedActivation } from '../activation/activation.service.js';
+import type { Locale } from '../i18n/index.js';
+import type { MailQueue } from '../mail/mail.types.js';
+import type { AccountRepository, AccountWithDevices } from '../persistence/account.repository.js';
+import type { LoginEvent, LoginEventRepository } from '../persistence/login-event.repository.js';
+import { deliverableAddresses } from '../login/factors/email-otp.factor.js';
+import type { AccountEventService } from './account-event.service.js';
+import { AccountExistsError, AccountNotFoundError, AccountValidationError } from './account-errors.js';
+
+export type DeviceKind = 'pc' | 'mobile' | 'smartphone';
+export const DEVICE_KINDS: readonly DeviceKind[] = ['pc', 'mobile', 'smartphone'];
+export const USER_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$/;
+
+export interface DeviceInput {
+  email: string;
+  kind?: DeviceKind;
+}
+
+export type AccountStatusView = 'pending_activation' | 'active' | 'locked';
+
+/** An account as the management API and CLI show it. */
+export interface AccountView {
+  tenant: string;
+  userId: string;
+  status: AccountStatusView;
+  loginMethod: string;
+  failedAttempts: number;
+  lockedAt: string | null;
+  activatedAt: string | null;
+  lastLoginAt: string | null;
+  createdAt: string;
+  devices: Array<{ number: number; email: string; kind: DeviceKind; verified: boolean }>;
+}
+
+export function toView(a: AccountWithDevices): AccountView {
+  return {
+    tenant: a.tenantId,
+    userId: a.userId,
+    status: a.lockedAt ? 'locked' : a.status,
+    loginMethod: a.loginMethod,
+    failedAttempts: a.failedAttempts,
+    lockedAt: a.lockedAt?.toISOString() ?? null,
+    activatedAt: a.activatedAt?.toISOString() ?? null,
+    lastLoginAt: a.lastLoginAt?.toISOString() ?? null,
+    createdAt: a.createdAt.toISOString(),
+    devices: a.devices.map((d) => ({ number: d.number, email: d.email, kind: d.kind, verified: d.verifiedAt !== null })),
+  };
+}
+
+/**
+ * Account provisioning for a tenant's back office (management API) and operators (CLI): the rules of
+ * the tenant's contract are checked here, once, for both.
+ */
+export class AccountService {
+  constructor(
+    private readonly deps: {
+      accounts: AccountRepository;
+      loginEvents: LoginEventRepository;
+      events: AccountEventService;
+      activation: ActivationService;
+      mail: MailQueue;
+      tenants: TenantDirectory;
+    },
+  ) {}
+
+  private tenant(tenantId: string): Tenant {
+    const t = this.deps.tenants.tenant(tenantId);
+    if (!t) throw new AccountNotFoundError();
+    return t;
+  }
+
+  async find(tenantId: string, userId: string): Promise<AccountWithDevices> {
+    const a = await this.deps.accounts.findByUserId(tenantId, userId);
+    if (!a) throw new AccountNotFoundError();
+    return a;
+  }
+
+  private checkMethod(tenant: Tenant, method: string | undefined): LoginMethod {
+    const chosen = method ?? tenant.contract.login_methods[0] ?? 'otp';
+    if (!(LOGIN_METHODS as readonly string[]).includes(chosen)) throw new AccountValidationError('loginMethod', 'account:errors.unknown_method', { method: chosen });
+    if (!(tenant.contract.login_methods as string[]).includes(chosen)) throw new AccountValidationError('loginMethod', 'account:errors.method_not_in_contract', { method: chosen });
+    return chosen as LoginMethod;
+  }
+
+  private checkDevices(tenant: Tenant, devices: DeviceInput[]): Array<{ email: string; kind: DeviceKind }> {
+    if (devices.length === 0) throw new AccountValidationError('devices', 'account:errors.devices_required');
+    if (devices.length > tenant.contract.max_devices) throw new AccountValidationError('devices', 'account:errors.too_many_devices', { max: tenant.contract.max_devices });
+    const seen = new Set<string>();
+    return devices.map((d, i) => {
+      const email = d.email.trim();
+      if (!/^[^\s@]+@[^\s@]+\.[^\s@]+$/.test(email) || email.length > 254) throw new AccountValidationError(`devices[${i}].email`, 'account:errors.bad_email');
+      if (seen.has(email.toLowerCase())) throw new AccountValidationError(`devices[${i}].email`, 'account:errors.duplicate_email');
+      seen.add(email.toLowerCase());
+      const kind = d.kind ?? 'pc';
+      if (!DEVICE_KINDS.includes(kind)) throw new AccountValidationError(`devices[${i}].kind`, 'account:errors.bad_kind');
+      return { email, kind };
+    });
+  }
+
+  /**
+   * Creates an account waiting for activation and issues its activation code. Creating an existing
+   * user ID is a conflict, never a duplicate.
+   */
+  async create(
+    tenantId: string,
+    input: { userId: string; devices: DeviceInput[]; loginMethod?: string; mailActivation?: boolean; locale?: Locale },
+    who: Actor,
+  ): Promise<{ account: AccountWithDevices; activation: IssuedActivation }> {
+    const tenant = this.tenant(tenantId);
+    if (!USER_ID_PATTERN.test(input.userId)) throw new AccountValidationError('userId', 'account:errors.bad_user_id');
+    const loginMethod = this.checkMethod(tenant, input.loginMethod);
+    const devices = this.checkDevices(tenant, input.devices);
+    if (await this.deps.accounts.findByUserId(tenantId, input.userId)) throw new AccountExistsError();
+    let account: AccountWithDevices;
+    try {
+      account = await this.deps.accounts.create({ tenantId, userId: input.userId, loginMethod, status: 'pending_activation', devices });
+    } catch (e) {
+      // Two creations racing for one user ID: the unique index decides, the loser gets a conflict.
+      if ((e as { code?: string }).code === 'P2002') throw new AccountExistsError();
+      throw e;
+    }
+    await this.deps.events.record({ tenantId, accountId: account.id, type: 'created', actor: who.actor, sourceIp: who.ip ?? null });
+    const activation = await this.deps.activation.issue(account, { ...who, mail: input.mailActivation, locale: input.locale });
+    return { account: (await this.deps.accounts.findById(account.id))!, activation };
+  }
+
+  async list(tenantId: string, opts: { status?: AccountStatusView; page: number; perPage: number }) {
+    this.tenant(tenantId);
+    const { items, total } = await this.deps.accounts.list(tenantId, { status: opts.status, skip: (opts.page - 1) * opts.perPage, take: opts.perPage });
+    return { items, total, page: opts.page, perPage: opts.perPage };
+  }
+
+  async update(tenantId: string, userId: string, input: { loginMethod?: string; devices?: DeviceInput[] }, who: Actor): Promise<AccountWithDevices> {
+    const tenant = this.tenant(tenantId);
+    const account = await this.find(tenantId, userId);
+    const loginMethod = input.loginMethod === undefined ? undefined : this.checkMethod(tenant, input.loginMethod);
+    const devices = input.devices === undefined ? undefined : this.checkDevices(tenant, input.devices);
+    const updated = await this.deps.accounts.update(account.id, { loginMethod, devices });
+    await this.deps.events.record({
+      tenantId,
+      accountId: account.id,
+      type: 'updated',
+      actor: who.actor,
+      sourceIp: who.ip ?? null,
+      detail: { loginMethod: loginMethod ?? null, devices: devices ? devices.length : null },
+    });
+    return updated;
+  }
+
+  async issueActivation(tenantId: string, userId: string, opts: Actor & { mail?: boolean; locale?: Locale }): Promise<IssuedActivation> {
+    const account = await this.find(tenantId, userId);
+    return this.deps.activation.issue(account, opts);
+  }
+
+  /** Unlocks the account, clears its counter, records it and tells the user by mail. */
+  async unlock(tenantId: string, userId: string, who: Actor & { locale?: Locale }): Promise<AccountWithDevices> {
+    const account = await this.find(tenantId, userId);
+    await this.deps.accounts.unlock(tenantId, userId);
+    await this.deps.events.record({ tenantId, accountId: account.id, type: 'unlocked', actor: who.actor, sourceIp: who.ip ?? null, detail: { wasLocked: account.lockedAt !== null } });
+    const to = deliverableAddresses(account);
+    if (account.lockedAt && to.length) await this.deps.mail.enqueue({ to, template: 'account-unlocked', locale: who.locale ?? 'ja', params: { userId } });
+    return (await this.deps.accounts.findById(account.id))!;
+  }
+
+  /** Deletes the account and everything that names it (devices, events, sessions, grants, tokens). */
+  async delete(tenantId: string, userId: string): Promise<void> {
+    const account = await this.find(tenantId, userId);
+    await this.deps.accounts.delete(account.id);
+  }
+
+  async loginEvents(tenantId: string, userId: string, opts: { page: number; perPage: number }): Promise<{ items: LoginEvent[]; page: number; perPage: number }> {
+    const account = await this.find(tenantId, userId);
+    const items = await this.deps.loginEvents.listForAccount(account.id, { skip: (opts.page - 1) * opts.perPage, take: opts.perPage });
+    return { items, page: opts.page, perPage: opts.perPage };
+  }
+}

@@ -1,0 +1,152 @@
+import { timingSafeEqual } from 'node:crypto';
+import type { TenantDirectory } from '../config/index.js';
+import type { AccountEventService } from '../account/account-event.service.js';
+import type { LockoutService } from '../lockout/lockout.service.js';
+import type { Locale } from '../i18n/index.js';
+import type { MailQueue } from '../mail/mail.types.js';
+import type { OtpService } from '../otp/otp.service.js';
+import type { AccountRepository, AccountWithDevices } from '../persistence/account.repository.js';
+import type { OneTimePasswordRepository } from '../persistence/one-time-password.repository.js';
+import { hashSecret, normalizeAnswer } from '../credentials/hashing.js';
+import { checkPassword, type PasswordProblem } from '../credentials/password-policy.js';
+import { METHOD_FACTORS } from '../login/login-methods.js';
+import type { LoginMethod } from '../config/index.js';
+import { deliverableAddresses } from '../login/factors/email-otp.factor.js';
+import type { SecretQuestion } from '../config/index.js';
+
+export const ACTIVATION_PURPOSE = 'activation';
+
+export interface IssuedActivation {
+  url: string;
+  otp: string;
+  expiresAt: Date;
+}
+
+export type ActivationCheck =
+  | { ok: true; account: AccountWithDevices; otpId: string }
+  | { ok: false; reason: 'mismatch' | 'expired' | 'locked' };
+
+export type RegistrationProblem = { field: 'questionId' | 'answer' | 'password'; problem: 'required' | 'unknown_question' | 'too_long' | PasswordProblem };
+
+export interface Actor {
+  actor: 'user' | 'admin' | 'api';
+  ip?: string | null;
+}
+
+/**
+ * First-time authentication (初回認証 → 認証情報登録 → 認証情報登録完了): an activation code the
+ * site hands out (or that is mailed), valid for days, single use, stored as an HMAC; then the
+ * secret question and, for password methods, a password.
+ */
+export class ActivationService {
+  constructor(
+    private readonly deps: {
+      accounts: AccountRepository;
+      otpRepo: OneTimePasswordRepository;
+      otp: OtpService;
+      lockout: LockoutService;
+      events: AccountEventService;
+      mail: MailQueue;
+      tenants: TenantDirectory;
+      issuer: string;
+      ttlSeconds: number;
+      passwordMinLength: number;
+      secretQuestions: SecretQuestion[];
+    },
+  ) {}
+
+  activationUrl(tenantId: string, userId: string): string {
+    return `${this.deps.issuer}/activation/${encodeURIComponent(tenantId)}?user=${encodeURIComponent(userId)}`;
+  }
+
+  /** Whether the account's login method needs a password to be set at activation. */
+  needsPassword(account: Pick<AccountWithDevices, 'loginMethod'>): boolean {
+    return (METHOD_FACTORS[account.loginMethod as LoginMethod] ?? []).includes('password');
+  }
+
+  /**
+   * Issues a fresh activation code (the old one stops working) and puts the account back to waiting
+   * for activation. With `mail`, the URL and code go to the account's device addresses.
+   */
+  async issue(account: AccountWithDevices, opts: Actor & { mail?: boolean; locale?: Locale }): Promise<IssuedActivation> {
+    const otp = this.deps.otp.generateCode();
+    const expiresAt = new Date(Date.now() + this.deps.ttlSeconds * 1000);
+    await this.deps.otpRepo.issueForAccount({ accountId: account.id, purpose: ACTIVATION_PURPOSE, codeHmac: this.deps.otp.hmac(ACTIVATION_PURPOSE, otp), expiresAt });
+    if (account.status !== 'pending_activation') await this.deps.accounts.markPendingActivation(account.id);
+    const url = this.activationUrl(account.tenantId, account.userId);
+    await this.deps.events.record({ tenantId: account.tenantId, accountId: account.id, type: 'activation_issued', actor: opts.actor, sourceIp: opts.ip ?? null, detail: { mailed: !!opts.mail } });
+    if (opts.mail) {
+      const to = account.devices.map((d) => d.email);
+      if (to.length)
+        await this.deps.mail.enqueue({
+          to: [...new Set(to)],
+          template: 'activation',
+          locale: opts.locale ?? 'ja',
+          params: { userId: account.userId, url, otp, expiresAt: expiresAt.toISOString().slice(0, 16).replace('T', ' ') + ' UTC', siteName: this.siteName(account.tenantId) },
+        });
+    }
+    return { url, otp, expiresAt };
+  }
+
+  private siteName(tenantId: string): string {
+    return this.deps.tenants.tenant(tenantId)?.name ?? tenantId;
+  }
+
+  /**
+   * Step 1 (初回認証): checks the user ID and activation code. Anything that is not a waiting account
+   * with this code answers "mismatch", so the page reveals nothing; wrong codes count towards the lock.
+   */
+  async verify(tenantId: string, userId: string, code: string): Promise<ActivationCheck> {
+    const account = await this.deps.accounts.findByUserId(tenantId, userId);
+    const latest = account ? await this.deps.otpRepo.latestForAccount(account.id, ACTIVATION_PURPOSE) : null;
+    const candidate = Buffer.from(this.deps.otp.hmac(ACTIVATION_PURPOSE, code), 'hex');
+    const expected = Buffer.from(latest?.codeHmac ?? this.deps.otp.hmac(ACTIVATION_PURPOSE, ''), 'hex');
+    const same = timingSafeEqual(candidate, expected);
+    if (!account || account.status !== 'pending_activation') return { ok: false, reason: 'mismatch' };
+    if (account.lockedAt) return { ok: false, reason: 'locked' };
+    if (!latest || !same || latest.consumedAt) {
+      const threshold = this.deps.tenants.tenant(tenantId)?.contract.lockout_threshold ?? 5;
+      const failure = await this.deps.lockout.registerFailure(account.id, threshold);
+      return { ok: false, reason: failure.locked ? 'locked' : 'mismatch' };
+    }
+    if (latest.expiresAt.getTime() <= Date.now()) return { ok: false, reason: 'expired' };
+    return { ok: true, account, otpId: latest.id };
+  }
+
+  questionsFor(locale: Locale): Array<{ id: string; text: string }> {
+    return this.deps.secretQuestions.map((q) => ({ id: q.id, text: q[locale] }));
+  }
+
+  /** Checks step 2's input; returns the first problem, or undefined when it can be saved. */
+  checkRegistration(account: AccountWithDevices, input: { questionId?: string; answer?: string; password?: string; confirm?: string }): RegistrationProblem | undefined {
+    if (!input.questionId) return { field: 'questionId', problem: 'required' };
+    if (!this.deps.secretQuestions.some((q) => q.id === input.questionId)) return { field: 'questionId', problem: 'unknown_question' };
+    const answer = normalizeAnswer(input.answer ?? '');
+    if (!answer) return { field: 'answer', problem: 'required' };
+    if (answer.length > 100) return { field: 'answer', problem: 'too_long' };
+    if (this.needsPassword(account)) {
+      if (!input.password) return { field: 'password', problem: 'required' };
+      const problem = checkPassword(input.password, input.confirm ?? '', { minLength: this.deps.passwordMinLength, userId: account.userId });
+      if (problem) return { field: 'password', problem };
+    }
+    return undefined;
+  }
+
+  /**
+   * Step 2 (認証情報登録): saves the secret question (and password), consumes the activation code and
+   * activates the account. False when the code was used or retired meanwhile.
+   */
+  async complete(account: AccountWithDevices, otpId: string, input: { questionId: string; answer: string; password?: string }, who: Actor & { locale?: Locale }): Promise<boolean> {
+    if (!(await this.deps.otpRepo.consume(otpId))) return false;
+    await this.deps.accounts.activate(account.id, {
+      secretQuestionId: input.questionId,
+      secretAnswerHash: await hashSecret(normalizeAnswer(input.answer)),
+      passwordHash: this.needsPassword(account) && input.password ? await hashSecret(input.password) : null,
+    });
+    await this.deps.events.record({ tenantId: account.tenantId, accountId: account.id, type: 'activation_completed', actor: who.actor, sourceIp: who.ip ?? null });
+    const to = deliverableAddresses(account);
+    if (to.length)
+      await this.deps.mail.enqueue({ to, template: 'activation-completed', locale: who.locale ?? 'ja', params: { userId: account.userId, siteName: this.siteName(account.tenantId) } });
+    return true;
+  }
+}
