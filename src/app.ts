@@ -162,7 +162,8 @@ export async function createApp(opts: CreateAppOptions): Promise<App> {
     await next();
     if (isOwn(ctx.path) && !ctx.path.startsWith('/static')) ctx.set('Cache-Control', 'no-store');
   });
-  koa.use(views(VIEWS_DIR, { extension: 'pug', options: { basedir: VIEWS_DIR } }));
+  // Compiled templates are cached outside development (compiling pug on every request costs ms).
+  koa.use(views(VIEWS_DIR, { extension: 'pug', options: { basedir: VIEWS_DIR, cache: config.env !== 'development' } }));
   koa.use(locale());
   koa.use(errorHandler(logger));
   koa.use(mount('/static', serve(join(VIEWS_DIR, '..', 'public'), { maxage: 3600_000 })));

@@ -2,15 +2,11 @@ import Router from '@koa/router';
 import type { Context } from 'koa';
 import type { TenantDirectory } from '../config/index.js';
 import { clientIp } from '../http/client-ip.js';
-import { BadRequestError, SessionExpiredError } from '../http/errors.js';
-import { setLocale } from '../http/locale.js';
+import { BadRequestError, RateLimitedError } from '../http/errors.js';
 import type { RateLimits } from '../http/rate-limit.js';
-import { RateLimitedError } from '../http/errors.js';
-import { isLocale, negotiateLocale } from '../i18n/index.js';
-import type { LoginFlowService, RequestInfo } from '../login/login-flow.service.js';
-import type { InteractionDetails, OidcInteractions } from '../oidc/interactions.js';
-
-const UID = /^[A-Za-z0-9_-]{10,64}$/;
+import type { LoginFlowService } from '../login/login-flow.service.js';
+import type { OidcInteractions } from '../oidc/interactions.js';
+import { formBody, loadInteraction, requestInfo } from './interaction-context.js';
 
 /**
  * The login screens (manual chapter 4) on top of oidc-provider's interactions. Thin: it validates
@@ -20,23 +16,9 @@ export function interactionRouter(deps: { interactions: OidcInteractions; flows:
   const router = new Router({ prefix: '/interaction' });
   const { interactions, flows } = deps;
 
-  /** Loads the interaction (checking its cookie) and settles the page language, ui_locales included. */
-  async function load(ctx: Context): Promise<InteractionDetails> {
-    const uid = ctx.params.uid ?? '';
-    if (!UID.test(uid)) throw new SessionExpiredError();
-    const details = await interactions.details(ctx);
-    if (details.uid !== uid) throw new SessionExpiredError();
-    const fromQuery = typeof ctx.query.lang === 'string' && isLocale(ctx.query.lang) ? ctx.query.lang : undefined;
-    setLocale(ctx, negotiateLocale([fromQuery, ctx.cookies.get('lang'), details.params.ui_locales], ctx.get('accept-language')));
-    return details;
-  }
-
-  const requestInfo = (ctx: Context): RequestInfo => ({ ip: clientIp(ctx), userAgent: ctx.get('user-agent') || null, locale: ctx.state.locale });
+  const load = (ctx: Context) => loadInteraction(ctx, interactions);
   const flowUrl = (uid: string) => `/interaction/${uid}`;
-  const body = (ctx: Context): Record<string, unknown> => {
-    const b = (ctx.request as { body?: unknown }).body;
-    return b && typeof b === 'object' && !Array.isArray(b) ? (b as Record<string, unknown>) : {};
-  };
+  const body = formBody;
 
   async function limitIp(ctx: Context, uid: string) {
     const d = await deps.limits.consume('ip', clientIp(ctx) ?? 'unknown');

@@ -93,7 +93,7 @@ export function createProvider(deps: ProviderDeps): Provider {
         async logoutSource(ctx, form) {
           const locale = localeOf(ctx);
           ctx.type = 'html';
-          ctx.body = renderPage('logout/confirm', { ...pageLocals(locale), form, pageTitle: undefined });
+          ctx.body = renderPage('logout/confirm', { ...pageLocals(locale, ctx.method === 'GET' ? ctx.url : undefined), form, pageTitle: undefined });
         },
         async postLogoutSuccessSource(ctx) {
           const locale = localeOf(ctx);

@@ -64,7 +64,11 @@ describeBrowser(`demo site login in Chromium${skipReason ? ` (SKIPPED: ${skipRea
   const contexts: BrowserContext[] = [];
 
   beforeAll(async () => {
-    [s, browser] = await Promise.all([startDemoTestServer(), launchBrowser()]);
+    // Keep whichever started, so afterAll can close it even when the other failed (or Jest hangs).
+    const [server, launched] = await Promise.allSettled([startDemoTestServer(), launchBrowser()]);
+    if (server.status === 'fulfilled') s = server.value;
+    if (launched.status === 'fulfilled') browser = launched.value;
+    for (const r of [server, launched]) if (r.status === 'rejected') throw r.reason;
   });
   afterEach(async () => {
     for (const c of contexts.splice(0)) await c.close();
