@@ -5,58 +5,38 @@ import mount from 'koa-mount';
 import serve from 'koa-static';
 import views from 'koa-views';
 import { join } from 'node:path';
-import { TenantDirectory, type AppConfig } from './config/index.js';
-import { resolveSecrets } from './config/secrets.js';
-import { LoginEventService } from './history/login-event.service.js';
+import type { AppConfig } from './config/index.js';
+import { createDomainServices, type DomainServices } from './services.js';
 import { csrf } from './http/csrf.js';
 import { errorHandler } from './http/error-handler.js';
 import { locale } from './http/locale.js';
 import { VIEWS_DIR } from './http/pages.js';
 import { createRateLimits, type RateLimits } from './http/rate-limit.js';
 import { interactionRouter } from './interaction/interaction.router.js';
-import { LockoutService } from './lockout/lockout.service.js';
 import { EmailOtpFactor } from './login/factors/email-otp.factor.js';
+import { PasswordFactor } from './login/factors/password.factor.js';
 import { LoginFlowService } from './login/login-flow.service.js';
 import type { Logger } from './logger.js';
 import { devMailboxRouter } from './mail/dev-mailbox.router.js';
-import { createMailQueue } from './mail/mail.queue.js';
-import { createMailSender } from './mail/mail.sender.js';
-import { createMailTransport } from './mail/mail.transport.js';
 import type { MailQueue } from './mail/mail.types.js';
 import { OidcInteractions } from './oidc/interactions.js';
 import { loadSigningKeys } from './oidc/keys.js';
 import { createProvider, type Provider } from './oidc/provider.js';
-import { OtpService } from './otp/otp.service.js';
-import { AccountRepository } from './persistence/account.repository.js';
 import type { Database } from './persistence/database.js';
-import { DevMailRepository } from './persistence/dev-mail.repository.js';
-import { LoginEventRepository } from './persistence/login-event.repository.js';
-import { LoginFlowRepository } from './persistence/login-flow.repository.js';
-import { OidcPayloadRepository } from './persistence/oidc-payload.repository.js';
-import { OneTimePasswordRepository } from './persistence/one-time-password.repository.js';
 import { demoRouter } from './demo/demo.router.js';
-import { AccountEventService } from './account/account-event.service.js';
-import { AccountService } from './account/account.service.js';
-import { ActivationService } from './activation/activation.service.js';
-import { AccountEventRepository } from './persistence/account-event.repository.js';
+import { activationRouter } from './activation/activation.router.js';
 import { healthRouter } from './http/health.router.js';
+import { recoveryRouter } from './recovery/recovery.router.js';
+import { RecoveryService } from './recovery/recovery.service.js';
+import { managementRouter } from './admin/management.router.js';
+import { renderProblem } from './admin/problem.js';
+import { ClientCredentialsTokens } from './oidc/access-tokens.js';
 
 /** Path prefixes served by our own routers; everything else belongs to oidc-provider. */
 const OWN_PREFIXES = ['/interaction', '/demo', '/dev', '/static', '/account', '/activation', '/recovery', '/api', '/health'];
 const isOwn = (path: string) => OWN_PREFIXES.some((p) => path === p || path.startsWith(`${p}/`));
 
-export interface AppServices {
-  accounts: AccountRepository;
-  accountService: AccountService;
-  activation: ActivationService;
-  accountEvents: AccountEventService;
-  otp: OtpService;
-  events: LoginEventRepository;
-  flows: LoginFlowRepository;
-  payloads: OidcPayloadRepository;
-  lockout: LockoutService;
-  tenants: TenantDirectory;
-  mail: MailQueue;
+export interface AppServices extends DomainServices {
   limits: RateLimits;
 }
 
@@ -80,56 +60,24 @@ export interface CreateAppOptions {
 /** Builds the whole HTTP application: OIDC endpoints, login screens, demo site and dev tools. */
 export async function createApp(opts: CreateAppOptions): Promise<App> {
   const { config, db, logger } = opts;
-  const prisma = db.prisma;
-  const tenants = new TenantDirectory(config.tenants);
-  const secrets = resolveSecrets(config);
+  const domain = createDomainServices({ config, db, logger, mail: opts.mail });
+  const { tenants, secrets, accounts, events, flows: flowRepo, payloads, devMail, otp, lockout, accountEvents, activation, accountService, mail, loginEvents } = domain;
   const jwks = await loadSigningKeys(config);
-
-  const accounts = new AccountRepository(prisma);
-  const events = new LoginEventRepository(prisma);
-  const flowRepo = new LoginFlowRepository(prisma);
-  const payloads = new OidcPayloadRepository(prisma);
-  const devMail = new DevMailRepository(prisma);
-  const lockout = new LockoutService(accounts);
   const limits = await createRateLimits({
     config,
     keyPrefix: opts.rateLimitKeyPrefix,
     onStoreError: (err, kind) => logger.warn({ err, kind }, 'rate-limit store error'),
   });
-  const mail =
-    opts.mail ??
-    createMailQueue({
-      config,
-      logger,
-      sender: createMailSender({ config, transport: createMailTransport(config), logger, devMail: config.devMailbox ? devMail : undefined }),
-    });
-  const otpRepo = new OneTimePasswordRepository(prisma);
-  const otp = new OtpService(otpRepo, secrets.otpHmacKey, config.otp);
-  const accountEvents = new AccountEventService(new AccountEventRepository(prisma));
-  const activation = new ActivationService({
-    accounts,
-    otpRepo,
-    otp,
-    lockout,
-    events: accountEvents,
-    mail,
-    tenants,
-    issuer: config.issuer,
-    ttlSeconds: config.activationTtlSeconds,
-    passwordMinLength: config.passwordMinLength,
-    secretQuestions: config.secretQuestions,
-  });
-  const accountService = new AccountService({ accounts, loginEvents: events, events: accountEvents, activation, mail, tenants });
   const emailOtp = new EmailOtpFactor({ otp, mail, limits, otpLength: config.otp.length, otpTtlSeconds: config.otp.ttlSeconds });
   const loginFlows = new LoginFlowService({
     flows: flowRepo,
     accounts,
-    events: new LoginEventService(events),
+    events: loginEvents,
     lockout,
     limits,
     mail,
     tenants,
-    factors: [emailOtp],
+    factors: [emailOtp, new PasswordFactor()],
     flowTtlSeconds: config.loginFlowTtlSeconds,
     revealUnknownUser: config.revealUnknownUser,
   });
@@ -165,15 +113,18 @@ export async function createApp(opts: CreateAppOptions): Promise<App> {
   // Compiled templates are cached outside development (compiling pug on every request costs ms).
   koa.use(views(VIEWS_DIR, { extension: 'pug', options: { basedir: VIEWS_DIR, cache: config.env !== 'development' } }));
   koa.use(locale());
-  koa.use(errorHandler(logger));
+  koa.use(errorHandler(logger, [renderProblem])); // problem+json under /api/v1
   koa.use(mount('/static', serve(join(VIEWS_DIR, '..', 'public'), { maxage: 3600_000 })));
   const parse = bodyParser({ enableTypes: ['form', 'json'], formLimit: '16kb', jsonLimit: '64kb', encoding: 'utf-8' });
   koa.use(async (ctx, next) => (isOwn(ctx.path) ? parse(ctx, next) : next()));
   koa.use(csrf({ exempt: (path) => !isOwn(path) || path.startsWith('/api/') || path.startsWith('/static/') || path.startsWith('/health'), secure }));
 
   const routers = [
+    recoveryRouter({ interactions, tenants, limits, recovery: new RecoveryService({ flows: flowRepo, accounts, loginEvents: events, accountEvents, lockout, limits, mail, otp, activation, tenants, config }) }),
     interactionRouter({ interactions, flows: loginFlows, tenants, limits, otpTtlSeconds: config.otp.ttlSeconds }),
     healthRouter({ db }),
+    managementRouter({ accounts: accountService, tokens: new ClientCredentialsTokens(provider), tenants, issuer: config.issuer }),
+    activationRouter({ activation, accounts, tenants, limits, loginEvents, passwordMinLength: config.passwordMinLength, secure }),
   ];
   if (config.devMailbox) routers.push(devMailboxRouter({ repo: devMail }));
   if (config.demoSite) routers.push(demoRouter({ config, tenants }));
@@ -184,7 +135,7 @@ export async function createApp(opts: CreateAppOptions): Promise<App> {
   return {
     koa,
     provider,
-    services: { accounts, accountService, activation, accountEvents, otp, events, flows: flowRepo, payloads, lockout, tenants, mail, limits },
+    services: { ...domain, limits },
     async close() {
       await mail.close();
       await limits.close();

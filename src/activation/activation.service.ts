@@ -96,7 +96,7 @@ export class ActivationService {
    * Step 1 (初回認証): checks the user ID and activation code. Anything that is not a waiting account
    * with this code answers "mismatch", so the page reveals nothing; wrong codes count towards the lock.
    */
-  async verify(tenantId: string, userId: string, code: string): Promise<ActivationCheck> {
+  async verify(tenantId: string, userId: string, code: string, locale: Locale = 'ja'): Promise<ActivationCheck> {
     const account = await this.deps.accounts.findByUserId(tenantId, userId);
     const latest = account ? await this.deps.otpRepo.latestForAccount(account.id, ACTIVATION_PURPOSE) : null;
     const candidate = Buffer.from(this.deps.otp.hmac(ACTIVATION_PURPOSE, code), 'hex');
@@ -107,6 +107,10 @@ export class ActivationService {
     if (!latest || !same || latest.consumedAt) {
       const threshold = this.deps.tenants.tenant(tenantId)?.contract.lockout_threshold ?? 5;
       const failure = await this.deps.lockout.registerFailure(account.id, threshold);
+      if (failure.locked && failure.justLocked) {
+        const to = deliverableAddresses(account);
+        if (to.length) await this.deps.mail.enqueue({ to, template: 'account-locked', locale, params: { userId: account.userId, clientName: this.siteName(tenantId) } });
+      }
       return { ok: false, reason: failure.locked ? 'locked' : 'mismatch' };
     }
     if (latest.expiresAt.getTime() <= Date.now()) return { ok: false, reason: 'expired' };

@@ -1,27 +1,42 @@
 import { parseArgs } from 'node:util';
-import { ConfigError, loadConfig, TenantDirectory } from '../config/index.js';
-import { AccountRepository } from '../persistence/account.repository.js';
+import { toView, DEVICE_KINDS, type AccountStatusView, type DeviceKind } from '../account/account.service.js';
+import { ConfigError, loadConfig } from '../config/index.js';
+import { AppError } from '../http/errors.js';
+import { translator } from '../i18n/index.js';
+import { createLogger } from '../logger.js';
 import { openDatabase } from '../persistence/database.js';
+import { createDomainServices } from '../services.js';
 
 const HELP = `Usage: npm run admin -- <command> [options]
 
-Operator commands, run against the configured database (DATABASE_URL, or the embedded one under DATA_DIR).
+Operator commands, run against the configured database directly (DATABASE_URL, or the embedded one
+under DATA_DIR — stop the provider first, the embedded database allows one process).
 
 Commands:
-  tenants                                  List tenants and their clients from the tenants file
-  unlock <tenant> <user-id>                Unlock a locked account and clear its failure counter
-  create-account <tenant> <user-id> --email <address> [--email <address>...] [--kind pc|mobile|smartphone]
-                                           Create an active account with one device per address
-  show <tenant> <user-id>                  Show an account, its devices and lock state
+  tenants                                  List tenants, their contracts and clients (config)
+  clients [<tenant>]                       List clients (config)
+  create <tenant> <user-id> --email <a> [--email <b>...] [--kind pc|mobile|smartphone] [--method <m>] [--send]
+                                           Create an account waiting for activation; prints the
+                                           activation URL and one-time password (--send mails them instead)
+  list <tenant> [--status pending_activation|active|locked] [--page N] [--per-page N]
+  show <tenant> <user-id>                  An account, its devices and lock state
+  update <tenant> <user-id> [--method <m>] [--email <a>... [--kind k]]
+                                           Change the login method and/or replace the devices
+  activation <tenant> <user-id> [--send]   Issue a fresh activation (the old code stops working)
+  unlock <tenant> <user-id>                Unlock a locked account (the user is told by mail)
+  delete <tenant> <user-id> --yes          Delete an account with its devices, events, sessions, grants
+  events <tenant> <user-id> [--page N]     Login events, newest first
 
 Options:
-  --json      Machine-readable output
+  --json      Machine-readable output (one JSON document on stdout)
   -h, --help  Show this help
 
 Exit codes: 0 done, 1 failed (message on stderr), 2 bad usage.
 `;
 
 class UsageError extends Error {}
+
+const t = translator('en');
 
 async function main(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -31,7 +46,13 @@ async function main(argv: string[]): Promise<number> {
       json: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
       email: { type: 'string', multiple: true },
-      kind: { type: 'string', default: 'pc' },
+      kind: { type: 'string' },
+      method: { type: 'string' },
+      status: { type: 'string' },
+      page: { type: 'string', default: '1' },
+      'per-page': { type: 'string', default: '20' },
+      send: { type: 'boolean', default: false },
+      yes: { type: 'boolean', default: false },
     },
   });
   const [command, ...args] = positionals;
@@ -39,63 +60,124 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(HELP);
     return values.help ? 0 : 2;
   }
-  const out = (human: string, data: unknown) => process.stdout.write(values.json ? `${JSON.stringify(data)}\n` : `${human}\n`);
+  const out = (human: string, data: unknown) => process.stdout.write(values.json ? `${JSON.stringify(data, null, 2)}\n` : `${human}\n`);
   const config = loadConfig();
-  const tenants = new TenantDirectory(config.tenants);
 
-  if (command === 'tenants') {
-    const data = config.tenants.map((t) => ({ id: t.id, name: t.name, contract: t.contract, clients: t.clients.map((c) => ({ client_id: c.client_id, name: c.name, public: !c.client_secret })) }));
-    out(data.map((t) => `${t.id}\t${t.name}\t${t.clients.map((c) => c.client_id).join(',')}`).join('\n'), data);
+  if (command === 'tenants' || command === 'clients') {
+    const only = command === 'clients' ? args[0] : undefined;
+    const tenants = config.tenants.filter((x) => !only || x.id === only);
+    if (only && tenants.length === 0) throw new UsageError(`unknown tenant "${only}"`);
+    const data = tenants.map((x) => ({
+      id: x.id,
+      name: x.name,
+      contract: x.contract,
+      clients: x.clients.map((c) => ({ client_id: c.client_id, name: c.name, public: !c.client_secret, first_party: c.first_party, grant_types: ['authorization_code', 'refresh_token', ...c.extra_grant_types], redirect_uris: c.redirect_uris })),
+    }));
+    if (command === 'clients') {
+      const rows = data.flatMap((x) => x.clients.map((c) => ({ tenant: x.id, ...c })));
+      out(rows.map((c) => `${c.tenant}\t${c.client_id}\t${c.name}\t${c.public ? 'public' : 'confidential'}\t${c.grant_types.join(',')}`).join('\n'), rows);
+    } else {
+      out(data.map((x) => `${x.id}\t${x.name}\tmethods=${x.contract.login_methods.join(',')}\tclients=${x.clients.map((c) => c.client_id).join(',')}`).join('\n'), data);
+    }
     return 0;
   }
 
   const [tenantId, userId] = args;
-  if (!tenantId || !userId) throw new UsageError(`${command} needs <tenant> <user-id>`);
-  if (!tenants.tenant(tenantId)) throw new UsageError(`unknown tenant "${tenantId}" (see: npm run admin -- tenants)`);
+  if (!tenantId) throw new UsageError(`${command} needs <tenant>`);
+  if (!config.tenants.some((x) => x.id === tenantId)) throw new UsageError(`unknown tenant "${tenantId}" (see: npm run admin -- tenants)`);
+  const needsUser = command !== 'list';
+  if (needsUser && !userId) throw new UsageError(`${command} needs <tenant> <user-id>`);
+  const page = Number(values.page);
+  const perPage = Number(values['per-page']);
+  if (!Number.isInteger(page) || page < 1 || !Number.isInteger(perPage) || perPage < 1 || perPage > 200) throw new UsageError('--page must be >= 1 and --per-page 1..200');
+  const kind = (values.kind ?? 'pc') as DeviceKind;
+  if (!DEVICE_KINDS.includes(kind)) throw new UsageError('--kind must be pc, mobile or smartphone');
+  const devices = values.email?.map((email) => ({ email, kind }));
+  const who = { actor: 'admin' as const };
+  const known = ['create', 'create-account', 'list', 'show', 'update', 'activation', 'unlock', 'delete', 'events'];
+  if (!known.includes(command)) throw new UsageError(`unknown command "${command}"`);
+  if (command === 'delete' && !values.yes) throw new UsageError('delete removes the account and all its data: add --yes to confirm');
 
+  const logger = createLogger('warn', 'admin');
   const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
+  const services = createDomainServices({ config, db, logger });
+  const accounts = services.accountService;
+  const user = userId ?? '';
   try {
-    const accounts = new AccountRepository(db.prisma);
     switch (command) {
-      case 'unlock': {
-        const done = await accounts.unlock(tenantId, userId);
-        if (!done) throw new Error(`no account ${tenantId}/${userId}`);
-        out(`unlocked ${tenantId}/${userId}`, { tenant: tenantId, userId, unlocked: true });
-        return 0;
-      }
+      case 'create':
       case 'create-account': {
-        const emails = values.email ?? [];
-        if (emails.length === 0) throw new UsageError('create-account needs at least one --email');
-        if (!['pc', 'mobile', 'smartphone'].includes(values.kind ?? '')) throw new UsageError('--kind must be pc, mobile or smartphone');
-        if (await accounts.findByUserId(tenantId, userId)) throw new Error(`account ${tenantId}/${userId} already exists`);
-        const kind = values.kind as 'pc' | 'mobile' | 'smartphone';
-        const created = await accounts.create({ tenantId, userId, devices: emails.map((email) => ({ email, kind })) });
-        out(`created ${tenantId}/${userId} with ${created.devices.length} device(s)`, { tenant: tenantId, userId, id: created.id, devices: created.devices.map((d) => d.email) });
-        return 0;
-      }
-      case 'show': {
-        const a = await accounts.findByUserId(tenantId, userId);
-        if (!a) throw new Error(`no account ${tenantId}/${userId}`);
-        const data = {
-          tenant: a.tenantId,
-          userId: a.userId,
-          status: a.status,
-          loginMethod: a.loginMethod,
-          locked: a.lockedAt !== null,
-          failedAttempts: a.failedAttempts,
-          lastLoginAt: a.lastLoginAt,
-          devices: a.devices.map((d) => ({ number: d.number, email: d.email, kind: d.kind, verified: d.verifiedAt !== null })),
-        };
+        if (!devices?.length) throw new UsageError(`${command} needs at least one --email`);
+        const { account, activation } = await accounts.create(tenantId, { userId: user, devices, loginMethod: values.method, mailActivation: values.send }, who);
+        const view = { ...toView(account), activation: { url: activation.url, expiresAt: activation.expiresAt.toISOString(), ...(values.send ? { sent: true } : { otp: activation.otp }) } };
         out(
-          [`${data.tenant}/${data.userId}  status=${data.status}  method=${data.loginMethod}  locked=${data.locked}  failures=${data.failedAttempts}`, ...data.devices.map((d) => `  #${d.number} ${d.email} (${d.kind})${d.verified ? '' : ' unverified'}`)].join('\n'),
-          data,
+          [
+            `created ${tenantId}/${user} with ${account.devices.length} device(s), waiting for activation`,
+            `activation URL: ${activation.url}`,
+            values.send ? 'activation code mailed to the device addresses' : `activation one-time password: ${activation.otp}`,
+            `expires: ${activation.expiresAt.toISOString()}`,
+          ].join('\n'),
+          view,
         );
         return 0;
       }
-      default:
-        throw new UsageError(`unknown command "${command}"`);
+      case 'list': {
+        const status = values.status as AccountStatusView | undefined;
+        if (status && !['pending_activation', 'active', 'locked'].includes(status)) throw new UsageError('--status must be pending_activation, active or locked');
+        const r = await accounts.list(tenantId, { status, page, perPage });
+        const items = r.items.map(toView);
+        out(
+          [...items.map((a) => `${a.userId}\t${a.status}\t${a.loginMethod}\t${a.devices.map((d) => d.email).join(',')}`), `${items.length ? (page - 1) * perPage + 1 : 0}-${(page - 1) * perPage + items.length} of ${r.total}`].join('\n'),
+          { items, total: r.total, page, perPage },
+        );
+        return 0;
+      }
+      case 'show': {
+        const a = toView(await accounts.find(tenantId, user));
+        out(
+          [
+            `${a.tenant}/${a.userId}  status=${a.status}  method=${a.loginMethod}  failures=${a.failedAttempts}  last login=${a.lastLoginAt ?? '-'}`,
+            ...a.devices.map((d) => `  #${d.number} ${d.email} (${d.kind})${d.verified ? '' : ' unverified'}`),
+          ].join('\n'),
+          a,
+        );
+        return 0;
+      }
+      case 'update': {
+        if (!values.method && !devices) throw new UsageError('update needs --method and/or --email');
+        const a = toView(await accounts.update(tenantId, user, { loginMethod: values.method, devices }, who));
+        out(`updated ${tenantId}/${user}: method=${a.loginMethod}, ${a.devices.length} device(s)`, a);
+        return 0;
+      }
+      case 'activation': {
+        const r = await accounts.issueActivation(tenantId, user, { ...who, mail: values.send });
+        out(
+          [`fresh activation for ${tenantId}/${user} (the previous code no longer works)`, `activation URL: ${r.url}`, values.send ? 'mailed to the device addresses' : `activation one-time password: ${r.otp}`].join('\n'),
+          { url: r.url, expiresAt: r.expiresAt.toISOString(), ...(values.send ? { sent: true } : { otp: r.otp }) },
+        );
+        return 0;
+      }
+      case 'unlock': {
+        const a = toView(await accounts.unlock(tenantId, user, who));
+        out(`unlocked ${tenantId}/${user}`, { ...a, unlocked: true });
+        return 0;
+      }
+      case 'delete': {
+        await accounts.delete(tenantId, user);
+        out(`deleted ${tenantId}/${user}`, { tenant: tenantId, userId: user, deleted: true });
+        return 0;
+      }
+      case 'events': {
+        const r = await accounts.loginEvents(tenantId, user, { page, perPage });
+        const items = r.items.map((e) => ({ time: e.createdAt.toISOString(), ip: e.sourceIp, client: e.clientId, method: e.method, result: e.result, userAgent: e.userAgent }));
+        out(items.map((e) => `${e.time}\t${e.ip ?? '-'}\t${e.client ?? '-'}\t${e.method ?? '-'}\t${e.result}`).join('\n') || '(no events)', { items, page, perPage });
+        return 0;
+      }
     }
+    return 2;
   } finally {
+    // Let queued notices go out before the process ends.
+    await services.mail.close();
     await db.close();
   }
 }
@@ -107,7 +189,8 @@ main(process.argv.slice(2)).then(
       process.stderr.write(`${(e as Error).message}\n\n${HELP}`);
       process.exit(2);
     }
-    process.stderr.write(`${e instanceof ConfigError ? e.message : `error: ${(e as Error).message}`}\n`);
+    const message = e instanceof AppError ? `${e.code}: ${t(e.messageKey, e.params)}` : e instanceof ConfigError ? e.message : `error: ${(e as Error).message}`;
+    process.stderr.write(`${message}\n`);
     process.exit(1);
   },
 );

@@ -16,10 +16,16 @@ function toAppError(err: unknown): AppError | undefined {
 }
 
 /**
+ * Renders an error its own way for the paths it owns (e.g. an API's RFC 9457 problem+json); returns
+ * false to leave the error to the default rendering. `err` is what was thrown, before translation.
+ */
+export type ErrorRenderer = (ctx: Context, error: AppError, err: unknown) => boolean;
+
+/**
  * Renders every error as a page in the user's language (or JSON for API callers): client mistakes
  * keep their 4xx; anything else is logged and shown as a plain 500 without details.
  */
-export function errorHandler(logger: Logger) {
+export function errorHandler(logger: Logger, renderers: ErrorRenderer[] = []) {
   return async (ctx: Context, next: Next) => {
     try {
       await next();
@@ -32,6 +38,8 @@ export function errorHandler(logger: Logger) {
       }
       ctx.status = appError.status;
       if (appError instanceof RateLimitedError) ctx.set('Retry-After', String(appError.retryAfterSeconds));
+      const rendered = appError;
+      if (renderers.some((render) => render(ctx, rendered, err))) return;
       const wantsJson = ctx.path.startsWith('/api/') || (ctx.accepts('html', 'json') === 'json' && !ctx.get('accept').includes('html'));
       const t = ctx.state.t as ((key: string, params?: object) => string) | undefined;
       const message = t ? t(appError.messageKey, appError.params) : appError.code;

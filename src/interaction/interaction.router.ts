@@ -56,7 +56,8 @@ export function interactionRouter(deps: { interactions: OidcInteractions; flows:
     ctx.redirect(flowUrl(details.uid));
   });
 
-  router.post('/:uid/otp', async (ctx) => {
+  // One handler for every factor's form: the flow knows which factor is current.
+  router.post(['/:uid/otp', '/:uid/password'], async (ctx) => {
     const details = await load(ctx);
     await limitIp(ctx, details.uid);
     const flow = await flows.begin(details.uid, details.params.client_id);

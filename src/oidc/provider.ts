@@ -5,10 +5,14 @@ import { negotiateLocale } from '../i18n/index.js';
 import { ACR_VALUES } from '../login/login-methods.js';
 import type { AccountRepository } from '../persistence/account.repository.js';
 import type { OidcPayloadRepository } from '../persistence/oidc-payload.repository.js';
+import { MANAGEMENT_SCOPE } from './access-tokens.js';
 import { createAdapterFactory } from './adapter.js';
 import type { Jwks } from './keys.js';
 
 export type { Provider };
+
+/** Scopes a relying site may ask for at the authorization endpoint. */
+export const OIDC_SCOPES = ['openid', 'profile', 'email', 'offline_access'] as const;
 
 export interface ProviderDeps {
   config: AppConfig;
@@ -30,6 +34,8 @@ export function toClientMetadata(client: ClientConfig): ClientMetadata {
     redirect_uris: client.redirect_uris,
     post_logout_redirect_uris: client.post_logout_redirect_uris,
     grant_types: ['authorization_code', 'refresh_token', ...client.extra_grant_types],
+    // An allow-list, so only back-office clients (client_credentials) can obtain the management scope.
+    scope: [...OIDC_SCOPES, ...(client.extra_grant_types.includes('client_credentials') ? [MANAGEMENT_SCOPE] : [])].join(' '),
     response_types: ['code'],
     // auth_time in every ID token, so relying sites can always judge how fresh a login is.
     require_auth_time: true,
@@ -79,12 +85,14 @@ export function createProvider(deps: ProviderDeps): Provider {
       profile: ['preferred_username'],
       email: ['email', 'email_verified'],
     },
-    scopes: ['openid', 'profile', 'email', 'offline_access'],
+    scopes: [...OIDC_SCOPES, MANAGEMENT_SCOPE],
     // Relying sites read preferred_username and email straight from the ID token.
     conformIdTokenClaims: false,
     pkce: { required: () => true },
     features: {
       devInteractions: { enabled: false },
+      // Tenants' back offices call the management API with client_credentials tokens (opaque, stored).
+      clientCredentials: { enabled: true },
       revocation: { enabled: true },
       introspection: { enabled: true },
       userinfo: { enabled: true },
@@ -108,6 +116,7 @@ export function createProvider(deps: ProviderDeps): Provider {
     },
     ttl: {
       AccessToken: 600,
+      ClientCredentials: 600,
       AuthorizationCode: 60,
       IdToken: 3600,
       Interaction: config.loginFlowTtlSeconds,

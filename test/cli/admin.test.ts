@@ -1,7 +1,8 @@
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { openDatabase, type Database } from '../../src/persistence/database.js';
+import { startSmtpServer } from '../support/smtp.js';
 
 const require = createRequire(import.meta.url);
 const tsxCli = require.resolve('tsx/cli');
@@ -9,56 +10,117 @@ const tsxCli = require.resolve('tsx/cli');
 describe('admin CLI (spawned as an operator would)', () => {
   let testDb: TestDatabase;
   let db: Database;
+  let smtp: Awaited<ReturnType<typeof startSmtpServer>>;
   beforeAll(async () => {
     testDb = await createTestDatabase('cli');
     db = await openDatabase({ databaseUrl: testDb.url, dataDir: '/tmp' });
+    smtp = await startSmtpServer();
   });
   afterAll(async () => {
     await db?.close();
     await testDb?.drop();
+    await smtp?.close();
   });
 
-  const admin = (...args: string[]) => {
-    const r = spawnSync(process.execPath, [tsxCli, 'src/cli/admin.ts', ...args], {
-      env: { ...process.env, DATABASE_URL: testDb.url, TENANTS_FILE: 'config/tenants.yaml', NODE_ENV: 'development', LOG_LEVEL: 'silent' },
-      encoding: 'utf8',
-      timeout: 60_000,
+  // Asynchronous on purpose: the SMTP server the CLI mails to runs in this process.
+  const admin = (...args: string[]) =>
+    new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
+      const child = spawn(process.execPath, [tsxCli, 'src/cli/admin.ts', ...args], {
+        env: {
+          ...process.env,
+          DATABASE_URL: testDb.url,
+          TENANTS_FILE: 'config/tenants.yaml',
+          NODE_ENV: 'development',
+          DEV_MAILBOX: 'false',
+          SMTP_URL: smtp.url,
+          REDIS_URL: '',
+          LOG_LEVEL: 'silent',
+        },
+        timeout: 60_000,
+      });
+      let out = '';
+      let err = '';
+      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+      child.on('close', (code) => resolve({ code, out, err }));
     });
-    return { code: r.status, out: r.stdout, err: r.stderr };
+  const json = async (...args: string[]) => {
+    const r = await admin(...args, '--json');
+    if (r.code !== 0) throw new Error(`${args.join(' ')} exited ${r.code}: ${r.err}`);
+    return JSON.parse(r.out) as Record<string, unknown>;
   };
 
-  test('--help, tenants, create-account, show --json, unlock', async () => {
-    const help = admin('--help');
+  test('--help, tenants and clients from config', async () => {
+    const help = await admin('--help');
     expect(help.code).toBe(0);
-    expect(help.out).toContain('unlock <tenant> <user-id>');
-
-    const tenants = admin('tenants', '--json');
-    expect(tenants.code).toBe(0);
-    expect(JSON.parse(tenants.out)[0]).toMatchObject({ id: 'demo', clients: [{ client_id: 'demo-site' }] });
-
-    const created = admin('create-account', 'demo', 'cli-user', '--email', 'a@example.test', '--email', 'b@example.test', '--json');
-    expect(created.code).toBe(0);
-    expect(JSON.parse(created.out)).toMatchObject({ tenant: 'demo', userId: 'cli-user', devices: ['a@example.test', 'b@example.test'] });
-    expect(admin('create-account', 'demo', 'cli-user', '--email', 'a@example.test').code).toBe(1);
-
-    await db.prisma.account.updateMany({ where: { userId: 'cli-user' }, data: { lockedAt: new Date(), failedAttempts: 5 } });
-    const locked = JSON.parse(admin('show', 'demo', 'cli-user', '--json').out);
-    expect(locked).toMatchObject({ locked: true, failedAttempts: 5 });
-
-    const unlocked = admin('unlock', 'demo', 'cli-user');
-    expect(unlocked.code).toBe(0);
-    expect(unlocked.out).toContain('unlocked demo/cli-user');
-    const after = await db.prisma.account.findFirst({ where: { userId: 'cli-user' } });
-    expect(after).toMatchObject({ lockedAt: null, failedAttempts: 0 });
+    for (const c of ['create', 'list', 'show', 'update', 'activation', 'unlock', 'delete', 'events', 'clients']) expect(help.out).toContain(`  ${c}`);
+    const tenants = JSON.parse((await admin('tenants', '--json')).out) as Array<{ id: string; clients: Array<{ client_id: string }> }>;
+    expect(tenants[0]!.id).toBe('demo');
+    expect(tenants[0]!.clients.map((c) => c.client_id)).toContain('demo-site');
+    const clients = await admin('clients', 'demo');
+    expect(clients.code).toBe(0);
+    expect(clients.out).toMatch(/demo\tdemo-site\t/);
   });
 
-  test('bad usage exits 2 with a message; a missing account exits 1', () => {
-    const unknownTenant = admin('unlock', 'nope', 'someone');
+  test('create, list, show, update, activation, unlock, events and delete', async () => {
+    const created = await json('create', 'demo', 'cli-user', '--email', 'a@example.test', '--email', 'b@example.test', '--kind', 'smartphone');
+    expect(created).toMatchObject({ userId: 'cli-user', status: 'pending_activation', devices: [{ email: 'a@example.test', kind: 'smartphone' }, { email: 'b@example.test' }] });
+    const activation = created.activation as { url: string; otp: string };
+    expect(activation.url).toMatch(/\/activation\/demo\?user=cli-user$/);
+    expect(activation.otp).toMatch(/^\d{8}$/);
+    // Creating it again is a conflict, with the reason on stderr.
+    const again = await admin('create', 'demo', 'cli-user', '--email', 'a@example.test');
+    expect(again.code).toBe(1);
+    expect(again.err).toContain('account_exists');
+
+    const listed = await json('list', 'demo', '--status', 'pending_activation');
+    expect((listed.items as Array<{ userId: string }>).map((a) => a.userId)).toContain('cli-user');
+    expect(listed.total).toBeGreaterThanOrEqual(1);
+
+    const updated = await json('update', 'demo', 'cli-user', '--email', 'c@example.test');
+    expect(updated.devices).toEqual([{ number: 1, email: 'c@example.test', kind: 'pc', verified: true }]);
+
+    const sent = await json('activation', 'demo', 'cli-user', '--send');
+    expect(sent).toMatchObject({ sent: true });
+    expect(sent).not.toHaveProperty('otp');
+    const mail = await smtp.waitFor((m) => m.to.includes('c@example.test') && m.text.includes('cli-user'));
+    expect(mail.text).toContain('/activation/demo?user=cli-user');
+
+    await db.prisma.account.updateMany({ where: { userId: 'cli-user' }, data: { lockedAt: new Date(), failedAttempts: 5 } });
+    expect(await json('show', 'demo', 'cli-user')).toMatchObject({ status: 'locked', failedAttempts: 5 });
+    const unlocked = await admin('unlock', 'demo', 'cli-user');
+    expect(unlocked.code).toBe(0);
+    expect(unlocked.out).toContain('unlocked demo/cli-user');
+    expect(await db.prisma.account.findFirst({ where: { userId: 'cli-user' } })).toMatchObject({ lockedAt: null, failedAttempts: 0 });
+    await smtp.waitFor((m) => m.to.includes('c@example.test') && /ロック解除|unlocked/.test(m.subject));
+    const audit = await db.prisma.accountEvent.findMany({ where: { account: { userId: 'cli-user' } }, orderBy: { createdAt: 'asc' } });
+    expect(audit.map((e) => [e.type, e.actor])).toEqual([
+      ['created', 'admin'],
+      ['activation_issued', 'admin'],
+      ['updated', 'admin'],
+      ['activation_issued', 'admin'],
+      ['unlocked', 'admin'],
+    ]);
+
+    expect(await json('events', 'demo', 'cli-user')).toMatchObject({ items: [] });
+
+    expect((await admin('delete', 'demo', 'cli-user')).code).toBe(2); // needs --yes
+    expect(await json('delete', 'demo', 'cli-user', '--yes')).toMatchObject({ deleted: true });
+    expect(await db.prisma.account.count({ where: { userId: 'cli-user' } })).toBe(0);
+    expect(await db.prisma.device.count({ where: { email: 'c@example.test' } })).toBe(0);
+  });
+
+  test('bad usage exits 2 with a message; a missing account or a contract breach exits 1', async () => {
+    const unknownTenant = await admin('unlock', 'nope', 'someone');
     expect(unknownTenant.code).toBe(2);
     expect(unknownTenant.err).toContain('unknown tenant "nope"');
-    expect(admin('frobnicate', 'demo', 'x').code).toBe(2);
-    const missing = admin('unlock', 'demo', 'nobody');
+    expect((await admin('frobnicate', 'demo', 'x')).code).toBe(2);
+    expect((await admin('list', 'demo', '--status', 'weird')).code).toBe(2);
+    const missing = await admin('unlock', 'demo', 'nobody');
     expect(missing.code).toBe(1);
-    expect(missing.err).toContain('no account demo/nobody');
+    expect(missing.err).toContain('account_not_found');
+    const badEmail = await admin('create', 'demo', 'someone', '--email', 'not-an-address');
+    expect(badEmail.code).toBe(1);
+    expect(badEmail.err).toContain('e-mail address is not valid');
   });
 });

@@ -26,10 +26,12 @@ tenants:
       - { client_id: rp-post, client_secret: rp-post-secret-0123456789, token_endpoint_auth_method: client_secret_post, name: 利用サイトB, redirect_uris: ['${REDIRECT_URI}'] }
       - { client_id: rp-public, name: 公開クライアント, redirect_uris: ['${REDIRECT_URI}'] }
       - { client_id: rp-third, client_secret: rp-third-secret-0123456789, name: 外部サイト, first_party: false, redirect_uris: ['${REDIRECT_URI}'] }
+      - { client_id: backoffice-t1, client_secret: backoffice-t1-secret-0123456789, name: 管理システム1, redirect_uris: ['${REDIRECT_URI}'], extra_grant_types: [client_credentials] }
   - id: t2
     name: テナント2
     clients:
       - { client_id: rp-t2, client_secret: rp-t2-secret-01234567890, name: 別テナントのサイト, redirect_uris: ['${REDIRECT_URI}'] }
+      - { client_id: backoffice-t2, client_secret: backoffice-t2-secret-0123456789, name: 管理システム2, redirect_uris: ['${REDIRECT_URI}'], extra_grant_types: [client_credentials] }
   - id: demo
     name: デモ
     clients:

@@ -1,0 +1,231 @@
+import Router from '@koa/router';
+import type { Context } from 'koa';
+import type { TenantDirectory } from '../config/index.js';
+import { PASSWORD_MAX_LENGTH } from '../credentials/password-policy.js';
+import type { LoginEventService } from '../history/login-event.service.js';
+import { clientIp } from '../http/client-ip.js';
+import { NotFoundError, RateLimitedError } from '../http/errors.js';
+import type { RateLimits } from '../http/rate-limit.js';
+import type { AccountRepository, AccountWithDevices } from '../persistence/account.repository.js';
+import type { ActivationService, RegistrationProblem } from './activation.service.js';
+
+const COOKIE = 'activation';
+/** How long step 2 may follow a successful step 1; the code itself is only consumed at step 2. */
+const SESSION_SECONDS = 30 * 60;
+const USER_ID_MAX = 64;
+const OTP_MAX = 20;
+/** ActivationService.checkRegistration's limit on a normalised answer. */
+const ANSWER_MAX = 100;
+
+interface ActivationSession {
+  accountId: string;
+  otpId: string;
+  tenant: string;
+  /** Seconds since the epoch. */
+  exp: number;
+}
+
+type FieldErrors = Partial<Record<'userId' | 'otp' | 'questionId' | 'answer' | 'password' | 'confirm', string>>;
+
+export interface ActivationRouterDeps {
+  activation: ActivationService;
+  accounts: AccountRepository;
+  tenants: TenantDirectory;
+  limits: RateLimits;
+  loginEvents: LoginEventService;
+  passwordMinLength: number;
+  /** Whether the issuer is https (cookies then get the Secure flag). */
+  secure: boolean;
+}
+
+/**
+ * The activation screens (manual chapter 3): 初回認証 (user ID + activation code) → 認証情報登録
+ * (secret question, and a password when the login method needs one) → 認証情報登録完了. Thin: the
+ * rules live in ActivationService; between the two steps a signed cookie names the verified code.
+ */
+export function activationRouter(deps: ActivationRouterDeps) {
+  const router = new Router({ prefix: '/activation' });
+  const { activation } = deps;
+
+  /** The tenant in the path; an unknown one is a plain 404 (the URL came from no site of ours). */
+  function tenantOf(ctx: Context): string {
+    const id = String(ctx.params.tenant ?? '');
+    if (!deps.tenants.tenant(id)) throw new NotFoundError();
+    return id;
+  }
+
+  const base = (tenant: string) => `/activation/${encodeURIComponent(tenant)}`;
+  const t = (ctx: Context, key: string, params?: Record<string, unknown>): string => (ctx.state.t as (k: string, p?: object) => string)(key, params);
+  const field = (ctx: Context, name: string): string => {
+    const b = (ctx.request as { body?: unknown }).body;
+    const v = b && typeof b === 'object' && !Array.isArray(b) ? (b as Record<string, unknown>)[name] : undefined;
+    return typeof v === 'string' ? v : '';
+  };
+
+  async function limitIp(ctx: Context, backUrl: string) {
+    const d = await deps.limits.consume('ip', clientIp(ctx) ?? 'unknown');
+    if (!d.allowed) throw new RateLimitedError(d.retryAfterSeconds, backUrl);
+  }
+
+  const cookieOptions = (ctx: Context) => ({ signed: true, httpOnly: true, sameSite: 'lax' as const, secure: deps.secure && ctx.secure, path: '/activation', overwrite: true });
+
+  function setSession(ctx: Context, session: ActivationSession) {
+    ctx.cookies.set(COOKIE, Buffer.from(JSON.stringify(session)).toString('base64url'), { ...cookieOptions(ctx), maxAge: SESSION_SECONDS * 1000 });
+  }
+
+  function clearSession(ctx: Context) {
+    ctx.cookies.set(COOKIE, null, cookieOptions(ctx));
+  }
+
+  /** The verified step 1 of this tenant, if the signed cookie names one that has not run out. */
+  function readSession(ctx: Context, tenant: string): ActivationSession | undefined {
+    const raw = ctx.cookies.get(COOKIE, { signed: true });
+    if (!raw) return undefined;
+    try {
+      const s = JSON.parse(Buffer.from(raw, 'base64url').toString('utf8')) as Partial<ActivationSession>;
+      if (typeof s.accountId !== 'string' || typeof s.otpId !== 'string' || s.tenant !== tenant || typeof s.exp !== 'number') return undefined;
+      if (s.exp * 1000 <= Date.now()) return undefined;
+      return s as ActivationSession;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** The account step 2 is for, still waiting for activation and not locked; else undefined. */
+  async function sessionAccount(ctx: Context, tenant: string): Promise<{ session: ActivationSession; account: AccountWithDevices } | undefined> {
+    const session = readSession(ctx, tenant);
+    if (!session) return undefined;
+    const account = await deps.accounts.findById(session.accountId);
+    if (!account || account.tenantId !== tenant || account.status !== 'pending_activation' || account.lockedAt) return undefined;
+    return { session, account };
+  }
+
+  async function renderVerify(ctx: Context, tenant: string, locals: { userIdValue: string; errors?: FieldErrors; message?: string; locked?: boolean }) {
+    await ctx.render('activation/verify', { pageTitle: t(ctx, 'activation:verify.title'), step: 0, action: base(tenant), errors: {}, ...locals });
+  }
+
+  /** Step 2 could not go on (cookie missing or stale, code used meanwhile): say so, point to step 1. */
+  async function renderRestart(ctx: Context, tenant: string, status: number, messageKey: string) {
+    clearSession(ctx);
+    ctx.status = status;
+    await ctx.render('activation/restart', { pageTitle: t(ctx, 'activation:register.title'), step: 1, message: t(ctx, messageKey), restartUrl: base(tenant) });
+  }
+
+  function problemMessage(ctx: Context, p: RegistrationProblem): { field: keyof FieldErrors; message: string } {
+    if (p.field === 'password') {
+      const params = { min: deps.passwordMinLength, max: PASSWORD_MAX_LENGTH };
+      // A mismatch is the confirmation's fault, so it is shown next to that field.
+      return { field: p.problem === 'mismatch' ? 'confirm' : 'password', message: t(ctx, `activation:errors.password_${p.problem}`, params) };
+    }
+    return { field: p.field, message: t(ctx, `activation:errors.${p.field}_${p.problem}`, { max: ANSWER_MAX }) };
+  }
+
+  async function renderRegister(ctx: Context, tenant: string, account: AccountWithDevices, locals: { questionId?: string; errors?: FieldErrors }) {
+    await ctx.render('activation/register', {
+      pageTitle: t(ctx, 'activation:register.title'),
+      step: 1,
+      action: `${base(tenant)}/register`,
+      userId: account.userId,
+      questions: activation.questionsFor(ctx.state.locale),
+      needsPassword: activation.needsPassword(account),
+      passwordMin: deps.passwordMinLength,
+      answerMax: ANSWER_MAX,
+      questionId: '',
+      errors: {},
+      ...locals,
+    });
+  }
+
+  // Step 1: 初回認証.
+  router.get('/:tenant', async (ctx) => {
+    const tenant = tenantOf(ctx);
+    const user = typeof ctx.query.user === 'string' ? ctx.query.user.trim().slice(0, USER_ID_MAX) : '';
+    await renderVerify(ctx, tenant, { userIdValue: user });
+  });
+
+  router.post('/:tenant', async (ctx) => {
+    const tenant = tenantOf(ctx);
+    await limitIp(ctx, base(tenant));
+    const userId = field(ctx, 'userId').normalize('NFKC').trim().slice(0, USER_ID_MAX);
+    // Full-width digits and spaces or hyphens from a pasted code are forgiven.
+    const otp = field(ctx, 'otp').normalize('NFKC').replace(/[\s-]/g, '').slice(0, OTP_MAX);
+    const errors: FieldErrors = {};
+    if (!userId) errors.userId = t(ctx, 'activation:errors.user_id_required');
+    if (!otp) errors.otp = t(ctx, 'activation:errors.otp_required');
+    if (errors.userId || errors.otp) {
+      ctx.status = 400;
+      await renderVerify(ctx, tenant, { userIdValue: userId, errors });
+      return;
+    }
+
+    const check = await activation.verify(tenant, userId, otp, ctx.state.locale);
+    if (check.ok) {
+      setSession(ctx, { accountId: check.account.id, otpId: check.otpId, tenant, exp: Math.floor(Date.now() / 1000) + SESSION_SECONDS });
+      ctx.status = 303;
+      ctx.redirect(`${base(tenant)}/register`);
+      return;
+    }
+
+    // Named by ID so the account's login history shows the attempt; unknown IDs are kept by name only.
+    const account = await deps.accounts.findByUserId(tenant, userId);
+    await deps.loginEvents.record({
+      tenantId: tenant,
+      accountId: account?.id ?? null,
+      submittedUserId: userId,
+      clientId: null,
+      method: 'activation',
+      result: check.reason === 'locked' ? 'locked' : 'activation_failed',
+      sourceIp: clientIp(ctx),
+      userAgent: ctx.get('user-agent') || null,
+    });
+    if (check.reason === 'locked') {
+      ctx.status = 403;
+      await renderVerify(ctx, tenant, { userIdValue: userId, message: t(ctx, 'activation:errors.locked'), locked: true });
+      return;
+    }
+    const message = t(ctx, check.reason === 'expired' ? 'activation:errors.otp_expired' : 'activation:errors.otp_mismatch');
+    ctx.status = check.reason === 'expired' ? 400 : 401;
+    await renderVerify(ctx, tenant, { userIdValue: userId, message, errors: { otp: message } });
+  });
+
+  // Step 2: 認証情報登録.
+  router.get('/:tenant/register', async (ctx) => {
+    const tenant = tenantOf(ctx);
+    const found = await sessionAccount(ctx, tenant);
+    if (!found) return renderRestart(ctx, tenant, 400, 'activation:errors.session_expired');
+    await renderRegister(ctx, tenant, found.account, {});
+  });
+
+  router.post('/:tenant/register', async (ctx) => {
+    const tenant = tenantOf(ctx);
+    await limitIp(ctx, base(tenant));
+    const found = await sessionAccount(ctx, tenant);
+    if (!found) return renderRestart(ctx, tenant, 400, 'activation:errors.session_expired');
+    const { account, session } = found;
+    const input = { questionId: field(ctx, 'questionId'), answer: field(ctx, 'answer'), password: field(ctx, 'password'), confirm: field(ctx, 'confirm') };
+
+    const problem = activation.checkRegistration(account, input);
+    if (problem) {
+      const { field: name, message } = problemMessage(ctx, problem);
+      ctx.status = 400;
+      // The chosen question stays; the answer and passwords are secrets and are never sent back.
+      await renderRegister(ctx, tenant, account, { questionId: input.questionId, errors: { [name]: message } });
+      return;
+    }
+
+    const done = await activation.complete(account, session.otpId, input, { actor: 'user', ip: clientIp(ctx), locale: ctx.state.locale });
+    // False: the code was used, replaced by a fresh activation, or ran out since step 1.
+    if (!done) return renderRestart(ctx, tenant, 409, 'activation:errors.code_used');
+    clearSession(ctx);
+    ctx.status = 303;
+    ctx.redirect(`${base(tenant)}/done`);
+  });
+
+  // Step 3: 認証情報登録完了 (says nothing about any account, so it needs no state).
+  router.get('/:tenant/done', async (ctx) => {
+    tenantOf(ctx);
+    await ctx.render('activation/done', { pageTitle: t(ctx, 'activation:done.title'), step: 2 });
+  });
+
+  return router;
+}

@@ -1,0 +1,300 @@
+import { LOGIN_METHODS } from '../config/tenants.js';
+import { LOCALES } from '../i18n/index.js';
+import { MANAGEMENT_SCOPE } from '../oidc/access-tokens.js';
+import { API_PREFIX } from './problem.js';
+
+const dateTime = { type: 'string', format: 'date-time' } as const;
+const nullableDateTime = { type: ['string', 'null'], format: 'date-time' } as const;
+const nullableString = { type: ['string', 'null'] } as const;
+const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
+const problemRef = (name: string) => ({ $ref: `#/components/responses/${name}` });
+const json = (schema: object) => ({ 'application/json': { schema } });
+
+// The account view (AccountView in src/account/account.service.ts); shared by Account and CreatedAccount.
+const accountProperties = {
+  tenant: { type: 'string', description: 'The tenant the account belongs to (the token\'s tenant).' },
+  userId: { type: 'string', description: 'The user ID (ユーザID), unique within the tenant.' },
+  status: { type: 'string', enum: ['pending_activation', 'active', 'locked'], description: '`locked` whenever the account is locked, whatever its activation state.' },
+  loginMethod: { type: 'string', enum: [...LOGIN_METHODS] },
+  failedAttempts: { type: 'integer', minimum: 0 },
+  lockedAt: nullableDateTime,
+  activatedAt: nullableDateTime,
+  lastLoginAt: nullableDateTime,
+  createdAt: dateTime,
+  devices: { type: 'array', items: ref('Device') },
+};
+const accountRequired = Object.keys(accountProperties);
+
+const paging = [
+  { name: 'page', in: 'query', required: false, schema: { type: 'integer', minimum: 1, maximum: 1_000_000, default: 1 } },
+  { name: 'per_page', in: 'query', required: false, schema: { type: 'integer', minimum: 1, maximum: 100, default: 20 } },
+];
+const acceptLanguage = {
+  name: 'Accept-Language',
+  in: 'header',
+  required: false,
+  description: 'Language of problem details: `ja` (default) or `en`.',
+  schema: { type: 'string' },
+};
+const userIdParam = { name: 'userId', in: 'path', required: true, schema: { type: 'string', maxLength: 64 } };
+
+const problems = (...statuses: number[]) => Object.fromEntries(statuses.map((s) => [String(s), problemRef(`Problem${s}`)]));
+
+/**
+ * The OpenAPI 3.1 description of the management API, served at /api/v1/openapi.json. A test checks
+ * every response of the API against it, so it has to stay exact.
+ */
+export function openApiDocument(issuer: string) {
+  return {
+    openapi: '3.1.0',
+    info: {
+      title: 'Anshin Login management API',
+      version: '1.0.0',
+      description:
+        "Account provisioning for a tenant's back office. Authenticate with an access token from the token endpoint " +
+        `(client_credentials grant, scope \`${MANAGEMENT_SCOPE}\`); the token's client decides the tenant, and other tenants' accounts ` +
+        'are never found. Errors are RFC 9457 problem details in the Accept-Language of the caller (Japanese by default).',
+    },
+    servers: [{ url: `${issuer}${API_PREFIX}` }],
+    security: [{ backOffice: [MANAGEMENT_SCOPE] }],
+    paths: {
+      '/openapi.json': {
+        get: {
+          operationId: 'getOpenApiDocument',
+          summary: 'This document',
+          security: [],
+          responses: { '200': { description: 'The OpenAPI document.', content: json({ type: 'object' }) } },
+        },
+      },
+      '/accounts': {
+        post: {
+          operationId: 'createAccount',
+          summary: 'Create an account waiting for activation',
+          description:
+            'Returns the activation URL and activation one-time password to hand to the user, or mails them to the devices when `sendActivation` is true ' +
+            '(then the code is not returned). An existing user ID is a 409, never a duplicate.',
+          parameters: [acceptLanguage],
+          requestBody: { required: true, content: json(ref('CreateAccountRequest')) },
+          responses: {
+            '201': {
+              description: 'Created.',
+              headers: { Location: { description: 'The new account.', schema: { type: 'string', format: 'uri-reference' } } },
+              content: json(ref('CreatedAccount')),
+            },
+            ...problems(400, 401, 403, 409, 413, 415),
+          },
+        },
+        get: {
+          operationId: 'listAccounts',
+          summary: "List the tenant's accounts, newest first",
+          parameters: [{ name: 'status', in: 'query', required: false, schema: { type: 'string', enum: ['pending_activation', 'active', 'locked'] } }, ...paging, acceptLanguage],
+          responses: { '200': { description: 'One page of accounts.', content: json(ref('AccountPage')) }, ...problems(400, 401, 403) },
+        },
+      },
+      '/accounts/{userId}': {
+        parameters: [userIdParam, acceptLanguage],
+        get: {
+          operationId: 'getAccount',
+          summary: 'Get an account',
+          responses: { '200': { description: 'The account.', content: json(ref('Account')) }, ...problems(401, 403, 404) },
+        },
+        patch: {
+          operationId: 'updateAccount',
+          summary: 'Change the login method and/or replace the devices',
+          requestBody: { required: true, content: json(ref('UpdateAccountRequest')) },
+          responses: { '200': { description: 'The updated account.', content: json(ref('Account')) }, ...problems(400, 401, 403, 404, 413, 415) },
+        },
+        delete: {
+          operationId: 'deleteAccount',
+          summary: 'Delete an account with all its data',
+          description: 'Devices, login events, account events, codes, and the sessions, grants and tokens naming the account are removed.',
+          responses: { '204': { description: 'Deleted.' }, ...problems(401, 403, 404) },
+        },
+      },
+      '/accounts/{userId}/activation': {
+        parameters: [userIdParam, acceptLanguage],
+        post: {
+          operationId: 'issueActivation',
+          summary: 'Issue a fresh activation code (the previous one stops working)',
+          description: 'The account waits for activation again. With `send`, the URL and code are mailed to its devices and the code is not returned.',
+          requestBody: { required: false, content: json(ref('ActivationRequest')) },
+          responses: { '200': { description: 'The new activation.', content: json(ref('Activation')) }, ...problems(400, 401, 403, 404, 413, 415) },
+        },
+      },
+      '/accounts/{userId}/unlock': {
+        parameters: [userIdParam, acceptLanguage],
+        post: {
+          operationId: 'unlockAccount',
+          summary: 'Unlock an account and clear its failure counter',
+          description: 'A locked account is told by mail that it was unlocked.',
+          requestBody: { required: false, content: json(ref('UnlockRequest')) },
+          responses: { '200': { description: 'The account.', content: json(ref('Account')) }, ...problems(400, 401, 403, 404, 413, 415) },
+        },
+      },
+      '/accounts/{userId}/login-events': {
+        parameters: [userIdParam, acceptLanguage],
+        get: {
+          operationId: 'listLoginEvents',
+          summary: "The account's login attempts, newest first",
+          parameters: paging,
+          responses: { '200': { description: 'One page of login events.', content: json(ref('LoginEventPage')) }, ...problems(400, 401, 403, 404) },
+        },
+      },
+    },
+    components: {
+      securitySchemes: {
+        backOffice: {
+          type: 'oauth2',
+          description: "A confidential client of the tenant allowed the client_credentials grant; tokens live 10 minutes.",
+          flows: { clientCredentials: { tokenUrl: `${issuer}/token`, scopes: { [MANAGEMENT_SCOPE]: "Manage the tenant's accounts" } } },
+        },
+      },
+      schemas: {
+        Device: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['number', 'email', 'kind', 'verified'],
+          properties: {
+            number: { type: 'integer', minimum: 1 },
+            email: { type: 'string', format: 'email' },
+            kind: { type: 'string', enum: ['pc', 'mobile', 'smartphone'] },
+            verified: { type: 'boolean' },
+          },
+        },
+        DeviceInput: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['email'],
+          properties: { email: { type: 'string', format: 'email', maxLength: 254 }, kind: { type: 'string', enum: ['pc', 'mobile', 'smartphone'], default: 'pc' } },
+        },
+        Account: { type: 'object', additionalProperties: false, required: accountRequired, properties: accountProperties },
+        CreatedAccount: {
+          type: 'object',
+          additionalProperties: false,
+          required: [...accountRequired, 'activation'],
+          properties: { ...accountProperties, activation: ref('Activation') },
+        },
+        Activation: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['url', 'expiresAt', 'mailed'],
+          properties: {
+            url: { type: 'string', format: 'uri', description: 'The activation page (初回認証) for this user.' },
+            otp: { type: 'string', pattern: '^[0-9]{6,12}$', description: 'The activation one-time password; absent when it was mailed.' },
+            expiresAt: dateTime,
+            mailed: { type: 'boolean', description: "Whether the URL and code were mailed to the account's devices." },
+          },
+        },
+        CreateAccountRequest: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['userId', 'devices'],
+          properties: {
+            userId: { type: 'string', minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$' },
+            devices: { type: 'array', minItems: 1, maxItems: 50, items: ref('DeviceInput'), description: "At most the contract's max_devices." },
+            loginMethod: { type: 'string', enum: [...LOGIN_METHODS], description: "One the contract allows; default: the contract's first." },
+            sendActivation: { type: 'boolean', default: false, description: 'Mail the activation URL and code instead of returning the code.' },
+            locale: { type: 'string', enum: [...LOCALES], default: 'ja', description: 'Language of the mail.' },
+          },
+        },
+        UpdateAccountRequest: {
+          type: 'object',
+          additionalProperties: false,
+          minProperties: 1,
+          properties: {
+            loginMethod: { type: 'string', enum: [...LOGIN_METHODS] },
+            devices: { type: 'array', minItems: 1, maxItems: 50, items: ref('DeviceInput'), description: 'Replaces every device.' },
+          },
+        },
+        ActivationRequest: {
+          type: 'object',
+          additionalProperties: false,
+          properties: { send: { type: 'boolean', default: false }, locale: { type: 'string', enum: [...LOCALES], default: 'ja' } },
+        },
+        UnlockRequest: {
+          type: 'object',
+          additionalProperties: false,
+          properties: { locale: { type: 'string', enum: [...LOCALES], default: 'ja', description: 'Language of the mail to the user.' } },
+        },
+        LoginEvent: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['id', 'createdAt', 'result', 'method', 'clientId', 'sourceIp', 'userAgent'],
+          properties: {
+            id: { type: 'string', format: 'uuid' },
+            createdAt: dateTime,
+            result: { type: 'string', description: 'success, wrong_otp, expired_otp, locked, ...' },
+            method: nullableString,
+            clientId: nullableString,
+            sourceIp: nullableString,
+            userAgent: nullableString,
+          },
+        },
+        PageLinks: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['self', 'first'],
+          properties: Object.fromEntries(['self', 'first', 'last', 'prev', 'next'].map((k) => [k, { type: 'string', format: 'uri-reference' }])),
+        },
+        AccountPage: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['items', 'page', 'perPage', 'total', 'links'],
+          properties: {
+            items: { type: 'array', items: ref('Account') },
+            page: { type: 'integer', minimum: 1 },
+            perPage: { type: 'integer', minimum: 1, maximum: 100 },
+            total: { type: 'integer', minimum: 0 },
+            links: { allOf: [ref('PageLinks')], required: ['last'] },
+          },
+        },
+        LoginEventPage: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['items', 'page', 'perPage', 'links'],
+          properties: {
+            items: { type: 'array', items: ref('LoginEvent') },
+            page: { type: 'integer', minimum: 1 },
+            perPage: { type: 'integer', minimum: 1, maximum: 100 },
+            links: { allOf: [ref('PageLinks')], description: '`next` is present when the page is full.' },
+          },
+        },
+        Problem: {
+          type: 'object',
+          description: 'RFC 9457 problem details.',
+          required: ['type', 'title', 'status', 'detail'],
+          properties: {
+            type: { type: 'string', format: 'uri', description: 'urn:anshin-login:problem:<code>, e.g. validation_failed, account_exists.' },
+            title: { type: 'string' },
+            status: { type: 'integer', minimum: 400, maximum: 599 },
+            detail: { type: 'string' },
+            errors: {
+              type: 'array',
+              description: 'For validation failures: each invalid field, named like `devices[0].email`.',
+              items: { type: 'object', additionalProperties: false, required: ['field', 'message'], properties: { field: { type: 'string' }, message: { type: 'string' } } },
+            },
+          },
+        },
+      },
+      responses: {
+        Problem400: problemResponse('The request is not valid (the fields are named in `errors`), or its body is not JSON.'),
+        Problem401: {
+          ...problemResponse('No access token, or it is invalid or expired.'),
+          headers: { 'WWW-Authenticate': { description: 'A Bearer challenge (RFC 6750).', schema: { type: 'string' } } },
+        },
+        Problem403: {
+          ...problemResponse('The token lacks the management scope.'),
+          headers: { 'WWW-Authenticate': { description: 'Bearer challenge with error="insufficient_scope".', schema: { type: 'string' } } },
+        },
+        Problem404: problemResponse('No such account in the token\'s tenant.'),
+        Problem409: problemResponse('The user ID is already registered.'),
+        Problem413: problemResponse('The body is larger than 64 KiB.'),
+        Problem415: problemResponse('The body is not application/json.'),
+      },
+    },
+  };
+}
+
+function problemResponse(description: string) {
+  return { description, content: { 'application/problem+json': { schema: { $ref: '#/components/schemas/Problem' } } } };
+}

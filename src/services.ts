@@ -1,0 +1,92 @@
+import { TenantDirectory, type AppConfig } from './config/index.js';
+import { resolveSecrets } from './config/secrets.js';
+import { AccountEventService } from './account/account-event.service.js';
+import { AccountService } from './account/account.service.js';
+import { ActivationService } from './activation/activation.service.js';
+import { LoginEventService } from './history/login-event.service.js';
+import { LockoutService } from './lockout/lockout.service.js';
+import type { Logger } from './logger.js';
+import { createMailQueue } from './mail/mail.queue.js';
+import { createMailSender } from './mail/mail.sender.js';
+import { createMailTransport } from './mail/mail.transport.js';
+import type { MailQueue } from './mail/mail.types.js';
+import { OtpService } from './otp/otp.service.js';
+import { AccountEventRepository } from './persistence/account-event.repository.js';
+import { AccountRepository } from './persistence/account.repository.js';
+import type { Database } from './persistence/database.js';
+import { DevMailRepository } from './persistence/dev-mail.repository.js';
+import { LoginEventRepository } from './persistence/login-event.repository.js';
+import { LoginFlowRepository } from './persistence/login-flow.repository.js';
+import { OidcPayloadRepository } from './persistence/oidc-payload.repository.js';
+import { OneTimePasswordRepository } from './persistence/one-time-password.repository.js';
+
+/** The domain services and repositories, wired once; the HTTP app and the admin CLI share them. */
+export interface DomainServices {
+  tenants: TenantDirectory;
+  secrets: ReturnType<typeof resolveSecrets>;
+  accounts: AccountRepository;
+  events: LoginEventRepository;
+  loginEvents: LoginEventService;
+  flows: LoginFlowRepository;
+  payloads: OidcPayloadRepository;
+  devMail: DevMailRepository;
+  otpRepo: OneTimePasswordRepository;
+  otp: OtpService;
+  lockout: LockoutService;
+  accountEvents: AccountEventService;
+  activation: ActivationService;
+  accountService: AccountService;
+  mail: MailQueue;
+}
+
+export function createDomainServices(opts: { config: AppConfig; db: Database; logger: Logger; mail?: MailQueue }): DomainServices {
+  const { config, db, logger } = opts;
+  const prisma = db.prisma;
+  const tenants = new TenantDirectory(config.tenants);
+  const secrets = resolveSecrets(config);
+  const accounts = new AccountRepository(prisma);
+  const events = new LoginEventRepository(prisma);
+  const devMail = new DevMailRepository(prisma);
+  const lockout = new LockoutService(accounts);
+  const mail =
+    opts.mail ??
+    createMailQueue({
+      config,
+      logger,
+      sender: createMailSender({ config, transport: createMailTransport(config), logger, devMail: config.devMailbox ? devMail : undefined }),
+    });
+  const otpRepo = new OneTimePasswordRepository(prisma);
+  const otp = new OtpService(otpRepo, secrets.otpHmacKey, config.otp);
+  const accountEvents = new AccountEventService(new AccountEventRepository(prisma));
+  const activation = new ActivationService({
+    accounts,
+    otpRepo,
+    otp,
+    lockout,
+    events: accountEvents,
+    mail,
+    tenants,
+    issuer: config.issuer,
+    ttlSeconds: config.activationTtlSeconds,
+    passwordMinLength: config.passwordMinLength,
+    secretQuestions: config.secretQuestions,
+  });
+  const accountService = new AccountService({ accounts, loginEvents: events, events: accountEvents, activation, mail, tenants });
+  return {
+    tenants,
+    secrets,
+    accounts,
+    events,
+    loginEvents: new LoginEventService(events),
+    flows: new LoginFlowRepository(prisma),
+    payloads: new OidcPayloadRepository(prisma),
+    devMail,
+    otpRepo,
+    otp,
+    lockout,
+    accountEvents,
+    activation,
+    accountService,
+    mail,
+  };
+}
