@@ -26,6 +26,7 @@ import type { Database } from './persistence/database.js';
 import { demoRouter } from './demo/demo.router.js';
 import { activationRouter } from './activation/activation.router.js';
 import { healthRouter } from './http/health.router.js';
+import { accountAreaRouter } from './account/area/account-area.router.js';
 import { recoveryRouter } from './recovery/recovery.router.js';
 import { RecoveryService } from './recovery/recovery.service.js';
 import { managementRouter } from './admin/management.router.js';
@@ -126,6 +127,7 @@ export async function createApp(opts: CreateAppOptions): Promise<App> {
     managementRouter({ accounts: accountService, tokens: new ClientCredentialsTokens(provider), tenants, issuer: config.issuer }),
     activationRouter({ activation, accounts, tenants, limits, loginEvents, passwordMinLength: config.passwordMinLength, secure }),
   ];
+  routers.push(accountAreaRouter({ config, tenants, accounts, loginEvents: events, secure }));
   if (config.devMailbox) routers.push(devMailboxRouter({ repo: devMail }));
   if (config.demoSite) routers.push(demoRouter({ config, tenants }));
   for (const r of routers) koa.use(r.routes()).use(r.allowedMethods());

@@ -42,7 +42,7 @@ export interface DomainServices {
 export function createDomainServices(opts: { config: AppConfig; db: Database; logger: Logger; mail?: MailQueue }): DomainServices {
   const { config, db, logger } = opts;
   const prisma = db.prisma;
-  const tenants = new TenantDirectory(config.tenants);
+  const tenants = new TenantDirectory(config.tenants, config.issuer);
   const secrets = resolveSecrets(config);
   const accounts = new AccountRepository(prisma);
   const events = new LoginEventRepository(prisma);

@@ -69,6 +69,12 @@ export const envSchema = z.object({
   SECRET_QUESTIONS_FILE: z.string().default('config/secret-questions.yaml'),
   /** Shortest password accepted (NIST SP 800-63B: at least 8). */
   PASSWORD_MIN_LENGTH: z.coerce.number().int().min(8).max(64).default(8),
+  /** Account area: a sign-in older than this (seconds) asks for the one-time password again before any change. */
+  ACCOUNT_REAUTH_AGE: z.coerce.number().int().min(0).default(300),
+  /** Account area: how long its own session lasts (seconds). */
+  ACCOUNT_SESSION_TTL: z.coerce.number().int().min(60).default(3600),
+  /** Login events older than this many days are purged by the retention job. */
+  LOGIN_EVENT_RETENTION_DAYS: z.coerce.number().int().min(1).default(90),
   /** Log level (pino). */
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });

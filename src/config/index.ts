@@ -36,6 +36,8 @@ export interface AppConfig {
   activationTtlSeconds: number;
   passwordMinLength: number;
   secretQuestions: SecretQuestion[];
+  accountArea: { reauthAgeSeconds: number; sessionTtlSeconds: number };
+  loginEventRetentionDays: number;
 }
 
 export function loadConfig(source: Record<string, string | undefined> = process.env, overrides: Partial<AppConfig> = {}): AppConfig {
@@ -82,18 +84,41 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     activationTtlSeconds: e.ACTIVATION_TTL,
     passwordMinLength: e.PASSWORD_MIN_LENGTH,
     secretQuestions: overrides.secretQuestions ?? loadSecretQuestions(e.SECRET_QUESTIONS_FILE),
+    accountArea: { reauthAgeSeconds: e.ACCOUNT_REAUTH_AGE, sessionTtlSeconds: e.ACCOUNT_SESSION_TTL },
+    loginEventRetentionDays: e.LOGIN_EVENT_RETENTION_DAYS,
   };
   return { ...config, ...overrides };
 }
 
-/** Lookups over the configured tenants and clients. */
+/** client_id of the account area (the account console) of a tenant: a first-party public client of this provider. */
+export const accountConsoleClientId = (tenantId: string) => `account-console-${tenantId}`;
+
+/**
+ * Lookups over the configured tenants and clients. With an issuer, each tenant whose contract offers
+ * the account area also gets its account console client (redirecting to /account/callback).
+ */
 export class TenantDirectory {
   private readonly byClient = new Map<string, { tenant: Tenant; client: ClientConfig }>();
   private readonly byId = new Map<string, Tenant>();
-  constructor(readonly tenants: Tenant[]) {
+  constructor(
+    readonly tenants: Tenant[],
+    issuer?: string,
+  ) {
     for (const tenant of tenants) {
       this.byId.set(tenant.id, tenant);
       for (const client of tenant.clients) this.byClient.set(client.client_id, { tenant, client });
+      if (issuer && tenant.contract.account_area) {
+        const client: ClientConfig = {
+          client_id: accountConsoleClientId(tenant.id),
+          name: 'アカウント管理 / Account',
+          first_party: true,
+          token_endpoint_auth_method: 'client_secret_basic',
+          redirect_uris: [`${issuer}/account/callback`],
+          post_logout_redirect_uris: [`${issuer}/account/logged-out`],
+          extra_grant_types: [],
+        };
+        this.byClient.set(client.client_id, { tenant, client });
+      }
     }
   }
   tenant(id: string): Tenant | undefined {
@@ -101,5 +126,9 @@ export class TenantDirectory {
   }
   client(clientId: string): { tenant: Tenant; client: ClientConfig } | undefined {
     return this.byClient.get(clientId);
+  }
+  /** Every client, the account consoles included. */
+  allClients(): Array<{ tenant: Tenant; client: ClientConfig }> {
+    return [...this.byClient.values()];
   }
 }

@@ -53,7 +53,7 @@ function localeOf(ctx: KoaContextWithOIDC) {
  */
 export function createProvider(deps: ProviderDeps): Provider {
   const { config, tenants, accounts } = deps;
-  const clients = tenants.tenants.flatMap((t) => t.clients.map(toClientMetadata));
+  const clients = tenants.allClients().map(({ client }) => toClientMetadata(client));
   const isFirstParty = (clientId: string) => tenants.client(clientId)?.client.first_party === true;
 
   const policy = interactionPolicy.base();

@@ -29,6 +29,11 @@ export class LoginEventRepository {
     });
   }
 
+  /** The account's successful logins, newest first. */
+  listSuccesses(accountId: string, take: number): Promise<LoginEvent[]> {
+    return this.prisma.loginEvent.findMany({ where: { accountId, result: 'success' }, orderBy: { createdAt: 'desc' }, take });
+  }
+
   /** Whether the account has signed in successfully from this IP before. */
   async hasSucceededFrom(accountId: string, ip: string): Promise<boolean> {
     const found = await this.prisma.loginEvent.findFirst({ where: { accountId, sourceIp: ip, result: 'success' }, select: { id: true } });

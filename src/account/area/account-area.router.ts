@@ -1,0 +1,165 @@
+import Router from '@koa/router';
+import type { Context } from 'koa';
+import * as oidc from 'openid-client';
+import { accountConsoleClientId, type AppConfig, type TenantDirectory } from '../../config/index.js';
+import { AppError, BadRequestError, ForbiddenError } from '../../http/errors.js';
+import type { AccountRepository } from '../../persistence/account.repository.js';
+import type { LoginEventRepository } from '../../persistence/login-event.repository.js';
+import { readAreaSession, requireAreaSession, safeReturn, writeAreaSession, type AreaState } from './area-session.js';
+
+const PENDING = 'account_area_login';
+
+interface PendingLogin {
+  verifier: string;
+  state: string;
+  nonce: string;
+  tenant: string;
+  from?: string;
+  returnTo: string;
+}
+
+/**
+ * The account area (manual chapter 5) is a first-party OIDC client of this provider, one per tenant
+ * (account-console-<tenant>), talking to it over HTTP with openid-client like any relying site.
+ * This router holds its sign-in, sign-out and top page; the feature pages are their own routers
+ * under the same prefix, behind `requireAreaSession`.
+ */
+export function accountAreaRouter(deps: { config: AppConfig; tenants: TenantDirectory; accounts: AccountRepository; loginEvents: LoginEventRepository; secure: boolean }) {
+  const { config, tenants } = deps;
+  const router = new Router({ prefix: '/account' });
+  const discovered = new Map<string, Promise<oidc.Configuration>>();
+
+  const client = (tenantId: string) => {
+    const clientId = accountConsoleClientId(tenantId);
+    let found = discovered.get(clientId);
+    if (!found) {
+      found = oidc
+        .discovery(new URL(config.issuer), clientId, undefined, oidc.None(), { execute: config.issuer.startsWith('http:') ? [oidc.allowInsecureRequests] : [] })
+        .catch((e: unknown) => {
+          discovered.delete(clientId);
+          throw e;
+        });
+      discovered.set(clientId, found);
+    }
+    return found;
+  };
+
+  const readPending = (ctx: Context): PendingLogin | undefined => {
+    try {
+      const raw = ctx.cookies.get(PENDING, { signed: true });
+      return raw ? (JSON.parse(Buffer.from(raw, 'base64url').toString()) as PendingLogin) : undefined;
+    } catch {
+      return undefined;
+    }
+  };
+  const writePending = (ctx: Context, p: PendingLogin | undefined) =>
+    ctx.cookies.set(PENDING, p ? Buffer.from(JSON.stringify(p)).toString('base64url') : null, {
+      signed: true,
+      httpOnly: true,
+      sameSite: 'lax',
+      path: '/account',
+      maxAge: 30 * 60 * 1000,
+      secure: deps.secure && ctx.secure,
+      overwrite: true,
+    });
+
+  /** Starts the OIDC sign-in for a tenant's account console; `maxAge0` forces the user to prove themselves again. */
+  async function startSignIn(ctx: Context, tenantId: string, from: string | undefined, returnTo: string, maxAge0: boolean) {
+    const cfg = await client(tenantId);
+    const verifier = oidc.randomPKCECodeVerifier();
+    const pending: PendingLogin = { verifier, state: oidc.randomState(), nonce: oidc.randomNonce(), tenant: tenantId, from, returnTo };
+    writePending(ctx, pending);
+    const url = oidc.buildAuthorizationUrl(cfg, {
+      redirect_uri: `${config.issuer}/account/callback`,
+      scope: 'openid profile email',
+      code_challenge: await oidc.calculatePKCECodeChallenge(verifier),
+      code_challenge_method: 'S256',
+      state: pending.state,
+      nonce: pending.nonce,
+      ui_locales: ctx.state.locale,
+      ...(maxAge0 ? { max_age: '0' } : {}),
+    });
+    ctx.status = 303;
+    ctx.redirect(url.href);
+  }
+
+  // Entry from a relying site's link: /account/?client_id=<the site's client_id>.
+  router.get('/login', async (ctx) => {
+    const clientId = typeof ctx.query.client_id === 'string' ? ctx.query.client_id : readAreaSession(ctx)?.from;
+    const found = clientId ? tenants.client(clientId) : undefined;
+    if (!found) throw new BadRequestError('area:errors.enter_from_site');
+    if (!found.tenant.contract.account_area) throw new ForbiddenError('area:errors.area_not_offered');
+    await startSignIn(ctx, found.tenant.id, found.client.client_id, safeReturn(ctx.query.return), false);
+  });
+
+  router.get('/callback', async (ctx) => {
+    const pending = readPending(ctx);
+    writePending(ctx, undefined);
+    if (!pending) throw new BadRequestError('area:errors.no_sign_in');
+    const cfg = await client(pending.tenant);
+    const current = new URL(ctx.originalUrl, config.issuer);
+    if (current.searchParams.get('error')) throw new AppError('sign_in_failed', 401, 'area:errors.sign_in_failed', {}, '/account/');
+    let tokens: Awaited<ReturnType<typeof oidc.authorizationCodeGrant>>;
+    try {
+      tokens = await oidc.authorizationCodeGrant(cfg, current, { pkceCodeVerifier: pending.verifier, expectedState: pending.state, expectedNonce: pending.nonce });
+    } catch {
+      throw new BadRequestError('area:errors.no_sign_in');
+    }
+    const claims = tokens.claims()!;
+    const now = Math.floor(Date.now() / 1000);
+    writeAreaSession(
+      ctx,
+      {
+        sub: claims.sub,
+        tenant: pending.tenant,
+        from: pending.from,
+        authTime: typeof claims.auth_time === 'number' ? claims.auth_time : now,
+        idToken: tokens.id_token!,
+        exp: now + config.accountArea.sessionTtlSeconds,
+      },
+      deps.secure,
+    );
+    ctx.status = 303;
+    ctx.redirect(safeReturn(pending.returnTo));
+  });
+
+  // Asks for the one-time password again (max_age=0) before a change, then returns to the page.
+  router.get('/reauth', async (ctx) => {
+    const session = readAreaSession(ctx);
+    if (!session) {
+      ctx.status = 303;
+      ctx.redirect('/account/login');
+      return;
+    }
+    await startSignIn(ctx, session.tenant, session.from, safeReturn(ctx.query.return), true);
+  });
+
+  // ログアウト: ends the area session and the provider session (RP-initiated logout).
+  router.post('/logout', async (ctx) => {
+    const session = readAreaSession(ctx);
+    writeAreaSession(ctx, undefined, deps.secure);
+    if (!session) {
+      ctx.status = 303;
+      ctx.redirect('/account/logged-out');
+      return;
+    }
+    const cfg = await client(session.tenant);
+    const url = oidc.buildEndSessionUrl(cfg, { id_token_hint: session.idToken, post_logout_redirect_uri: `${config.issuer}/account/logged-out`, ui_locales: ctx.state.locale });
+    ctx.status = 303;
+    ctx.redirect(url.href);
+  });
+
+  router.get('/logged-out', async (ctx) => {
+    await ctx.render('account/logged-out', {});
+  });
+
+  // アカウント管理 (top): the account's devices, and when and where it last signed in before.
+  router.get('/', requireAreaSession(deps), async (ctx) => {
+    const area = ctx.state.area as AreaState;
+    // The newest success is this session's own sign-in; the one before it is "the previous login".
+    const successes = await deps.loginEvents.listSuccesses(area.account.id, 2);
+    await ctx.render('account/index', { area, menu: 'devices', previousLogin: successes[1] ?? null, contract: area.tenant.contract });
+  });
+
+  return router;
+}
