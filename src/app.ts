@@ -15,6 +15,10 @@ import { createRateLimits, type RateLimits } from './http/rate-limit.js';
 import { interactionRouter } from './interaction/interaction.router.js';
 import { EmailOtpFactor } from './login/factors/email-otp.factor.js';
 import { PasswordFactor } from './login/factors/password.factor.js';
+import { ClientCertificateFactor } from './login/factors/client-certificate.factor.js';
+import { certificateRouter } from './certificates/certificate.router.js';
+import { certificatesInUse } from './certificates/certificate-authority.js';
+import { clientCertificateReader } from './http/client-certificate.js';
 import { LoginFlowService } from './login/login-flow.service.js';
 import type { Logger } from './logger.js';
 import { devMailboxRouter } from './mail/dev-mailbox.router.js';
@@ -27,6 +31,20 @@ import { demoRouter } from './demo/demo.router.js';
 import { activationRouter } from './activation/activation.router.js';
 import { healthRouter } from './http/health.router.js';
 import { accountAreaRouter } from './account/area/account-area.router.js';
+import { devicesRouter } from './account/area/devices.router.js';
+import { DeviceService } from './account/device.service.js';
+import { DeviceRepository } from './persistence/device.repository.js';
+import { dropEndedAreaSessions } from './account/area/area-session.js';
+import { sessionsRouter } from './account/area/sessions.router.js';
+import { loginMethodRouter } from './account/area/login-method.router.js';
+import { LoginMethodService } from './account/login-method.service.js';
+import { AccountSessionService } from './account/account-session.service.js';
+import { BackchannelLogout } from './oidc/backchannel.js';
+import { SessionRepository } from './persistence/session.repository.js';
+import { secretQuestionRouter } from './account/area/secret-question.router.js';
+import { historyRouter } from './account/area/history.router.js';
+import { SecretQuestionService } from './account/secret-question.service.js';
+import { LoginHistoryService } from './history/login-history.service.js';
 import { recoveryRouter } from './recovery/recovery.router.js';
 import { RecoveryService } from './recovery/recovery.service.js';
 import { managementRouter } from './admin/management.router.js';
@@ -34,7 +52,7 @@ import { renderProblem } from './admin/problem.js';
 import { ClientCredentialsTokens } from './oidc/access-tokens.js';
 
 /** Path prefixes served by our own routers; everything else belongs to oidc-provider. */
-const OWN_PREFIXES = ['/interaction', '/demo', '/dev', '/static', '/account', '/activation', '/recovery', '/api', '/health'];
+const OWN_PREFIXES = ['/interaction', '/demo', '/dev', '/static', '/account', '/activation', '/recovery', '/api', '/health', '/certificates'];
 const isOwn = (path: string) => OWN_PREFIXES.some((p) => path === p || path.startsWith(`${p}/`));
 
 export interface AppServices extends DomainServices {
@@ -78,12 +96,15 @@ export async function createApp(opts: CreateAppOptions): Promise<App> {
     limits,
     mail,
     tenants,
-    factors: [emailOtp, new PasswordFactor()],
+    factors: [emailOtp, new PasswordFactor(), new ClientCertificateFactor({ certificates: domain.certificates, mtlsUrl: config.certificates.mtls.url })],
     flowTtlSeconds: config.loginFlowTtlSeconds,
     revealUnknownUser: config.revealUnknownUser,
   });
 
-  const provider = createProvider({ config, tenants, accounts, payloads, jwks, cookieKeys: secrets.cookieKeys });
+  // Production fails at start, not at the first certificate login, when the CA is missing.
+  if (config.env === 'production' && certificatesInUse(config)) await domain.certificates.ready();
+  const clientCertificate = clientCertificateReader({ header: config.certificates.clientCertHeader, trustedProxies: config.certificates.trustedProxies });
+  const provider = createProvider({ config, tenants, accounts, payloads, jwks, cookieKeys: secrets.cookieKeys, clientCertificate });
   const interactions = new OidcInteractions(provider);
 
   const koa = new Koa();
@@ -95,6 +116,8 @@ export async function createApp(opts: CreateAppOptions): Promise<App> {
   // Browsers enforce form-action on the redirects that follow a form post, so the relying sites'
   // redirect targets must be allowed too.
   const formTargets = new Set<string>(["'self'"]);
+  // The certificate step hops between the issuer and the mutual-TLS listener.
+  for (const u of [config.issuer, config.certificates.mtls.url]) if (u) formTargets.add(new URL(u).origin);
   for (const t of config.tenants)
     for (const c of t.clients) for (const u of [...c.redirect_uris, ...c.post_logout_redirect_uris]) formTargets.add(new URL(u).origin);
 
@@ -114,11 +137,16 @@ export async function createApp(opts: CreateAppOptions): Promise<App> {
   // Compiled templates are cached outside development (compiling pug on every request costs ms).
   koa.use(views(VIEWS_DIR, { extension: 'pug', options: { basedir: VIEWS_DIR, cache: config.env !== 'development' } }));
   koa.use(locale());
+  koa.use(async (ctx, next) => {
+    const presented = clientCertificate(ctx.req);
+    if (presented) ctx.state.clientCertificate = presented;
+    return next();
+  });
   koa.use(errorHandler(logger, [renderProblem])); // problem+json under /api/v1
   koa.use(mount('/static', serve(join(VIEWS_DIR, '..', 'public'), { maxage: 3600_000 })));
   const parse = bodyParser({ enableTypes: ['form', 'json'], formLimit: '16kb', jsonLimit: '64kb', encoding: 'utf-8' });
   koa.use(async (ctx, next) => (isOwn(ctx.path) ? parse(ctx, next) : next()));
-  koa.use(csrf({ exempt: (path) => !isOwn(path) || path.startsWith('/api/') || path.startsWith('/static/') || path.startsWith('/health'), secure }));
+  koa.use(csrf({ exempt: (path) => !isOwn(path) || path.startsWith('/api/') || path.startsWith('/static/') || path.startsWith('/health') || path.startsWith('/certificates/'), secure }));
 
   const routers = [
     recoveryRouter({ interactions, tenants, limits, recovery: new RecoveryService({ flows: flowRepo, accounts, loginEvents: events, accountEvents, lockout, limits, mail, otp, activation, tenants, config }) }),
@@ -127,7 +155,53 @@ export async function createApp(opts: CreateAppOptions): Promise<App> {
     managementRouter({ accounts: accountService, tokens: new ClientCredentialsTokens(provider), tenants, issuer: config.issuer }),
     activationRouter({ activation, accounts, tenants, limits, loginEvents, passwordMinLength: config.passwordMinLength, secure }),
   ];
-  routers.push(accountAreaRouter({ config, tenants, accounts, loginEvents: events, secure }));
+  const providerSessions = new SessionRepository(db.prisma);
+  // Before the account-area routers: an area session whose provider session ended is dropped.
+  koa.use(dropEndedAreaSessions({ sessions: providerSessions, secure }));
+  routers.push(accountAreaRouter({ config, tenants, accounts, loginEvents: events, sessions: providerSessions, certificates: domain.certificates, secure }));
+  routers.push(
+    devicesRouter({
+      config,
+      tenants,
+      accounts,
+      devices: new DeviceService({
+        devices: new DeviceRepository(db.prisma),
+        otp,
+        events: accountEvents,
+        mail,
+        limits,
+        otpTtlSeconds: config.otp.ttlSeconds,
+        resendCooldownSeconds: config.otp.resendCooldownSeconds,
+        certificates: domain.certificates,
+      }),
+      secure,
+    }),
+  );
+  routers.push(
+    loginMethodRouter({
+      config,
+      tenants,
+      accounts,
+      methods: new LoginMethodService({ accounts, certificates: domain.certificates, events: accountEvents, mail, passwordMinLength: config.passwordMinLength }),
+      certificates: domain.certificates,
+      events: accountEvents,
+      secure,
+    }),
+  );
+  routers.push(
+    sessionsRouter({
+      config,
+      tenants,
+      accounts,
+      sessions: new AccountSessionService({ sessions: providerSessions, backchannel: new BackchannelLogout(provider), events: accountEvents, tenants, logger }),
+      secure,
+    }),
+  );
+  routers.push(
+    secretQuestionRouter({ config, tenants, accounts, secretQuestions: new SecretQuestionService({ accounts, activation, events: accountEvents, mail }), cookieKeys: secrets.cookieKeys, secure }),
+    historyRouter({ tenants, accounts, history: new LoginHistoryService(events), secure }),
+  );
+  routers.push(certificateRouter({ certificates: domain.certificates }));
   if (config.devMailbox) routers.push(devMailboxRouter({ repo: devMail }));
   if (config.demoSite) routers.push(demoRouter({ config, tenants }));
   for (const r of routers) koa.use(r.routes()).use(r.allowedMethods());

@@ -5,6 +5,7 @@ import { DEMO_USER_ID, seedDemoAccount } from './demo/seed.js';
 import { createLogger } from './logger.js';
 import { openDatabase } from './persistence/database.js';
 import { startHousekeeping } from './housekeeping.js';
+import { startMtlsListener } from './http/mtls-server.js';
 
 async function main() {
   let config;
@@ -22,7 +23,7 @@ async function main() {
   logger.info({ database: db.kind }, 'database ready');
   const app = await createApp({ config, db, logger });
   if (config.seedDemo && (await seedDemoAccount(app.services.accounts, app.services.tenants))) logger.info({ userId: DEMO_USER_ID }, 'seeded demo account');
-  const housekeeping = startHousekeeping(app.services, logger);
+  const housekeeping = startHousekeeping(app.services, logger, config);
 
   const server = createServer(app.koa.callback());
   server.listen(config.port, config.host, () => {
@@ -30,6 +31,13 @@ async function main() {
     if (config.demoSite) logger.info(`demo site:   ${config.issuer}/demo/  (user ID: ${DEMO_USER_ID})`);
     if (config.devMailbox) logger.info(`dev mailbox: ${config.issuer}/dev/mailbox`);
   });
+
+  // The mutual-TLS listener: same application, HTTPS asking for a client certificate (certificate logins).
+  let mtls: Awaited<ReturnType<typeof startMtlsListener>> | undefined;
+  if (config.certificates.mtls.port !== undefined) {
+    mtls = await startMtlsListener({ config, caPem: await app.services.certificates.caPem(), handler: app.koa.callback(), port: config.certificates.mtls.port, host: config.host });
+    logger.info({ port: mtls.port, url: config.certificates.mtls.url }, 'mutual-TLS listener ready');
+  }
 
   let stopping = false;
   const stop = async (signal: string) => {
@@ -39,6 +47,8 @@ async function main() {
     housekeeping.stop();
     server.close();
     server.closeAllConnections();
+    mtls?.server.close();
+    mtls?.server.closeAllConnections();
     await app.close();
     await db.close();
     process.exit(0);

@@ -11,6 +11,10 @@ import { createMailSender } from './mail/mail.sender.js';
 import { createMailTransport } from './mail/mail.transport.js';
 import type { MailQueue } from './mail/mail.types.js';
 import { OtpService } from './otp/otp.service.js';
+import { loadCertificateAuthority } from './certificates/certificate-authority.js';
+import { CertificateService } from './certificates/certificate.service.js';
+import { loadCertificateSecret } from './certificates/download-password.js';
+import { CertificateRepository } from './persistence/certificate.repository.js';
 import { AccountEventRepository } from './persistence/account-event.repository.js';
 import { AccountRepository } from './persistence/account.repository.js';
 import type { Database } from './persistence/database.js';
@@ -37,6 +41,7 @@ export interface DomainServices {
   activation: ActivationService;
   accountService: AccountService;
   mail: MailQueue;
+  certificates: CertificateService;
 }
 
 export function createDomainServices(opts: { config: AppConfig; db: Database; logger: Logger; mail?: MailQueue }): DomainServices {
@@ -72,7 +77,16 @@ export function createDomainServices(opts: { config: AppConfig; db: Database; lo
     secretQuestions: config.secretQuestions,
   });
   const accountService = new AccountService({ accounts, loginEvents: events, events: accountEvents, activation, mail, tenants });
+  const certificates = new CertificateService({
+    repo: new CertificateRepository(prisma),
+    accounts,
+    tenants,
+    loadAuthority: () => loadCertificateAuthority(config),
+    loadSecret: () => loadCertificateSecret(config),
+    issuer: config.issuer,
+  });
   return {
+    certificates,
     tenants,
     secrets,
     accounts,

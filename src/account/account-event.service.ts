@@ -9,6 +9,16 @@ export const ACCOUNT_EVENT_TYPES = [
   'recovery_used',
   'password_reset',
   'unlocked',
+  'session_signed_out',
+  'signed_out_everywhere',
+  'device_added',
+  'device_changed',
+  'device_verified',
+  'device_deleted',
+  'device_verify_failed',
+  'secret_question_changed',
+  'login_method_changed',
+  'certificate_renewed',
 ] as const;
 export type AccountEventType = (typeof ACCOUNT_EVENT_TYPES)[number];
 

@@ -15,6 +15,8 @@ import { deliverableAddresses } from '../login/factors/email-otp.factor.js';
 import type { SecretQuestion } from '../config/index.js';
 
 export const ACTIVATION_PURPOSE = 'activation';
+/** Longest secret answer accepted, counted after normalisation. */
+export const SECRET_ANSWER_MAX = 100;
 
 export interface IssuedActivation {
   url: string;
@@ -121,13 +123,23 @@ export class ActivationService {
     return this.deps.secretQuestions.map((q) => ({ id: q.id, text: q[locale] }));
   }
 
-  /** Checks step 2's input; returns the first problem, or undefined when it can be saved. */
-  checkRegistration(account: AccountWithDevices, input: { questionId?: string; answer?: string; password?: string; confirm?: string }): RegistrationProblem | undefined {
+  /**
+   * The secret question and answer rules, shared by activation and the account area's change page.
+   * Returns the first problem, or undefined.
+   */
+  checkSecretAnswer(input: { questionId?: string; answer?: string }): RegistrationProblem | undefined {
     if (!input.questionId) return { field: 'questionId', problem: 'required' };
     if (!this.deps.secretQuestions.some((q) => q.id === input.questionId)) return { field: 'questionId', problem: 'unknown_question' };
     const answer = normalizeAnswer(input.answer ?? '');
     if (!answer) return { field: 'answer', problem: 'required' };
-    if (answer.length > 100) return { field: 'answer', problem: 'too_long' };
+    if (answer.length > SECRET_ANSWER_MAX) return { field: 'answer', problem: 'too_long' };
+    return undefined;
+  }
+
+  /** Checks step 2's input; returns the first problem, or undefined when it can be saved. */
+  checkRegistration(account: AccountWithDevices, input: { questionId?: string; answer?: string; password?: string; confirm?: string }): RegistrationProblem | undefined {
+    const answerProblem = this.checkSecretAnswer(input);
+    if (answerProblem) return answerProblem;
     if (this.needsPassword(account)) {
       if (!input.password) return { field: 'password', problem: 'required' };
       const problem = checkPassword(input.password, input.confirm ?? '', { minLength: this.deps.passwordMinLength, userId: account.userId });

@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { z } from 'zod';
 
 /**
@@ -75,6 +76,27 @@ export const envSchema = z.object({
   ACCOUNT_SESSION_TTL: z.coerce.number().int().min(60).default(3600),
   /** Login events older than this many days are purged by the retention job. */
   LOGIN_EVENT_RETENTION_DAYS: z.coerce.number().int().min(1).default(90),
+  /** Internal certificate authority's certificate (PEM) that issues the devices' client certificates. Unset outside production: generated once under DATA_DIR/ca. */
+  CA_CERT_FILE: z.string().optional(),
+  /** The CA's RSA private key (PEM, PKCS#8 or PKCS#1). Required in production with CA_CERT_FILE when a contract allows password_certificate. */
+  CA_KEY_FILE: z.string().optional(),
+  /** Secret under which the certificates' download passwords are stored encrypted (AES-256-GCM). Same rule as CA_KEY_FILE; generated under DATA_DIR elsewhere. */
+  CERTIFICATE_SECRET: z.string().min(16).optional(),
+  /** Port of the mutual-TLS listener (HTTPS, asks browsers for a client certificate) serving the same application. Unset: no such listener. */
+  MTLS_PORT: z.coerce.number().int().min(0).max(65535).optional(),
+  /** Server key (PEM) of the mutual-TLS listener. Unset outside production: a self-signed one is generated under DATA_DIR/mtls. */
+  MTLS_KEY_FILE: z.string().optional(),
+  /** Server certificate (PEM) of the mutual-TLS listener. */
+  MTLS_CERT_FILE: z.string().optional(),
+  /** Public URL of the mutual-TLS listener, as users reach it; defaults to https://<issuer host>:MTLS_PORT. */
+  MTLS_URL: z.url().optional(),
+  /** Header in which a TLS-terminating reverse proxy passes the client certificate (URL-encoded PEM, as nginx's $ssl_client_escaped_cert), e.g. x-client-cert. Unset: not read. */
+  CLIENT_CERT_HEADER: z.string().regex(/^[A-Za-z0-9-]+$/).optional(),
+  /** Comma-separated addresses or CIDR ranges of the proxies whose CLIENT_CERT_HEADER is believed (the TCP peer, never X-Forwarded-For). */
+  TRUSTED_PROXIES: z
+    .string()
+    .default('')
+    .refine((v) => v.split(',').map((p) => p.trim()).filter(Boolean).every((p) => /^[0-9a-fA-F:.]+(\/\d{1,3})?$/.test(p) && isIP(p.split('/')[0]!) !== 0), 'comma-separated IP addresses or CIDR ranges'),
   /** Log level (pino). */
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });

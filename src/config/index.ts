@@ -38,6 +38,17 @@ export interface AppConfig {
   secretQuestions: SecretQuestion[];
   accountArea: { reauthAgeSeconds: number; sessionTtlSeconds: number };
   loginEventRetentionDays: number;
+  certificates: CertificateConfig;
+}
+
+/** Client certificates: the internal CA, the mutual-TLS listener and a TLS-terminating proxy's header. */
+export interface CertificateConfig {
+  caCertFile: string | undefined;
+  caKeyFile: string | undefined;
+  secret: string | undefined;
+  mtls: { port: number | undefined; keyFile: string | undefined; certFile: string | undefined; url: string | undefined };
+  clientCertHeader: string | undefined;
+  trustedProxies: string[];
 }
 
 export function loadConfig(source: Record<string, string | undefined> = process.env, overrides: Partial<AppConfig> = {}): AppConfig {
@@ -52,11 +63,12 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     if (!e.JWKS && !e.JWKS_FILE) missing.push('JWKS or JWKS_FILE' as never);
     if (missing.length) throw new ConfigError(`environment is invalid:\n  ${missing.join(', ')}: required in production`);
   }
+  const issuer = (e.ISSUER ?? `http://localhost:${e.PORT}`).replace(/\/$/, '');
   const config: AppConfig = {
     env: e.NODE_ENV,
     port: e.PORT,
     host: e.HOST,
-    issuer: (e.ISSUER ?? `http://localhost:${e.PORT}`).replace(/\/$/, ''),
+    issuer,
     databaseUrl: e.DATABASE_URL,
     dataDir: resolve(e.DATA_DIR),
     redisUrl: e.REDIS_URL,
@@ -86,8 +98,23 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     secretQuestions: overrides.secretQuestions ?? loadSecretQuestions(e.SECRET_QUESTIONS_FILE),
     accountArea: { reauthAgeSeconds: e.ACCOUNT_REAUTH_AGE, sessionTtlSeconds: e.ACCOUNT_SESSION_TTL },
     loginEventRetentionDays: e.LOGIN_EVENT_RETENTION_DAYS,
+    certificates: {
+      caCertFile: e.CA_CERT_FILE,
+      caKeyFile: e.CA_KEY_FILE,
+      secret: e.CERTIFICATE_SECRET,
+      mtls: { port: e.MTLS_PORT, keyFile: e.MTLS_KEY_FILE, certFile: e.MTLS_CERT_FILE, url: mtlsUrl(e, issuer) },
+      clientCertHeader: e.CLIENT_CERT_HEADER?.toLowerCase(),
+      trustedProxies: e.TRUSTED_PROXIES.split(',').map((p) => p.trim()).filter(Boolean),
+    },
   };
   return { ...config, ...overrides };
+}
+
+/** Public base URL of the mutual-TLS listener: MTLS_URL, or the issuer's host on MTLS_PORT. */
+function mtlsUrl(e: Env, issuer: string): string | undefined {
+  if (e.MTLS_URL) return e.MTLS_URL.replace(/\/$/, '');
+  if (e.MTLS_PORT === undefined) return undefined;
+  return `https://${new URL(issuer).hostname}:${e.MTLS_PORT}`;
 }
 
 /** client_id of the account area (the account console) of a tenant: a first-party public client of this provider. */

@@ -1,6 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { parse } from 'yaml';
 import { z } from 'zod';
+// Runtime import is safe: login-methods.ts only imports types from config.
+import { ACR_VALUES } from '../login/login-methods.js';
 
 export const LOGIN_METHODS = ['otp', 'password', 'password_otp', 'password_certificate'] as const;
 export type LoginMethod = (typeof LOGIN_METHODS)[number];
@@ -20,6 +22,8 @@ export const contractSchema = z
     max_devices: z.number().int().min(1).max(50).default(5),
     /** Consecutive failures that lock an account. */
     lockout_threshold: z.number().int().min(1).max(100).default(5),
+    /** Validity of the devices' client certificates (password_certificate method), in days. */
+    certificate_validity_days: z.number().int().min(1).max(3650).default(365),
   })
   .strict();
 
@@ -39,6 +43,12 @@ export const clientSchema = z
     post_logout_redirect_uris: z.array(urlString).default([]),
     /** Grant types beyond authorization_code and refresh_token. */
     extra_grant_types: z.array(z.enum(['client_credentials'])).default([]),
+    /** acr values asked for when the authorization request has no acr_values (step-up to a stronger login method). */
+    default_acr_values: z.array(z.enum(ACR_VALUES as [string, ...string[]])).min(1).optional(),
+    /** RFC 8705: bind this client's access tokens to the client certificate of its mutual-TLS token requests. */
+    tls_client_certificate_bound_access_tokens: z.boolean().optional(),
+    /** OpenID Back-Channel Logout: where the site is told (a signed logout token) that a user's session ended. */
+    backchannel_logout_uri: urlString.optional(),
   })
   .strict();
 

@@ -1,4 +1,5 @@
 import type { Context } from 'koa';
+import type { PresentedCertificate } from '../http/client-certificate.js';
 import { clientIp } from '../http/client-ip.js';
 import { SessionExpiredError } from '../http/errors.js';
 import { setLocale } from '../http/locale.js';
@@ -22,7 +23,13 @@ export async function loadInteraction(ctx: Context, interactions: OidcInteractio
   return details;
 }
 
-export const requestInfo = (ctx: Context): RequestInfo => ({ ip: clientIp(ctx), userAgent: ctx.get('user-agent') || null, locale: ctx.state.locale });
+export const requestInfo = (ctx: Context): RequestInfo => ({
+  ip: clientIp(ctx),
+  userAgent: ctx.get('user-agent') || null,
+  locale: ctx.state.locale,
+  // Set by the app's client-certificate middleware (mutual-TLS listener or trusted proxy).
+  ...(ctx.state.clientCertificate ? { clientCertificate: ctx.state.clientCertificate as PresentedCertificate } : {}),
+});
 
 export function formBody(ctx: Context): Record<string, unknown> {
   const b = (ctx.request as { body?: unknown }).body;

@@ -5,8 +5,12 @@ import { clientIp } from '../http/client-ip.js';
 import { BadRequestError, RateLimitedError } from '../http/errors.js';
 import type { RateLimits } from '../http/rate-limit.js';
 import type { LoginFlowService } from '../login/login-flow.service.js';
+import { requiredMethod } from '../login/login-methods.js';
 import type { OidcInteractions } from '../oidc/interactions.js';
 import { formBody, loadInteraction, requestInfo } from './interaction-context.js';
+
+/** Login prompt reasons that only mean "the session's method is too weak" (step-up), not "sign in again". */
+const STEP_UP_REASONS = new Set(['acr_step_up', 'essential_acr', 'essential_acrs']);
 
 /**
  * The login screens (manual chapter 4) on top of oidc-provider's interactions. Thin: it validates
@@ -35,7 +39,13 @@ export function interactionRouter(deps: { interactions: OidcInteractions; flows:
       return;
     }
     if (details.prompt.name !== 'login') throw new BadRequestError();
-    const flow = await flows.begin(uid, details.params.client_id);
+    let flow = await flows.begin(uid, details.params.client_id);
+    const sessionAccount = details.session?.accountId;
+    if (flow.state === 'identify' && sessionAccount && details.prompt.reasons.every((r) => STEP_UP_REASONS.has(r))) {
+      const required = requiredMethod(details.params.acr_values);
+      await flows.beginStepUp(flow, { accountId: sessionAccount, amr: details.session?.amr ?? [], required }, requestInfo(ctx), flowUrl(uid));
+      flow = await flows.begin(uid, details.params.client_id);
+    }
     const view = await flows.view(flow, requestInfo(ctx), flowUrl(uid));
     if (view.step === 'identify') {
       const hint = typeof details.params.login_hint === 'string' ? details.params.login_hint.slice(0, 64) : '';
@@ -51,13 +61,13 @@ export function interactionRouter(deps: { interactions: OidcInteractions; flows:
     const details = await load(ctx);
     await limitIp(ctx, details.uid);
     const flow = await flows.begin(details.uid, details.params.client_id);
-    await flows.identify(flow, body(ctx).userId, requestInfo(ctx), flowUrl(details.uid));
+    await flows.identify(flow, body(ctx).userId, requestInfo(ctx), flowUrl(details.uid), requiredMethod(details.params.acr_values));
     ctx.status = 303;
     ctx.redirect(flowUrl(details.uid));
   });
 
   // One handler for every factor's form: the flow knows which factor is current.
-  router.post(['/:uid/otp', '/:uid/password'], async (ctx) => {
+  router.post(['/:uid/otp', '/:uid/password', '/:uid/certificate'], async (ctx) => {
     const details = await load(ctx);
     await limitIp(ctx, details.uid);
     const flow = await flows.begin(details.uid, details.params.client_id);

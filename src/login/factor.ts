@@ -1,4 +1,5 @@
 import type { ClientConfig, Tenant } from '../config/index.js';
+import type { PresentedCertificate } from '../http/client-certificate.js';
 import type { Locale } from '../i18n/index.js';
 import type { AccountWithDevices } from '../persistence/account.repository.js';
 import type { LoginFlow } from '../persistence/login-flow.repository.js';
@@ -19,6 +20,8 @@ export interface FactorContext {
   userAgent: string | null;
   /** URL of this login's current page, for "back" links. */
   flowUrl: string;
+  /** The TLS client certificate sent with this request (mutual-TLS listener or trusted proxy), if any. */
+  clientCertificate?: PresentedCertificate;
 }
 
 export type FactorOutcome =
@@ -29,6 +32,7 @@ export type FactorOutcome =
       /** Whether this attempt counts towards the account's lockout. */
       countsAsFailure: boolean;
       messageKey: string;
+      messageParams?: Record<string, string | number>;
     };
 
 /** One step of a login method (like a Keycloak authenticator). */
@@ -36,7 +40,8 @@ export interface Factor {
   readonly name: FactorName;
   /** RFC 8176 `amr` value this factor contributes. */
   readonly amr: string;
-  isConfiguredFor(account: AccountWithDevices): boolean;
+  /** Whether the account can pass this factor at all (checked when a client asks for more than the account's method). */
+  isConfiguredFor(account: AccountWithDevices): boolean | Promise<boolean>;
   /** Runs when the flow reaches this step (e.g. mails the code). */
   enter(ctx: FactorContext): Promise<void>;
   /** Factors that send something (a code) and can send it again: seconds until they may (0: now). */

@@ -2,8 +2,18 @@ import { AppError } from '../http/errors.js';
 
 /** 認証に失敗しました: a wrong code (or password), or an unknown user ID. */
 export class AuthFailedError extends AppError {
-  constructor(backUrl?: string, messageKey = 'login:errors.auth_failed') {
-    super('auth_failed', 401, messageKey, {}, backUrl);
+  constructor(backUrl?: string, messageKey = 'login:errors.auth_failed', params: Record<string, string | number> = {}) {
+    super('auth_failed', 401, messageKey, params, backUrl);
+  }
+}
+
+/**
+ * The site asks for a stronger login method than this account can perform (e.g. a client certificate
+ * the account has none of); another method is for the account area's method change, or the site.
+ */
+export class MethodUnavailableError extends AppError {
+  constructor(method: string, backUrl?: string) {
+    super('method_unavailable', 403, 'login:errors.method_unavailable', { method }, backUrl);
   }
 }
 

@@ -1,4 +1,5 @@
 import type { ClientConfig, LoginMethod, Tenant, TenantDirectory } from '../config/index.js';
+import type { PresentedCertificate } from '../http/client-certificate.js';
 import { BadRequestError, RateLimitedError, SessionExpiredError } from '../http/errors.js';
 import type { RateLimits } from '../http/rate-limit.js';
 import type { LoginEventService, LoginResult } from '../history/login-event.service.js';
@@ -9,14 +10,16 @@ import type { AccountRepository, AccountWithDevices } from '../persistence/accou
 import type { LoginFlow, LoginFlowRepository } from '../persistence/login-flow.repository.js';
 import type { Factor, FactorContext } from './factor.js';
 import { deliverableAddresses } from './factors/email-otp.factor.js';
-import { AccountLockedError, AuthFailedError, NotActivatedError, OtpNotSentError } from './login-errors.js';
-import { METHOD_ACR, METHOD_FACTORS, effectiveMethod, type FactorName } from './login-methods.js';
+import { AccountLockedError, AuthFailedError, MethodUnavailableError, NotActivatedError, OtpNotSentError } from './login-errors.js';
+import { METHOD_ACR, METHOD_FACTORS, effectiveMethod, strongerMethod, type FactorName } from './login-methods.js';
 
 /** Who is asking, as the HTTP layer saw it. */
 export interface RequestInfo {
   ip: string | null;
   userAgent: string | null;
   locale: Locale;
+  /** The TLS client certificate sent with the request, if any (for the certificate factor). */
+  clientCertificate?: PresentedCertificate;
 }
 
 /** A finished login, ready to be handed to the OIDC layer. */
@@ -90,7 +93,18 @@ export class LoginFlowService {
   private async context(flow: LoginFlow, req: RequestInfo, flowUrl: string): Promise<FactorContext> {
     const { tenant, client } = this.clientOf(flow.clientId);
     const account = flow.accountId ? await this.deps.accounts.findById(flow.accountId) : null;
-    return { flow, account, live: !!account && !account.lockedAt, tenant, client, locale: req.locale, ip: req.ip, userAgent: req.userAgent, flowUrl };
+    return {
+      flow,
+      account,
+      live: !!account && !account.lockedAt,
+      tenant,
+      client,
+      locale: req.locale,
+      ip: req.ip,
+      userAgent: req.userAgent,
+      flowUrl,
+      ...(req.clientCertificate ? { clientCertificate: req.clientCertificate } : {}),
+    };
   }
 
   /** What the current page of the flow is. */
@@ -120,8 +134,12 @@ export class LoginFlowService {
     });
   }
 
-  /** Step 1: the user ID. Moves the flow to its first factor (and, for e-mail OTP, sends the code). */
-  async identify(flow: LoginFlow, rawUserId: unknown, req: RequestInfo, flowUrl: string): Promise<void> {
+  /**
+   * Step 1: the user ID. Moves the flow to its first factor (and, for e-mail OTP, sends the code).
+   * `required`: the method the client asks for (acr_values); when stronger than the account's own,
+   * the login runs the stronger one.
+   */
+  async identify(flow: LoginFlow, rawUserId: unknown, req: RequestInfo, flowUrl: string, required?: LoginMethod): Promise<void> {
     const userId = normalizeUserId(rawUserId);
     if (!userId) throw new BadRequestError('login:errors.user_id_required', {}, flowUrl);
     if (userId.length > USER_ID_MAX) throw new BadRequestError('login:errors.user_id_too_long', { max: USER_ID_MAX }, flowUrl);
@@ -140,7 +158,8 @@ export class LoginFlowService {
     }
 
     // Unknown IDs (by default) and locked accounts walk the same path as live ones, as a decoy.
-    const method: LoginMethod = account ? effectiveMethod(account.loginMethod, tenant.contract) : tenant.contract.login_methods[0] ?? 'otp';
+    const own: LoginMethod = account ? effectiveMethod(account.loginMethod, tenant.contract) : tenant.contract.login_methods[0] ?? 'otp';
+    const method = strongerMethod(own, required);
     const first = METHOD_FACTORS[method][0] ?? 'email_otp';
     const moved = await this.deps.flows.transition(flow.id, 'identify', {
       accountId: account?.id ?? null,
@@ -203,7 +222,7 @@ export class LoginFlowService {
         }
       }
       await this.event(flow, req, outcome.result, account.id);
-      throw new AuthFailedError(flowUrl, outcome.messageKey);
+      throw new AuthFailedError(flowUrl, outcome.messageKey, outcome.messageParams);
     }
 
     const method = (flow.method ?? 'otp') as LoginMethod;
@@ -211,6 +230,12 @@ export class LoginFlowService {
     const remaining = METHOD_FACTORS[method].filter((f) => !completed.includes(f));
     const nextFactor = remaining[0];
     if (nextFactor) {
+      // A method raised above the account's own (acr_values) may need a factor the account lacks: say
+      // so now that the account has proven itself, instead of a step that cannot succeed.
+      if (method !== effectiveMethod(account.loginMethod, tenant.contract) && !(await this.factors.get(nextFactor)?.isConfiguredFor(account))) {
+        await this.event(flow, req, 'method_unavailable', account.id);
+        throw new MethodUnavailableError(method, flowUrl);
+      }
       const moved = await this.deps.flows.transition(flow.id, flow.state, { completedFactors: completed, state: factorState(nextFactor) });
       if (!moved) throw new SessionExpiredError();
       const next = { ...flow, completedFactors: completed, state: factorState(nextFactor) };
@@ -230,6 +255,50 @@ export class LoginFlowService {
     if (!seenIp && previous.previousLoginAt) await this.notifyNewIp(account, ctx);
     const amr = METHOD_FACTORS[method].map((name) => this.factors.get(name)?.amr ?? name);
     return { accountId: account.id, amr, acr: METHOD_ACR[method], method };
+  }
+
+  /**
+   * Step-up: the browser's session already belongs to `accountId`, but the client asks for a stronger
+   * method than the session's. The flow starts pre-identified, with the factors the session already
+   * proved (its amr) counted as done, at the first missing one. Nothing happens once the flow has
+   * left the user ID step (a reload). Throws MethodUnavailableError when the account cannot perform
+   * a missing factor (e.g. holds no certificate).
+   */
+  async beginStepUp(
+    flow: LoginFlow,
+    session: { accountId: string; amr: string[]; required: LoginMethod | undefined },
+    req: RequestInfo,
+    flowUrl: string,
+  ): Promise<void> {
+    if (flow.state !== 'identify') return;
+    const { tenant } = this.clientOf(flow.clientId);
+    const account = await this.deps.accounts.findById(session.accountId);
+    // Another tenant's session (or a deleted account) gets the ordinary login.
+    if (!account || account.tenantId !== tenant.id || account.status !== 'active') return;
+    if (account.lockedAt) throw new AccountLockedError(flowUrl);
+    const method = strongerMethod(effectiveMethod(account.loginMethod, tenant.contract), session.required);
+    const all = METHOD_FACTORS[method];
+    const proved = all.filter((name) => session.amr.includes(this.factors.get(name)?.amr ?? name));
+    // Nothing missing by amr (an older session of the same method): the whole method again.
+    const completed = proved.length < all.length ? proved : [];
+    const missing = all.filter((f) => !completed.includes(f));
+    for (const name of missing) {
+      if (!(await this.factors.get(name)?.isConfiguredFor(account))) {
+        await this.event({ ...flow, submittedUserId: account.userId, method }, req, 'method_unavailable', account.id);
+        throw new MethodUnavailableError(method, flowUrl);
+      }
+    }
+    const first = missing[0]!;
+    const moved = await this.deps.flows.transition(flow.id, 'identify', {
+      accountId: account.id,
+      submittedUserId: account.userId,
+      method,
+      completedFactors: completed,
+      state: factorState(first),
+    });
+    if (!moved) return; // a concurrent request started it
+    const next = { ...flow, accountId: account.id, submittedUserId: account.userId, method, completedFactors: completed, state: factorState(first) };
+    await this.currentFactor(next).enter({ ...(await this.context(next, req, flowUrl)), account });
   }
 
   private async notifyLocked(account: AccountWithDevices, ctx: FactorContext) {

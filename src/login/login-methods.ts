@@ -28,3 +28,37 @@ export function effectiveMethod(accountMethod: string, contract: Contract): Logi
   const allowed = contract.login_methods;
   return (allowed as string[]).includes(accountMethod) ? (accountMethod as LoginMethod) : (allowed[0] ?? 'otp');
 }
+
+/**
+ * Strength order of the methods, weakest first, for step-up: a session whose method ranks at least
+ * as high as the one a client asks for satisfies it.
+ */
+export const METHOD_STRENGTH: LoginMethod[] = ['otp', 'password', 'password_otp', 'password_certificate'];
+
+export function methodOfAcr(acr: string | undefined): LoginMethod | undefined {
+  return (Object.keys(METHOD_ACR) as LoginMethod[]).find((m) => METHOD_ACR[m] === acr);
+}
+
+const strength = (m: LoginMethod) => METHOD_STRENGTH.indexOf(m);
+
+export function isAtLeast(method: LoginMethod, required: LoginMethod): boolean {
+  return strength(method) >= strength(required);
+}
+
+/**
+ * The weakest method satisfying an `acr_values` request (space-separated, our acr values; others
+ * ignored), or undefined when nothing we know is asked for. Any listed acr is acceptable, so the
+ * weakest one is the bar.
+ */
+export function requiredMethod(acrValues: string | undefined): LoginMethod | undefined {
+  const methods = (acrValues ?? '')
+    .split(' ')
+    .map((v) => methodOfAcr(v))
+    .filter((m): m is LoginMethod => !!m);
+  return methods.sort((a, b) => strength(a) - strength(b))[0];
+}
+
+/** The stronger of two methods. */
+export function strongerMethod(a: LoginMethod, b: LoginMethod | undefined): LoginMethod {
+  return b && strength(b) > strength(a) ? b : a;
+}

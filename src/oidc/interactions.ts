@@ -7,7 +7,7 @@ export interface InteractionDetails {
   uid: string;
   prompt: { name: string; reasons: string[]; details: Record<string, unknown> };
   params: { client_id: string; ui_locales?: string; login_hint?: string; acr_values?: string; scope?: string } & Record<string, unknown>;
-  session?: { accountId?: string };
+  session?: { accountId?: string; acr?: string; amr?: string[] };
   grantId?: string;
 }
 

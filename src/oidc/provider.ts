@@ -2,7 +2,8 @@ import Provider, { interactionPolicy, type Configuration, type KoaContextWithOID
 import type { AppConfig, ClientConfig, TenantDirectory } from '../config/index.js';
 import { pageLocals, renderPage } from '../http/pages.js';
 import { negotiateLocale } from '../i18n/index.js';
-import { ACR_VALUES } from '../login/login-methods.js';
+import type { ClientCertificateReader } from '../http/client-certificate.js';
+import { ACR_VALUES, isAtLeast, methodOfAcr, requiredMethod } from '../login/login-methods.js';
 import type { AccountRepository } from '../persistence/account.repository.js';
 import type { OidcPayloadRepository } from '../persistence/oidc-payload.repository.js';
 import { MANAGEMENT_SCOPE } from './access-tokens.js';
@@ -21,6 +22,8 @@ export interface ProviderDeps {
   payloads: OidcPayloadRepository;
   jwks: Jwks;
   cookieKeys: string[];
+  /** The request's TLS client certificate (mutual-TLS listener or trusted proxy), for RFC 8705 binding. */
+  clientCertificate: ClientCertificateReader;
 }
 
 /** Client metadata as oidc-provider wants it, from a client registered in config/tenants.yaml. */
@@ -39,6 +42,11 @@ export function toClientMetadata(client: ClientConfig): ClientMetadata {
     response_types: ['code'],
     // auth_time in every ID token, so relying sites can always judge how fresh a login is.
     require_auth_time: true,
+    // Applied by oidc-provider as acr_values when a request has none, so they drive step-up too.
+    ...(client.default_acr_values ? { default_acr_values: client.default_acr_values } : {}),
+    ...(client.tls_client_certificate_bound_access_tokens ? { tls_client_certificate_bound_access_tokens: true } : {}),
+    // With sid required, the site's ID tokens and logout tokens both carry sid, so it can match the session.
+    ...(client.backchannel_logout_uri ? { backchannel_logout_uri: client.backchannel_logout_uri, backchannel_logout_session_required: true } : {}),
   };
 }
 
@@ -68,8 +76,36 @@ export function createProvider(deps: ProviderDeps): Provider {
     }),
   );
 
+  // Step-up: a session signed in with a weaker method than the client asks for (acr_values, or the
+  // client's default_acr_values) must log in again; the interaction then asks only for the missing
+  // factors (LoginFlowService.beginStepUp). Methods are ordered otp < password < password_otp <
+  // password_certificate.
+  policy.get('login')?.checks.add(
+    new interactionPolicy.Check('acr_step_up', 'the session was established with a weaker login method than requested', (ctx) => {
+      const session = ctx.oidc.session;
+      if (!session?.accountId || ctx.oidc.result?.login) return interactionPolicy.Check.NO_NEED_TO_PROMPT;
+      const required = requiredMethod(ctx.oidc.params?.acr_values as string | undefined);
+      if (!required) return interactionPolicy.Check.NO_NEED_TO_PROMPT;
+      const current = methodOfAcr(session.acr);
+      return current && isAtLeast(current, required) ? interactionPolicy.Check.NO_NEED_TO_PROMPT : interactionPolicy.Check.REQUEST_PROMPT;
+    }),
+  );
+
+  const mtlsUrl = config.certificates.mtls.url;
+  // oidc-provider refuses outbound requests to loopback and private addresses (SSRF protection). The
+  // back-channel logout URIs in config/ are the integrator's own registrations, and sites often listen
+  // on an internal network, so exactly those URLs may go there; every other request stays protected.
+  const registeredBackchannel = new Set(tenants.allClients().flatMap(({ client }) => (client.backchannel_logout_uri ? [new URL(client.backchannel_logout_uri).href] : [])));
+  const outboundFetch: NonNullable<Configuration['fetch']> = (input, init) => {
+    const href = input instanceof Request ? input.url : new URL(input).href;
+    if (!init || !registeredBackchannel.has(href)) return globalThis.fetch(input, init);
+    const { dispatcher: _ssrfGuard, ...rest } = init as RequestInit & { dispatcher?: unknown };
+    return globalThis.fetch(input, rest);
+  };
+
   const configuration: Configuration = {
     adapter: createAdapterFactory(deps.payloads),
+    fetch: outboundFetch,
     clients,
     jwks: deps.jwks as Configuration['jwks'],
     cookies: { keys: deps.cookieKeys },
@@ -96,6 +132,18 @@ export function createProvider(deps: ProviderDeps): Provider {
       revocation: { enabled: true },
       introspection: { enabled: true },
       userinfo: { enabled: true },
+      // Sites registered with backchannel_logout_uri hear about ended sessions (src/oidc/backchannel.ts
+      // covers sessions the account area ends outside end_session).
+      backchannelLogout: { enabled: true },
+      // Lets the account area ask for the sid claim (claims={"id_token":{"sid":null}}) to know its session.
+      claimsParameter: { enabled: true },
+      // RFC 8705 certificate-bound access tokens for clients registered with
+      // tls_client_certificate_bound_access_tokens; their token requests must come over mutual TLS.
+      mTLS: {
+        enabled: true,
+        certificateBoundAccessTokens: true,
+        getCertificate: (ctx) => deps.clientCertificate(ctx.req)?.pem,
+      },
       rpInitiatedLogout: {
         enabled: true,
         async logoutSource(ctx, form) {
@@ -110,6 +158,19 @@ export function createProvider(deps: ProviderDeps): Provider {
         },
       },
     },
+    // Clients using RFC 8705 find the mutual-TLS listener's endpoints here.
+    ...(mtlsUrl
+      ? {
+          discovery: {
+            mtls_endpoint_aliases: {
+              token_endpoint: `${mtlsUrl}/token`,
+              userinfo_endpoint: `${mtlsUrl}/me`,
+              introspection_endpoint: `${mtlsUrl}/token/introspection`,
+              revocation_endpoint: `${mtlsUrl}/token/revocation`,
+            },
+          },
+        }
+      : {}),
     interactions: {
       policy,
       url: (_ctx, interaction) => `/interaction/${interaction.uid}`,

@@ -123,7 +123,8 @@ export class AccountRepository {
     });
   }
 
-  async setPassword(id: string, passwordHash: string): Promise<void> {
+  /** Sets (or, with null, removes) the account's password hash. */
+  async setPassword(id: string, passwordHash: string | null): Promise<void> {
     await this.prisma.account.update({ where: { id }, data: { passwordHash } });
   }
 

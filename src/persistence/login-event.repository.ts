@@ -23,10 +23,16 @@ export class LoginEventRepository {
   listForAccount(accountId: string, opts: { since?: Date; skip?: number; take?: number } = {}): Promise<LoginEvent[]> {
     return this.prisma.loginEvent.findMany({
       where: { accountId, ...(opts.since ? { createdAt: { gte: opts.since } } : {}) },
-      orderBy: { createdAt: 'desc' },
+      // The id breaks ties between events of the same millisecond, so pages neither repeat nor skip rows.
+      orderBy: [{ createdAt: 'desc' }, { id: 'desc' }],
       skip: opts.skip,
       take: opts.take,
     });
+  }
+
+  /** How many events listForAccount would return without skip/take. */
+  countForAccount(accountId: string, since?: Date): Promise<number> {
+    return this.prisma.loginEvent.count({ where: { accountId, ...(since ? { createdAt: { gte: since } } : {}) } });
   }
 
   /** The account's successful logins, newest first. */

@@ -11,6 +11,10 @@ const SAMPLE_PARAMS: Record<MailTemplate, Record<string, string>> = {
   'activation-completed': { userId: 'p-01-usr007', siteName: 'デモ株式会社' },
   'account-unlocked': { userId: 'p-01-usr007' },
   'recovery-used': { userId: 'p-01-usr007', action: 'パスワード再設定', time: '2025-04-01 09:30', ip: '203.0.113.7' },
+  'device-verify': { userId: 'p-01-usr012', otp: '57302918', expiresMinutes: '10', number: '2' },
+  'devices-changed': { userId: 'p-01-usr012', action: '端末の追加', device: '端末No 2（パソコン）new@example.jp', time: '2025-04-01 09:30:00 UTC', ip: '203.0.113.7' },
+  'secret-question-changed': { userId: 'p-01-usr012', time: '2025/04/01 09:30:00', ip: '203.0.113.7' },
+  'login-method-changed': { userId: 'p-01-usr012', from: 'ワンタイムパスワード', to: 'パスワード＋ワンタイムパスワード' },
 };
 
 describe('mail templates', () => {

@@ -4,7 +4,11 @@ import { REDIRECT_URI } from './harness.js';
 /** A minimal cookie-keeping HTTP client that follows nothing by itself, like a careful browser. */
 export class Agent {
   readonly cookies = new Map<string, string>();
-  constructor(readonly base: string) {}
+  /** `fetchImpl`: another transport, e.g. one presenting a TLS client certificate (mtls-fetch.ts). */
+  constructor(
+    readonly base: string,
+    private readonly fetchImpl: typeof fetch = fetch,
+  ) {}
 
   private cookieHeader() {
     return [...this.cookies].map(([k, v]) => `${k}=${v}`).join('; ');
@@ -12,7 +16,7 @@ export class Agent {
 
   async request(method: string, path: string, body?: Record<string, string>, headers: Record<string, string> = {}): Promise<Response> {
     const url = new URL(path, this.base);
-    const res = await fetch(url, {
+    const res = await this.fetchImpl(url, {
       method,
       redirect: 'manual',
       headers: {

@@ -4,7 +4,9 @@ import * as oidc from 'openid-client';
 import { accountConsoleClientId, type AppConfig, type TenantDirectory } from '../../config/index.js';
 import { AppError, BadRequestError, ForbiddenError } from '../../http/errors.js';
 import type { AccountRepository } from '../../persistence/account.repository.js';
+import type { CertificateService } from '../../certificates/certificate.service.js';
 import type { LoginEventRepository } from '../../persistence/login-event.repository.js';
+import type { SessionRepository } from '../../persistence/session.repository.js';
 import { readAreaSession, requireAreaSession, safeReturn, writeAreaSession, type AreaState } from './area-session.js';
 
 const PENDING = 'account_area_login';
@@ -24,7 +26,15 @@ interface PendingLogin {
  * This router holds its sign-in, sign-out and top page; the feature pages are their own routers
  * under the same prefix, behind `requireAreaSession`.
  */
-export function accountAreaRouter(deps: { config: AppConfig; tenants: TenantDirectory; accounts: AccountRepository; loginEvents: LoginEventRepository; secure: boolean }) {
+export function accountAreaRouter(deps: {
+  config: AppConfig;
+  tenants: TenantDirectory;
+  accounts: AccountRepository;
+  loginEvents: LoginEventRepository;
+  sessions: SessionRepository;
+  certificates: Pick<CertificateService, 'listForAccount'>;
+  secure: boolean;
+}) {
   const { config, tenants } = deps;
   const router = new Router({ prefix: '/account' });
   const discovered = new Map<string, Promise<oidc.Configuration>>();
@@ -77,7 +87,10 @@ export function accountAreaRouter(deps: { config: AppConfig; tenants: TenantDire
       state: pending.state,
       nonce: pending.nonce,
       ui_locales: ctx.state.locale,
-      ...(maxAge0 ? { max_age: '0' } : {}),
+      // The sid claim names the provider session behind the area session (sessions page, sign-outs).
+      claims: JSON.stringify({ id_token: { sid: null } }),
+      // prompt=login too: max_age=0 alone lets a login made within the same second through.
+      ...(maxAge0 ? { max_age: '0', prompt: 'login' } : {}),
     });
     ctx.status = 303;
     ctx.redirect(url.href);
@@ -107,6 +120,10 @@ export function accountAreaRouter(deps: { config: AppConfig; tenants: TenantDire
     }
     const claims = tokens.claims()!;
     const now = Math.floor(Date.now() / 1000);
+    // The session's uid, unlike sid, is indexed: every area request checks the session still exists.
+    const sid = typeof claims.sid === 'string' ? claims.sid : undefined;
+    const providerSession = sid ? await deps.sessions.findBySid(claims.sub, accountConsoleClientId(pending.tenant), sid) : undefined;
+    if (!providerSession) throw new BadRequestError('area:errors.no_sign_in');
     writeAreaSession(
       ctx,
       {
@@ -116,6 +133,8 @@ export function accountAreaRouter(deps: { config: AppConfig; tenants: TenantDire
         authTime: typeof claims.auth_time === 'number' ? claims.auth_time : now,
         idToken: tokens.id_token!,
         exp: now + config.accountArea.sessionTtlSeconds,
+        sid,
+        sessionUid: providerSession.uid,
       },
       deps.secure,
     );
@@ -127,8 +146,10 @@ export function accountAreaRouter(deps: { config: AppConfig; tenants: TenantDire
   router.get('/reauth', async (ctx) => {
     const session = readAreaSession(ctx);
     if (!session) {
+      // Its provider session ended meanwhile (dropEndedAreaSessions): an ordinary sign-in from the same site.
+      const from = (ctx.state.areaSessionEnded as { from?: string } | undefined)?.from;
       ctx.status = 303;
-      ctx.redirect('/account/login');
+      ctx.redirect(`/account/login?return=${encodeURIComponent(safeReturn(ctx.query.return))}${from ? `&client_id=${encodeURIComponent(from)}` : ''}`);
       return;
     }
     await startSignIn(ctx, session.tenant, session.from, safeReturn(ctx.query.return), true);
@@ -158,7 +179,13 @@ export function accountAreaRouter(deps: { config: AppConfig; tenants: TenantDire
     const area = ctx.state.area as AreaState;
     // The newest success is this session's own sign-in; the one before it is "the previous login".
     const successes = await deps.loginEvents.listSuccesses(area.account.id, 2);
-    await ctx.render('account/index', { area, menu: 'devices', previousLogin: successes[1] ?? null, contract: area.tenant.contract });
+    // The device table's certificate columns: each device's current certificate, if any.
+    const certificates: Record<string, { expiry: string; downloadPassword: string; renewable: boolean; status: string }> = {};
+    for (const c of await deps.certificates.listForAccount(area.account.id)) {
+      if (!c.deviceId || certificates[c.deviceId] || c.status === 'revoked') continue;
+      certificates[c.deviceId] = { expiry: c.notAfter.toISOString().slice(0, 10).replaceAll('-', '/'), downloadPassword: c.downloadPassword, renewable: c.renewable, status: c.status };
+    }
+    await ctx.render('account/index', { area, menu: 'devices', previousLogin: successes[1] ?? null, contract: area.tenant.contract, certificates });
   });
 
   return router;

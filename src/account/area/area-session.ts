@@ -17,6 +17,9 @@ export interface AreaSession {
   idToken: string;
   /** Session expiry, epoch seconds. */
   exp: number;
+  /** The provider session behind this one: the ID token's sid, and the session's stable uid (looked up once at sign-in). */
+  sid?: string;
+  sessionUid?: string;
 }
 
 export interface AreaState {
@@ -26,6 +29,7 @@ export interface AreaState {
 }
 
 export function readAreaSession(ctx: Context): AreaSession | undefined {
+  if (ctx.state.areaSessionEnded) return undefined;
   const raw = ctx.cookies.get(COOKIE, { signed: true });
   if (!raw) return undefined;
   try {
@@ -42,6 +46,25 @@ export function writeAreaSession(ctx: Context, session: AreaSession | undefined,
 }
 
 /**
+ * An area session lives only as long as the provider session it came from: once that is gone (signed
+ * out on another device, "sign out everywhere", logout at a site, expiry) the cookie is dropped, and
+ * every account-area page asks the user to sign in again. Runs before the account-area routers.
+ */
+export function dropEndedAreaSessions(deps: { sessions: { isActive(uid: string): Promise<boolean> }; secure: boolean }) {
+  return async (ctx: Context, next: Next) => {
+    if (ctx.path === '/account' || ctx.path.startsWith('/account/')) {
+      const session = readAreaSession(ctx);
+      if (session && !(session.sessionUid && (await deps.sessions.isActive(session.sessionUid)))) {
+        writeAreaSession(ctx, undefined, deps.secure);
+        // Kept for the way back: signing in again needs the site the user came from.
+        ctx.state.areaSessionEnded = { from: session.from };
+      }
+    }
+    return next();
+  };
+}
+
+/**
  * Loads the signed-in account for every account-area page. Without a session, pages send the user to
  * sign in (and back); a locked or deleted account loses its session.
  */
@@ -54,7 +77,8 @@ export function requireAreaSession(deps: { accounts: AccountRepository; tenants:
       if (session) writeAreaSession(ctx, undefined, deps.secure);
       const back = ctx.method === 'GET' ? ctx.originalUrl : '/account/';
       ctx.status = 303;
-      const from = session?.from ?? (typeof ctx.query.client_id === 'string' ? ctx.query.client_id : undefined);
+      const ended = ctx.state.areaSessionEnded as { from?: string } | undefined;
+      const from = session?.from ?? ended?.from ?? (typeof ctx.query.client_id === 'string' ? ctx.query.client_id : undefined);
       ctx.redirect(`/account/login?return=${encodeURIComponent(back)}${from ? `&client_id=${encodeURIComponent(from)}` : ''}`);
       return;
     }
