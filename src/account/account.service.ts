@@ -151,7 +151,11 @@ export class AccountService {
 
   async issueActivation(tenantId: string, userId: string, opts: Actor & { mail?: boolean; locale?: Locale }): Promise<IssuedActivation> {
     const account = await this.find(tenantId, userId);
-    return this.deps.activation.issue(account, opts);
+    const issued = await this.deps.activation.issue(account, opts);
+    // Handed out by the site instead of mailed: the user is still told that a new one exists.
+    const to = deliverableAddresses(account);
+    if (!opts.mail && to.length) await this.deps.mail.enqueue({ to, template: 'activation-reissued', locale: opts.locale ?? 'ja', params: { userId: account.userId } });
+    return issued;
   }
 
   /** Unlocks the account, clears its counter, records it and tells the user by mail. */

@@ -60,6 +60,29 @@ describe('account area: login method change and certificates', () => {
     expect((await agent.get('/account/devices/1/certificate')).status).toBe(404);
   });
 
+  test('a certificate close to its expiry can be renewed: new download password, old certificate revoked', async () => {
+    const { account, agent, html } = await signedIn();
+    await s.db.prisma.account.update({ where: { id: account.id }, data: { loginMethod: 'password_certificate' } });
+    const device = account.devices[0]!;
+    const soon = { notBefore: new Date(Date.now() - 86400_000), notAfter: new Date(Date.now() + 10 * 86400_000) };
+    const old = await s.app.services.certificates.issue(account.id, device.id, soon);
+    const top = await (await agent.get('/account/')).text();
+    expect(top).toContain(old.downloadPassword);
+    expect(top).toContain('/account/devices/1/certificate/renew');
+    const renewed = await agent.post('/account/devices/1/certificate/renew', { _csrf: csrfOf(html) });
+    expect(renewed.status).toBe(303);
+    const list = await s.app.services.certificates.listForAccount(account.id);
+    const current = list.find((c) => c.deviceId === device.id && c.status === 'valid')!;
+    expect(current.id).not.toBe(old.certificate.id);
+    expect(current.notAfter.getTime()).toBeGreaterThan(Date.now() + 300 * 86400_000);
+    expect(list.find((c) => c.id === old.certificate.id)!.status).toBe('revoked');
+    expect(await (await agent.get('/account/')).text()).toContain(current.downloadPassword);
+    // A certificate far from its expiry is not renewed.
+    const again = await agent.post('/account/devices/1/certificate/renew', { _csrf: csrfOf(html) });
+    expect(again.status).toBe(400);
+    expect(await again.text()).toContain('有効期限の30日前から');
+  });
+
   test('a method outside the contract, a missing password and a missing CSRF token are refused', async () => {
     const { agent, html } = await signedIn();
     const bad = await agent.post('/account/login-method/execute', { _csrf: csrfOf(html), method: 'password' });

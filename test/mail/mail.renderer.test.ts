@@ -15,6 +15,7 @@ const SAMPLE_PARAMS: Record<MailTemplate, Record<string, string>> = {
   'devices-changed': { userId: 'p-01-usr012', action: '端末の追加', device: '端末No 2（パソコン）new@example.jp', time: '2025-04-01 09:30:00 UTC', ip: '203.0.113.7' },
   'secret-question-changed': { userId: 'p-01-usr012', time: '2025/04/01 09:30:00', ip: '203.0.113.7' },
   'login-method-changed': { userId: 'p-01-usr012', from: 'ワンタイムパスワード', to: 'パスワード＋ワンタイムパスワード' },
+  'activation-reissued': { userId: 'p-01-usr012' },
 };
 
 describe('mail templates', () => {
