@@ -1,6 +1,6 @@
-import type { Browser, BrowserContext, Page } from 'playwright-core';
+import type { Page } from 'playwright-core';
 import { uniqueUser } from '../support/harness.js';
-import { browserSkipReason, launchBrowser, newContext, screenshot, startDemoTestServer, type BrowserTestServer } from '../support/browser.js';
+import { describeBrowser, screenshot, startDemoTestServer, useBrowserSuite, type BrowserTestServer } from '../support/browser.js';
 
 /** What each page must say, per language (literal, so a broken translation fails the test). */
 const TEXTS = {
@@ -51,35 +51,11 @@ const TEXTS = {
 } as const;
 type Lang = keyof typeof TEXTS;
 
-const skipReason = browserSkipReason();
-if (skipReason) console.warn(skipReason);
-const describeBrowser = skipReason ? describe.skip : describe;
-
-describeBrowser(`the account area in Chromium${skipReason ? ` (SKIPPED: ${skipReason})` : ''}`, () => {
+describeBrowser('the account area in Chromium', () => {
   let s: BrowserTestServer;
-  let browser: Browser;
-  const contexts: BrowserContext[] = [];
-
-  beforeAll(async () => {
-    // Keep whichever started, so afterAll can close it even when the other failed.
-    const [server, launched] = await Promise.allSettled([startDemoTestServer(), launchBrowser()]);
-    if (server.status === 'fulfilled') s = server.value;
-    if (launched.status === 'fulfilled') browser = launched.value;
-    for (const r of [server, launched]) if (r.status === 'rejected') throw r.reason;
+  const { openPage } = useBrowserSuite(startDemoTestServer, (server) => {
+    s = server;
   });
-  afterEach(async () => {
-    for (const c of contexts.splice(0)) await c.close();
-  });
-  afterAll(async () => {
-    await browser?.close();
-    await s?.close();
-  });
-
-  async function openPage(locale: string): Promise<Page> {
-    const context = await newContext(browser, locale);
-    contexts.push(context);
-    return context.newPage();
-  }
 
   /** The page's language and its visible text (hidden text does not count). */
   async function expectPage(page: Page, lang: Lang, ...texts: Array<string | RegExp>) {

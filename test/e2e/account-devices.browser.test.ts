@@ -1,6 +1,6 @@
-import type { Browser, BrowserContext, Page } from 'playwright-core';
+import type { Page } from 'playwright-core';
 import { startTestServer, uniqueUser, type TestServer } from '../support/harness.js';
-import { browserSkipReason, launchBrowser, newContext, screenshot } from '../support/browser.js';
+import { describeBrowser, screenshot, useBrowserSuite } from '../support/browser.js';
 
 /** What each page must say, per language (literal, so a broken translation fails the test). */
 const TEXTS = {
@@ -81,34 +81,14 @@ const TEXTS = {
 } as const;
 type Lang = keyof typeof TEXTS;
 
-const skipReason = browserSkipReason();
-if (skipReason) console.warn(skipReason);
-const describeBrowser = skipReason ? describe.skip : describe;
-
-describeBrowser(`account area devices in Chromium${skipReason ? ` (SKIPPED: ${skipReason})` : ''}`, () => {
+describeBrowser('account area devices in Chromium', () => {
   let s: TestServer;
-  let browser: Browser;
-  const contexts: BrowserContext[] = [];
-
-  beforeAll(async () => {
-    // Keep whichever started, so afterAll can close it even when the other failed.
-    const [server, launched] = await Promise.allSettled([startTestServer(), launchBrowser()]);
-    if (server.status === 'fulfilled') s = server.value;
-    if (launched.status === 'fulfilled') browser = launched.value;
-    for (const r of [server, launched]) if (r.status === 'rejected') throw r.reason;
-  });
-  afterEach(async () => {
-    for (const c of contexts.splice(0)) await c.close();
-  });
-  afterAll(async () => {
-    await browser?.close();
-    await s?.close();
+  const suite = useBrowserSuite(startTestServer, (server) => {
+    s = server;
   });
 
-  async function openPage(locale: string, javaScriptEnabled: boolean): Promise<Page> {
-    const context = await newContext(browser, locale, { javaScriptEnabled });
-    contexts.push(context);
-    return context.newPage();
+  function openPage(locale: string, javaScriptEnabled: boolean): Promise<Page> {
+    return suite.openPage(locale, { javaScriptEnabled });
   }
 
   async function expectPage(page: Page, lang: Lang, ...texts: string[]) {

@@ -1,10 +1,10 @@
-import type { Browser, BrowserContext, Page } from 'playwright-core';
+import type { Page } from 'playwright-core';
 import * as oidc from 'openid-client';
 import { parseTenants } from '../../src/config/tenants.js';
 import { verifySecret } from '../../src/credentials/hashing.js';
 import { startTestServer, uniqueUser, TEST_TENANTS_YAML, type TestServer } from '../support/harness.js';
 import { discover, followToCallback, startLogin, submit } from '../support/browser-less.js';
-import { browserSkipReason, launchBrowser, newContext, screenshot } from '../support/browser.js';
+import { describeBrowser, screenshot, useBrowserSuite } from '../support/browser.js';
 
 const NEW_PASSWORD = 'yuki-no-hi-no-tegami-77';
 
@@ -45,35 +45,17 @@ const TEXTS = {
   },
 } as const;
 
-const skipReason = browserSkipReason();
-if (skipReason) console.warn(skipReason);
-const describeBrowser = skipReason ? describe.skip : describe;
-
-describeBrowser(`account area: login method change in Chromium${skipReason ? ` (SKIPPED: ${skipReason})` : ''}`, () => {
+describeBrowser('account area: login method change in Chromium', () => {
   let s: TestServer;
-  let browser: Browser;
-  const contexts: BrowserContext[] = [];
-
-  beforeAll(async () => {
-    const tenants = parseTenants('t', TEST_TENANTS_YAML.replace('login_methods: [otp]', 'login_methods: [otp, password_otp, password_certificate]'));
-    const [server, launched] = await Promise.allSettled([startTestServer({ tenants }), launchBrowser()]);
-    if (server.status === 'fulfilled') s = server.value;
-    if (launched.status === 'fulfilled') browser = launched.value;
-    for (const r of [server, launched]) if (r.status === 'rejected') throw r.reason;
-  });
-  afterEach(async () => {
-    for (const c of contexts.splice(0)) await c.close();
-  });
-  afterAll(async () => {
-    await browser?.close();
-    await s?.close();
-  });
-
-  async function openPage(locale: string): Promise<Page> {
-    const context = await newContext(browser, locale);
-    contexts.push(context);
-    return context.newPage();
-  }
+  const { openPage } = useBrowserSuite(
+    () => {
+      const tenants = parseTenants('t', TEST_TENANTS_YAML.replace('login_methods: [otp]', 'login_methods: [otp, password_otp, password_certificate]'));
+      return startTestServer({ tenants });
+    },
+    (server) => {
+      s = server;
+    },
+  );
 
   async function visible(page: Page) {
     return page.locator('body').innerText();

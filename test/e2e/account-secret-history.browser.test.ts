@@ -1,7 +1,7 @@
-import type { Browser, BrowserContext, Page } from 'playwright-core';
+import type { Page } from 'playwright-core';
 import { hashSecret, normalizeAnswer, verifySecret } from '../../src/credentials/hashing.js';
 import { startTestServer, uniqueUser, type TestServer } from '../support/harness.js';
-import { browserSkipReason, launchBrowser, newContext, screenshot } from '../support/browser.js';
+import { describeBrowser, screenshot, useBrowserSuite } from '../support/browser.js';
 
 /** What each page must say, per language (literal, so a broken translation fails the test). */
 const TEXTS = {
@@ -73,28 +73,10 @@ const TEXTS = {
 type Lang = keyof typeof TEXTS;
 type Texts = (typeof TEXTS)[Lang];
 
-const skipReason = browserSkipReason();
-if (skipReason) console.warn(skipReason);
-const describeBrowser = skipReason ? describe.skip : describe;
-
-describeBrowser(`account area: secret question and login history in Chromium${skipReason ? ` (SKIPPED: ${skipReason})` : ''}`, () => {
+describeBrowser('account area: secret question and login history in Chromium', () => {
   let s: TestServer;
-  let browser: Browser;
-  const contexts: BrowserContext[] = [];
-
-  beforeAll(async () => {
-    // Keep whichever started, so afterAll can close it even when the other failed.
-    const [server, launched] = await Promise.allSettled([startTestServer(), launchBrowser()]);
-    if (server.status === 'fulfilled') s = server.value;
-    if (launched.status === 'fulfilled') browser = launched.value;
-    for (const r of [server, launched]) if (r.status === 'rejected') throw r.reason;
-  });
-  afterEach(async () => {
-    for (const c of contexts.splice(0)) await c.close();
-  });
-  afterAll(async () => {
-    await browser?.close();
-    await s?.close();
+  const { openPage } = useBrowserSuite(startTestServer, (server) => {
+    s = server;
   });
 
   async function newAccount() {
@@ -102,12 +84,6 @@ describeBrowser(`account area: secret question and login history in Chromium${sk
     const account = await s.app.services.accounts.create({ tenantId: 't1', userId: u.userId, devices: [{ email: u.email }] });
     await s.app.services.accounts.setSecretQuestion(account.id, 'first_pet', await hashSecret(normalizeAnswer('ぽち')));
     return { ...u, id: account.id };
-  }
-
-  async function openPage(locale: string): Promise<Page> {
-    const context = await newContext(browser, locale);
-    contexts.push(context);
-    return context.newPage();
   }
 
   /** The page's language and its visible text (not the HTML source, so hidden text does not count). */

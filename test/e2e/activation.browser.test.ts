@@ -1,8 +1,8 @@
 import * as oidc from 'openid-client';
-import type { Browser, BrowserContext, Page } from 'playwright-core';
+import type { Page } from 'playwright-core';
 import { startTestServer, uniqueUser, type TestServer } from '../support/harness.js';
 import { discover, followToCallback, startLogin, submit } from '../support/browser-less.js';
-import { browserSkipReason, launchBrowser, newContext, screenshot } from '../support/browser.js';
+import { describeBrowser, screenshot, useBrowserSuite } from '../support/browser.js';
 
 /** What each page must say, per language (literal, so a broken translation fails the test). */
 const TEXTS = {
@@ -48,36 +48,16 @@ const TEXTS = {
 type Lang = keyof typeof TEXTS;
 type Texts = (typeof TEXTS)[Lang];
 
-const skipReason = browserSkipReason();
-if (skipReason) console.warn(skipReason);
-const describeBrowser = skipReason ? describe.skip : describe;
-
-describeBrowser(`activation in Chromium${skipReason ? ` (SKIPPED: ${skipReason})` : ''}`, () => {
+describeBrowser('activation in Chromium', () => {
   let s: TestServer;
-  let browser: Browser;
   let rp: oidc.Configuration;
-  const contexts: BrowserContext[] = [];
-
-  beforeAll(async () => {
-    // Keep whichever started, so afterAll can close it even when the other failed.
-    const [server, launched] = await Promise.allSettled([startTestServer(), launchBrowser()]);
-    if (server.status === 'fulfilled') s = server.value;
-    if (launched.status === 'fulfilled') browser = launched.value;
-    for (const r of [server, launched]) if (r.status === 'rejected') throw r.reason;
+  const suite = useBrowserSuite(startTestServer, async (server) => {
+    s = server;
     rp = await discover(s.issuer, 'rp-basic', 'rp-basic-secret-0123456789');
   });
-  afterEach(async () => {
-    for (const c of contexts.splice(0)) await c.close();
-  });
-  afterAll(async () => {
-    await browser?.close();
-    await s?.close();
-  });
 
-  async function openPage(locale: string, javaScriptEnabled = true): Promise<Page> {
-    const context = await newContext(browser, locale, { javaScriptEnabled });
-    contexts.push(context);
-    return context.newPage();
+  function openPage(locale: string, javaScriptEnabled = true): Promise<Page> {
+    return suite.openPage(locale, { javaScriptEnabled });
   }
 
   async function expectPage(page: Page, lang: Lang, ...texts: string[]) {
@@ -96,11 +76,24 @@ describeBrowser(`activation in Chromium${skipReason ? ` (SKIPPED: ${skipReason})
     }
   }
 
-  /** Activates through the three screens from the URL the service handed out; returns the user. */
+  /** The site's back office creates the account through the management API, as a tenant would. */
+  async function createThroughApi(u: { userId: string; email: string }): Promise<{ url: string; otp: string }> {
+    const backOffice = await discover(s.issuer, 'backoffice-t1', 'backoffice-t1-secret-0123456789');
+    const { access_token } = await oidc.clientCredentialsGrant(backOffice, { scope: 'management' });
+    const res = await fetch(`${s.issuer}/api/v1/accounts`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${access_token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ userId: u.userId, devices: [{ email: u.email, kind: 'pc' }] }),
+    });
+    expect(res.status).toBe(201);
+    return ((await res.json()) as { activation: { url: string; otp: string } }).activation;
+  }
+
+  /** Activates through the three screens from the URL the management API returned; returns the user. */
   async function activate(lang: Lang, page: Page, shotPrefix: string) {
     const t = TEXTS[lang];
     const u = uniqueUser('e2eact');
-    const { activation } = await s.app.services.accountService.create('t1', { userId: u.userId, devices: [{ email: u.email }] }, { actor: 'api' });
+    const activation = await createThroughApi(u);
     const shot = (n: string) => screenshot(page, `${shotPrefix}-${n}`);
 
     // 初回認証: the user ID comes filled in from the URL.

@@ -1,6 +1,6 @@
-import type { Browser, BrowserContext, Page } from 'playwright-core';
+import type { Page } from 'playwright-core';
 import { uniqueUser } from '../support/harness.js';
-import { browserSkipReason, launchBrowser, newContext, screenshot, startDemoTestServer, type BrowserTestServer } from '../support/browser.js';
+import { describeBrowser, screenshot, startDemoTestServer, useBrowserSuite, type BrowserTestServer } from '../support/browser.js';
 
 /** What each page must say, per language (literal, so a broken translation fails the test). */
 const TEXTS = {
@@ -54,28 +54,10 @@ const TEXTS = {
 type Lang = keyof typeof TEXTS;
 type Texts = (typeof TEXTS)[Lang];
 
-const skipReason = browserSkipReason();
-if (skipReason) console.warn(skipReason);
-const describeBrowser = skipReason ? describe.skip : describe;
-
-describeBrowser(`demo site login in Chromium${skipReason ? ` (SKIPPED: ${skipReason})` : ''}`, () => {
+describeBrowser('demo site login in Chromium', () => {
   let s: BrowserTestServer;
-  let browser: Browser;
-  const contexts: BrowserContext[] = [];
-
-  beforeAll(async () => {
-    // Keep whichever started, so afterAll can close it even when the other failed (or Jest hangs).
-    const [server, launched] = await Promise.allSettled([startDemoTestServer(), launchBrowser()]);
-    if (server.status === 'fulfilled') s = server.value;
-    if (launched.status === 'fulfilled') browser = launched.value;
-    for (const r of [server, launched]) if (r.status === 'rejected') throw r.reason;
-  });
-  afterEach(async () => {
-    for (const c of contexts.splice(0)) await c.close();
-  });
-  afterAll(async () => {
-    await browser?.close();
-    await s?.close();
+  const suite = useBrowserSuite(startDemoTestServer, (server) => {
+    s = server;
   });
 
   async function newAccount() {
@@ -84,10 +66,8 @@ describeBrowser(`demo site login in Chromium${skipReason ? ` (SKIPPED: ${skipRea
     return u;
   }
 
-  async function openPage(locale: string, javaScriptEnabled = true): Promise<Page> {
-    const context = await newContext(browser, locale, { javaScriptEnabled });
-    contexts.push(context);
-    return context.newPage();
+  function openPage(locale: string, javaScriptEnabled = true): Promise<Page> {
+    return suite.openPage(locale, { javaScriptEnabled });
   }
 
   /** The page's language and its visible text (not the HTML source, so hidden text does not count). */

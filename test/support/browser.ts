@@ -42,6 +42,72 @@ export async function newContext(browser: Browser, locale: string, opts: Browser
   return context;
 }
 
+/**
+ * `describe` for a browser suite: skipped, with the reason in its title, only when
+ * browserSkipReason() says so (never in CI, where a missing Chromium must fail).
+ */
+export function describeBrowser(title: string, fn: () => void): void {
+  const skipReason = browserSkipReason();
+  if (skipReason) console.warn(skipReason);
+  const describeOrSkip = skipReason ? describe.skip : describe;
+  describeOrSkip(`${title}${skipReason ? ` (SKIPPED: ${skipReason})` : ''}`, fn);
+}
+
+export interface BrowserSuite<S> {
+  /** The started server; only inside hooks and tests, once beforeAll has run. */
+  readonly server: S;
+  readonly browser: Browser;
+  /** A page in a fresh context (see newContext), closed after the test. */
+  openPage(locale: string, opts?: BrowserContextOptions): Promise<Page>;
+}
+
+/**
+ * Call inside a describe block: beforeAll starts the server and Chromium, then runs `started`;
+ * afterEach closes the test's contexts; afterAll closes the browser and the server.
+ */
+export function useBrowserSuite<S extends { close(): Promise<void> }>(
+  start: () => Promise<S>,
+  started?: (server: S, browser: Browser) => void | Promise<void>,
+): BrowserSuite<S> {
+  let server: S | undefined;
+  let browser: Browser | undefined;
+  const contexts: BrowserContext[] = [];
+
+  beforeAll(async () => {
+    // Keep whichever started, so afterAll can close it even when the other failed (or Jest hangs).
+    const [startedServer, launched] = await Promise.allSettled([start(), launchBrowser()]);
+    if (startedServer.status === 'fulfilled') server = startedServer.value;
+    if (launched.status === 'fulfilled') browser = launched.value;
+    for (const r of [startedServer, launched]) if (r.status === 'rejected') throw r.reason;
+    await started?.(server!, browser!);
+  });
+  afterEach(async () => {
+    for (const c of contexts.splice(0)) await c.close();
+  });
+  afterAll(async () => {
+    await browser?.close();
+    await server?.close();
+  });
+
+  const running = <T>(value: T | undefined, what: string): T => {
+    if (value === undefined) throw new Error(`the browser suite's ${what} is not running (used outside a test, or beforeAll failed)`);
+    return value;
+  };
+  return {
+    get server() {
+      return running(server, 'server');
+    },
+    get browser() {
+      return running(browser, 'browser');
+    },
+    async openPage(locale, opts) {
+      const context = await newContext(running(browser, 'browser'), locale, opts);
+      contexts.push(context);
+      return context.newPage();
+    },
+  };
+}
+
 /** Saves a full-page PNG under test-output/screenshots/ for a person to look at. */
 export async function screenshot(page: Page, name: string): Promise<string> {
   mkdirSync(SCREENSHOT_DIR, { recursive: true });
