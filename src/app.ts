@@ -193,7 +193,7 @@ export async function createApp(opts: CreateAppOptions): Promise<App> {
       config,
       tenants,
       accounts,
-      sessions: new AccountSessionService({ sessions: providerSessions, backchannel: new BackchannelLogout(provider), events: accountEvents, tenants, logger }),
+      sessions: new AccountSessionService({ sessions: providerSessions, backchannel: new BackchannelLogout(provider), events: accountEvents, tenants, logger, mail }),
       secure,
     }),
   );

@@ -1,3 +1,5 @@
+import type { MailQueue } from '../mail/mail.types.js';
+import type { Locale } from '../i18n/index.js';
 import { accountConsoleClientId, type LoginMethod, type TenantDirectory } from '../config/index.js';
 import type { Logger } from '../logger.js';
 import { methodOfAcr } from '../login/login-methods.js';
@@ -52,6 +54,8 @@ export class AccountSessionService {
       events: AccountEventService;
       tenants: TenantDirectory;
       logger?: Pick<Logger, 'warn'>;
+      /** Tells the account's proven addresses after "sign out everywhere". */
+      mail?: MailQueue;
     },
   ) {}
 
@@ -86,7 +90,7 @@ export class AccountSessionService {
   }
 
   /** Ends every session of the account, this browser's included, and every grant and token. */
-  async signOutEverywhere(actor: SessionActor): Promise<{ sessions: number }> {
+  async signOutEverywhere(actor: SessionActor, notice?: { to: string[]; userId: string; locale: Locale }): Promise<{ sessions: number }> {
     const { sessions } = await this.deps.sessions.deleteAllForAccount(actor.accountId);
     await this.deps.events.record({
       tenantId: actor.tenantId,
@@ -97,6 +101,8 @@ export class AccountSessionService {
       detail: { sessions: sessions.length },
     });
     await this.tellSites(actor.accountId, sessions);
+    if (notice?.to.length && this.deps.mail)
+      await this.deps.mail.enqueue({ to: notice.to, template: 'signed-out-everywhere', locale: notice.locale, params: { userId: notice.userId, ip: actor.sourceIp ?? '-' } });
     return { sessions: sessions.length };
   }
 

@@ -1,5 +1,6 @@
 import { randomUUID, timingSafeEqual } from 'node:crypto';
-import type { Contract } from '../config/index.js';
+import type { Contract, LoginMethod } from '../config/index.js';
+import { METHOD_FACTORS } from '../login/login-methods.js';
 import { AppError, RateLimitedError } from '../http/errors.js';
 import type { RateLimits } from '../http/rate-limit.js';
 import { translator, type Locale } from '../i18n/index.js';
@@ -74,8 +75,14 @@ export class DeviceService {
       limits: RateLimits;
       otpTtlSeconds: number;
       resendCooldownSeconds: number;
-      /** Revokes a deleted device's client certificate (it is then listed in the CRL). */
-      certificates?: { revokeForDevice(deviceId: string, reason: 'device_deleted'): Promise<number> };
+      /**
+       * Revokes a deleted device's client certificate (it is then listed in the CRL), and issues one
+       * naming a newly proven address when the account signs in with certificates.
+       */
+      certificates?: {
+        revokeDetached(accountId: string, reason: 'device_deleted'): Promise<number>;
+        issue(accountId: string, deviceId: string): Promise<unknown>;
+      };
     },
   ) {}
 
@@ -206,6 +213,9 @@ export class DeviceService {
       case 'ok': {
         const op = out.before.verifiedAt ? 'changed' : 'added';
         await this.record(account, 'device_verified', req, out.device, { email: out.device.email, previousEmail: out.before.verifiedAt ? out.before.email : null });
+        // A certificate names its device's address: a new or changed address gets a new certificate
+        // (issuing revokes the previous one), shown with its download password in the device table.
+        if (METHOD_FACTORS[account.loginMethod as LoginMethod]?.includes('client_certificate')) await this.deps.certificates?.issue(account.id, out.device.id);
         // The new address is told along with the others; the old one too, as it just stopped working.
         await this.notify(account, req, 'verified', out.device, out.device.email, out.before.verifiedAt ? [out.before.email] : [], out.device.id);
         return { result: 'ok', device: out.device, op };
@@ -246,7 +256,8 @@ export class DeviceService {
       if (out.reason === 'not_found') throw new DeviceRuleError('devices:errors.not_found', {}, 404);
       throw new DeviceRuleError(out.reason === 'last' ? 'devices:errors.last_device' : 'devices:errors.last_proven_device');
     }
-    await this.deps.certificates?.revokeForDevice(out.device.id, 'device_deleted');
+    // The device row is gone (its certificates lost their device); record why they are revoked.
+    await this.deps.certificates?.revokeDetached(account.id, 'device_deleted');
     await this.record(account, 'device_deleted', req, out.device, { email: out.device.email, kind: out.device.kind });
     // The removed address hears of it too: if it wasn't its owner's doing, they should know.
     await this.notify(account, req, 'deleted', out.device, out.device.email, out.device.verifiedAt ? [out.device.email] : [], out.device.id);

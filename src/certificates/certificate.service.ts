@@ -187,6 +187,11 @@ export class CertificateService {
     return this.revoked(await this.deps.repo.revoke({ deviceId }, reason));
   }
 
+  /** Revokes, with a reason, the account's certificates whose device row is already gone. */
+  async revokeDetached(accountId: string, reason: RevocationReason = 'device_deleted'): Promise<number> {
+    return this.revoked(await this.deps.repo.revoke({ accountId, deviceId: null }, reason));
+  }
+
   /** Revokes all the account's certificates (leaving the certificate method, account deleted). */
   async revokeForAccount(accountId: string, reason: RevocationReason = 'method_changed'): Promise<number> {
     return this.revoked(await this.deps.repo.revoke({ accountId }, reason));

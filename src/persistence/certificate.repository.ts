@@ -43,7 +43,8 @@ export class CertificateRepository {
   }
 
   /** Revokes the matching unrevoked certificates; returns how many. */
-  async revoke(where: { id?: string; deviceId?: string; accountId?: string }, reason: string): Promise<number> {
+  /** `deviceId: null` selects certificates whose device has been deleted. */
+  async revoke(where: { id?: string; deviceId?: string | null; accountId?: string }, reason: string): Promise<number> {
     const r = await this.prisma.certificate.updateMany({ where: { ...where, revokedAt: null }, data: { revokedAt: new Date(), reason } });
     return r.count;
   }

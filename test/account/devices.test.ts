@@ -93,6 +93,28 @@ describe('account area: devices (add, change, delete)', () => {
   };
   const devicesOf = async (userId: string, tenantId = 't1') => (await s.app.services.accounts.findByUserId(tenantId, userId))!.devices;
 
+  test('a certificate account: a newly proven device gets its own certificate; deleting it revokes the certificate', async () => {
+    const u = await newUser();
+    const account = (await s.app.services.accounts.findByUserId('t1', u.userId))!;
+    await s.db.prisma.account.update({ where: { id: account.id }, data: { loginMethod: 'password_certificate' } });
+    const { agent } = await signedIn(u);
+    const newAddress = `cert-${u.email}`;
+    const before = s.smtp.messages.length;
+    const verifyPath = await startAdd(agent, newAddress);
+    const ok = await post(agent, verifyPath, { code: await codeFor(newAddress, before) }, verifyPath);
+    expect(ok.status).toBeLessThan(400);
+    const device = (await devicesOf(u.userId))[1]!;
+    const certs = await s.app.services.certificates.listForAccount(account.id);
+    const issued = certs.find((c) => c.deviceId === device.id && c.status === 'valid');
+    expect(issued).toBeDefined();
+    expect((await page(agent, '/account/')).html).toContain(issued!.downloadPassword);
+
+    const del = await post(agent, `/account/devices/${device.number}/delete`, {}, `/account/devices/${device.number}/delete`);
+    expect(del.status).toBeLessThan(400);
+    const after = await s.app.services.certificates.listForAccount(account.id);
+    expect(after.find((c) => c.id === issued!.id)).toMatchObject({ status: 'revoked', reason: 'device_deleted' });
+  });
+
   test('追加: form → 端末登録確認 → code to the new address → 端末登録完了; login codes reach it only once proven', async () => {
     const u = await newUser();
     const { agent, top } = await signedIn(u);

@@ -201,6 +201,9 @@ describe('account area: active sessions, sign out everywhere, back-channel logou
     expect(Number(left[0]!.n)).toBe(0);
     const event = (await s.app.services.accountEvents.list(u.id)).find((e) => e.type === 'signed_out_everywhere');
     expect(event).toMatchObject({ actor: 'user', detail: { sessions: 2 } });
+    // The user is told by mail.
+    const notice = await s.smtp.waitFor((m) => m.to.includes(u.email) && m.subject.includes('すべての端末からのログアウト'));
+    expect(notice.text).toContain(u.userId);
   });
 
   test('both sign-outs refuse a POST without the CSRF token', async () => {

@@ -16,6 +16,7 @@ const SAMPLE_PARAMS: Record<MailTemplate, Record<string, string>> = {
   'secret-question-changed': { userId: 'p-01-usr012', time: '2025/04/01 09:30:00', ip: '203.0.113.7' },
   'login-method-changed': { userId: 'p-01-usr012', from: 'ワンタイムパスワード', to: 'パスワード＋ワンタイムパスワード' },
   'activation-reissued': { userId: 'p-01-usr012' },
+  'signed-out-everywhere': { userId: 'p-01-usr012', ip: '203.0.113.7' },
 };
 
 describe('mail templates', () => {

@@ -1,3 +1,4 @@
+import { deliverableAddresses } from '../../login/factors/email-otp.factor.js';
 import Router from '@koa/router';
 import type { Context } from 'koa';
 import { z } from 'zod';
@@ -68,7 +69,8 @@ export function sessionsRouter(deps: SessionsRouterDeps) {
   });
 
   router.post('/sessions/sign-out-everywhere', session, fresh, async (ctx) => {
-    await deps.sessions.signOutEverywhere(actorOf(ctx));
+    const { account } = ctx.state.area as AreaState;
+    await deps.sessions.signOutEverywhere(actorOf(ctx), { to: deliverableAddresses(account), userId: account.userId, locale: ctx.state.locale });
     writeAreaSession(ctx, undefined, deps.secure);
     ctx.status = 303;
     ctx.redirect(`${BASE}/signed-out`);
