@@ -70,9 +70,9 @@ export function createProvider(deps: ProviderDeps): Provider {
     new interactionPolicy.Check('tenant_mismatch', 'the signed-in account belongs to another tenant', async (ctx) => {
       const accountId = ctx.oidc.session?.accountId;
       if (!accountId || ctx.oidc.result?.login) return interactionPolicy.Check.NO_NEED_TO_PROMPT;
-      const account = await accounts.findById(accountId);
+      const accountTenant = await accounts.tenantOf(accountId);
       const tenant = tenants.client(ctx.oidc.client?.clientId ?? '')?.tenant;
-      return !account || !tenant || account.tenantId !== tenant.id ? interactionPolicy.Check.REQUEST_PROMPT : interactionPolicy.Check.NO_NEED_TO_PROMPT;
+      return !accountTenant || !tenant || accountTenant !== tenant.id ? interactionPolicy.Check.REQUEST_PROMPT : interactionPolicy.Check.NO_NEED_TO_PROMPT;
     }),
   );
 

@@ -30,6 +30,13 @@ export class AccountRepository {
     return this.prisma.account.findUnique({ where: { id }, include: { devices: { orderBy: { number: 'asc' } } } });
   }
 
+  /** Only the tenant of an account (a cheap look-up for checks on every authorization request). */
+  async tenantOf(id: string): Promise<string | null> {
+    if (!UUID.test(id)) return null;
+    const row = await this.prisma.account.findUnique({ where: { id }, select: { tenantId: true } });
+    return row?.tenantId ?? null;
+  }
+
   create(input: NewAccount): Promise<AccountWithDevices> {
     const now = new Date();
     return this.prisma.account.create({
