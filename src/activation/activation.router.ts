@@ -1,10 +1,11 @@
 import Router from '@koa/router';
+import { limitIp } from '../http/rate-limit.middleware.js';
 import type { Context } from 'koa';
 import type { TenantDirectory } from '../config/index.js';
 import { PASSWORD_MAX_LENGTH } from '../credentials/password-policy.js';
 import type { LoginEventService } from '../history/login-event.service.js';
 import { clientIp } from '../http/client-ip.js';
-import { NotFoundError, RateLimitedError } from '../http/errors.js';
+import { NotFoundError } from '../http/errors.js';
 import type { RateLimits } from '../http/rate-limit.js';
 import type { AccountRepository, AccountWithDevices } from '../persistence/account.repository.js';
 import type { ActivationService, RegistrationProblem } from './activation.service.js';
@@ -61,11 +62,6 @@ export function activationRouter(deps: ActivationRouterDeps) {
     const v = b && typeof b === 'object' && !Array.isArray(b) ? (b as Record<string, unknown>)[name] : undefined;
     return typeof v === 'string' ? v : '';
   };
-
-  async function limitIp(ctx: Context, backUrl: string) {
-    const d = await deps.limits.consume('ip', clientIp(ctx) ?? 'unknown');
-    if (!d.allowed) throw new RateLimitedError(d.retryAfterSeconds, backUrl);
-  }
 
   const cookieOptions = (ctx: Context) => ({ signed: true, httpOnly: true, sameSite: 'lax' as const, secure: deps.secure && ctx.secure, path: '/activation', overwrite: true });
 
@@ -145,7 +141,7 @@ export function activationRouter(deps: ActivationRouterDeps) {
 
   router.post('/:tenant', async (ctx) => {
     const tenant = tenantOf(ctx);
-    await limitIp(ctx, base(tenant));
+    await limitIp(deps.limits, ctx, base(tenant));
     const userId = field(ctx, 'userId').normalize('NFKC').trim().slice(0, USER_ID_MAX);
     // Full-width digits and spaces or hyphens from a pasted code are forgiven.
     const otp = field(ctx, 'otp').normalize('NFKC').replace(/[\s-]/g, '').slice(0, OTP_MAX);
@@ -198,7 +194,7 @@ export function activationRouter(deps: ActivationRouterDeps) {
 
   router.post('/:tenant/register', async (ctx) => {
     const tenant = tenantOf(ctx);
-    await limitIp(ctx, base(tenant));
+    await limitIp(deps.limits, ctx, base(tenant));
     const found = await sessionAccount(ctx, tenant);
     if (!found) return renderRestart(ctx, tenant, 400, 'activation:errors.session_expired');
     const { account, session } = found;

@@ -1,5 +1,16 @@
 import type { Context, Middleware } from 'koa';
+import { clientIp } from './client-ip.js';
+import { RateLimitedError } from './errors.js';
 import { TooManyRequestsError, type RateLimits } from './rate-limit.js';
+
+/**
+ * Counts one step of a form flow (login, activation, recovery) against the caller's IP; refused, it
+ * throws the 429 page with a way back to `backUrl`.
+ */
+export async function limitIp(limits: RateLimits, ctx: Context, backUrl: string): Promise<void> {
+  const d = await limits.consume('ip', clientIp(ctx) ?? 'unknown');
+  if (!d.allowed) throw new RateLimitedError(d.retryAfterSeconds, backUrl);
+}
 
 /**
  * Counts every request against its source IP. When refused, answers 429 with Retry-After and throws

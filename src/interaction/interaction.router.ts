@@ -1,8 +1,8 @@
 import Router from '@koa/router';
+import { limitIp } from '../http/rate-limit.middleware.js';
 import type { Context } from 'koa';
 import type { TenantDirectory } from '../config/index.js';
-import { clientIp } from '../http/client-ip.js';
-import { BadRequestError, RateLimitedError } from '../http/errors.js';
+import { BadRequestError } from '../http/errors.js';
 import type { RateLimits } from '../http/rate-limit.js';
 import type { LoginFlowService } from '../login/login-flow.service.js';
 import { requiredMethod } from '../login/login-methods.js';
@@ -23,11 +23,6 @@ export function interactionRouter(deps: { interactions: OidcInteractions; flows:
   const load = (ctx: Context) => loadInteraction(ctx, interactions);
   const flowUrl = (uid: string) => `/interaction/${uid}`;
   const body = formBody;
-
-  async function limitIp(ctx: Context, uid: string) {
-    const d = await deps.limits.consume('ip', clientIp(ctx) ?? 'unknown');
-    if (!d.allowed) throw new RateLimitedError(d.retryAfterSeconds, flowUrl(uid));
-  }
 
   router.get('/:uid', async (ctx) => {
     const details = await load(ctx);
@@ -59,7 +54,7 @@ export function interactionRouter(deps: { interactions: OidcInteractions; flows:
 
   router.post('/:uid/identify', async (ctx) => {
     const details = await load(ctx);
-    await limitIp(ctx, details.uid);
+    await limitIp(deps.limits, ctx, flowUrl(details.uid));
     const flow = await flows.begin(details.uid, details.params.client_id);
     await flows.identify(flow, body(ctx).userId, requestInfo(ctx), flowUrl(details.uid), requiredMethod(details.params.acr_values));
     ctx.status = 303;
@@ -69,7 +64,7 @@ export function interactionRouter(deps: { interactions: OidcInteractions; flows:
   // One handler for every factor's form: the flow knows which factor is current.
   router.post(['/:uid/otp', '/:uid/password', '/:uid/certificate'], async (ctx) => {
     const details = await load(ctx);
-    await limitIp(ctx, details.uid);
+    await limitIp(deps.limits, ctx, flowUrl(details.uid));
     const flow = await flows.begin(details.uid, details.params.client_id);
     if (!flow.state.startsWith('factor:')) throw new BadRequestError('common:errors.bad_request', {}, flowUrl(details.uid));
     const outcome = await flows.submit(flow, body(ctx), requestInfo(ctx), flowUrl(details.uid));
@@ -83,7 +78,7 @@ export function interactionRouter(deps: { interactions: OidcInteractions; flows:
 
   router.post('/:uid/resend', async (ctx) => {
     const details = await load(ctx);
-    await limitIp(ctx, details.uid);
+    await limitIp(deps.limits, ctx, flowUrl(details.uid));
     const flow = await flows.begin(details.uid, details.params.client_id);
     await flows.resend(flow, requestInfo(ctx), flowUrl(details.uid));
     ctx.status = 303;

@@ -1,8 +1,8 @@
 import Router from '@koa/router';
+import { limitIp } from '../http/rate-limit.middleware.js';
 import type { Context } from 'koa';
 import type { TenantDirectory } from '../config/index.js';
-import { clientIp } from '../http/client-ip.js';
-import { BadRequestError, NotFoundError, RateLimitedError } from '../http/errors.js';
+import { BadRequestError, NotFoundError } from '../http/errors.js';
 import type { RateLimits } from '../http/rate-limit.js';
 import { formBody, loadInteraction, requestInfo } from '../interaction/interaction-context.js';
 import type { InteractionDetails, OidcInteractions } from '../oidc/interactions.js';
@@ -28,11 +28,6 @@ export function recoveryRouter(deps: { interactions: OidcInteractions; recovery:
   }
 
   const flowOf = (details: InteractionDetails) => recovery.begin(details.uid, details.params.client_id);
-
-  async function limitIp(ctx: Context, uid: string) {
-    const d = await deps.limits.consume('ip', clientIp(ctx) ?? 'unknown');
-    if (!d.allowed) throw new RateLimitedError(d.retryAfterSeconds, base(uid));
-  }
 
   /** Renders the flow's current step, with a field error when the last POST had one. */
   async function renderStep(ctx: Context, details: InteractionDetails, error?: RecoveryFieldError, values: Record<string, string> = {}) {
@@ -61,7 +56,7 @@ export function recoveryRouter(deps: { interactions: OidcInteractions; recovery:
   function post(action: (ctx: Context, details: InteractionDetails) => Promise<string | void>, keep: string[] = []) {
     return async (ctx: Context) => {
       const details = await load(ctx);
-      await limitIp(ctx, details.uid);
+      await limitIp(deps.limits, ctx, base(details.uid));
       try {
         const query = await action(ctx, details);
         const flow = await flowOf(details);
