@@ -69,4 +69,25 @@ describe('password factor (password and password + OTP methods)', () => {
     const events = await s.db.prisma.loginEvent.findMany({ where: { submittedUserId: u.userId }, orderBy: { createdAt: 'asc' } });
     expect(events.map((e) => e.result)).toEqual(['wrong_password', 'wrong_password', 'wrong_otp', 'wrong_otp', 'locked']);
   });
+
+  test('wrong passwords lock a password account with a page about the password, not the one-time password', async () => {
+    for (const lang of ['ja', 'en'] as const) {
+      const u = await account('password');
+      const login = await startLogin(rp, s.issuer);
+      login.agent.cookies.set('lang', lang);
+      await submit(login, 'identify', { userId: u.userId });
+      for (let i = 0; i < 4; i++) expect((await submit(login, 'password', { password: 'wrong-password-x' })).status).toBe(401);
+      const locked = await submit(login, 'password', { password: 'wrong-password-x' });
+      expect(locked.status).toBe(403);
+      const page = await locked.text();
+      expect(page).toContain(lang === 'ja' ? '】 パスワードの誤入力が繰り返されたため、アカウントをロックしました' : 'a wrong password was entered too many times');
+      // Later tries of the locked account: the cause is not known any more, so the page names none.
+      const later = await submit(login, 'password', { password: PASSWORD });
+      expect(later.status).toBe(403);
+      for (const text of [page, await later.text()]) {
+        expect(text).toContain(lang === 'ja' ? 'アカウントをロックしました' : 'Your account has been locked');
+        expect(text).not.toMatch(lang === 'ja' ? /ワンタイムパスワード/ : /one-time password/i);
+      }
+    }
+  });
 });
