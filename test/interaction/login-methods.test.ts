@@ -3,6 +3,7 @@ import { parseTenants } from '../../src/config/tenants.js';
 import { hashSecret } from '../../src/credentials/hashing.js';
 import { startTestServer, uniqueUser, TEST_TENANTS_YAML, type TestServer } from '../support/harness.js';
 import { discover, followToCallback, startLogin, submit } from '../support/browser-less.js';
+import { mailedBeforeMarker } from '../support/mail-marker.js';
 
 const PASSWORD = 'kiri-no-naka-no-fune-42';
 
@@ -43,12 +44,12 @@ describe('password factor (password and password + OTP methods)', () => {
     const before = s.smtp.messages.length;
     await submit(login, 'identify', { userId: u.userId });
     // No code is mailed before the password is right.
-    await new Promise((r) => setTimeout(r, 200));
-    expect(s.smtp.messages.slice(before).filter((m) => m.to.includes(u.email))).toHaveLength(0);
+    expect((await mailedBeforeMarker(s, u.email, before)).filter((m) => m.to.includes(u.email))).toHaveLength(0);
+    const beforePassword = s.smtp.messages.length;
     expect((await submit(login, 'otp', { otp: '12345678' })).status).toBe(400);
     const afterPassword = await submit(login, 'password', { password: PASSWORD });
     expect(afterPassword.status).toBe(303);
-    const otp = await s.smtp.otpFor(u.email, before);
+    const otp = await s.smtp.otpFor(u.email, beforePassword);
     const res = await submit(login, 'otp', { otp });
     const cb = await followToCallback(login.agent, res);
     const tokens = await oidc.authorizationCodeGrant(rp, cb, { pkceCodeVerifier: login.verifier, expectedState: login.state, expectedNonce: login.nonce });
