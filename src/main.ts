@@ -3,6 +3,7 @@ import { createApp } from './app.js';
 import { ConfigError, loadConfig } from './config/index.js';
 import { DEMO_USER_ID, seedDemoAccount } from './demo/seed.js';
 import { createLogger } from './logger.js';
+import { DataDirLockedError } from './persistence/data-dir-lock.js';
 import { openDatabase } from './persistence/database.js';
 import { startHousekeeping } from './housekeeping.js';
 import { startMtlsListener } from './http/mtls-server.js';
@@ -58,6 +59,10 @@ async function main() {
 }
 
 main().catch((e: unknown) => {
+  if (e instanceof DataDirLockedError) {
+    console.error(`${e.message}: is the provider already running? The embedded database allows one process; set DATABASE_URL to run several.`);
+    process.exit(1);
+  }
   console.error(e);
   process.exit(1);
 });

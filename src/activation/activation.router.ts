@@ -176,7 +176,7 @@ export function activationRouter(deps: ActivationRouterDeps) {
     });
     if (check.reason === 'locked') {
       ctx.status = 403;
-      await renderVerify(ctx, tenant, { userIdValue: userId, message: t(ctx, 'activation:errors.locked'), locked: true });
+      await renderVerify(ctx, tenant, { userIdValue: userId, message: t(ctx, check.byCode ? 'activation:errors.locked' : 'activation:errors.locked_any'), locked: true });
       return;
     }
     const message = t(ctx, check.reason === 'expired' ? 'activation:errors.otp_expired' : 'activation:errors.otp_mismatch');

@@ -26,7 +26,9 @@ export interface IssuedActivation {
 
 export type ActivationCheck =
   | { ok: true; account: AccountWithDevices; otpId: string }
-  | { ok: false; reason: 'mismatch' | 'expired' | 'locked' };
+  | { ok: false; reason: 'mismatch' | 'expired' }
+  /** `byCode`: wrong codes of this activation locked it (else a lock from before, e.g. wrong passwords). */
+  | { ok: false; reason: 'locked'; byCode: boolean };
 
 export type RegistrationProblem = { field: 'questionId' | 'answer' | 'password'; problem: 'required' | 'unknown_question' | 'too_long' | PasswordProblem };
 
@@ -105,7 +107,7 @@ export class ActivationService {
     const expected = Buffer.from(latest?.codeHmac ?? this.deps.otp.hmac(ACTIVATION_PURPOSE, ''), 'hex');
     const same = timingSafeEqual(candidate, expected);
     if (!account || account.status !== 'pending_activation') return { ok: false, reason: 'mismatch' };
-    if (account.lockedAt) return { ok: false, reason: 'locked' };
+    if (account.lockedAt) return { ok: false, reason: 'locked', byCode: !!latest && account.lockedAt >= latest.createdAt };
     if (!latest || !same || latest.consumedAt) {
       const threshold = this.deps.tenants.tenant(tenantId)?.contract.lockout_threshold ?? 5;
       const failure = await this.deps.lockout.registerFailure(account.id, threshold);
@@ -113,7 +115,7 @@ export class ActivationService {
         const to = deliverableAddresses(account);
         if (to.length) await this.deps.mail.enqueue({ to, template: 'account-locked', locale, params: { userId: account.userId, clientName: this.siteName(tenantId) } });
       }
-      return { ok: false, reason: failure.locked ? 'locked' : 'mismatch' };
+      return failure.locked ? { ok: false, reason: 'locked', byCode: true } : { ok: false, reason: 'mismatch' };
     }
     if (latest.expiresAt.getTime() <= Date.now()) return { ok: false, reason: 'expired' };
     return { ok: true, account, otpId: latest.id };

@@ -107,6 +107,7 @@ export function renderProblem(ctx: Context, error: AppError, thrown: unknown): b
   if (error.code === 'payload_too_large') detailKey = 'management:errors.payload_too_large';
   else if (thrown instanceof SyntaxError && error.status === 400) detailKey = 'management:errors.malformed';
   else if (error.code === 'not_found') detailKey = 'management:errors.not_found';
+  else if (error.code === 'method_not_allowed') detailKey = 'management:errors.method_not_allowed';
 
   const detail = t(detailKey, error.params);
   const title = t(`management:titles.${status}`, { defaultValue: t(`management:titles.${status >= 500 ? 500 : 400}`) });

@@ -4,6 +4,7 @@ import { ConfigError, loadConfig } from '../config/index.js';
 import { AppError } from '../http/errors.js';
 import { translator } from '../i18n/index.js';
 import { createLogger } from '../logger.js';
+import { DataDirLockedError } from '../persistence/data-dir-lock.js';
 import { openDatabase } from '../persistence/database.js';
 import { createDomainServices } from '../services.js';
 
@@ -188,6 +189,10 @@ main(process.argv.slice(2)).then(
     if (e instanceof UsageError || (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
       process.stderr.write(`${(e as Error).message}\n\n${HELP}`);
       process.exit(2);
+    }
+    if (e instanceof DataDirLockedError) {
+      process.stderr.write(`error: ${e.message}: stop the provider first, or use the management API (/api/v1) while it runs\n`);
+      process.exit(1);
     }
     const message = e instanceof AppError ? `${e.code}: ${t(e.messageKey, e.params)}` : e instanceof ConfigError ? e.message : `error: ${(e as Error).message}`;
     process.stderr.write(`${message}\n`);

@@ -1,6 +1,6 @@
 import type { Context, Next } from 'koa';
 import type { Logger } from '../logger.js';
-import { AppError, NotFoundError, RateLimitedError } from './errors.js';
+import { AppError, MethodNotAllowedError, NotFoundError, RateLimitedError } from './errors.js';
 import { TooManyRequestsError } from './rate-limit.js';
 
 function toAppError(err: unknown): AppError | undefined {
@@ -30,6 +30,9 @@ export function errorHandler(logger: Logger, renderers: ErrorRenderer[] = []) {
     try {
       await next();
       if (ctx.status === 404 && ctx.body === undefined) throw new NotFoundError();
+      // The routers' allowedMethods() answer a method a path lacks with a bare 405 (501 for methods no
+      // route has); both become a rendered 405, keeping the Allow header they set.
+      if ((ctx.status === 405 || ctx.status === 501) && ctx.body == null) throw new MethodNotAllowedError(ctx.response.get('allow'));
     } catch (err) {
       let appError = toAppError(err);
       if (!appError) {

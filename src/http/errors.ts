@@ -34,6 +34,13 @@ export class NotFoundError extends AppError {
   }
 }
 
+/** A method the path does not have (the router sets the Allow header). */
+export class MethodNotAllowedError extends AppError {
+  constructor(allowed = '') {
+    super('method_not_allowed', 405, 'common:errors.method_not_allowed', { allowed });
+  }
+}
+
 export class ForbiddenError extends AppError {
   constructor(messageKey = 'common:errors.forbidden') {
     super('forbidden', 403, messageKey);

@@ -9,9 +9,12 @@ export const VIEWS_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', '..
 export function pageLocals(locale: Locale, currentUrl?: string): Record<string, unknown> {
   let langSwitchUrl: string | undefined;
   if (currentUrl) {
-    const url = new URL(currentUrl, 'http://x');
-    url.searchParams.set('lang', locale === 'ja' ? 'en' : 'ja');
-    langSwitchUrl = url.pathname + url.search;
+    // Only the query, relative to the page itself: a path such as /.//evil.example/x would otherwise
+    // normalise into a protocol-relative link to another site.
+    const q = currentUrl.indexOf('?');
+    const params = new URLSearchParams(q >= 0 ? currentUrl.slice(q + 1) : '');
+    params.set('lang', locale === 'ja' ? 'en' : 'ja');
+    langSwitchUrl = `?${params.toString()}`;
   }
   return { t: translator(locale), locale, langSwitchUrl };
 }

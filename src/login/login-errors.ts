@@ -17,10 +17,16 @@ export class MethodUnavailableError extends AppError {
   }
 }
 
-/** ワンタイムパスワードの誤入力が繰り返されたため、アカウントをロックしました */
+/** The lock page's wording per factor whose wrong entries locked the account (the manual's text for the code). */
+const LOCKED_BY: Partial<Record<string, string>> = { email_otp: 'login:errors.locked', password: 'login:errors.locked_password' };
+
+/**
+ * アカウントをロックしました. `cause`: the factor whose wrong entry locked the account just now; without
+ * one (an account found locked) the page names no cause, as wrong passwords, codes or answers all lock.
+ */
 export class AccountLockedError extends AppError {
-  constructor(backUrl?: string) {
-    super('account_locked', 403, 'login:errors.locked', {}, backUrl);
+  constructor(backUrl?: string, cause?: string) {
+    super('account_locked', 403, (cause && LOCKED_BY[cause]) || 'login:errors.locked_any', {}, backUrl);
   }
 }
 

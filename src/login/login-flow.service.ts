@@ -218,7 +218,7 @@ export class LoginFlowService {
         if (failure.locked) {
           await this.event(flow, req, 'locked', account.id);
           if (failure.justLocked) await this.notifyLocked(account, ctx);
-          throw new AccountLockedError(flowUrl);
+          throw new AccountLockedError(flowUrl, failure.justLocked ? factor.name : undefined);
         }
       }
       await this.event(flow, req, outcome.result, account.id);

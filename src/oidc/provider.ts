@@ -1,5 +1,5 @@
 import Provider, { interactionPolicy, type Configuration, type KoaContextWithOIDC, type ClientMetadata } from 'oidc-provider';
-import type { AppConfig, ClientConfig, TenantDirectory } from '../config/index.js';
+import { accountConsoleClientId, type AppConfig, type ClientConfig, type TenantDirectory } from '../config/index.js';
 import { pageLocals, renderPage } from '../http/pages.js';
 import { negotiateLocale } from '../i18n/index.js';
 import type { ClientCertificateReader } from '../http/client-certificate.js';
@@ -149,7 +149,12 @@ export function createProvider(deps: ProviderDeps): Provider {
         async logoutSource(ctx, form) {
           const locale = localeOf(ctx);
           ctx.type = 'html';
-          ctx.body = renderPage('logout/confirm', { ...pageLocals(locale, ctx.method === 'GET' ? ctx.url : undefined), form, pageTitle: undefined });
+          // Declining the account area's own logout goes back to the area with both sessions kept; the
+          // library's decline (a form post without logout=yes) would still sign the user out of the client.
+          const clientId = ctx.oidc.client?.clientId;
+          const tenant = clientId ? tenants.client(clientId)?.tenant : undefined;
+          const stayHref = tenant && clientId === accountConsoleClientId(tenant.id) ? '/account/' : undefined;
+          ctx.body = renderPage('logout/confirm', { ...pageLocals(locale, ctx.method === 'GET' ? ctx.url : undefined), form, stayHref, pageTitle: undefined });
         },
         async postLogoutSuccessSource(ctx) {
           const locale = localeOf(ctx);

@@ -7,6 +7,7 @@ import { PrismaPg } from '@prisma/adapter-pg';
 import pg from 'pg';
 import { PrismaPGlite } from 'pglite-prisma-adapter';
 import { PrismaClient } from './generated/client.js';
+import { lockDataDir, type DataDirLock } from './data-dir-lock.js';
 import { applyMigrations, type MigrationLogger, type SqlExecutor } from './migrate.js';
 
 export interface Database {
@@ -60,24 +61,31 @@ async function openPostgres(url: string, opts: OpenDatabaseOptions): Promise<Dat
 
 async function openPglite(opts: OpenDatabaseOptions): Promise<Database> {
   let dataDir: string | undefined;
+  let lock: DataDirLock | undefined;
   if (opts.dataDir !== MEMORY_DATA_DIR) {
     dataDir = join(opts.dataDir, 'pglite');
     await mkdir(dataDir, { recursive: true });
+    // One process per folder (DataDirLockedError otherwise), before PGlite reads anything.
+    lock = await lockDataDir(opts.dataDir);
   }
-  const db = await PGlite.create(dataDir);
+  let db: PGlite | undefined;
   try {
+    db = await PGlite.create(dataDir);
     await applyMigrations(pgliteExecutor(db), opts.logger, { migrationsDir: opts.migrationsDir });
   } catch (error) {
-    await db.close().catch(() => undefined);
+    await db?.close().catch(() => undefined);
+    await lock?.release();
     throw error;
   }
-  const prisma = new PrismaClient({ adapter: new PrismaPGlite(db) });
+  const pglite = db;
+  const prisma = new PrismaClient({ adapter: new PrismaPGlite(pglite) });
   return {
     prisma,
     kind: 'pglite',
     async close() {
       await prisma.$disconnect();
-      if (!db.closed) await db.close();
+      if (!pglite.closed) await pglite.close();
+      await lock?.release();
     },
   };
 }

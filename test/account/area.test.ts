@@ -1,7 +1,7 @@
 import { parseTenants } from '../../src/config/tenants.js';
 import { startTestServer, uniqueUser, TEST_TENANTS_YAML, type TestServer } from '../support/harness.js';
 import { Agent, csrfOf } from '../support/browser-less.js';
-import { signInToArea } from '../support/account-area.js';
+import { follow, signInToArea } from '../support/account-area.js';
 
 
 describe('account area: sign-in, top page, sign-out', () => {
@@ -59,6 +59,43 @@ describe('account area: sign-in, top page, sign-out', () => {
     const back = await agent.get('/account/');
     expect(back.status).toBe(303);
     expect(back.headers.get('location')).toMatch(/^\/account\/login/);
+  });
+
+  test('ログアウトしない keeps the area session and the provider session and returns to the area', async () => {
+    const u = await newUser();
+    const agent = new Agent(s.issuer);
+    const top = await signIn(agent, u);
+    const out = await agent.post('/account/logout', { _csrf: csrfOf(await top.text()) });
+    const end = new URL(out.headers.get('location')!, s.issuer);
+    const confirm = await (await agent.get(end.pathname + end.search)).text();
+    // Do what a browser does on a click of ログアウトしない: follow its link, or submit the form it belongs to.
+    const link = /<a[^>]*href="([^"]+)"[^>]*>ログアウトしない<\/a>/.exec(confirm);
+    let res: Response;
+    if (link) {
+      res = await agent.get(link[1]!.replaceAll('&amp;', '&'));
+    } else {
+      const button = /<button([^>]*)>ログアウトしない<\/button>/.exec(confirm)![1]!;
+      const xsrf = /name="xsrf" value="([^"]+)"/.exec(confirm)![1]!;
+      const named = /name="([^"]+)" value="([^"]*)"/.exec(button);
+      res = await follow(s, agent, await agent.post('/session/end/confirm', { xsrf, ...(named ? { [named[1]!]: named[2]! } : {}) }));
+    }
+    res = await follow(s, agent, res);
+    const html = await res.text();
+    expect(res.status).toBe(200);
+    expect(html).not.toContain('ログアウトしました');
+    expect(html).toContain('利用されている端末の管理が行えます。');
+    // The area session is still there: the top page opens without a sign-in.
+    const again = await agent.get('/account/');
+    expect(again.status).toBe(200);
+    // So is the provider session: signing in to the area again asks for nothing.
+    let hop = await agent.get('/account/login?client_id=rp-basic');
+    for (let i = 0; i < 20 && hop.headers.get('location'); i++) {
+      const url = new URL(hop.headers.get('location')!, s.issuer);
+      expect(url.pathname).not.toMatch(/^\/interaction\//);
+      hop = await agent.get(url.pathname + url.search);
+    }
+    expect(hop.status).toBe(200);
+    expect(await hop.text()).toContain('利用されている端末の管理が行えます。');
   });
 
   test('entering without a site, or for a tenant whose contract has no account area, gives a clear page', async () => {

@@ -227,6 +227,21 @@ describe('activation (初回認証 → 認証情報登録 → 認証情報登録
     expect(s.smtp.messages.filter((m) => m.to.includes(u.email) && m.subject.includes('ロック'))).toHaveLength(1);
   });
 
+  test('an account locked before this activation (e.g. by wrong passwords) sees a lock page that blames no code', async () => {
+    const u = await newPending();
+    await s.app.services.lockout.registerFailure(u.account.id, 1);
+    const again = await s.app.services.accountService.issueActivation('t1', u.userId, { actor: 'api' });
+    for (const lang of ['ja', 'en']) {
+      const agent = new Agent(s.issuer);
+      agent.cookies.set('lang', lang);
+      const { res } = await verify(u.path, u.userId, again.otp, agent);
+      expect(res.status).toBe(403);
+      const html = await res.text();
+      expect(html).toContain(lang === 'ja' ? LOCKED : 'Your account has been locked');
+      expect(html).not.toMatch(lang === 'ja' ? /ワンタイムパスワードの誤入力/ : /wrong one-time password/);
+    }
+  });
+
   test('a fresh activation retires the old code, also between step 1 and step 2', async () => {
     const u = await newPending();
     const first = await verify(u.path, u.userId, u.otp);

@@ -480,6 +480,42 @@ describe('management API (/api/v1)', () => {
     expect(unknown.headers.get('content-type')).toMatch(/^application\/problem\+json/);
   });
 
+  test('a method a path does not have is a 405 problem+json with Allow; unknown API paths are 404 problem+json', async () => {
+    const cases: Array<[string, string, string[]]> = [
+      ['PUT', `${API}/accounts`, ['GET', 'POST']],
+      ['DELETE', `${API}/accounts`, ['GET', 'POST']],
+      ['PUT', accountPath('anyone'), ['GET', 'PATCH', 'DELETE']],
+      ['POST', accountPath('anyone'), ['GET', 'PATCH', 'DELETE']],
+      ['GET', `${API}/accounts/anyone/unlock`, ['POST']],
+      ['DELETE', `${API}/openapi.json`, ['GET']],
+      ['PROPFIND', `${API}/accounts`, ['GET', 'POST']],
+    ];
+    for (const [method, path, allowed] of cases) {
+      for (const tok of [t1, null]) {
+        const res = await fetch(new URL(path, s.issuer), { method, headers: { ...(tok ? { authorization: `Bearer ${tok}` } : {}), 'accept-language': 'en' } });
+        expect([method, path, res.status]).toEqual([method, path, 405]);
+        expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+        const allow = (res.headers.get('allow') ?? '').split(/, */);
+        for (const m of allowed) expect(allow).toContain(m);
+        expect(await res.json()).toMatchObject({ type: 'urn:anshin-login:problem:method_not_allowed', status: 405, title: expect.any(String), detail: expect.stringMatching(/\S/) });
+      }
+    }
+    const ja = await fetch(new URL(`${API}/accounts`, s.issuer), { method: 'PUT' });
+    expect(((await ja.json()) as Json).detail).toMatch(/[ぁ-んァ-ン]/);
+    // Outside the API the same case is a page in the user's language.
+    const page = await fetch(new URL('/account/logout', s.issuer), { headers: { accept: 'text/html' } });
+    expect(page.status).toBe(405);
+    expect(page.headers.get('allow')).toMatch(/POST/);
+    expect(await page.text()).toContain('このページではその操作はできません。');
+
+    for (const [method, path] of [['GET', `${API}/nothing-here`], ['POST', `${API}/nothing-here`], ['GET', API], ['GET', `${API}/`], ['DELETE', `${API}/accounts/a/b/c`], ['PUT', `${API}/x`]] as const) {
+      const res = await fetch(new URL(path, s.issuer), { method });
+      expect([method, path, res.status]).toEqual([method, path, 404]);
+      expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+      expect(await res.json()).toMatchObject({ type: 'urn:anshin-login:problem:not_found', status: 404 });
+    }
+  });
+
   // Runs last (jest keeps declaration order within a file): the calls above cover the whole document.
   test('every operation of the OpenAPI document was exercised, and every response matched it', () => {
     const documented = Object.entries(doc.paths).flatMap(([p, item]) =>

@@ -1,4 +1,7 @@
 import { spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createRequire } from 'node:module';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { openDatabase, type Database } from '../../src/persistence/database.js';
@@ -6,6 +9,22 @@ import { startSmtpServer } from '../support/smtp.js';
 
 const require = createRequire(import.meta.url);
 const tsxCli = require.resolve('tsx/cli');
+
+/** Runs the CLI as an operator would; asynchronous on purpose, as the SMTP server it mails to runs in this process. */
+function runAdmin(env: Record<string, string>, args: string[]) {
+  return new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
+    const { DATABASE_URL: _fromParent, ...inherited } = process.env;
+    const child = spawn(process.execPath, [tsxCli, 'src/cli/admin.ts', ...args], {
+      env: { ...inherited, TENANTS_FILE: 'config/tenants.yaml', NODE_ENV: 'development', DEV_MAILBOX: 'false', REDIS_URL: '', LOG_LEVEL: 'silent', ...env },
+      timeout: 60_000,
+    });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    child.on('close', (code) => resolve({ code, out, err }));
+  });
+}
 
 describe('admin CLI (spawned as an operator would)', () => {
   let testDb: TestDatabase;
@@ -22,28 +41,7 @@ describe('admin CLI (spawned as an operator would)', () => {
     await smtp?.close();
   });
 
-  // Asynchronous on purpose: the SMTP server the CLI mails to runs in this process.
-  const admin = (...args: string[]) =>
-    new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
-      const child = spawn(process.execPath, [tsxCli, 'src/cli/admin.ts', ...args], {
-        env: {
-          ...process.env,
-          DATABASE_URL: testDb.url,
-          TENANTS_FILE: 'config/tenants.yaml',
-          NODE_ENV: 'development',
-          DEV_MAILBOX: 'false',
-          SMTP_URL: smtp.url,
-          REDIS_URL: '',
-          LOG_LEVEL: 'silent',
-        },
-        timeout: 60_000,
-      });
-      let out = '';
-      let err = '';
-      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-      child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-      child.on('close', (code) => resolve({ code, out, err }));
-    });
+  const admin = (...args: string[]) => runAdmin({ DATABASE_URL: testDb.url, SMTP_URL: smtp.url }, args);
   const json = async (...args: string[]) => {
     const r = await admin(...args, '--json');
     if (r.code !== 0) throw new Error(`${args.join(' ')} exited ${r.code}: ${r.err}`);
@@ -122,5 +120,41 @@ describe('admin CLI (spawned as an operator would)', () => {
     const badEmail = await admin('create', 'demo', 'someone', '--email', 'not-an-address');
     expect(badEmail.code).toBe(1);
     expect(badEmail.err).toContain('e-mail address is not valid');
+  });
+});
+
+describe('admin CLI on the embedded database', () => {
+  let dataDir: string;
+  beforeAll(async () => {
+    dataDir = await mkdtemp(join(tmpdir(), 'cli-embedded-'));
+  });
+  afterAll(async () => {
+    await rm(dataDir, { recursive: true, force: true });
+  });
+
+  test('while another process holds the data folder it fails at once, saying what to do; afterwards it works', async () => {
+    // This process stands for the running provider.
+    const provider = await openDatabase({ dataDir });
+    const create = ['create', 'demo', 'cli-embedded', '--email', 'e@example.test', '--json'];
+    const busy = await runAdmin({ DATA_DIR: dataDir }, create);
+    expect(busy.code).toBe(1);
+    expect(busy.out).toBe('');
+    expect(busy.err.trimEnd().split('\n')).toHaveLength(1);
+    expect(busy.err).toContain(`pid ${process.pid}`);
+    expect(busy.err).toMatch(/stop the provider/);
+    expect(busy.err).toMatch(/management API/);
+    expect(await provider.prisma.account.count({ where: { userId: 'cli-embedded' } })).toBe(0);
+    await provider.close();
+
+    const done = await runAdmin({ DATA_DIR: dataDir }, create);
+    expect([done.code, done.err]).toEqual([0, '']);
+    expect(JSON.parse(done.out)).toMatchObject({ userId: 'cli-embedded', activation: { otp: expect.stringMatching(/^\d{8}$/) } });
+    // What the CLI wrote is there for the provider's next start.
+    const reopened = await openDatabase({ dataDir });
+    try {
+      expect(await reopened.prisma.account.count({ where: { userId: 'cli-embedded' } })).toBe(1);
+    } finally {
+      await reopened.close();
+    }
   });
 });

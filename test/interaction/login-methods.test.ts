@@ -3,6 +3,7 @@ import { parseTenants } from '../../src/config/tenants.js';
 import { hashSecret } from '../../src/credentials/hashing.js';
 import { startTestServer, uniqueUser, TEST_TENANTS_YAML, type TestServer } from '../support/harness.js';
 import { discover, followToCallback, startLogin, submit } from '../support/browser-less.js';
+import { mailedBeforeMarker } from '../support/mail-marker.js';
 
 const PASSWORD = 'kiri-no-naka-no-fune-42';
 
@@ -43,12 +44,12 @@ describe('password factor (password and password + OTP methods)', () => {
     const before = s.smtp.messages.length;
     await submit(login, 'identify', { userId: u.userId });
     // No code is mailed before the password is right.
-    await new Promise((r) => setTimeout(r, 200));
-    expect(s.smtp.messages.slice(before).filter((m) => m.to.includes(u.email))).toHaveLength(0);
+    expect((await mailedBeforeMarker(s, u.email, before)).filter((m) => m.to.includes(u.email))).toHaveLength(0);
+    const beforePassword = s.smtp.messages.length;
     expect((await submit(login, 'otp', { otp: '12345678' })).status).toBe(400);
     const afterPassword = await submit(login, 'password', { password: PASSWORD });
     expect(afterPassword.status).toBe(303);
-    const otp = await s.smtp.otpFor(u.email, before);
+    const otp = await s.smtp.otpFor(u.email, beforePassword);
     const res = await submit(login, 'otp', { otp });
     const cb = await followToCallback(login.agent, res);
     const tokens = await oidc.authorizationCodeGrant(rp, cb, { pkceCodeVerifier: login.verifier, expectedState: login.state, expectedNonce: login.nonce });
@@ -68,5 +69,26 @@ describe('password factor (password and password + OTP methods)', () => {
     expect(locked.status).toBe(403);
     const events = await s.db.prisma.loginEvent.findMany({ where: { submittedUserId: u.userId }, orderBy: { createdAt: 'asc' } });
     expect(events.map((e) => e.result)).toEqual(['wrong_password', 'wrong_password', 'wrong_otp', 'wrong_otp', 'locked']);
+  });
+
+  test('wrong passwords lock a password account with a page about the password, not the one-time password', async () => {
+    for (const lang of ['ja', 'en'] as const) {
+      const u = await account('password');
+      const login = await startLogin(rp, s.issuer);
+      login.agent.cookies.set('lang', lang);
+      await submit(login, 'identify', { userId: u.userId });
+      for (let i = 0; i < 4; i++) expect((await submit(login, 'password', { password: 'wrong-password-x' })).status).toBe(401);
+      const locked = await submit(login, 'password', { password: 'wrong-password-x' });
+      expect(locked.status).toBe(403);
+      const page = await locked.text();
+      expect(page).toContain(lang === 'ja' ? '】 パスワードの誤入力が繰り返されたため、アカウントをロックしました' : 'a wrong password was entered too many times');
+      // Later tries of the locked account: the cause is not known any more, so the page names none.
+      const later = await submit(login, 'password', { password: PASSWORD });
+      expect(later.status).toBe(403);
+      for (const text of [page, await later.text()]) {
+        expect(text).toContain(lang === 'ja' ? 'アカウントをロックしました' : 'Your account has been locked');
+        expect(text).not.toMatch(lang === 'ja' ? /ワンタイムパスワード/ : /one-time password/i);
+      }
+    }
   });
 });

@@ -49,7 +49,8 @@ describe('dev mailbox (in-memory PGlite)', () => {
   test('the repository records one row per recipient, lists newest first, gets by id and prunes', async () => {
     const first = await repo.record({ to: ['a@example.jp', 'b@example.jp'], subject: 'first', text: 'one', html: '<p>one</p>' });
     expect(first.map((m) => m.to)).toEqual(['a@example.jp', 'b@example.jp']);
-    await new Promise((r) => setTimeout(r, 5));
+    // Older for certain, without waiting for the clock to move on.
+    await db.prisma.devMail.updateMany({ where: { subject: 'first' }, data: { createdAt: new Date(Date.now() - 10_000) } });
     await repo.record({ to: ['a@example.jp'], subject: 'second', text: 'two', html: null });
 
     expect((await repo.listLatest(10)).map((m) => m.subject)).toEqual(['second', 'first', 'first']);

@@ -1,7 +1,9 @@
+import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { DataDirLockedError, LOCK_FILE, processIdentity } from '../../src/persistence/data-dir-lock.js';
 import { openDatabase, MEMORY_DATA_DIR, type Database } from '../../src/persistence/database.js';
 import { readMigrations, type LocalMigration } from '../../src/persistence/migrate.js';
 import { DeviceKind } from '../../src/persistence/prisma.js';
@@ -157,6 +159,34 @@ describe('openDatabase on PGlite', () => {
       await again.close();
 
       await expect(openDatabase({ dataDir: nested })).rejects.toThrow(/modified after they were applied/);
+    });
+
+    test('one process at a time: a live holder is refused at once, a dead or reused pid is taken over', async () => {
+      const lockFile = join(dataDir, LOCK_FILE);
+      const db = await openDatabase({ dataDir });
+      await expect(openDatabase({ dataDir })).rejects.toBeInstanceOf(DataDirLockedError);
+      // Another live process holding it (its real identity): refused, and its lock stays.
+      await db.close();
+      expect(existsSync(lockFile)).toBe(false);
+      const parent = { pid: process.ppid, ...processIdentity(process.ppid), since: new Date().toISOString() };
+      await writeFile(lockFile, JSON.stringify(parent));
+      await expect(openDatabase({ dataDir })).rejects.toThrow(`pid ${process.ppid}`);
+      expect(JSON.parse(await readFile(lockFile, 'utf8'))).toEqual(parent);
+
+      // Left behind by a process that is gone, by a pid now used by another process, or half written.
+      const gone = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' });
+      const stale = [
+        { pid: Number(gone.stdout), since: '2026-01-01T00:00:00.000Z' },
+        { ...parent, startTicks: '1' },
+        '{"pid":',
+      ];
+      for (const holder of stale) {
+        await writeFile(lockFile, typeof holder === 'string' ? holder : JSON.stringify(holder));
+        const taken = await openDatabase({ dataDir });
+        expect(JSON.parse(await readFile(lockFile, 'utf8'))).toMatchObject({ pid: process.pid });
+        await taken.close();
+        expect(existsSync(lockFile)).toBe(false);
+      }
     });
   });
 });

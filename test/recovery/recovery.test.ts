@@ -3,6 +3,7 @@ import { parseTenants } from '../../src/config/tenants.js';
 import { hashSecret, normalizeAnswer, verifySecret } from '../../src/credentials/hashing.js';
 import { Agent, discover, startLogin, type StartedLogin } from '../support/browser-less.js';
 import { startTestServer, uniqueUser, TEST_TENANTS_YAML, type TestServer } from '../support/harness.js';
+import { mailedBeforeMarker } from '../support/mail-marker.js';
 
 // t1's contract allows only otp; recovery's password branch needs accounts that sign in with one.
 const TENANTS = parseTenants('recovery test tenants', TEST_TENANTS_YAML.replace('login_methods: [otp]', 'login_methods: [otp, password, password_otp]'));
@@ -202,8 +203,7 @@ describe('recovery: lost access, proven by a mailed code and the secret question
     const identified = await send(again, 'identify', { userId: u.userId });
     expect(stepAfter(identified)).toBe('code');
     expect((await send(again, 'code', { otp: '12345678' })).status).toBe(403);
-    await new Promise((r) => setTimeout(r, 300));
-    expect(s.smtp.messages.slice(before).filter((m) => m.to.includes(u.email))).toHaveLength(0);
+    expect((await mailedBeforeMarker(s, u.email, before)).filter((m) => m.to.includes(u.email))).toHaveLength(0);
   });
 
   test('wrong codes count towards the same lockout as the login', async () => {
@@ -257,8 +257,8 @@ describe('recovery: lost access, proven by a mailed code and the secret question
     expect(b.error).toBe(a.error);
     expect((await loginEvents(ghost.userId)).map((e) => e.result)).toEqual(['unknown_user']);
     await s.smtp.waitFor((m) => s.smtp.messages.indexOf(m) >= before && m.to.includes(known.email));
-    await new Promise((r) => setTimeout(r, 300));
-    expect(s.smtp.messages.slice(before).filter((m) => m.to.some((t) => t.includes(ghost.userId)) || m.text.includes(ghost.userId))).toHaveLength(0);
+    const sent = await mailedBeforeMarker(s, ghost.email, before);
+    expect(sent.filter((m) => m.to.some((t) => t.includes(ghost.userId)) || m.text.includes(ghost.userId))).toHaveLength(0);
   });
 
   test('steps cannot be skipped or taken out of order', async () => {

@@ -42,7 +42,8 @@ export async function startSmtpServer() {
       const left = deadline - Date.now();
       if (left <= 0) throw new Error('timed out waiting for mail');
       await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, Math.min(left, 200));
+        // Woken by the next message; the timer only bounds the wait.
+        const t = setTimeout(resolve, left);
         waiters.push(() => {
           clearTimeout(t);
           resolve();

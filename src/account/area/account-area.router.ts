@@ -155,10 +155,10 @@ export function accountAreaRouter(deps: {
     await startSignIn(ctx, session.tenant, session.from, safeReturn(ctx.query.return), true);
   });
 
-  // ログアウト: ends the area session and the provider session (RP-initiated logout).
+  // ログアウト: ends the area session and the provider session (RP-initiated logout). The area session
+  // stays until the user confirms: it ends with its provider session (dropEndedAreaSessions).
   router.post('/logout', async (ctx) => {
     const session = readAreaSession(ctx);
-    writeAreaSession(ctx, undefined, deps.secure);
     if (!session) {
       ctx.status = 303;
       ctx.redirect('/account/logged-out');
