@@ -184,6 +184,7 @@ export async function timeUserIdStep(rp: oidc.Configuration, issuer: string, use
   const page = await browser.request('user-ID page', 'GET', interaction);
   expectStatus('user-ID page', page, 200);
   const res = await browser.request('submit user ID', 'POST', `${interaction}/identify`, { _csrf: csrfOf('user-ID page', page), userId });
-  expectStatus('submit user ID', res, ...REDIRECTS);
+  // 400 and 403: the explicit pages of REVEAL_UNKNOWN_USER (or of a version that has them).
+  expectStatus('submit user ID', res, ...REDIRECTS, 400, 403);
   return browser.steps['submit user ID']!;
 }
