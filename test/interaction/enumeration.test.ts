@@ -232,5 +232,11 @@ describe('REVEAL_UNKNOWN_USER keeps the manual explicit pages', () => {
     const pending = await submit(await startLogin(rp, s.issuer), 'identify', { userId: u.userId });
     expect(pending.status).toBe(403);
     expect(await pending.text()).toContain(NOT_ACTIVATED);
+    // Recovery's user-ID step likewise.
+    const l = await startLogin(rp, s.issuer);
+    await l.agent.get(`${l.interactionPath}/recovery`);
+    const recovery = await l.agent.post(`${l.interactionPath}/recovery/identify`, { _csrf: l.agent.cookies.get('csrf')!, userId: u.userId });
+    expect(recovery.status).toBe(403);
+    expect(await recovery.text()).toContain(NOT_ACTIVATED);
   });
 });
