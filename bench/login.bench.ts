@@ -13,7 +13,7 @@ import pg from 'pg';
 import { AccountRepository } from '../src/persistence/account.repository.js';
 import { MEMORY_DATA_DIR, openDatabase } from '../src/persistence/database.js';
 import { freePort, spawnTsx, waitForHttp, type ChildHandle, type ChildLine } from './lib/child.js';
-import { discoverRp, LoginError, REDIRECT_URI, runLogin, type LoginSample } from './lib/login-driver.js';
+import { discoverRp, LoginError, REDIRECT_URI, runLogin, timeUserIdStep, type LoginSample } from './lib/login-driver.js';
 import { startOtpSink, type OtpSink } from './lib/otp-sink.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -174,6 +174,8 @@ interface TargetReport {
   /** CPU time the provider used during the measured run. */
   cpuMs: number | undefined;
   lines: ChildLine[];
+  /** Milliseconds of the user-ID step per kind of user ID (ascending). */
+  userIdStep?: Record<string, number[]>;
 }
 
 interface Target {
@@ -184,7 +186,12 @@ interface Target {
   clientSecret: string;
   /** Makes the accounts for `count` logins (user IDs unique to this target). */
   prepareAccounts(count: number): Promise<Array<{ userId: string; email: string }>>;
+  /** User IDs by kind (live, pending, unknown) for timing the user-ID step alone, after the logins. */
+  prepareUserIdProbe?(perKind: number): Promise<Record<string, string[]>>;
 }
+
+/** Kinds of user ID whose user-ID step is timed, each this many times, interleaved and one at a time. */
+const PROBE_PER_KIND = 100;
 
 async function benchmarkTarget(target: Target, sink: OtpSink, opts: Options): Promise<TargetReport> {
   checkInterrupted();
@@ -213,11 +220,24 @@ async function benchmarkTarget(target: Target, sink: OtpSink, opts: Options): Pr
   checkInterrupted();
   process.stderr.write(`${run.samples.length} ok in ${(run.wallMs / 1000).toFixed(1)} s\n`);
   const peakRss = child.peakRssKb();
+  let userIdStep: Record<string, number[]> | undefined;
+  if (target.prepareUserIdProbe) {
+    child.phase = 'user-ID probe';
+    const ids = await target.prepareUserIdProbe(PROBE_PER_KIND);
+    process.stderr.write(`${target.name}: user-ID step, ${PROBE_PER_KIND} times each for ${Object.keys(ids).join(', ')}… `);
+    userIdStep = Object.fromEntries(Object.keys(ids).map((k) => [k, [] as number[]]));
+    // Interleaved, so a slower moment of the machine hits every kind alike.
+    for (let i = 0; i < PROBE_PER_KIND && !interrupted; i++)
+      for (const [kind, list] of Object.entries(ids)) userIdStep[kind]!.push(await timeUserIdStep(rp, issuer, list[i]!));
+    for (const xs of Object.values(userIdStep)) xs.sort((p, q) => p - q);
+    checkInterrupted();
+    process.stderr.write('done\n');
+  }
   await child.stop();
   const exit = child.exitCode();
   if (exit !== 0) child.lines.push({ phase: 'shutdown', stream: 'stderr', text: `process exited with ${exit}` });
   const cpuMs = cpuBefore !== undefined && cpuAfter !== undefined ? cpuAfter - cpuBefore : undefined;
-  return { name: target.name, run, peakRss, cpuMs, lines: child.lines };
+  return { name: target.name, run, peakRss, cpuMs, lines: child.lines, ...(userIdStep ? { userIdStep } : {}) };
 }
 
 // ---- report --------------------------------------------------------------------------------------
@@ -304,6 +324,12 @@ function printReport(opts: Options, ours: TargetReport, bare: TargetReport, data
 
   console.log(line(['p50 per step (ms)', '', '', '']));
   for (const r of stepRows) console.log(line(r));
+
+  if (ours.userIdStep) {
+    console.log('');
+    console.log(`User-ID step alone (ours; submit → response), ${PROBE_PER_KIND} per kind of ID, one at a time, interleaved:`);
+    for (const [kind, xs] of Object.entries(ours.userIdStep)) console.log(`  ${kind.padEnd(8)} p50 ${ms(percentile(xs, 50))} ms   p95 ${ms(percentile(xs, 95))} ms`);
+  }
 
   for (const r of [ours, bare]) {
     if (r.run.failures.size) {
@@ -404,6 +430,22 @@ async function main(): Promise<void> {
         for (let i = 0; i < users.length; i += 20)
           await Promise.all(users.slice(i, i + 20).map((u) => accounts.create({ tenantId, userId: u.userId, devices: [{ email: u.email }] })));
         return users;
+      },
+      async prepareUserIdProbe(perKind) {
+        const db = await openDatabase({ databaseUrl, dataDir: MEMORY_DATA_DIR });
+        try {
+          const accounts = new AccountRepository(db.prisma);
+          const kinds = { live: 'active', pending: 'pending_activation', unknown: undefined } as const;
+          const ids: Record<string, string[]> = {};
+          for (const [kind, status] of Object.entries(kinds)) {
+            const users = Array.from({ length: perKind }, (_, i) => userFor(`probe-${kind}`, i));
+            if (status) for (const u of users) await accounts.create({ tenantId, userId: u.userId, status, devices: [{ email: u.email }] });
+            ids[kind] = users.map((u) => u.userId);
+          }
+          return ids;
+        } finally {
+          await db.close();
+        }
       },
     },
     sink,

@@ -87,7 +87,7 @@ export async function createApp(opts: CreateAppOptions): Promise<App> {
     keyPrefix: opts.rateLimitKeyPrefix,
     onStoreError: (err, kind) => logger.warn({ err, kind }, 'rate-limit store error'),
   });
-  const emailOtp = new EmailOtpFactor({ otp, mail, limits, otpLength: config.otp.length, otpTtlSeconds: config.otp.ttlSeconds });
+  const emailOtp = new EmailOtpFactor({ otp, mail, limits, otpLength: config.otp.length, otpTtlSeconds: config.otp.ttlSeconds, logger });
   const loginFlows = new LoginFlowService({
     flows: flowRepo,
     accounts,
@@ -99,6 +99,7 @@ export async function createApp(opts: CreateAppOptions): Promise<App> {
     factors: [emailOtp, new PasswordFactor(), new ClientCertificateFactor({ certificates: domain.certificates, mtlsUrl: config.certificates.mtls.url })],
     flowTtlSeconds: config.loginFlowTtlSeconds,
     revealUnknownUser: config.revealUnknownUser,
+    decoyKey: secrets.otpHmacKey,
   });
 
   // Production fails at start, not at the first certificate login, when the CA is missing.
@@ -149,7 +150,7 @@ export async function createApp(opts: CreateAppOptions): Promise<App> {
   koa.use(csrf({ exempt: (path) => !isOwn(path) || path.startsWith('/api/') || path.startsWith('/static/') || path.startsWith('/health') || path.startsWith('/certificates/'), secure }));
 
   const routers = [
-    recoveryRouter({ interactions, tenants, limits, recovery: new RecoveryService({ flows: flowRepo, accounts, loginEvents: events, accountEvents, lockout, limits, mail, otp, activation, tenants, config }) }),
+    recoveryRouter({ interactions, tenants, limits, recovery: new RecoveryService({ flows: flowRepo, accounts, loginEvents: events, accountEvents, lockout, limits, mail, otp, activation, tenants, config, logger }) }),
     interactionRouter({ interactions, flows: loginFlows, tenants, limits, otpTtlSeconds: config.otp.ttlSeconds }),
     healthRouter({ db }),
     managementRouter({ accounts: accountService, tokens: new ClientCredentialsTokens(provider), tenants, issuer: config.issuer }),

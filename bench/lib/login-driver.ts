@@ -162,3 +162,29 @@ export async function runLogin(rp: oidc.Configuration, issuer: string, sink: Otp
 export function discoverRp(issuer: string, clientId: string, clientSecret: string): Promise<oidc.Configuration> {
   return oidc.discovery(new URL(issuer), clientId, undefined, oidc.ClientSecretBasic(clientSecret), { execute: [oidc.allowInsecureRequests] });
 }
+
+/**
+ * The user-ID step alone (authorize → user-ID page → submit), timed from the submit to its response
+ * read in full: what someone probing whether user IDs exist would measure.
+ */
+export async function timeUserIdStep(rp: oidc.Configuration, issuer: string, userId: string): Promise<number> {
+  const browser = new Browser(issuer);
+  const url = oidc.buildAuthorizationUrl(rp, {
+    redirect_uri: REDIRECT_URI,
+    scope: 'openid',
+    code_challenge: await oidc.calculatePKCECodeChallenge(oidc.randomPKCECodeVerifier()),
+    code_challenge_method: 'S256',
+    state: oidc.randomState(),
+  });
+  const authorize = await browser.request('authorize', 'GET', url.pathname + url.search);
+  expectStatus('authorize', authorize, ...REDIRECTS);
+  const uid = /\/interaction\/([^/?#]+)/.exec(authorize.location ?? '')?.[1];
+  if (!uid) throw new LoginError('authorize', `expected a redirect to the interaction, got ${authorize.location}`);
+  const interaction = `/interaction/${uid}`;
+  const page = await browser.request('user-ID page', 'GET', interaction);
+  expectStatus('user-ID page', page, 200);
+  const res = await browser.request('submit user ID', 'POST', `${interaction}/identify`, { _csrf: csrfOf('user-ID page', page), userId });
+  // 400 and 403: the explicit pages of REVEAL_UNKNOWN_USER (or of a version that has them).
+  expectStatus('submit user ID', res, ...REDIRECTS, 400, 403);
+  return browser.steps['submit user ID']!;
+}

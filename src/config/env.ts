@@ -42,7 +42,12 @@ export const envSchema = z.object({
   OTP_HMAC_KEY: z.string().optional(),
   /** Trust X-Forwarded-* headers for the client IP and protocol (only behind a proxy you control). */
   TRUST_PROXY: bool.default(false),
-  /** Show the manual's "could not send" page for unknown user IDs instead of behaving as for a known one. */
+  /**
+   * Show the manual's explicit pages at the user-ID step: 「ワンタイムパスワードが送信できませんでした」 for
+   * an unknown user ID, 「初回認証が済んでいません」 for one not yet activated. Off (default): unknown,
+   * pending, locked and live IDs get the same answer there (an unknown ID a decoy method, stable per
+   * ID), and a pending account is pointed to its activation only after submitting a code or password.
+   */
   REVEAL_UNKNOWN_USER: bool.default(false),
   /** Development mailbox at /dev/mailbox listing sent messages. Defaults to on in development. */
   DEV_MAILBOX: bool.optional(),

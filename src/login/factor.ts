@@ -11,7 +11,7 @@ export interface FactorContext {
   flow: LoginFlow;
   /** null for an unknown user ID: factors then behave as for a real account but never succeed. */
   account: AccountWithDevices | null;
-  /** Whether the account may receive messages and succeed (false for locked accounts: a decoy step). */
+  /** Whether the account may receive messages and succeed (false for pending and locked accounts: a decoy step). */
   live: boolean;
   tenant: Tenant;
   client: ClientConfig;

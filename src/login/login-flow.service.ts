@@ -11,7 +11,7 @@ import type { LoginFlow, LoginFlowRepository } from '../persistence/login-flow.r
 import type { Factor, FactorContext } from './factor.js';
 import { deliverableAddresses } from './factors/email-otp.factor.js';
 import { AccountLockedError, AuthFailedError, MethodUnavailableError, NotActivatedError, OtpNotSentError } from './login-errors.js';
-import { METHOD_ACR, METHOD_FACTORS, effectiveMethod, strongerMethod, type FactorName } from './login-methods.js';
+import { METHOD_ACR, METHOD_FACTORS, decoyMethod, effectiveMethod, strongerMethod, type FactorName } from './login-methods.js';
 
 /** Who is asking, as the HTTP layer saw it. */
 export interface RequestInfo {
@@ -41,6 +41,8 @@ export function normalizeUserId(raw: unknown): string | undefined {
 }
 
 const factorState = (name: FactorName) => `factor:${name}`;
+/** Looked up for flows without an account, so their pages run the same query as an account's. */
+const NO_ACCOUNT_ID = '00000000-0000-0000-0000-000000000000';
 
 /**
  * The login flow state machine: identify → one state per factor of the account's login method →
@@ -66,6 +68,8 @@ export class LoginFlowService {
       factors: Factor[];
       flowTtlSeconds: number;
       revealUnknownUser: boolean;
+      /** Server secret picking unknown IDs' decoy login method. */
+      decoyKey: string;
     },
   ) {
     this.factors = new Map(deps.factors.map((f) => [f.name, f]));
@@ -90,13 +94,14 @@ export class LoginFlowService {
     return flow;
   }
 
-  private async context(flow: LoginFlow, req: RequestInfo, flowUrl: string): Promise<FactorContext> {
+  /** `known`: the flow's account as just looked up (null: none), saving a second look-up. */
+  private async context(flow: LoginFlow, req: RequestInfo, flowUrl: string, known?: AccountWithDevices | null): Promise<FactorContext> {
     const { tenant, client } = this.clientOf(flow.clientId);
-    const account = flow.accountId ? await this.deps.accounts.findById(flow.accountId) : null;
+    const account = known !== undefined ? known : await this.deps.accounts.findById(flow.accountId ?? NO_ACCOUNT_ID);
     return {
       flow,
       account,
-      live: !!account && !account.lockedAt,
+      live: !!account && account.status === 'active' && !account.lockedAt,
       tenant,
       client,
       locale: req.locale,
@@ -138,6 +143,11 @@ export class LoginFlowService {
    * Step 1: the user ID. Moves the flow to its first factor (and, for e-mail OTP, sends the code).
    * `required`: the method the client asks for (acr_values); when stronger than the account's own,
    * the login runs the stronger one.
+   *
+   * Unless the deployment reveals unknown IDs, this step does the same work and shows the same page
+   * for unknown IDs and for pending, locked and live accounts: nobody learns here whether an ID
+   * exists. An unknown ID walks a decoy method that is stable per ID; a pending account learns that
+   * it needs activation only at the factor's submit.
    */
   async identify(flow: LoginFlow, rawUserId: unknown, req: RequestInfo, flowUrl: string, required?: LoginMethod): Promise<void> {
     const userId = normalizeUserId(rawUserId);
@@ -147,18 +157,19 @@ export class LoginFlowService {
     const { tenant } = this.clientOf(flow.clientId);
     const account = await this.deps.accounts.findByUserId(tenant.id, userId);
 
-    if (!account) {
-      if (this.deps.revealUnknownUser) {
+    if (this.deps.revealUnknownUser) {
+      if (!account) {
         await this.event({ ...flow, submittedUserId: userId }, req, 'unknown_user', null);
         throw new OtpNotSentError(flowUrl);
       }
-    } else if (account.status === 'pending_activation') {
-      await this.event({ ...flow, submittedUserId: userId }, req, 'not_activated', account.id);
-      throw new NotActivatedError(flowUrl);
+      if (account.status === 'pending_activation') {
+        await this.event({ ...flow, submittedUserId: userId }, req, 'not_activated', account.id);
+        throw new NotActivatedError(flowUrl);
+      }
     }
 
-    // Unknown IDs (by default) and locked accounts walk the same path as live ones, as a decoy.
-    const own: LoginMethod = account ? effectiveMethod(account.loginMethod, tenant.contract) : tenant.contract.login_methods[0] ?? 'otp';
+    // Unknown IDs (by default), pending and locked accounts walk the same path as live ones, as a decoy.
+    const own: LoginMethod = account ? effectiveMethod(account.loginMethod, tenant.contract) : decoyMethod(this.deps.decoyKey, tenant.id, userId, tenant.contract);
     const method = strongerMethod(own, required);
     const first = METHOD_FACTORS[method][0] ?? 'email_otp';
     const moved = await this.deps.flows.transition(flow.id, 'identify', {
@@ -171,8 +182,7 @@ export class LoginFlowService {
     if (!moved) throw new BadRequestError('login:errors.already_identified', {}, flowUrl);
     const next = { ...flow, accountId: account?.id ?? null, submittedUserId: userId, method, state: factorState(first) };
     const factor = this.currentFactor(next);
-    const ctx: FactorContext = { ...(await this.context(next, req, flowUrl)), account };
-    await factor.enter(ctx);
+    await factor.enter(await this.context(next, req, flowUrl, account));
   }
 
   /** Sends the current factor's code again, once its cool-down has passed. */
@@ -211,6 +221,11 @@ export class LoginFlowService {
     if (!account) {
       await this.event(flow, req, 'unknown_user', null);
       throw new AuthFailedError(flowUrl);
+    }
+    // Only now, as for a wrong code, may the user learn that this ID needs activation first.
+    if (account.status === 'pending_activation') {
+      await this.event(flow, req, 'not_activated', account.id);
+      throw new NotActivatedError(flowUrl);
     }
     if (outcome.kind === 'rejected') {
       if (outcome.countsAsFailure) {

@@ -1,3 +1,4 @@
+import { createHmac } from 'node:crypto';
 import type { Contract, LoginMethod } from '../config/index.js';
 
 export type FactorName = 'password' | 'email_otp' | 'client_certificate';
@@ -27,6 +28,19 @@ export const ACR_VALUES = Object.values(METHOD_ACR);
 export function effectiveMethod(accountMethod: string, contract: Contract): LoginMethod {
   const allowed = contract.login_methods;
   return (allowed as string[]).includes(accountMethod) ? (accountMethod as LoginMethod) : (allowed[0] ?? 'otp');
+}
+
+/**
+ * The method an unknown user ID appears to have: one of the contract's methods,
+ * picked by an HMAC of tenant and ID under a server secret. The same ID always gets the same page,
+ * and unknown IDs spread over the allowed methods instead of all showing the first, so neither
+ * repeating nor comparing tells them from accounts.
+ */
+export function decoyMethod(secret: string, tenantId: string, userId: string, contract: Contract): LoginMethod {
+  const allowed = contract.login_methods;
+  if (allowed.length <= 1) return allowed[0] ?? 'otp';
+  const digest = createHmac('sha256', secret).update(`login-method-decoy\0${tenantId}\0${userId}`).digest();
+  return allowed[digest.readUInt32BE(0) % allowed.length]!;
 }
 
 /**

@@ -12,6 +12,8 @@ import { deliverableAddresses, normalizeOtp } from '../login/factors/email-otp.f
 import { USER_ID_MAX, normalizeUserId, type RequestInfo } from '../login/login-flow.service.js';
 import { NotActivatedError } from '../login/login-errors.js';
 import { METHOD_FACTORS, effectiveMethod } from '../login/login-methods.js';
+import type { Logger } from '../logger.js';
+import { enqueueAfterResponse } from '../mail/mail.after-response.js';
 import type { MailQueue } from '../mail/mail.types.js';
 import type { OtpService } from '../otp/otp.service.js';
 import type { AccountRepository, AccountWithDevices } from '../persistence/account.repository.js';
@@ -61,8 +63,8 @@ type Settings = Pick<AppConfig, 'otp' | 'loginFlowTtlSeconds' | 'passwordMinLeng
  * identify --user ID, code mailed--> code --right code--> question --right answer--+--> password --new password--> done:password
  *                                                                                 +--> done:activation (fresh activation mailed)
  * ```
- * Wrong codes and wrong answers count towards the account's lockout shared with the login. Unknown
- * and locked accounts walk the same pages without mail, as in the login.
+ * Wrong codes and wrong answers count towards the account's lockout shared with the login. Unknown,
+ * pending and locked accounts walk the same pages without mail, as in the login.
  */
 export class RecoveryService {
   constructor(
@@ -78,6 +80,7 @@ export class RecoveryService {
       activation: ActivationService;
       tenants: TenantDirectory;
       config: Settings;
+      logger: Pick<Logger, 'error'>;
     },
   ) {}
 
@@ -130,15 +133,16 @@ export class RecoveryService {
     const account = await this.deps.accounts.findByUserId(tenant.id, userId);
     const named = { ...flow, submittedUserId: userId };
 
-    if (!account) {
-      if (this.deps.config.revealUnknownUser) {
+    if (this.deps.config.revealUnknownUser) {
+      if (!account) {
         await this.event(named, req, 'unknown_user', null);
         throw new RecoveryFieldError('userId', 400, 'recovery:errors.otp_not_sent');
       }
-    } else if (account.status === 'pending_activation') {
-      // Same answer as the login: the activation URL is the way in, and says no more than the login does.
-      await this.event(named, req, 'not_activated', account.id);
-      throw new NotActivatedError(backUrl);
+      if (account.status === 'pending_activation') {
+        // Same answer as the login: the activation URL is the way in, and says no more than the login does.
+        await this.event(named, req, 'not_activated', account.id);
+        throw new NotActivatedError(backUrl);
+      }
     }
 
     const method: LoginMethod = account ? effectiveMethod(account.loginMethod, tenant.contract) : (tenant.contract.login_methods[0] ?? 'otp');
@@ -184,6 +188,11 @@ export class RecoveryService {
     if (!account) {
       await this.event(flow, req, 'unknown_user', null);
       throw new RecoveryFieldError('otp', 401, 'recovery:errors.auth_failed');
+    }
+    // As in the login: a pending account learns that it needs activation only after its code.
+    if (account.status === 'pending_activation') {
+      await this.event(flow, req, 'not_activated', account.id);
+      throw new NotActivatedError(backUrl);
     }
     if (check === 'expired') {
       await this.event(flow, req, 'expired_otp', account.id);
@@ -269,24 +278,25 @@ export class RecoveryService {
   }
 
   /**
-   * Stores a code (every time, for unknown and locked accounts too: same work, same timing) and mails
-   * it only to a live account's proven addresses. The mail limit is the login's, keyed by the ID typed.
+   * Stores a code (every time, for unknown, pending and locked accounts too: same work, same timing)
+   * and mails it, after the response, only to a live account's proven addresses. The mail limit is the
+   * login's, keyed by the ID typed.
    */
   private async sendCode(flow: LoginFlow, account: AccountWithDevices | null, tenant: Tenant, client: ClientConfig, locale: Locale, backUrl: string): Promise<void> {
     const decision = await this.deps.limits.consume('otp_mail', `${tenant.id}:${flow.submittedUserId ?? ''}`);
     if (!decision.allowed) throw new RateLimitedError(decision.retryAfterSeconds, backUrl);
     const ttl = this.deps.config.otp.ttlSeconds;
     const { code } = await this.deps.otp.issueForFlow(flow.id, account?.id ?? null, RECOVERY_OTP_PURPOSE, ttl);
-    if (!account || account.lockedAt) return;
+    if (!account || account.lockedAt || account.status !== 'active') return;
     const to = deliverableAddresses(account);
     if (to.length === 0) return;
     // The login code mail fits: it is a code for getting into this site, and says so.
-    await this.deps.mail.enqueue({
+    enqueueAfterResponse(this.deps.mail, {
       to,
       template: 'login-otp',
       locale,
       params: { userId: account.userId, otp: code, expiresMinutes: String(Math.round(ttl / 60)), clientName: client.name },
-    });
+    }, this.deps.logger);
   }
 
   private async limitAttempts(flow: LoginFlow, tenant: Tenant, backUrl: string): Promise<void> {

@@ -132,10 +132,12 @@ describe('activation (初回認証 → 認証情報登録 → 認証情報登録
     expect(tokens.claims()).toMatchObject({ sub: u.account.id, preferred_username: u.userId });
   });
 
-  test('a pending account cannot log in: the login page points to the activation URL and says no more', async () => {
+  test('a pending account cannot log in: after its code the login page points to the activation URL and says no more', async () => {
     const u = await newPending();
     const login = await startLogin(rp, s.issuer);
-    const res = await submit(login, 'identify', { userId: u.userId });
+    // The user-ID step answers as for anyone (nobody learns there whether the ID exists).
+    expect((await submit(login, 'identify', { userId: u.userId })).status).toBe(303);
+    const res = await submit(login, 'otp', { otp: u.otp });
     expect(res.status).toBe(403);
     const html = await res.text();
     expect(html).toContain('このアカウントは初回認証が済んでいません');

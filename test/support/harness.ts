@@ -7,7 +7,8 @@ import { join } from 'node:path';
 import { createApp, type App } from '../../src/app.js';
 import { loadConfig, type AppConfig, type Tenant } from '../../src/config/index.js';
 import { parseTenants } from '../../src/config/tenants.js';
-import { createLogger } from '../../src/logger.js';
+import { createLogger, type Logger } from '../../src/logger.js';
+import type { MailQueue } from '../../src/mail/mail.types.js';
 import { openDatabase, MEMORY_DATA_DIR, type Database } from '../../src/persistence/database.js';
 import { createTestDatabase } from './database.js';
 import { startSmtpServer } from './smtp.js';
@@ -44,6 +45,10 @@ export interface TestServerOptions {
   env?: Record<string, string>;
   tenants?: Tenant[];
   config?: Partial<AppConfig>;
+  /** Replaces the mail queue (e.g. one that holds jobs until released); default: the real one. */
+  mail?: MailQueue;
+  /** Replaces the silent logger, for tests that look at what is logged. */
+  logger?: Logger;
 }
 
 export interface TestServer {
@@ -82,9 +87,9 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
     },
     { tenants: opts.tenants ?? parseTenants('test tenants', TEST_TENANTS_YAML), ...opts.config },
   );
-  const logger = createLogger(config.logLevel);
+  const logger = opts.logger ?? createLogger(config.logLevel);
   const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.databaseUrl ? dataDir : MEMORY_DATA_DIR });
-  const app = await createApp({ config, db, logger, rateLimitKeyPrefix: `t${randomBytes(4).toString('hex')}` });
+  const app = await createApp({ config, db, logger, rateLimitKeyPrefix: `t${randomBytes(4).toString('hex')}`, mail: opts.mail });
   server.on('request', app.koa.callback());
   return {
     issuer,

@@ -1,5 +1,7 @@
 import { BadRequestError, RateLimitedError } from '../../http/errors.js';
 import type { RateLimits } from '../../http/rate-limit.js';
+import type { Logger } from '../../logger.js';
+import { enqueueAfterResponse } from '../../mail/mail.after-response.js';
 import type { MailQueue } from '../../mail/mail.types.js';
 import type { OtpService } from '../../otp/otp.service.js';
 import type { AccountWithDevices } from '../../persistence/account.repository.js';
@@ -28,6 +30,7 @@ export class EmailOtpFactor implements Factor {
       limits: RateLimits;
       otpLength: number;
       otpTtlSeconds: number;
+      logger: Pick<Logger, 'error'>;
     },
   ) {}
 
@@ -37,8 +40,9 @@ export class EmailOtpFactor implements Factor {
 
   /**
    * Issues a code and mails it. The mail limit is keyed by the user ID as typed, known or not, so it
-   * neither mail-bombs a user nor tells known IDs from unknown ones; unknown and locked accounts get a
-   * code stored like any other (same work, same timing) but no mail.
+   * neither mail-bombs a user nor tells known IDs from unknown ones; unknown, pending and locked
+   * accounts get a code stored like any other (same work, same timing) but no mail, and a live
+   * account's mail is queued after the response.
    */
   async enter(ctx: FactorContext): Promise<void> {
     const key = `${ctx.tenant.id}:${ctx.flow.submittedUserId ?? ''}`;
@@ -48,7 +52,7 @@ export class EmailOtpFactor implements Factor {
     if (!ctx.account || !ctx.live) return;
     const to = deliverableAddresses(ctx.account);
     if (to.length === 0) return;
-    await this.deps.mail.enqueue({
+    enqueueAfterResponse(this.deps.mail, {
       to,
       template: 'login-otp',
       locale: ctx.locale,
@@ -58,7 +62,7 @@ export class EmailOtpFactor implements Factor {
         expiresMinutes: String(Math.round(this.deps.otpTtlSeconds / 60)),
         clientName: ctx.client.name,
       },
-    });
+    }, this.deps.logger);
   }
 
   /** Seconds to wait before another code may be sent (0: now). */
