@@ -1,3 +1,5 @@
+import { Ajv2020 } from 'ajv/dist/2020.js';
+import addFormatsModule from 'ajv-formats';
 import { decodeJwt } from 'jose';
 import * as oidc from 'openid-client';
 import { hashSecret, normalizeAnswer } from '../../src/credentials/hashing.js';
@@ -12,6 +14,9 @@ const YAML = TEST_TENANTS_YAML.replace('login_methods: [otp]', 'login_methods: [
 const PASSWORD = 'Hoshizora-Kujira 58';
 const NEW_PASSWORD = 'Yuugure-Kamome 73';
 const API = '/api/v1';
+
+// ajv-formats is CommonJS: under ESM its default export is module.exports, whose `default` is the plugin.
+const addFormats = ((addFormatsModule as unknown as { default?: typeof addFormatsModule }).default ?? addFormatsModule) as unknown as (ajv: Ajv2020) => void;
 
 type Tokens = oidc.TokenEndpointResponse & oidc.TokenEndpointResponseHelpers;
 
@@ -220,6 +225,12 @@ describe('account lifecycle: no session or token outlives a lock, a reset, a re-
     expect(res.status).toBe(200);
     expect(res.body).toMatchObject({ loginMethod: 'password', status: 'pending_activation', activation: { mailed: false } });
     expect(res.body.activation.otp).toMatch(/^\d{8}$/);
+    // As the OpenAPI document says.
+    const ajv = new Ajv2020({ strict: false });
+    addFormats(ajv);
+    ajv.addSchema((await (await fetch(`${s.issuer}${API}/openapi.json`)).json()) as object, 'api');
+    const validate = ajv.getSchema('api#/components/schemas/UpdatedAccount')!;
+    expect(validate(res.body) ? 'valid' : ajv.errorsText(validate.errors)).toBe('valid');
     await expectEnded(session);
 
     // No login counts towards the lockout meanwhile: the ID is not live.
