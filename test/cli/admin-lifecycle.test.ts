@@ -1,6 +1,4 @@
-import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { decodeJwt } from 'jose';
@@ -9,9 +7,7 @@ import { openDatabase, type Database } from '../../src/persistence/database.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { startLogoutReceiver } from '../support/logout-receiver.js';
 import { startSmtpServer } from '../support/smtp.js';
-
-const require = createRequire(import.meta.url);
-const tsxCli = require.resolve('tsx/cli');
+import { runAdminCli } from '../support/admin-cli.js';
 
 describe('admin CLI: commands that change an account end its sessions and tell the sites', () => {
   let testDb: TestDatabase;
@@ -41,27 +37,7 @@ describe('admin CLI: commands that change an account end its sessions and tell t
   });
 
   const admin = (...args: string[]) =>
-    new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
-      const child = spawn(process.execPath, [tsxCli, 'src/cli/admin.ts', ...args, '--json'], {
-        env: {
-          ...process.env,
-          DATABASE_URL: testDb.url,
-          TENANTS_FILE: join(dir, 'tenants.yaml'),
-          DATA_DIR: dir,
-          NODE_ENV: 'development',
-          DEV_MAILBOX: 'false',
-          SMTP_URL: smtp.url,
-          REDIS_URL: '',
-          LOG_LEVEL: 'silent',
-        },
-        timeout: 60_000,
-      });
-      let out = '';
-      let err = '';
-      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-      child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-      child.on('close', (code) => resolve({ code, out, err }));
-    });
+    runAdminCli({ DATABASE_URL: testDb.url, TENANTS_FILE: join(dir, 'tenants.yaml'), DATA_DIR: dir, SMTP_URL: smtp.url }, [...args, '--json']);
 
   /** An active demo account signed in at demo-bcl: a session naming the sign-in's sid, its grant and token. */
   async function signedIn(userId: string) {

@@ -1,11 +1,7 @@
-import { spawn } from 'node:child_process';
-import { createRequire } from 'node:module';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { openDatabase, type Database } from '../../src/persistence/database.js';
 import { startSmtpServer } from '../support/smtp.js';
-
-const require = createRequire(import.meta.url);
-const tsxCli = require.resolve('tsx/cli');
+import { runAdminCli } from '../support/admin-cli.js';
 
 describe('admin CLI (spawned as an operator would)', () => {
   let testDb: TestDatabase;
@@ -22,28 +18,7 @@ describe('admin CLI (spawned as an operator would)', () => {
     await smtp?.close();
   });
 
-  // Asynchronous on purpose: the SMTP server the CLI mails to runs in this process.
-  const admin = (...args: string[]) =>
-    new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
-      const child = spawn(process.execPath, [tsxCli, 'src/cli/admin.ts', ...args], {
-        env: {
-          ...process.env,
-          DATABASE_URL: testDb.url,
-          TENANTS_FILE: 'config/tenants.yaml',
-          NODE_ENV: 'development',
-          DEV_MAILBOX: 'false',
-          SMTP_URL: smtp.url,
-          REDIS_URL: '',
-          LOG_LEVEL: 'silent',
-        },
-        timeout: 60_000,
-      });
-      let out = '';
-      let err = '';
-      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-      child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-      child.on('close', (code) => resolve({ code, out, err }));
-    });
+  const admin = (...args: string[]) => runAdminCli({ DATABASE_URL: testDb.url, TENANTS_FILE: 'config/tenants.yaml', SMTP_URL: smtp.url }, args);
   const json = async (...args: string[]) => {
     const r = await admin(...args, '--json');
     if (r.code !== 0) throw new Error(`${args.join(' ')} exited ${r.code}: ${r.err}`);
