@@ -40,7 +40,6 @@ import { loginMethodRouter } from './account/area/login-method.router.js';
 import { LoginMethodService } from './account/login-method.service.js';
 import { AccountSessionService } from './account/account-session.service.js';
 import { BackchannelLogout } from './oidc/backchannel.js';
-import { SessionRepository } from './persistence/session.repository.js';
 import { secretQuestionRouter } from './account/area/secret-question.router.js';
 import { historyRouter } from './account/area/history.router.js';
 import { SecretQuestionService } from './account/secret-question.service.js';
@@ -107,6 +106,8 @@ export async function createApp(opts: CreateAppOptions): Promise<App> {
   const clientCertificate = clientCertificateReader({ header: config.certificates.clientCertHeader, trustedProxies: config.certificates.trustedProxies });
   const provider = createProvider({ config, tenants, accounts, payloads, jwks, cookieKeys: secrets.cookieKeys, clientCertificate });
   const interactions = new OidcInteractions(provider);
+  const backchannel = new BackchannelLogout(provider);
+  domain.lifecycle.useNotifier(backchannel);
 
   const koa = new Koa();
   koa.keys = secrets.cookieKeys; // must equal the provider's cookie keys (DESIGN.md)
@@ -150,13 +151,13 @@ export async function createApp(opts: CreateAppOptions): Promise<App> {
   koa.use(csrf({ exempt: (path) => !isOwn(path) || path.startsWith('/api/') || path.startsWith('/static/') || path.startsWith('/health') || path.startsWith('/certificates/'), secure }));
 
   const routers = [
-    recoveryRouter({ interactions, tenants, limits, recovery: new RecoveryService({ flows: flowRepo, accounts, loginEvents: events, accountEvents, lockout, limits, mail, otp, activation, tenants, config, logger }) }),
+    recoveryRouter({ interactions, tenants, limits, recovery: new RecoveryService({ flows: flowRepo, accounts, loginEvents: events, accountEvents, lockout, lifecycle: domain.lifecycle, limits, mail, otp, activation, tenants, config, logger }) }),
     interactionRouter({ interactions, flows: loginFlows, tenants, limits, otpTtlSeconds: config.otp.ttlSeconds }),
     healthRouter({ db }),
     managementRouter({ accounts: accountService, tokens: new ClientCredentialsTokens(provider), tenants, issuer: config.issuer }),
-    activationRouter({ activation, accounts, tenants, limits, loginEvents, passwordMinLength: config.passwordMinLength, secure }),
+    activationRouter({ activation, accounts, tenants, limits, loginEvents, certificates: domain.certificates, passwordMinLength: config.passwordMinLength, secure }),
   ];
-  const providerSessions = new SessionRepository(db.prisma);
+  const providerSessions = domain.providerSessions;
   // Before the account-area routers: an area session whose provider session ended is dropped.
   koa.use(dropEndedAreaSessions({ sessions: providerSessions, secure }));
   routers.push(accountAreaRouter({ config, tenants, accounts, loginEvents: events, sessions: providerSessions, certificates: domain.certificates, secure }));
@@ -183,7 +184,7 @@ export async function createApp(opts: CreateAppOptions): Promise<App> {
       config,
       tenants,
       accounts,
-      methods: new LoginMethodService({ accounts, certificates: domain.certificates, events: accountEvents, mail, passwordMinLength: config.passwordMinLength }),
+      methods: new LoginMethodService({ accounts, certificates: domain.certificates, events: accountEvents, mail, lifecycle: domain.lifecycle, passwordMinLength: config.passwordMinLength }),
       certificates: domain.certificates,
       events: accountEvents,
       secure,
@@ -194,7 +195,7 @@ export async function createApp(opts: CreateAppOptions): Promise<App> {
       config,
       tenants,
       accounts,
-      sessions: new AccountSessionService({ sessions: providerSessions, backchannel: new BackchannelLogout(provider), events: accountEvents, tenants, logger, mail }),
+      sessions: new AccountSessionService({ sessions: providerSessions, backchannel, events: accountEvents, tenants, logger, mail }),
       secure,
     }),
   );

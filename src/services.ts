@@ -1,6 +1,7 @@
 import { TenantDirectory, type AppConfig } from './config/index.js';
 import { resolveSecrets } from './config/secrets.js';
 import { AccountEventService } from './account/account-event.service.js';
+import { AccountLifecycleService } from './account/account-lifecycle.service.js';
 import { AccountService } from './account/account.service.js';
 import { ActivationService } from './activation/activation.service.js';
 import { LoginEventService } from './history/login-event.service.js';
@@ -23,6 +24,7 @@ import { LoginEventRepository } from './persistence/login-event.repository.js';
 import { LoginFlowRepository } from './persistence/login-flow.repository.js';
 import { OidcPayloadRepository } from './persistence/oidc-payload.repository.js';
 import { OneTimePasswordRepository } from './persistence/one-time-password.repository.js';
+import { SessionRepository } from './persistence/session.repository.js';
 
 /** The domain services and repositories, wired once; the HTTP app and the admin CLI share them. */
 export interface DomainServices {
@@ -42,6 +44,9 @@ export interface DomainServices {
   accountService: AccountService;
   mail: MailQueue;
   certificates: CertificateService;
+  /** Ends an account's sessions and tokens on a lock, re-activation, reset, method change or delete. */
+  lifecycle: AccountLifecycleService;
+  providerSessions: SessionRepository;
 }
 
 export function createDomainServices(opts: { config: AppConfig; db: Database; logger: Logger; mail?: MailQueue }): DomainServices {
@@ -52,7 +57,9 @@ export function createDomainServices(opts: { config: AppConfig; db: Database; lo
   const accounts = new AccountRepository(prisma);
   const events = new LoginEventRepository(prisma);
   const devMail = new DevMailRepository(prisma);
-  const lockout = new LockoutService(accounts);
+  const providerSessions = new SessionRepository(prisma);
+  const lifecycle = new AccountLifecycleService({ sessions: providerSessions, logger });
+  const lockout = new LockoutService(accounts, lifecycle);
   const mail =
     opts.mail ??
     createMailQueue({
@@ -63,8 +70,18 @@ export function createDomainServices(opts: { config: AppConfig; db: Database; lo
   const otpRepo = new OneTimePasswordRepository(prisma);
   const otp = new OtpService(otpRepo, secrets.otpHmacKey, config.otp);
   const accountEvents = new AccountEventService(new AccountEventRepository(prisma));
+  const certificates = new CertificateService({
+    repo: new CertificateRepository(prisma),
+    accounts,
+    tenants,
+    loadAuthority: () => loadCertificateAuthority(config),
+    loadSecret: () => loadCertificateSecret(config),
+    issuer: config.issuer,
+  });
   const activation = new ActivationService({
     accounts,
+    lifecycle,
+    certificates,
     otpRepo,
     otp,
     lockout,
@@ -76,17 +93,11 @@ export function createDomainServices(opts: { config: AppConfig; db: Database; lo
     passwordMinLength: config.passwordMinLength,
     secretQuestions: config.secretQuestions,
   });
-  const accountService = new AccountService({ accounts, loginEvents: events, events: accountEvents, activation, mail, tenants });
-  const certificates = new CertificateService({
-    repo: new CertificateRepository(prisma),
-    accounts,
-    tenants,
-    loadAuthority: () => loadCertificateAuthority(config),
-    loadSecret: () => loadCertificateSecret(config),
-    issuer: config.issuer,
-  });
+  const accountService = new AccountService({ accounts, loginEvents: events, events: accountEvents, activation, mail, tenants, lifecycle, certificates });
   return {
     certificates,
+    lifecycle,
+    providerSessions,
     tenants,
     secrets,
     accounts,

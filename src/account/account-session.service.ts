@@ -6,6 +6,7 @@ import { methodOfAcr } from '../login/login-methods.js';
 import type { BackchannelOutcome, SiteSignIn } from '../oidc/backchannel.js';
 import type { SessionRepository, StoredSession } from '../persistence/session.repository.js';
 import type { AccountEventService } from './account-event.service.js';
+import { signInsOf } from './account-lifecycle.service.js';
 
 /** One site a session signed in to, for the page. */
 export interface SessionSite {
@@ -37,9 +38,6 @@ export interface SessionActor {
 }
 
 export type SignOutResult = 'signed_out' | 'not_found' | 'current';
-
-const signInsOf = (sessions: StoredSession[]): SiteSignIn[] =>
-  sessions.flatMap((s) => Object.entries(s.authorizations).map(([clientId, a]) => ({ clientId, sid: a.sid })));
 
 /**
  * The account's provider sessions ("where am I signed in"): listing them, signing one out, and

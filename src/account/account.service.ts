@@ -6,7 +6,10 @@ import type { MailQueue } from '../mail/mail.types.js';
 import type { AccountRepository, AccountWithDevices } from '../persistence/account.repository.js';
 import type { LoginEvent, LoginEventRepository } from '../persistence/login-event.repository.js';
 import { deliverableAddresses } from '../login/factors/email-otp.factor.js';
+import { METHOD_FACTORS } from '../login/login-methods.js';
+import type { CertificateService } from '../certificates/certificate.service.js';
 import type { AccountEventService } from './account-event.service.js';
+import type { AccountLifecycleService } from './account-lifecycle.service.js';
 import { AccountExistsError, AccountNotFoundError, AccountValidationError } from './account-errors.js';
 
 export type DeviceKind = 'pc' | 'mobile' | 'smartphone';
@@ -62,6 +65,8 @@ export class AccountService {
       activation: ActivationService;
       mail: MailQueue;
       tenants: TenantDirectory;
+      lifecycle: Pick<AccountLifecycleService, 'endAccess'>;
+      certificates: Pick<CertificateService, 'hasLiveCertificate'>;
     },
   ) {}
 
@@ -132,12 +137,24 @@ export class AccountService {
     return { items, total, page: opts.page, perPage: opts.perPage };
   }
 
-  async update(tenantId: string, userId: string, input: { loginMethod?: string; devices?: DeviceInput[] }, who: Actor): Promise<AccountWithDevices> {
+  /**
+   * Changes the login method and/or replaces the devices. A new method whose credentials the account
+   * lacks (no password, no live certificate) sends it through activation again, where the user sets
+   * them: the result then carries the fresh activation. Any method change ends the account's sessions.
+   */
+  async update(
+    tenantId: string,
+    userId: string,
+    input: { loginMethod?: string; devices?: DeviceInput[]; mailActivation?: boolean; locale?: Locale },
+    who: Actor,
+  ): Promise<AccountWithDevices & { activation?: IssuedActivation }> {
     const tenant = this.tenant(tenantId);
     const account = await this.find(tenantId, userId);
     const loginMethod = input.loginMethod === undefined ? undefined : this.checkMethod(tenant, input.loginMethod);
     const devices = input.devices === undefined ? undefined : this.checkDevices(tenant, input.devices);
     const updated = await this.deps.accounts.update(account.id, { loginMethod, devices });
+    const changed = loginMethod !== undefined && loginMethod !== account.loginMethod;
+    const lacksCredentials = changed && updated.status === 'active' && (await this.lacksCredentials(updated, loginMethod));
     await this.deps.events.record({
       tenantId,
       accountId: account.id,
@@ -146,7 +163,20 @@ export class AccountService {
       sourceIp: who.ip ?? null,
       detail: { loginMethod: loginMethod ?? null, devices: devices ? devices.length : null },
     });
+    if (lacksCredentials) {
+      // issue() puts the account back to pending and ends its sessions.
+      const activation = await this.deps.activation.issue(updated, { ...who, mail: input.mailActivation, locale: input.locale });
+      return { ...(await this.find(tenantId, userId)), activation };
+    }
+    if (changed) await this.deps.lifecycle.endAccess(account.id, 'method_changed');
     return updated;
+  }
+
+  /** Whether the account has nothing to pass one of the method's factors with. */
+  private async lacksCredentials(account: AccountWithDevices, method: LoginMethod): Promise<boolean> {
+    const factors = METHOD_FACTORS[method];
+    if (factors.includes('password') && !account.passwordHash) return true;
+    return factors.includes('client_certificate') && !(await this.deps.certificates.hasLiveCertificate(account.id));
   }
 
   async issueActivation(tenantId: string, userId: string, opts: Actor & { mail?: boolean; locale?: Locale }): Promise<IssuedActivation> {
@@ -171,6 +201,8 @@ export class AccountService {
   /** Deletes the account and everything that names it (devices, events, sessions, grants, tokens). */
   async delete(tenantId: string, userId: string): Promise<void> {
     const account = await this.find(tenantId, userId);
+    // First, so the sites registered for back-channel logout hear of the ended sessions.
+    await this.deps.lifecycle.endAccess(account.id, 'deleted');
     await this.deps.accounts.delete(account.id);
   }
 

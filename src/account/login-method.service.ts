@@ -8,6 +8,7 @@ import { effectiveMethod, METHOD_FACTORS } from '../login/login-methods.js';
 import type { MailQueue } from '../mail/mail.types.js';
 import type { AccountRepository, AccountWithDevices } from '../persistence/account.repository.js';
 import type { AccountEventService } from './account-event.service.js';
+import type { AccountLifecycleService } from './account-lifecycle.service.js';
 
 export type MethodChangeProblem = { field: 'method'; problem: 'not_allowed' } | { field: 'password'; problem: 'required' | PasswordProblem };
 
@@ -30,6 +31,7 @@ export class LoginMethodService {
       certificates: CertificateService;
       events: AccountEventService;
       mail: MailQueue;
+      lifecycle: Pick<AccountLifecycleService, 'endAccess'>;
       passwordMinLength: number;
     },
   ) {}
@@ -61,8 +63,18 @@ export class LoginMethodService {
     return undefined;
   }
 
-  /** Applies a checked change (call `check` first). */
-  async change(account: AccountWithDevices, tenant: Tenant, to: LoginMethod, password: string | undefined, who: { ip: string | null; locale: Locale }): Promise<MethodChangeResult> {
+  /**
+   * Applies a checked change (call `check` first). Every other session of the account ends with its
+   * tokens; the one that made the change (`sessionUid`, just re-authenticated) stays, so its owner can
+   * download the new certificates.
+   */
+  async change(
+    account: AccountWithDevices,
+    tenant: Tenant,
+    to: LoginMethod,
+    password: string | undefined,
+    who: { ip: string | null; locale: Locale; sessionUid?: string },
+  ): Promise<MethodChangeResult> {
     const from = this.current(account, tenant);
     await this.deps.accounts.setPassword(account.id, this.needsPassword(to) && password ? await hashSecret(password) : null);
     const certificates: MethodChangeResult['certificates'] = [];
@@ -76,6 +88,7 @@ export class LoginMethodService {
       await this.deps.certificates.revokeForAccount(account.id, 'method_changed');
     }
     await this.deps.accounts.update(account.id, { loginMethod: to });
+    await this.deps.lifecycle.endAccess(account.id, 'method_changed', { keepSessionUid: who.sessionUid });
     await this.deps.events.record({ tenantId: account.tenantId, accountId: account.id, type: 'login_method_changed', actor: 'user', sourceIp: who.ip, detail: { from, to } });
     const recipients = deliverableAddresses(account);
     if (recipients.length)

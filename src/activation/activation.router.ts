@@ -1,6 +1,7 @@
 import Router from '@koa/router';
 import { limitIp } from '../http/rate-limit.middleware.js';
 import type { Context } from 'koa';
+import type { CertificateService } from '../certificates/certificate.service.js';
 import type { TenantDirectory } from '../config/index.js';
 import { PASSWORD_MAX_LENGTH } from '../credentials/password-policy.js';
 import type { LoginEventService } from '../history/login-event.service.js';
@@ -11,6 +12,8 @@ import type { AccountRepository, AccountWithDevices } from '../persistence/accou
 import type { ActivationService, RegistrationProblem } from './activation.service.js';
 
 const COOKIE = 'activation';
+/** After completion: names the account whose new certificates this browser may download. */
+const DONE_COOKIE = 'activation_done';
 /** How long step 2 may follow a successful step 1; the code itself is only consumed at step 2. */
 const SESSION_SECONDS = 30 * 60;
 const USER_ID_MAX = 64;
@@ -34,6 +37,8 @@ export interface ActivationRouterDeps {
   tenants: TenantDirectory;
   limits: RateLimits;
   loginEvents: LoginEventService;
+  /** Certificates issued at activation (password_certificate) are downloaded from the completion page. */
+  certificates: Pick<CertificateService, 'listForAccount' | 'pkcs12For'>;
   passwordMinLength: number;
   /** Whether the issuer is https (cookies then get the Secure flag). */
   secure: boolean;
@@ -71,6 +76,21 @@ export function activationRouter(deps: ActivationRouterDeps) {
 
   function clearSession(ctx: Context) {
     ctx.cookies.set(COOKIE, null, cookieOptions(ctx));
+  }
+
+  /** The account this browser just activated with certificates, within the same half hour. */
+  async function doneAccount(ctx: Context, tenant: string): Promise<AccountWithDevices | undefined> {
+    const raw = ctx.cookies.get(DONE_COOKIE, { signed: true });
+    if (!raw) return undefined;
+    let s: Partial<{ accountId: string; tenant: string; exp: number }>;
+    try {
+      s = JSON.parse(Buffer.from(raw, 'base64url').toString('utf8')) as typeof s;
+    } catch {
+      return undefined;
+    }
+    if (typeof s.accountId !== 'string' || s.tenant !== tenant || typeof s.exp !== 'number' || s.exp * 1000 <= Date.now()) return undefined;
+    const account = await deps.accounts.findById(s.accountId);
+    return account && account.tenantId === tenant && account.status === 'active' && !account.lockedAt ? account : undefined;
   }
 
   /** The verified step 1 of this tenant, if the signed cookie names one that has not run out. */
@@ -210,17 +230,39 @@ export function activationRouter(deps: ActivationRouterDeps) {
     }
 
     const done = await activation.complete(account, session.otpId, input, { actor: 'user', ip: clientIp(ctx), locale: ctx.state.locale });
-    // False: the code was used, replaced by a fresh activation, or ran out since step 1.
+    // Undefined: the code was used, replaced by a fresh activation, or ran out since step 1.
     if (!done) return renderRestart(ctx, tenant, 409, 'activation:errors.code_used');
     clearSession(ctx);
+    if (done.certificates.length) {
+      const value = Buffer.from(JSON.stringify({ accountId: account.id, tenant, exp: Math.floor(Date.now() / 1000) + SESSION_SECONDS })).toString('base64url');
+      ctx.cookies.set(DONE_COOKIE, value, { ...cookieOptions(ctx), maxAge: SESSION_SECONDS * 1000 });
+    }
     ctx.status = 303;
     ctx.redirect(`${base(tenant)}/done`);
   });
 
-  // Step 3: 認証情報登録完了 (says nothing about any account, so it needs no state).
+  // Step 3: 認証情報登録完了. Only a certificate account's own browser sees its devices' certificates.
   router.get('/:tenant/done', async (ctx) => {
-    tenantOf(ctx);
-    await ctx.render('activation/done', { pageTitle: t(ctx, 'activation:done.title'), step: 2 });
+    const tenant = tenantOf(ctx);
+    const account = await doneAccount(ctx, tenant);
+    const valid = account ? (await deps.certificates.listForAccount(account.id)).filter((c) => c.status === 'valid') : [];
+    const certificates = (account?.devices ?? []).flatMap((d) => {
+      const c = valid.find((x) => x.deviceId === d.id);
+      return c ? [{ deviceNumber: d.number, email: d.email, notAfter: c.notAfter, downloadPassword: c.downloadPassword, href: `${base(tenant)}/certificates/${d.number}` }] : [];
+    });
+    await ctx.render('activation/done', { pageTitle: t(ctx, 'activation:done.title'), step: 2, certificates, downloadMinutes: SESSION_SECONDS / 60 });
+  });
+
+  // The PKCS#12 file of a device's new certificate, for the browser that completed the activation.
+  router.get('/:tenant/certificates/:number', async (ctx) => {
+    const tenant = tenantOf(ctx);
+    const account = await doneAccount(ctx, tenant);
+    const device = account?.devices.find((d) => String(d.number) === ctx.params.number);
+    const file = account && device ? await deps.certificates.pkcs12For(account.id, device.id) : null;
+    if (!file) throw new NotFoundError();
+    ctx.set('Content-Disposition', `attachment; filename="${file.filename}"`);
+    ctx.type = file.contentType;
+    ctx.body = file.data;
   });
 
   return router;

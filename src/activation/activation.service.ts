@@ -1,6 +1,8 @@
 import { timingSafeEqual } from 'node:crypto';
 import type { TenantDirectory } from '../config/index.js';
 import type { AccountEventService } from '../account/account-event.service.js';
+import type { AccountLifecycleService } from '../account/account-lifecycle.service.js';
+import type { CertificateService, IssuedCertificate } from '../certificates/certificate.service.js';
 import type { LockoutService } from '../lockout/lockout.service.js';
 import type { Locale } from '../i18n/index.js';
 import type { MailQueue } from '../mail/mail.types.js';
@@ -22,6 +24,14 @@ export interface IssuedActivation {
   url: string;
   otp: string;
   expiresAt: Date;
+}
+
+/** A certificate activation issued for one device (password_certificate), with its download password. */
+export interface ActivationCertificate {
+  deviceNumber: number;
+  email: string;
+  notAfter: Date;
+  downloadPassword: string;
 }
 
 export type ActivationCheck =
@@ -46,6 +56,8 @@ export class ActivationService {
   constructor(
     private readonly deps: {
       accounts: AccountRepository;
+      lifecycle: Pick<AccountLifecycleService, 'endAccess'>;
+      certificates: Pick<CertificateService, 'issue'>;
       otpRepo: OneTimePasswordRepository;
       otp: OtpService;
       lockout: LockoutService;
@@ -68,15 +80,24 @@ export class ActivationService {
     return (METHOD_FACTORS[account.loginMethod as LoginMethod] ?? []).includes('password');
   }
 
+  /** Whether the account's login method needs its devices' client certificates, issued at activation. */
+  needsCertificates(account: Pick<AccountWithDevices, 'loginMethod'>): boolean {
+    return (METHOD_FACTORS[account.loginMethod as LoginMethod] ?? []).includes('client_certificate');
+  }
+
   /**
    * Issues a fresh activation code (the old one stops working) and puts the account back to waiting
-   * for activation. With `mail`, the URL and code go to the account's device addresses.
+   * for activation. With `mail`, the URL and code go to the account's device addresses. An account
+   * that was active loses its sessions and tokens: it has to prove itself again.
    */
   async issue(account: AccountWithDevices, opts: Actor & { mail?: boolean; locale?: Locale }): Promise<IssuedActivation> {
     const otp = this.deps.otp.generateCode();
     const expiresAt = new Date(Date.now() + this.deps.ttlSeconds * 1000);
     await this.deps.otpRepo.issueForAccount({ accountId: account.id, purpose: ACTIVATION_PURPOSE, codeHmac: this.deps.otp.hmac(ACTIVATION_PURPOSE, otp), expiresAt });
-    if (account.status !== 'pending_activation') await this.deps.accounts.markPendingActivation(account.id);
+    if (account.status !== 'pending_activation') {
+      await this.deps.accounts.markPendingActivation(account.id);
+      await this.deps.lifecycle.endAccess(account.id, 'reactivated');
+    }
     const url = this.activationUrl(account.tenantId, account.userId);
     await this.deps.events.record({ tenantId: account.tenantId, accountId: account.id, type: 'activation_issued', actor: opts.actor, sourceIp: opts.ip ?? null, detail: { mailed: !!opts.mail } });
     if (opts.mail) {
@@ -152,19 +173,33 @@ export class ActivationService {
 
   /**
    * Step 2 (認証情報登録): saves the secret question (and password), consumes the activation code and
-   * activates the account. False when the code was used or retired meanwhile.
+   * activates the account; a certificate method's devices get their certificates (the completion page
+   * shows the download passwords). Undefined when the code was used or retired meanwhile.
    */
-  async complete(account: AccountWithDevices, otpId: string, input: { questionId: string; answer: string; password?: string }, who: Actor & { locale?: Locale }): Promise<boolean> {
-    if (!(await this.deps.otpRepo.consume(otpId))) return false;
+  async complete(
+    account: AccountWithDevices,
+    otpId: string,
+    input: { questionId: string; answer: string; password?: string },
+    who: Actor & { locale?: Locale },
+  ): Promise<{ certificates: ActivationCertificate[] } | undefined> {
+    if (!(await this.deps.otpRepo.consume(otpId))) return undefined;
     await this.deps.accounts.activate(account.id, {
       secretQuestionId: input.questionId,
       secretAnswerHash: await hashSecret(normalizeAnswer(input.answer)),
       passwordHash: this.needsPassword(account) && input.password ? await hashSecret(input.password) : null,
     });
+    const certificates: ActivationCertificate[] = [];
+    if (this.needsCertificates(account)) {
+      // Every device gets a new certificate; issuing one retires the device's previous one.
+      for (const device of account.devices) {
+        const issued: IssuedCertificate = await this.deps.certificates.issue(account.id, device.id);
+        certificates.push({ deviceNumber: device.number, email: device.email, notAfter: issued.certificate.notAfter, downloadPassword: issued.downloadPassword });
+      }
+    }
     await this.deps.events.record({ tenantId: account.tenantId, accountId: account.id, type: 'activation_completed', actor: who.actor, sourceIp: who.ip ?? null });
     const to = deliverableAddresses(account);
     if (to.length)
       await this.deps.mail.enqueue({ to, template: 'activation-completed', locale: who.locale ?? 'ja', params: { userId: account.userId, siteName: this.siteName(account.tenantId) } });
-    return true;
+    return { certificates };
   }
 }

@@ -101,13 +101,22 @@ export function openApiDocument(issuer: string) {
         patch: {
           operationId: 'updateAccount',
           summary: 'Change the login method and/or replace the devices',
+          description:
+            "A login-method change ends the account's sessions at the provider and revokes its tokens (sites registered for back-channel logout are told). " +
+            'When an active account has no credentials for the new method (no password for `password`, `password_otp`, `password_certificate`; ' +
+            'no valid certificate for `password_certificate`), it goes back to waiting for activation, where the user sets them: the answer then ' +
+            'carries a fresh `activation` as `POST /accounts/{userId}/activation` returns it (mailed instead with `sendActivation`).',
           requestBody: { required: true, content: json(ref('UpdateAccountRequest')) },
-          responses: { '200': { description: 'The updated account.', content: json(ref('Account')) }, ...problems(400, 401, 403, 404, 413, 415) },
+          responses: {
+            '200': { description: 'The updated account; with `activation` when the new method needs credentials set at a fresh activation.', content: json(ref('UpdatedAccount')) },
+            ...problems(400, 401, 403, 404, 413, 415),
+          },
         },
         delete: {
           operationId: 'deleteAccount',
           summary: 'Delete an account with all its data',
-          description: 'Devices, login events, account events, codes, and the sessions, grants and tokens naming the account are removed.',
+          description:
+            'Devices, login events, account events, codes, and the sessions, grants and tokens naming the account are removed; sites registered for back-channel logout are told.',
           responses: { '204': { description: 'Deleted.' }, ...problems(401, 403, 404) },
         },
       },
@@ -116,7 +125,8 @@ export function openApiDocument(issuer: string) {
         post: {
           operationId: 'issueActivation',
           summary: 'Issue a fresh activation code (the previous one stops working)',
-          description: 'The account waits for activation again. With `send`, the URL and code are mailed to its devices and the code is not returned.',
+          description:
+            "The account waits for activation again: its sessions end and its tokens are revoked (sites registered for back-channel logout are told). With `send`, the URL and code are mailed to its devices and the code is not returned.",
           requestBody: { required: false, content: json(ref('ActivationRequest')) },
           responses: { '200': { description: 'The new activation.', content: json(ref('Activation')) }, ...problems(400, 401, 403, 404, 413, 415) },
         },
@@ -174,6 +184,12 @@ export function openApiDocument(issuer: string) {
           required: [...accountRequired, 'activation'],
           properties: { ...accountProperties, activation: ref('Activation') },
         },
+        UpdatedAccount: {
+          type: 'object',
+          additionalProperties: false,
+          required: accountRequired,
+          properties: { ...accountProperties, activation: ref('Activation') },
+        },
         Activation: {
           type: 'object',
           additionalProperties: false,
@@ -204,6 +220,8 @@ export function openApiDocument(issuer: string) {
           properties: {
             loginMethod: { type: 'string', enum: [...LOGIN_METHODS] },
             devices: { type: 'array', minItems: 1, maxItems: 50, items: ref('DeviceInput'), description: 'Replaces every device.' },
+            sendActivation: { type: 'boolean', default: false, description: 'When the change needs a fresh activation: mail it instead of returning the code.' },
+            locale: { type: 'string', enum: [...LOCALES], default: 'ja', description: 'Language of that mail.' },
           },
         },
         ActivationRequest: {

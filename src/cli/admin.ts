@@ -7,6 +7,7 @@ import { createLogger } from '../logger.js';
 import { DataDirLockedError } from '../persistence/data-dir-lock.js';
 import { openDatabase } from '../persistence/database.js';
 import { createDomainServices } from '../services.js';
+import { backchannelNotifier } from '../oidc/backchannel.js';
 
 const HELP = `Usage: npm run admin -- <command> [options]
 
@@ -21,8 +22,11 @@ Commands:
                                            activation URL and one-time password (--send mails them instead)
   list <tenant> [--status pending_activation|active|locked] [--page N] [--per-page N]
   show <tenant> <user-id>                  An account, its devices and lock state
-  update <tenant> <user-id> [--method <m>] [--email <a>... [--kind k]]
-                                           Change the login method and/or replace the devices
+  update <tenant> <user-id> [--method <m>] [--email <a>... [--kind k]] [--send]
+                                           Change the login method and/or replace the devices; a
+                                           method needing credentials the account lacks (password,
+                                           certificate) issues a fresh activation (printed, or mailed
+                                           with --send). A method change signs the account out everywhere
   activation <tenant> <user-id> [--send]   Issue a fresh activation (the old code stops working)
   unlock <tenant> <user-id>                Unlock a locked account (the user is told by mail)
   delete <tenant> <user-id> --yes          Delete an account with its devices, events, sessions, grants
@@ -102,6 +106,8 @@ async function main(argv: string[]): Promise<number> {
   const logger = createLogger('warn', 'admin');
   const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
   const services = createDomainServices({ config, db, logger });
+  // Sites registered for back-channel logout hear of the sessions these commands end.
+  if (['update', 'activation', 'delete'].includes(command)) services.lifecycle.useNotifier(await backchannelNotifier(config, services));
   const accounts = services.accountService;
   const user = userId ?? '';
   try {
@@ -146,8 +152,17 @@ async function main(argv: string[]): Promise<number> {
       }
       case 'update': {
         if (!values.method && !devices) throw new UsageError('update needs --method and/or --email');
-        const a = toView(await accounts.update(tenantId, user, { loginMethod: values.method, devices }, who));
-        out(`updated ${tenantId}/${user}: method=${a.loginMethod}, ${a.devices.length} device(s)`, a);
+        const updated = await accounts.update(tenantId, user, { loginMethod: values.method, devices, mailActivation: values.send }, who);
+        const a = toView(updated);
+        const fresh = updated.activation;
+        out(
+          [
+            `updated ${tenantId}/${user}: method=${a.loginMethod}, ${a.devices.length} device(s)`,
+            // The new method needs credentials the account lacks: the user sets them at a fresh activation.
+            ...(fresh ? [`the new method needs credentials the account does not have: activation again at ${fresh.url}`, values.send ? 'mailed to the device addresses' : `activation one-time password: ${fresh.otp}`] : []),
+          ].join('\n'),
+          fresh ? { ...a, activation: { url: fresh.url, expiresAt: fresh.expiresAt.toISOString(), ...(values.send ? { sent: true } : { otp: fresh.otp }) } } : a,
+        );
         return 0;
       }
       case 'activation': {

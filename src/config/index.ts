@@ -3,7 +3,7 @@ import { envSchema, type Env } from './env.js';
 import { ConfigError, formatIssues, loadTenants, type ClientConfig, type Tenant } from './tenants.js';
 import { loadSecretQuestions, type SecretQuestion } from './secret-questions.js';
 
-export { ConfigError } from './tenants.js';
+export { ConfigError, isResourceServer } from './tenants.js';
 export type { ClientConfig, Contract, LoginMethod, Tenant } from './tenants.js';
 export type { SecretQuestion } from './secret-questions.js';
 

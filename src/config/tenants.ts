@@ -49,6 +49,12 @@ export const clientSchema = z
     tls_client_certificate_bound_access_tokens: z.boolean().optional(),
     /** OpenID Back-Channel Logout: where the site is told (a signed logout token) that a user's session ended. */
     backchannel_logout_uri: urlString.optional(),
+    /**
+     * A resource server of its tenant: may introspect the tokens of the tenant's other clients (a
+     * client always may introspect its own). Defaults to true for back-office clients
+     * (client_credentials), false otherwise; a public client never is one.
+     */
+    resource_server: z.boolean().optional(),
   })
   .strict();
 
@@ -81,6 +87,11 @@ export const tenantsFileSchema = z
 export type Contract = z.infer<typeof contractSchema>;
 export type ClientConfig = z.infer<typeof clientSchema>;
 export type Tenant = z.infer<typeof tenantSchema>;
+
+/** Whether the client may introspect its tenant's tokens (see `resource_server` above). */
+export function isResourceServer(client: ClientConfig): boolean {
+  return !!client.client_secret && (client.resource_server ?? client.extra_grant_types.includes('client_credentials'));
+}
 
 export class ConfigError extends Error {
   override name = 'ConfigError';

@@ -1,3 +1,4 @@
+import type { AccountLifecycleService } from '../account/account-lifecycle.service.js';
 import type { AccountRepository } from '../persistence/account.repository.js';
 
 export type FailureOutcome = { locked: false; failedAttempts: number } | { locked: true; justLocked: boolean };
@@ -5,14 +6,20 @@ export type FailureOutcome = { locked: false; failedAttempts: number } | { locke
 /**
  * Consecutive-failure lockout shared by every factor. The counter moves in one atomic UPDATE, so N
  * parallel wrong attempts lock the account at exactly the threshold; only an administrator unlocks.
+ * The attempt that locks ends the account's sessions and tokens here, whichever flow made it.
  */
 export class LockoutService {
-  constructor(private readonly accounts: AccountRepository) {}
+  constructor(
+    private readonly accounts: AccountRepository,
+    private readonly lifecycle: Pick<AccountLifecycleService, 'endAccess'>,
+  ) {}
 
   async registerFailure(accountId: string, threshold: number): Promise<FailureOutcome> {
     const r = await this.accounts.registerFailure(accountId, threshold);
     if (!r) return { locked: true, justLocked: false };
-    return r.locked ? { locked: true, justLocked: true } : { locked: false, failedAttempts: r.failedAttempts };
+    if (!r.locked) return { locked: false, failedAttempts: r.failedAttempts };
+    await this.lifecycle.endAccess(accountId, 'locked');
+    return { locked: true, justLocked: true };
   }
 
   /** Resets the counter on success; null means a lock won the race and the login must not finish. */

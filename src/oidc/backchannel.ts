@@ -1,4 +1,8 @@
-import type { Provider } from './provider.js';
+import type { AppConfig, TenantDirectory } from '../config/index.js';
+import type { AccountRepository } from '../persistence/account.repository.js';
+import type { OidcPayloadRepository } from '../persistence/oidc-payload.repository.js';
+import { loadSigningKeys } from './keys.js';
+import { createProvider, type Provider } from './provider.js';
 
 /** One site a session signed in to: its client_id and the `sid` its ID tokens carried. */
 export interface SiteSignIn {
@@ -50,4 +54,24 @@ export class BackchannelLogout {
     );
     return outcomes.filter((o): o is BackchannelOutcome => !!o);
   }
+}
+
+/**
+ * Back-channel logout for a process without the HTTP server (the admin CLI): a provider instance
+ * with the same configuration and signing keys, used only to sign and post logout tokens.
+ */
+export async function backchannelNotifier(
+  config: AppConfig,
+  deps: { tenants: TenantDirectory; accounts: AccountRepository; payloads: OidcPayloadRepository; secrets: { cookieKeys: string[] } },
+): Promise<BackchannelLogout> {
+  const provider = createProvider({
+    config,
+    tenants: deps.tenants,
+    accounts: deps.accounts,
+    payloads: deps.payloads,
+    jwks: await loadSigningKeys(config),
+    cookieKeys: deps.secrets.cookieKeys,
+    clientCertificate: () => undefined,
+  });
+  return new BackchannelLogout(provider);
 }

@@ -1,5 +1,5 @@
 import Provider, { interactionPolicy, type Configuration, type KoaContextWithOIDC, type ClientMetadata } from 'oidc-provider';
-import { accountConsoleClientId, type AppConfig, type ClientConfig, type TenantDirectory } from '../config/index.js';
+import { accountConsoleClientId, isResourceServer, type AppConfig, type ClientConfig, type TenantDirectory } from '../config/index.js';
 import { pageLocals, renderPage } from '../http/pages.js';
 import { negotiateLocale } from '../i18n/index.js';
 import type { ClientCertificateReader } from '../http/client-certificate.js';
@@ -50,6 +50,13 @@ export function toClientMetadata(client: ClientConfig): ClientMetadata {
   };
 }
 
+type IntrospectionPolicy = NonNullable<NonNullable<NonNullable<Configuration['features']>['introspection']>['allowedPolicy']>;
+
+/** Only an activated, unlocked account may hold sessions and tokens. */
+export function isSignInAllowed(account: { status: string; lockedAt: Date | null }): boolean {
+  return account.status === 'active' && !account.lockedAt;
+}
+
 function localeOf(ctx: KoaContextWithOIDC) {
   const uiLocales = (ctx.oidc?.params?.ui_locales as string | undefined) ?? undefined;
   return negotiateLocale([ctx.query.lang as string | undefined, ctx.cookies.get('lang'), uiLocales], ctx.get('accept-language'));
@@ -91,6 +98,33 @@ export function createProvider(deps: ProviderDeps): Provider {
     }),
   );
 
+  // A session whose account was locked, sent back to activation or deleted signs in nobody (findAccount
+  // answers nothing for it): ask for a login instead of failing later in the request.
+  policy.get('login')?.checks.add(
+    new interactionPolicy.Check('account_unavailable', 'the signed-in account can no longer sign in', 'login_required', (ctx) =>
+      ctx.oidc.session?.accountId && !ctx.oidc.account && !ctx.oidc.result?.login ? interactionPolicy.Check.REQUEST_PROMPT : interactionPolicy.Check.NO_NEED_TO_PROMPT,
+    ),
+  );
+
+  // Introspection (RFC 7662) tells a token's details only to its own client, or to a resource server
+  // of the same tenant (client config `resource_server`); anyone else learns `active: false`. Tokens
+  // of accounts that can no longer sign in are inactive for everyone.
+  const sameTenant = (a: string, b: string) => {
+    const ta = tenants.client(a)?.tenant.id;
+    return ta !== undefined && ta === tenants.client(b)?.tenant.id;
+  };
+  const introspectionAllowed: IntrospectionPolicy = async (_ctx, client, token) => {
+    if (token.clientId !== client.clientId) {
+      if (client.clientAuthMethod === 'none' || !token.clientId || !sameTenant(token.clientId, client.clientId)) return false;
+      const caller = tenants.client(client.clientId)?.client;
+      if (!caller || !isResourceServer(caller)) return false;
+    }
+    const accountId = 'accountId' in token ? token.accountId : undefined;
+    if (!accountId) return true;
+    const account = await accounts.findById(accountId);
+    return !!account && isSignInAllowed(account);
+  };
+
   const mtlsUrl = config.certificates.mtls.url;
   // oidc-provider refuses outbound requests to loopback and private addresses (SSRF protection). The
   // back-channel logout URIs in config/ are the integrator's own registrations, and sites often listen
@@ -129,8 +163,10 @@ export function createProvider(deps: ProviderDeps): Provider {
       devInteractions: { enabled: false },
       // Tenants' back offices call the management API with client_credentials tokens (opaque, stored).
       clientCredentials: { enabled: true },
-      revocation: { enabled: true },
-      introspection: { enabled: true },
+      // Only a token's own client revokes it; another client gets the same 200 as for an unknown token,
+      // so revocation can't be used to learn whether another site's token exists.
+      revocation: { enabled: true, allowedPolicy: async (_ctx, client, token) => token.clientId === client.clientId },
+      introspection: { enabled: true, allowedPolicy: introspectionAllowed },
       userinfo: { enabled: true },
       // Sites registered with backchannel_logout_uri hear about ended sessions (src/oidc/backchannel.ts
       // covers sessions the account area ends outside end_session).
@@ -207,7 +243,8 @@ export function createProvider(deps: ProviderDeps): Provider {
     },
     async findAccount(_ctx, sub) {
       const account = await accounts.findById(sub);
-      if (!account) return undefined;
+      // Refresh, userinfo and silent sign-in stop for accounts that can't sign in (DESIGN.md, lifecycle).
+      if (!account || !isSignInAllowed(account)) return undefined;
       return {
         accountId: account.id,
         async claims() {

@@ -135,6 +135,11 @@ export class AccountRepository {
     await this.prisma.account.update({ where: { id }, data: { passwordHash } });
   }
 
+  /** A new password after recovery: the failure counter starts again (a lock stays until unlocked). */
+  async resetPassword(id: string, passwordHash: string): Promise<void> {
+    await this.prisma.account.update({ where: { id }, data: { passwordHash, failedAttempts: 0 } });
+  }
+
   async setSecretQuestion(id: string, secretQuestionId: string, secretAnswerHash: string): Promise<void> {
     await this.prisma.account.update({ where: { id }, data: { secretQuestionId, secretAnswerHash } });
   }

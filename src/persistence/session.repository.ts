@@ -99,12 +99,24 @@ export class SessionRepository {
   /**
    * Ends everything the provider holds for the account: every session, grant, code and token
    * (whatever row names it in `accountId`; pending interactions keep it nested and expire by
-   * themselves). Returns the sessions that were live, so their sites can be told.
+   * themselves). Returns the sessions that were live, so their sites can be told. With
+   * `keepSessionUid`, that one session of the account and its grants stay.
    */
-  async deleteAllForAccount(accountId: string): Promise<{ sessions: StoredSession[]; deleted: number }> {
+  async deleteAllForAccount(accountId: string, opts: { keepSessionUid?: string } = {}): Promise<{ sessions: StoredSession[]; deleted: number }> {
     return this.prisma.$transaction(async (tx) => {
+      // A kept session keeps the grants its sign-ins hold (and their tokens); everything else goes.
+      const kept = opts.keepSessionUid
+        ? await tx.$queryRaw<Row[]>`
+            SELECT payload, expires_at FROM oidc_payloads WHERE type = 'Session' AND uid = ${opts.keepSessionUid} AND payload->>'accountId' = ${accountId}`
+        : [];
+      const keptSession = kept[0] ? toSession(kept[0]) : undefined;
+      const keepUid = keptSession?.uid ?? '';
+      const keepGrants = keptSession ? grantIdsOf(keptSession) : [];
       const rows = await tx.$queryRaw<Array<Row & { type: string }>>`
         DELETE FROM oidc_payloads WHERE payload->>'accountId' = ${accountId}
+          AND NOT (type = 'Session' AND uid = ${keepUid})
+          AND NOT (grant_id IS NOT NULL AND grant_id = ANY(${keepGrants}::text[]))
+          AND NOT (type = 'Grant' AND id = ANY(${keepGrants}::text[]))
         RETURNING type, payload, expires_at`;
       const now = Date.now();
       const sessions = rows

@@ -1,4 +1,5 @@
 import type { AccountEventService } from '../account/account-event.service.js';
+import type { AccountLifecycleService } from '../account/account-lifecycle.service.js';
 import type { ActivationService } from '../activation/activation.service.js';
 import type { AppConfig, ClientConfig, LoginMethod, Tenant, TenantDirectory } from '../config/index.js';
 import { hashSecret, normalizeAnswer, verifySecret } from '../credentials/hashing.js';
@@ -74,6 +75,7 @@ export class RecoveryService {
       loginEvents: LoginEventRepository;
       accountEvents: AccountEventService;
       lockout: LockoutService;
+      lifecycle: Pick<AccountLifecycleService, 'endAccess'>;
       limits: RateLimits;
       mail: MailQueue;
       otp: OtpService;
@@ -253,7 +255,9 @@ export class RecoveryService {
         max: PASSWORD_MAX_LENGTH,
       });
     if (!(await this.deps.flows.transition(flow.id, 'password', { state: 'done:password' satisfies RecoveryState }))) throw new RecoveryStepError(backUrl);
-    await this.deps.accounts.setPassword(account.id, await hashSecret(password));
+    // A reset clears the failure counter and ends whatever was signed in with the old password.
+    await this.deps.accounts.resetPassword(account.id, await hashSecret(password));
+    await this.deps.lifecycle.endAccess(account.id, 'password_reset');
     await this.deps.accountEvents.record({ tenantId: account.tenantId, accountId: account.id, type: 'password_reset', actor: 'user', sourceIp: req.ip, detail: { via: 'recovery' } });
     await this.recovered(account, 'password_reset', req);
   }

@@ -1,46 +1,9 @@
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { createRemoteJWKSet, decodeJwt, jwtVerify, type JWTPayload } from 'jose';
 import * as oidc from 'openid-client';
-import { parseTenants } from '../../src/config/tenants.js';
-import { REDIRECT_URI, startTestServer, uniqueUser, TEST_TENANTS_YAML, type TestServer } from '../support/harness.js';
+import { REDIRECT_URI, startTestServer, uniqueUser, type TestServer } from '../support/harness.js';
+import { BACKCHANNEL_EVENT, startLogoutReceiver, tenantsWithBackchannel } from '../support/logout-receiver.js';
 import { Agent, csrfOf, discover, followToCallback } from '../support/browser-less.js';
 import { signInToArea } from '../support/account-area.js';
-
-const BACKCHANNEL_EVENT = 'http://schemas.openid.net/event/backchannel-logout';
-
-/** A relying site's back-channel logout endpoint: keeps every logout token posted to it. */
-async function startLogoutReceiver() {
-  const tokens: string[] = [];
-  const waiters: Array<() => void> = [];
-  const server: Server = createServer((req, res) => {
-    let body = '';
-    req.on('data', (c: Buffer) => (body += c.toString()));
-    req.on('end', () => {
-      const token = new URLSearchParams(body).get('logout_token');
-      if (req.method === 'POST' && token) tokens.push(token);
-      res.writeHead(token ? 200 : 400, { 'cache-control': 'no-store' }).end();
-      for (const w of waiters.splice(0)) w();
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    uri: `http://127.0.0.1:${(server.address() as AddressInfo).port}/backchannel-logout`,
-    tokens,
-    /** Resolves with the (count)th token once it has arrived (end_session posts before redirecting, but be lenient). */
-    async nth(count: number): Promise<string> {
-      while (tokens.length < count) await new Promise<void>((resolve) => waiters.push(resolve));
-      return tokens[count - 1]!;
-    },
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
-  };
-}
-
-/** Test tenants plus a site that registered a back-channel logout URI. */
-function tenantsWithBackchannel(uri: string) {
-  const site = `      - { client_id: rp-bcl, client_secret: rp-bcl-secret-0123456789, name: 通知サイト, redirect_uris: ['${REDIRECT_URI}'], backchannel_logout_uri: '${uri}' }\n`;
-  return parseTenants('t', TEST_TENANTS_YAML.replace('  - id: t2\n', `${site}  - id: t2\n`));
-}
 
 /** Rows of the sessions table: session uid, whether it is this browser's, and the row's text. */
 function sessionRows(html: string) {

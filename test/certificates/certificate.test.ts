@@ -14,7 +14,7 @@ import { hashSecret } from '../../src/credentials/hashing.js';
 import { clientCertificateReader } from '../../src/http/client-certificate.js';
 import { createMtlsServer, listenMtls, loadMtlsCredentials } from '../../src/http/mtls-server.js';
 import { METHOD_ACR } from '../../src/login/login-methods.js';
-import { Agent, discover, followToCallback, startLogin, submit, type StartedLogin } from '../support/browser-less.js';
+import { Agent, csrfOf, discover, followToCallback, startLogin, submit, type StartedLogin } from '../support/browser-less.js';
 import { REDIRECT_URI, TEST_TENANTS_YAML, startTestServer, uniqueUser, type TestServer } from '../support/harness.js';
 import { mtlsFetch, type ClientTls } from '../support/mtls-fetch.js';
 
@@ -252,6 +252,41 @@ describe('client certificates: issuance, mutual TLS, certificate login, step-up,
       expect(r.text).toContain('このユーザIDのものではありません');
       expect(await eventsOf(u.userId)).toEqual(['wrong_certificate']);
     });
+  });
+
+  test('an account created for password_certificate gets its certificates at activation, shown with their download passwords, and logs in with one', async () => {
+    const u = uniqueUser('crtact');
+    const { activation } = await s.app.services.accountService.create('t1', { userId: u.userId, devices: [{ email: u.email }], loginMethod: 'password_certificate' }, { actor: 'api' });
+    const path = new URL(activation.url).pathname;
+    const agent = new Agent(s.issuer);
+    const verify = await agent.get(path);
+    expect((await agent.post(path, { _csrf: csrfOf(await verify.text()), userId: u.userId, otp: activation.otp })).status).toBe(303);
+    const register = await (await agent.get(`${path}/register`)).text();
+    const registered = await agent.post(`${path}/register`, { _csrf: csrfOf(register), questionId: 'first_pet', answer: 'ポチ', password: PASSWORD, confirm: PASSWORD });
+    expect(registered.headers.get('location')).toBe(`${path}/done`);
+
+    const done = await (await agent.get(`${path}/done`)).text();
+    expect(done).toContain('証明書ダウンロード用パスワード');
+    expect(done).toContain(u.email);
+    const passphrase = /<code>([A-Za-z2-9]{8})<\/code>/.exec(done)?.[1];
+    expect(passphrase).toBeDefined();
+    expect(done).toContain(`href="${path}/certificates/1"`);
+    const en = await (await agent.get(`${path}/done?lang=en`)).text();
+    expect(en).toContain('Certificate download password');
+
+    const file = await agent.get(`${path}/certificates/1`);
+    expect(file.status).toBe(200);
+    expect(file.headers.get('content-type')).toBe('application/x-pkcs12');
+    const pfx = Buffer.from(await file.arrayBuffer());
+    // Only the browser that completed the activation sees the passwords and files.
+    const stranger = new Agent(s.issuer);
+    expect((await stranger.get(`${path}/certificates/1`)).status).toBe(404);
+    expect(await (await stranger.get(`${path}/done`)).text()).not.toContain(passphrase!);
+
+    const browser = browserWith({ pfx, passphrase });
+    const login = await toCertificateStep(u.userId, browser);
+    const tokens = await tokensOf(login, await submit(login, 'certificate', {}));
+    expect(tokens.claims()).toMatchObject({ acr: ACR_CERT, amr: ['pwd', 'swk'] });
   });
 
   test('wrong passwords before the certificate count towards the same lockout', async () => {

@@ -1,30 +1,10 @@
-import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createRequire } from 'node:module';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { openDatabase, type Database } from '../../src/persistence/database.js';
 import { startSmtpServer } from '../support/smtp.js';
-
-const require = createRequire(import.meta.url);
-const tsxCli = require.resolve('tsx/cli');
-
-/** Runs the CLI as an operator would; asynchronous on purpose, as the SMTP server it mails to runs in this process. */
-function runAdmin(env: Record<string, string>, args: string[]) {
-  return new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
-    const { DATABASE_URL: _fromParent, ...inherited } = process.env;
-    const child = spawn(process.execPath, [tsxCli, 'src/cli/admin.ts', ...args], {
-      env: { ...inherited, TENANTS_FILE: 'config/tenants.yaml', NODE_ENV: 'development', DEV_MAILBOX: 'false', REDIS_URL: '', LOG_LEVEL: 'silent', ...env },
-      timeout: 60_000,
-    });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    child.on('close', (code) => resolve({ code, out, err }));
-  });
-}
+import { runAdminCli } from '../support/admin-cli.js';
 
 describe('admin CLI (spawned as an operator would)', () => {
   let testDb: TestDatabase;
@@ -41,7 +21,7 @@ describe('admin CLI (spawned as an operator would)', () => {
     await smtp?.close();
   });
 
-  const admin = (...args: string[]) => runAdmin({ DATABASE_URL: testDb.url, SMTP_URL: smtp.url }, args);
+  const admin = (...args: string[]) => runAdminCli({ DATABASE_URL: testDb.url, TENANTS_FILE: 'config/tenants.yaml', SMTP_URL: smtp.url }, args);
   const json = async (...args: string[]) => {
     const r = await admin(...args, '--json');
     if (r.code !== 0) throw new Error(`${args.join(' ')} exited ${r.code}: ${r.err}`);
@@ -136,7 +116,7 @@ describe('admin CLI on the embedded database', () => {
     // This process stands for the running provider.
     const provider = await openDatabase({ dataDir });
     const create = ['create', 'demo', 'cli-embedded', '--email', 'e@example.test', '--json'];
-    const busy = await runAdmin({ DATA_DIR: dataDir }, create);
+    const busy = await runAdminCli({ DATA_DIR: dataDir, TENANTS_FILE: 'config/tenants.yaml' }, create);
     expect(busy.code).toBe(1);
     expect(busy.out).toBe('');
     expect(busy.err.trimEnd().split('\n')).toHaveLength(1);
@@ -146,7 +126,7 @@ describe('admin CLI on the embedded database', () => {
     expect(await provider.prisma.account.count({ where: { userId: 'cli-embedded' } })).toBe(0);
     await provider.close();
 
-    const done = await runAdmin({ DATA_DIR: dataDir }, create);
+    const done = await runAdminCli({ DATA_DIR: dataDir, TENANTS_FILE: 'config/tenants.yaml' }, create);
     expect([done.code, done.err]).toEqual([0, '']);
     expect(JSON.parse(done.out)).toMatchObject({ userId: 'cli-embedded', activation: { otp: expect.stringMatching(/^\d{8}$/) } });
     // What the CLI wrote is there for the provider's next start.

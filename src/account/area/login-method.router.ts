@@ -86,7 +86,7 @@ export function loginMethodRouter(deps: {
     const problem = deps.methods.check(account, tenant, method, str(b.password), str(b.confirm));
     if (problem?.field === 'method') return renderChoose(ctx, method ?? '', problem);
     if (problem) return renderConfirm(ctx, method as LoginMethod, problem);
-    const result = await deps.methods.change(account, tenant, method as LoginMethod, str(b.password), { ip: clientIp(ctx), locale: ctx.state.locale });
+    const result = await deps.methods.change(account, tenant, method as LoginMethod, str(b.password), { ip: clientIp(ctx), locale: ctx.state.locale, sessionUid: area(ctx).session.sessionUid });
     await ctx.render('account/login-method/done', {
       area: { ...area(ctx), account: (await deps.accounts.findById(account.id)) ?? account },
       menu: 'method',
