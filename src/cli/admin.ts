@@ -7,7 +7,6 @@ import { createLogger } from '../logger.js';
 import { DataDirLockedError } from '../persistence/data-dir-lock.js';
 import { openDatabase } from '../persistence/database.js';
 import { createDomainServices } from '../services.js';
-import { backchannelNotifier } from '../oidc/backchannel.js';
 
 const HELP = `Usage: npm run admin -- <command> [options]
 
@@ -107,7 +106,11 @@ async function main(argv: string[]): Promise<number> {
   const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
   const services = createDomainServices({ config, db, logger });
   // Sites registered for back-channel logout hear of the sessions these commands end.
-  if (['update', 'activation', 'delete'].includes(command)) services.lifecycle.useNotifier(await backchannelNotifier(config, services));
+  // Loaded only here: oidc-provider is heavy to import and warns about the runtime on load.
+  if (['update', 'activation', 'delete'].includes(command)) {
+    const { backchannelNotifier } = await import('../oidc/backchannel.js');
+    services.lifecycle.useNotifier(await backchannelNotifier(config, services));
+  }
   const accounts = services.accountService;
   const user = userId ?? '';
   try {

@@ -86,7 +86,7 @@ describe('admin CLI (spawned as an operator would)', () => {
     expect(await json('delete', 'demo', 'cli-user', '--yes')).toMatchObject({ deleted: true });
     expect(await db.prisma.account.count({ where: { userId: 'cli-user' } })).toBe(0);
     expect(await db.prisma.device.count({ where: { email: 'c@example.test' } })).toBe(0);
-  });
+  }, 180_000); // a dozen CLI processes, each starting tsx
 
   test('bad usage exits 2 with a message; a missing account or a contract breach exits 1', async () => {
     const unknownTenant = await admin('unlock', 'nope', 'someone');
