@@ -44,7 +44,7 @@ export const envSchema = z.object({
   TRUST_PROXY: bool.default(false),
   /** Show the manual's "could not send" page for unknown user IDs instead of behaving as for a known one. */
   REVEAL_UNKNOWN_USER: bool.default(false),
-  /** Development mailbox at /dev/mailbox listing sent messages. Defaults to on in development. */
+  /** Development mailbox at /dev/mailbox listing sent messages; it stores them only when SMTP_URL is unset. Defaults to on in development. */
   DEV_MAILBOX: bool.optional(),
   /** Demo relying site at /demo/. Defaults to on in development. */
   DEMO_SITE: bool.optional(),
