@@ -136,7 +136,7 @@ export function startMailWorker(deps: Omit<MailQueueDeps, 'config'> & { config: 
 function createBullMailQueue(deps: MailQueueDeps, redisUrl: string): MailQueue {
   const { logger, options = {} } = deps;
   const retry = retryPolicy(options);
-  const connection = redisConnection(redisUrl, logger);
+  const connection = redisConnection(redisUrl, logger, { failFast: true });
   const queue = new Queue<MailJob>(options.queueName ?? DEFAULT_QUEUE_NAME, {
     connection,
     prefix: options.prefix,
@@ -268,9 +268,13 @@ function logAttemptFailure(
   else logger.warn({ ...fields, retryInMs: f.retryInMs }, 'mail delivery failed; will retry');
 }
 
-/** BullMQ requires `maxRetriesPerRequest: null` (its workers block on Redis). */
-function redisConnection(url: string, logger: Logger): Redis {
-  const connection = new Redis(url, { maxRetriesPerRequest: null });
+/**
+ * BullMQ requires `maxRetriesPerRequest: null` for workers (they block on Redis). `failFast` is for the
+ * producer: while Redis is down a job is refused at once rather than queued in memory, where it would
+ * be added after the request had already been told it failed.
+ */
+function redisConnection(url: string, logger: Logger, opts: { failFast?: boolean } = {}): Redis {
+  const connection = new Redis(url, opts.failFast ? { enableOfflineQueue: false, maxRetriesPerRequest: 1 } : { maxRetriesPerRequest: null });
   // Without a listener ioredis prints every reconnect error to stderr.
   connection.on('error', (err: Error) => logger.warn({ err: err.message }, 'mail queue: Redis connection error'));
   return connection;
