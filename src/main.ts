@@ -30,7 +30,7 @@ async function main() {
   server.listen(config.port, config.host, () => {
     logger.info({ issuer: config.issuer }, 'provider listening');
     if (config.demoSite) logger.info(`demo site:   ${config.issuer}/demo/  (user ID: ${DEMO_USER_ID})`);
-    if (config.devMailbox) logger.info(`dev mailbox: ${config.issuer}/dev/mailbox`);
+    if (config.devMailbox && !config.smtpUrl) logger.info(`dev mailbox: ${config.issuer}/dev/mailbox`);
   });
 
   // The mutual-TLS listener: same application, HTTPS asking for a client certificate (certificate logins).

@@ -7,6 +7,7 @@ import { ActivationService } from './activation/activation.service.js';
 import { LoginEventService } from './history/login-event.service.js';
 import { LockoutService } from './lockout/lockout.service.js';
 import type { Logger } from './logger.js';
+import { unavailableWhenQueueDown } from './mail/mail-queue.guard.js';
 import { createMailQueue } from './mail/mail.queue.js';
 import { createMailSender } from './mail/mail.sender.js';
 import { createMailTransport } from './mail/mail.transport.js';
@@ -62,11 +63,14 @@ export function createDomainServices(opts: { config: AppConfig; db: Database; lo
   const lockout = new LockoutService(accounts, lifecycle);
   const mail =
     opts.mail ??
-    createMailQueue({
-      config,
+    unavailableWhenQueueDown(
+      createMailQueue({
+        config,
+        logger,
+        sender: createMailSender({ config, transport: createMailTransport(config), logger, devMail: config.devMailbox ? devMail : undefined }),
+      }),
       logger,
-      sender: createMailSender({ config, transport: createMailTransport(config), logger, devMail: config.devMailbox ? devMail : undefined }),
-    });
+    );
   const otpRepo = new OneTimePasswordRepository(prisma);
   const otp = new OtpService(otpRepo, secrets.otpHmacKey, config.otp);
   const accountEvents = new AccountEventService(new AccountEventRepository(prisma));

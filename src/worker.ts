@@ -30,7 +30,8 @@ async function main(): Promise<void> {
   }
   // The embedded PGlite database belongs to the one process that opened it, so a separate worker
   // can only write to the dev mailbox through a shared PostgreSQL.
-  if (config.devMailbox && !config.databaseUrl) {
+  const devMailbox = config.devMailbox && !config.smtpUrl; // the dev mailbox only stands in for SMTP
+  if (devMailbox && !config.databaseUrl) {
     console.error(
       'The dev mailbox is on (DEV_MAILBOX, default in development) but DATABASE_URL is unset: the embedded ' +
         'database cannot be shared with the HTTP process. Set DATABASE_URL, set DEV_MAILBOX=false, or use MAIL_WORKER=inline.',
@@ -40,7 +41,7 @@ async function main(): Promise<void> {
   if (!config.smtpUrl) logger.warn('SMTP_URL is unset: mail is not delivered, only recorded in the dev mailbox or dropped');
 
   let db: Database | undefined;
-  if (config.devMailbox) db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, logger });
+  if (devMailbox) db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, logger });
   const transport = createMailTransport(config);
   const sender = createMailSender({ config, transport, logger, devMail: db ? new DevMailRepository(db.prisma) : undefined });
   const worker = startMailWorker({ config, sender, logger });

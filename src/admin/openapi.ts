@@ -81,7 +81,7 @@ export function openApiDocument(issuer: string) {
               headers: { Location: { description: 'The new account.', schema: { type: 'string', format: 'uri-reference' } } },
               content: json(ref('CreatedAccount')),
             },
-            ...problems(400, 401, 403, 409, 413, 415),
+            ...problems(400, 401, 403, 409, 413, 415, 503),
           },
         },
         get: {
@@ -109,7 +109,7 @@ export function openApiDocument(issuer: string) {
           requestBody: { required: true, content: json(ref('UpdateAccountRequest')) },
           responses: {
             '200': { description: 'The updated account; with `activation` when the new method needs credentials set at a fresh activation.', content: json(ref('UpdatedAccount')) },
-            ...problems(400, 401, 403, 404, 413, 415),
+            ...problems(400, 401, 403, 404, 413, 415, 503),
           },
         },
         delete: {
@@ -128,7 +128,7 @@ export function openApiDocument(issuer: string) {
           description:
             "The account waits for activation again: its sessions end and its tokens are revoked (sites registered for back-channel logout are told). With `send`, the URL and code are mailed to its devices and the code is not returned.",
           requestBody: { required: false, content: json(ref('ActivationRequest')) },
-          responses: { '200': { description: 'The new activation.', content: json(ref('Activation')) }, ...problems(400, 401, 403, 404, 413, 415) },
+          responses: { '200': { description: 'The new activation.', content: json(ref('Activation')) }, ...problems(400, 401, 403, 404, 413, 415, 503) },
         },
       },
       '/accounts/{userId}/unlock': {
@@ -138,7 +138,7 @@ export function openApiDocument(issuer: string) {
           summary: 'Unlock an account and clear its failure counter',
           description: 'A locked account is told by mail that it was unlocked.',
           requestBody: { required: false, content: json(ref('UnlockRequest')) },
-          responses: { '200': { description: 'The account.', content: json(ref('Account')) }, ...problems(400, 401, 403, 404, 413, 415) },
+          responses: { '200': { description: 'The account.', content: json(ref('Account')) }, ...problems(400, 401, 403, 404, 413, 415, 503) },
         },
       },
       '/accounts/{userId}/login-events': {
@@ -308,6 +308,10 @@ export function openApiDocument(issuer: string) {
         Problem409: problemResponse('The user ID is already registered.'),
         Problem413: problemResponse('The body is larger than 64 KiB.'),
         Problem415: problemResponse('The body is not application/json.'),
+        Problem503: {
+          ...problemResponse('The mail queue (Redis) is unreachable, so the mail this change sends could not be queued; try again shortly.'),
+          headers: { 'Retry-After': { description: 'Seconds to wait before trying again.', schema: { type: 'integer' } } },
+        },
       },
     },
   };

@@ -49,7 +49,7 @@ export const envSchema = z.object({
    * ID), and a pending account is pointed to its activation only after submitting a code or password.
    */
   REVEAL_UNKNOWN_USER: bool.default(false),
-  /** Development mailbox at /dev/mailbox listing sent messages. Defaults to on in development. */
+  /** Development mailbox at /dev/mailbox listing sent messages; it stores them only when SMTP_URL is unset. Defaults to on in development. */
   DEV_MAILBOX: bool.optional(),
   /** Demo relying site at /demo/. Defaults to on in development. */
   DEMO_SITE: bool.optional(),

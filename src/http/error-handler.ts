@@ -1,6 +1,6 @@
 import type { Context, Next } from 'koa';
 import type { Logger } from '../logger.js';
-import { AppError, MethodNotAllowedError, NotFoundError, RateLimitedError } from './errors.js';
+import { AppError, MethodNotAllowedError, NotFoundError, RateLimitedError, ServiceUnavailableError } from './errors.js';
 import { TooManyRequestsError } from './rate-limit.js';
 
 function toAppError(err: unknown): AppError | undefined {
@@ -40,7 +40,7 @@ export function errorHandler(logger: Logger, renderers: ErrorRenderer[] = []) {
         appError = new AppError('internal', 500, 'common:errors.internal');
       }
       ctx.status = appError.status;
-      if (appError instanceof RateLimitedError) ctx.set('Retry-After', String(appError.retryAfterSeconds));
+      if (appError instanceof RateLimitedError || appError instanceof ServiceUnavailableError) ctx.set('Retry-After', String(appError.retryAfterSeconds));
       const rendered = appError;
       if (renderers.some((render) => render(ctx, rendered, err))) return;
       const wantsJson = ctx.path.startsWith('/api/') || (ctx.accepts('html', 'json') === 'json' && !ctx.get('accept').includes('html'));

@@ -59,3 +59,10 @@ export class RateLimitedError extends AppError {
     super('too_many_requests', 429, 'common:errors.too_many_requests', { minutes: Math.max(1, Math.ceil(retryAfterSeconds / 60)) }, backUrl);
   }
 }
+
+/** A store the request needs (Redis) is unreachable: try again shortly; nothing is wrong with the request. */
+export class ServiceUnavailableError extends AppError {
+  constructor(readonly retryAfterSeconds: number, backUrl?: string) {
+    super('service_unavailable', 503, 'common:errors.unavailable', {}, backUrl);
+  }
+}

@@ -9,6 +9,7 @@ import {
   type RateLimiterAbstract,
 } from 'rate-limiter-flexible';
 import type { AppConfig } from '../config/index.js';
+import { ServiceUnavailableError } from './errors.js';
 
 /** What is being limited: requests per source IP, OTP attempts per account, OTP mails per account. */
 export type LimitKind = 'ip' | 'account_otp' | 'otp_mail';
@@ -21,6 +22,7 @@ export interface LimitDecision {
 }
 
 export interface RateLimits {
+  /** Throws ServiceUnavailableError when the store is unreachable and the kind may not fall back (otp_mail). */
   consume(kind: LimitKind, key: string, points?: number): Promise<LimitDecision>;
   /** Forget a key's count (e.g. after a successful login). Best effort: store errors are reported, not thrown. */
   reset(kind: LimitKind, key: string): Promise<void>;
@@ -58,8 +60,8 @@ export interface CreateRateLimitsOptions {
 /** Table the PostgreSQL store keeps its counters in (created by rate-limiter-flexible). */
 export const RATE_LIMIT_TABLE = 'rate_limits';
 
-// Retry-After sent when otp_mail is refused only because the store is unreachable.
-const STORE_DOWN_RETRY_SECONDS = 60;
+// Retry-After of the 503 when otp_mail cannot be checked because the store is unreachable.
+const STORE_DOWN_RETRY_SECONDS = 30;
 // The pg table's key column is varchar(255); longer keys are hashed so they can't fail inserts.
 const MAX_PLAIN_KEY_LENGTH = 200;
 
@@ -69,8 +71,9 @@ const MAX_PLAIN_KEY_LENGTH = 200;
  *   flooding IP (the effective limit is multiplied by the number of instances, an acceptable loss).
  * - `account_otp` does the same: the atomic lockout counter in the database remains the hard guard
  *   against guessing, so refusing every OTP entry during an outage would only cost availability.
- * - `otp_mail` refuses: a per-process fallback would let N instances send N times the mails, and
- *   mail bombing a user's devices is worse than a delayed login.
+ * - `otp_mail` refuses with 503 (service unavailable, not "too many requests": the user did nothing
+ *   wrong): a per-process fallback would let N instances send N times the mails, and mail bombing a
+ *   user's devices is worse than a delayed login.
  * This is our own handling rather than rate-limiter-flexible's `insuranceLimiter` so the failure is
  * reported (onStoreError), bounded by a timeout, and the fail-closed case needs no fake limiter.
  */
@@ -167,7 +170,7 @@ export async function createRateLimits(opts: CreateRateLimitsOptions): Promise<R
       } catch (err) {
         if (err instanceof RateLimiterRes) return decision(false, err);
         report(err, kind);
-        if (!limiter.fallback) return { allowed: false, retryAfterSeconds: STORE_DOWN_RETRY_SECONDS, remaining: 0 };
+        if (!limiter.fallback) throw new ServiceUnavailableError(STORE_DOWN_RETRY_SECONDS);
         try {
           return decision(true, await limiter.fallback.consume(k, points));
         } catch (fallbackErr) {

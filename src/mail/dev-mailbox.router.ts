@@ -7,8 +7,8 @@ import { DEFAULT_LOCALE, isLocale, translator, type Locale } from '../i18n/index
 import type { DevMail, DevMailRepository } from '../persistence/dev-mail.repository.js';
 
 /**
- * The development mailbox: every mail the provider sent, readable in the browser and as JSON (tests
- * and the benchmark read OTPs there). It shows OTPs to anyone, so mount it only when
+ * The development mailbox: every mail the provider sent while it had no SMTP server, readable in the
+ * browser and as JSON (tools read OTPs there). It shows OTPs to anyone, so mount it only when
  * `config.devMailbox` is on.
  */
 export function devMailboxRouter(deps: { repo: Pick<DevMailRepository, 'listLatest' | 'get'> }): Router {

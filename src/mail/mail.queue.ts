@@ -24,6 +24,16 @@ export interface MailQueueOptions {
   concurrency?: number;
   /** How long enqueue waits for Redis before failing, so a request does not hang while Redis is down. Default 5 s. */
   enqueueTimeoutMs?: number;
+  /**
+   * How long a worker's claim on a job lasts without renewal (renewed every half of it). A worker that
+   * dies (kill -9, crash) holding a job leaves it for another after this plus `stalledIntervalMs`.
+   * Default 4 s, so a code mail is late by seconds, not BullMQ's minute.
+   */
+  lockDurationMs?: number;
+  /** How often a worker looks for jobs whose claim has lapsed and puts them back in the queue. Default 2 s. */
+  stalledIntervalMs?: number;
+  /** How many times a job may be taken back from a dead worker before it is given up. Default 3. */
+  maxStalledCount?: number;
 }
 
 export interface MailQueueDeps {
@@ -43,6 +53,9 @@ export interface MailWorker {
 export const DEFAULT_QUEUE_NAME = 'mail';
 const DEFAULT_CONCURRENCY = 5;
 const DEFAULT_ENQUEUE_TIMEOUT_MS = 5_000;
+const DEFAULT_LOCK_DURATION_MS = 4_000;
+const DEFAULT_STALLED_INTERVAL_MS = 2_000;
+const DEFAULT_MAX_STALLED_COUNT = 3;
 
 /** The wait after the n-th failed attempt (n >= 1); the same formula as BullMQ's `exponential` backoff. */
 export function retryDelayMs(policy: RetryPolicy, attemptsMade: number): number {
@@ -80,7 +93,14 @@ export function startMailWorker(deps: Omit<MailQueueDeps, 'config'> & { config: 
         throw err;
       }
     },
-    { connection, prefix: options.prefix, concurrency: options.concurrency ?? DEFAULT_CONCURRENCY },
+    {
+      connection,
+      prefix: options.prefix,
+      concurrency: options.concurrency ?? DEFAULT_CONCURRENCY,
+      lockDuration: options.lockDurationMs ?? DEFAULT_LOCK_DURATION_MS,
+      stalledInterval: options.stalledIntervalMs ?? DEFAULT_STALLED_INTERVAL_MS,
+      maxStalledCount: options.maxStalledCount ?? DEFAULT_MAX_STALLED_COUNT,
+    },
   );
   worker.on('error', (err) => logger.error({ err: errorMessage(err) }, 'mail worker error'));
   worker.on('failed', (job, err) => {
@@ -116,7 +136,7 @@ export function startMailWorker(deps: Omit<MailQueueDeps, 'config'> & { config: 
 function createBullMailQueue(deps: MailQueueDeps, redisUrl: string): MailQueue {
   const { logger, options = {} } = deps;
   const retry = retryPolicy(options);
-  const connection = redisConnection(redisUrl, logger);
+  const connection = redisConnection(redisUrl, logger, { failFast: true });
   const queue = new Queue<MailJob>(options.queueName ?? DEFAULT_QUEUE_NAME, {
     connection,
     prefix: options.prefix,
@@ -248,9 +268,13 @@ function logAttemptFailure(
   else logger.warn({ ...fields, retryInMs: f.retryInMs }, 'mail delivery failed; will retry');
 }
 
-/** BullMQ requires `maxRetriesPerRequest: null` (its workers block on Redis). */
-function redisConnection(url: string, logger: Logger): Redis {
-  const connection = new Redis(url, { maxRetriesPerRequest: null });
+/**
+ * BullMQ requires `maxRetriesPerRequest: null` for workers (they block on Redis). `failFast` is for the
+ * producer: while Redis is down a job is refused at once rather than queued in memory, where it would
+ * be added after the request had already been told it failed.
+ */
+function redisConnection(url: string, logger: Logger, opts: { failFast?: boolean } = {}): Redis {
+  const connection = new Redis(url, opts.failFast ? { enableOfflineQueue: false, maxRetriesPerRequest: 1 } : { maxRetriesPerRequest: null });
   // Without a listener ioredis prints every reconnect error to stderr.
   connection.on('error', (err: Error) => logger.warn({ err: err.message }, 'mail queue: Redis connection error'));
   return connection;

@@ -11,7 +11,7 @@ export interface MailSenderDeps {
   config: Pick<AppConfig, 'mailFrom' | 'devMailbox'>;
   transport: MailTransport;
   logger: Logger;
-  /** Required when `config.devMailbox` is on. */
+  /** Required when `config.devMailbox` is on and the transport delivers nowhere (no SMTP_URL). */
   devMail?: Pick<DevMailRepository, 'record' | 'deleteOlderThan'>;
   renderer?: MailRenderer;
   /** Dev mailbox messages older than this are pruned (at most once an hour). Default 7 days. */
@@ -28,8 +28,9 @@ export function createMailSender(deps: MailSenderDeps): MailSender {
   const { config, transport, logger, devMail } = deps;
   const render = deps.renderer ? deps.renderer.render.bind(deps.renderer) : renderMail;
   const retentionMs = deps.devMailboxRetentionMs ?? 7 * 24 * HOUR;
-  if (config.devMailbox && !devMail) throw new Error('createMailSender: devMailbox is on but no dev-mail repository was given');
-  const recordsDevMail = config.devMailbox && devMail !== undefined;
+  // The dev mailbox is a delivery target, not a copy: beside real SMTP it would keep codes readable at rest.
+  const recordsDevMail = config.devMailbox && !transport.delivers;
+  if (recordsDevMail && !devMail) throw new Error('createMailSender: devMailbox is on but no dev-mail repository was given');
   let lastPrune = 0;
 
   async function pruneDevMailbox(): Promise<void> {
@@ -56,14 +57,8 @@ export function createMailSender(deps: MailSenderDeps): MailSender {
       const log = { template: job.template, locale: job.locale, to: job.to, messageId: result.messageId };
 
       if (recordsDevMail && devMail) {
-        try {
-          await devMail.record({ to: job.to, subject: rendered.subject, text: rendered.text, html: rendered.html });
-        } catch (err) {
-          // Without SMTP the dev mailbox is the delivery, so let the queue retry; after a real delivery
-          // a retry would send the mail twice.
-          if (!transport.delivers) throw err;
-          logger.warn({ ...log, err: errorMessage(err) }, 'mail sent, but recording it in the dev mailbox failed');
-        }
+        // The dev mailbox is the delivery here, so a failure lets the queue retry.
+        await devMail.record({ to: job.to, subject: rendered.subject, text: rendered.text, html: rendered.html });
         void pruneDevMailbox();
       }
 

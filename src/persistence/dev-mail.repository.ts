@@ -12,7 +12,7 @@ export interface NewDevMail {
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
-/** Messages the development mailbox (/dev/mailbox) shows instead of, or besides, real delivery. */
+/** Messages the development mailbox (/dev/mailbox) shows instead of real delivery (no SMTP_URL). */
 export class DevMailRepository {
   constructor(private readonly prisma: PrismaClient) {}
 

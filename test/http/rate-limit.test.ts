@@ -149,7 +149,7 @@ describe('postgres store', () => {
 });
 
 describe('redis store failure', () => {
-  it('fails open for ip and account_otp, closed for otp_mail, and reports the error', async () => {
+  it('fails open for ip and account_otp, closed for otp_mail (503, not 429), and reports the error', async () => {
     const client = new Redis(REDIS_URL);
     await once(client, 'ready');
     const errors: Array<LimitKind | undefined> = [];
@@ -164,7 +164,7 @@ describe('redis store failure', () => {
     client.disconnect(); // Redis "goes down"
     expect((await limits.consume('ip', '198.51.100.1')).allowed).toBe(true);
     expect((await limits.consume('account_otp', 'u')).allowed).toBe(true);
-    expect(await limits.consume('otp_mail', 'u')).toEqual({ allowed: false, retryAfterSeconds: 60, remaining: 0 });
+    await expect(limits.consume('otp_mail', 'u')).rejects.toMatchObject({ status: 503, code: 'service_unavailable', retryAfterSeconds: 30 });
     expect(errors).toEqual(['ip', 'account_otp', 'otp_mail']);
     // The per-process fallback still limits a flooding IP.
     for (let i = 0; i < defaultLimits.ipPerMinute; i++) await limits.consume('ip', '198.51.100.2');

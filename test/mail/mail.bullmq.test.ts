@@ -1,5 +1,11 @@
 // BullMQ on the real Redis at 127.0.0.1:6379, under a random key prefix that is deleted afterwards.
+import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { once } from 'node:events';
+import { createServer, type Socket } from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { createMailQueue, startMailWorker } from '../../src/mail/mail.queue.js';
 import { createMailSender } from '../../src/mail/mail.sender.js';
@@ -29,6 +35,24 @@ async function deleteKeys(pattern: string): Promise<void> {
     } while (cursor !== '0');
   } finally {
     redis.disconnect();
+  }
+}
+
+async function waitForLog(log: { output(): string }, text: string, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!log.output().includes(text)) {
+    if (Date.now() > deadline) throw new Error(`no log line with "${text}" within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** Jobs of one queue by state, read through BullMQ's own view of Redis. */
+async function jobCounts(queueName: string): Promise<Record<string, number>> {
+  const queue = new Queue(queueName, { connection: { url: REDIS_URL }, prefix });
+  try {
+    return await queue.getJobCounts('waiting', 'active', 'delayed');
+  } finally {
+    await queue.close();
   }
 }
 
@@ -71,8 +95,9 @@ describe('BullMQ mail queue on Redis', () => {
     const queue = createMailQueue({ config: { redisUrl: REDIS_URL, mailWorker: 'external' }, sender, logger: log.logger, options });
     closeables.push(queue);
     await queue.enqueue(job('en'));
-    await new Promise((r) => setTimeout(r, 300));
-    expect(sink.refusals).toBe(0); // nobody is processing yet
+    // Nobody is processing yet: the job waits in Redis, untouched.
+    expect(await jobCounts(options.queueName)).toEqual({ waiting: 1, active: 0, delayed: 0 });
+    expect(sink.refusals).toBe(0);
 
     const worker = startMailWorker({ config: { redisUrl: REDIS_URL }, sender, logger: log.logger, options });
     closeables.push(worker);
@@ -100,8 +125,7 @@ describe('BullMQ mail queue on Redis', () => {
     });
     closeables.push(queue);
     await queue.enqueue(job('ja'));
-    const deadline = Date.now() + 10_000;
-    while (!log.output().includes('giving up') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    await waitForLog(log, 'giving up');
     expect(sink.refusals).toBe(3);
     const gaveUp = log.lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.msg === 'mail delivery failed; giving up');
     expect(gaveUp).toHaveLength(1);
@@ -131,10 +155,55 @@ describe('BullMQ mail queue on Redis', () => {
     });
     closeables.push(queue);
     await queue.enqueue(job('en'));
-    const deadline = Date.now() + 10_000;
-    while (!log.output().includes('giving up') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-    await new Promise((r) => setTimeout(r, 200)); // a wrongly scheduled retry would show by now
+    await waitForLog(log, 'giving up');
+    // A retry would be scheduled (delayed) before the failure is reported; the queue is empty instead.
+    expect(await jobCounts('permanent')).toEqual({ waiting: 0, active: 0, delayed: 0 });
     expect(sink.refusals).toBe(1);
     expect(log.output()).toMatch(/"attempt":1,"attempts":5.*giving up/);
   });
+
+  test('a worker killed while it holds a job leaves it to another worker within seconds', async () => {
+    // An SMTP server that accepts the connection and never answers: the first worker is stuck mid-job.
+    const held: Socket[] = [];
+    const stalling = createServer((socket) => held.push(socket));
+    stalling.listen(0, '127.0.0.1');
+    await once(stalling, 'listening');
+    const connected = once(stalling, 'connection');
+    sink = await startSmtpSink();
+    const log = captureLogger();
+    const options = { prefix, queueName: 'killed' };
+    const sender = createMailSender({ config: mailConfig, transport: createMailTransport({ smtpUrl: sink.url }), logger: log.logger });
+    const queue = createMailQueue({ config: { redisUrl: REDIS_URL, mailWorker: 'external' }, sender, logger: log.logger, options });
+    closeables.push(queue);
+
+    const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('./mail-worker.child.ts', import.meta.url))], {
+      env: {
+        ...process.env,
+        REDIS_URL,
+        SMTP_URL: `smtp://127.0.0.1:${(stalling.address() as AddressInfo).port}`,
+        MAIL_PREFIX: prefix,
+        MAIL_QUEUE: options.queueName,
+      },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    const exited = once(child, 'exit');
+    try {
+      let out = '';
+      child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString('utf8')));
+      while (!out.includes('ready')) await Promise.race([once(child.stdout, 'data'), exited.then(() => Promise.reject(new Error('worker exited')))]);
+      await queue.enqueue(job('ja'));
+      await connected; // the child holds the job now
+      child.kill('SIGKILL');
+      await exited;
+
+      const worker = startMailWorker({ config: { redisUrl: REDIS_URL }, sender, logger: log.logger, options });
+      closeables.push(worker);
+      const [mail] = await sink.waitFor(1, 15_000);
+      expect(mail?.text).toContain(OTP);
+    } finally {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      for (const socket of held) socket.destroy();
+      await new Promise((r) => stalling.close(r));
+    }
+  }, 30_000);
 });

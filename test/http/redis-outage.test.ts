@@ -1,0 +1,114 @@
+// Redis goes away under a running provider (a private redis-server, never the shared one) and comes back.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { createServer } from 'node:net';
+import type { AddressInfo } from 'node:net';
+import * as oidc from 'openid-client';
+import { startTestServer, uniqueUser, type TestServer } from '../support/harness.js';
+import { discover, followToCallback, startLogin, submit } from '../support/browser-less.js';
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as AddressInfo;
+  await new Promise((r) => server.close(r));
+  return port;
+}
+
+/** A throwaway redis-server on `port`; resolves once it accepts connections. */
+async function startRedis(port: number): Promise<ChildProcess> {
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  const exited = once(child, 'exit').then(() => Promise.reject(new Error(`redis-server exited: ${out}`)));
+  exited.catch(() => {});
+  while (!out.includes('Ready to accept connections')) {
+    const [chunk] = (await Promise.race([once(child.stdout!, 'data'), exited])) as [Buffer];
+    out += chunk.toString('utf8');
+  }
+  child.stdout!.resume();
+  return child;
+}
+
+async function stopRedis(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = once(child, 'exit');
+  child.kill('SIGKILL');
+  await exited;
+}
+
+describe('Redis outage', () => {
+  let redis: ChildProcess | undefined;
+  let s: TestServer | undefined;
+  let port: number;
+  let rp: oidc.Configuration;
+  let apiToken: string;
+
+  beforeAll(async () => {
+    port = await freePort();
+    redis = await startRedis(port);
+    s = await startTestServer({ env: { REDIS_URL: `redis://127.0.0.1:${port}` } });
+    rp = await discover(s.issuer, 'rp-basic', 'rp-basic-secret-0123456789');
+    const backOffice = await discover(s.issuer, 'backoffice-t1', 'backoffice-t1-secret-0123456789');
+    apiToken = (await oidc.clientCredentialsGrant(backOffice, { scope: 'management' })).access_token;
+  });
+  afterAll(async () => {
+    // Closing the app waits for its queue, so bring Redis back first if a failed test left it down.
+    if (redis && redis.exitCode !== null) redis = await startRedis(port);
+    await s?.close();
+    if (redis) await stopRedis(redis);
+  });
+
+  async function newAccount() {
+    const u = uniqueUser('redis');
+    await s!.app.services.accounts.create({ tenantId: 't1', userId: u.userId, devices: [{ email: u.email }] });
+    return u;
+  }
+
+  async function login(u: { userId: string; email: string }) {
+    const before = s!.smtp.messages.length;
+    const started = await startLogin(rp, s!.issuer);
+    const identified = await submit(started, 'identify', { userId: u.userId });
+    if (identified.status !== 303) return identified;
+    const otp = await s!.smtp.otpFor(u.email, before);
+    const res = await submit(started, 'otp', { otp });
+    expect(res.status).toBe(303);
+    const callback = await followToCallback(started.agent, res);
+    const tokens = await oidc.authorizationCodeGrant(rp, callback, { pkceCodeVerifier: started.verifier, expectedState: started.state, expectedNonce: started.nonce });
+    expect(tokens.claims()?.preferred_username).toBe(u.userId);
+    return identified;
+  }
+
+  test('pages say the service is unavailable (503) while Redis is down, and logins resume when it is back', async () => {
+    const u = await newAccount();
+    expect((await login(u)).status).toBe(303);
+
+    await stopRedis(redis!);
+    const started = await startLogin(rp, s!.issuer);
+    const down = await submit(started, 'identify', { userId: u.userId });
+    expect(down.status).toBe(503);
+    expect(Number(down.headers.get('retry-after'))).toBeGreaterThan(0);
+    const html = await down.text();
+    expect(html).toContain('ただいまサービスを一時的にご利用いただけません');
+    expect(html).not.toContain('短時間に多くの操作が行われました');
+
+    // The management API says the same as problem+json (the reissue notice cannot be queued).
+    const other = await newAccount();
+    const api = await fetch(new URL(`/api/v1/accounts/${encodeURIComponent(other.userId)}/activation`, s!.issuer), {
+      method: 'POST',
+      headers: { authorization: `Bearer ${apiToken}`, 'content-type': 'application/json', 'accept-language': 'en' },
+      body: '{}',
+    });
+    expect(api.status).toBe(503);
+    expect(api.headers.get('content-type')).toContain('application/problem+json');
+    expect(Number(api.headers.get('retry-after'))).toBeGreaterThan(0);
+    expect(await api.json()).toMatchObject({ status: 503, title: 'Service temporarily unavailable', detail: 'The service is temporarily unavailable. Please try again in a little while.' });
+
+    redis = await startRedis(port);
+    // The app reconnects by itself; the first logins may still meet the old connection's backoff.
+    const deadline = Date.now() + 15_000;
+    let res = await login(u);
+    while (res.status === 503 && Date.now() < deadline) res = await login(u);
+    expect(res.status).toBe(303);
+  }, 60_000);
+});
