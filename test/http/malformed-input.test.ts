@@ -307,6 +307,45 @@ describe('malformed input never makes a server error', () => {
     await s?.close();
   });
 
+  test('text PostgreSQL cannot store is refused as a 400 of the endpoint\'s kind, before any query', async () => {
+    const f = fixtures;
+    const basic = `Basic ${Buffer.from('rp-basic:rp-basic-secret-0123456789').toString('base64')}`;
+    const form = { 'content-type': 'application/x-www-form-urlencoded' };
+    const json = { 'content-type': 'application/json' };
+    const auth = (extra: string) =>
+      `/auth?client_id=rp-basic&redirect_uri=${enc(REDIRECT_URI)}&response_type=code&scope=openid&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256&${extra}`;
+    const cases: Array<{ name: string; req: RawRequest; kind: 'page' | 'oauth' | 'problem' }> = [
+      { name: 'user ID (form)', kind: 'page', req: { method: 'POST', path: `/interaction/${f.uid}/identify`, headers: { ...form, cookie: f.interactionCookies }, body: Buffer.from(`_csrf=${f.csrf}&userId=p-%00-x`) } },
+      { name: 'user ID (raw NUL in form)', kind: 'page', req: { method: 'POST', path: `/interaction/${f.uid}/identify`, headers: { ...form, cookie: f.interactionCookies }, body: Buffer.from(`_csrf=${f.csrf}&userId=p-\0-x`) } },
+      { name: 'user ID (JSON)', kind: 'page', req: { method: 'POST', path: `/interaction/${f.uid}/identify`, headers: { ...json, cookie: f.interactionCookies }, body: Buffer.from(JSON.stringify({ _csrf: f.csrf, userId: 'a\u0000b' })) } },
+      { name: 'user ID (lone surrogate)', kind: 'page', req: { method: 'POST', path: '/activation/t1', headers: { ...json, cookie: f.areaCookies }, body: Buffer.from(`{"_csrf":"${f.csrf}","userId":"a\\ud800b"}`) } },
+      { name: 'path segment', kind: 'page', req: { method: 'GET', path: `/interaction/${f.uid}%00`, headers: { cookie: f.interactionCookies } } },
+      { name: 'invalid UTF-8 in path', kind: 'page', req: { method: 'GET', path: '/activation/t%ff1', headers: {} } },
+      { name: 'truncated UTF-8 in query', kind: 'page', req: { method: 'GET', path: '/account/login?client_id=rp-basic&return_to=%c3', headers: {} } },
+      { name: 'client_id', kind: 'page', req: { method: 'GET', path: auth('state=s').replace('client_id=rp-basic', 'client_id=rp-basic%00'), headers: {} } },
+      { name: 'state', kind: 'page', req: { method: 'GET', path: auth('state=a%00b'), headers: {} } },
+      { name: 'login_hint', kind: 'page', req: { method: 'GET', path: auth('state=s&login_hint=%00'), headers: {} } },
+      { name: 'cookie', kind: 'page', req: { method: 'GET', path: auth('state=s'), headers: { cookie: '_session=%00' } } },
+      { name: 'end session state', kind: 'page', req: { method: 'GET', path: `/session/end?state=%00&client_id=rp-basic`, headers: {} } },
+      { name: 'authorization code', kind: 'oauth', req: { method: 'POST', path: '/token', headers: { ...form, authorization: basic }, body: Buffer.from(`grant_type=authorization_code&code=a%00b&redirect_uri=${enc(REDIRECT_URI)}&code_verifier=x`) } },
+      { name: 'refresh token', kind: 'oauth', req: { method: 'POST', path: '/token', headers: { ...form, authorization: basic }, body: Buffer.from('grant_type=refresh_token&refresh_token=%00') } },
+      { name: 'introspected token', kind: 'oauth', req: { method: 'POST', path: '/token/introspection', headers: { ...form, authorization: basic }, body: Buffer.from('token=%00') } },
+      { name: 'revoked token', kind: 'oauth', req: { method: 'POST', path: '/token/revocation', headers: { ...form, authorization: basic }, body: Buffer.from('token=x%ed%a0%80') } },
+      { name: 'userinfo token in query', kind: 'oauth', req: { method: 'GET', path: '/me?access_token=%00', headers: {} } },
+      { name: 'discovery query', kind: 'oauth', req: { method: 'GET', path: '/.well-known/openid-configuration?x=%ff', headers: {} } },
+      { name: 'API path', kind: 'problem', req: { method: 'GET', path: `/api/v1/accounts/${enc(f.userId)}%00`, headers: { authorization: `Bearer ${f.apiToken}` } } },
+      { name: 'API body', kind: 'problem', req: { method: 'POST', path: '/api/v1/accounts', headers: { ...json, authorization: `Bearer ${f.apiToken}` }, body: Buffer.from(JSON.stringify({ userId: 'p-\u0000', devices: [{ email: 'a@example.test' }] })) } },
+    ];
+    for (const c of cases) {
+      const res = await send(s.issuer, c.req);
+      const what = `${c.name}: ${res.status} ${res.body.slice(0, 300)}`;
+      expect(what).toMatch(new RegExp(`^${c.name.replace(/[()]/g, '.')}: 400 `));
+      if (c.kind === 'oauth') expect(JSON.parse(res.body)).toMatchObject({ error: 'invalid_request' });
+      if (c.kind === 'problem') expect(JSON.parse(res.body)).toMatchObject({ status: 400 });
+      if (c.kind === 'page') expect(res.body).toContain('<html lang="ja"');
+    }
+  });
+
   test('thousands of malformed requests across every route answer below 500', async () => {
     const rng = prng(20261130);
     const requests = Array.from({ length: 4000 }, () => generate(rng, fixtures));

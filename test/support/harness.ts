@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { createApp, type App } from '../../src/app.js';
 import { loadConfig, type AppConfig, type Tenant } from '../../src/config/index.js';
 import { parseTenants } from '../../src/config/tenants.js';
-import { createLogger } from '../../src/logger.js';
+import { createLogger, type Logger } from '../../src/logger.js';
 import { openDatabase, MEMORY_DATA_DIR, type Database } from '../../src/persistence/database.js';
 import { createTestDatabase } from './database.js';
 import { startSmtpServer } from './smtp.js';
@@ -44,6 +44,8 @@ export interface TestServerOptions {
   env?: Record<string, string>;
   tenants?: Tenant[];
   config?: Partial<AppConfig>;
+  /** Replaces the silent logger (tests that check what gets logged). */
+  logger?: Logger;
 }
 
 export interface TestServer {
@@ -82,7 +84,7 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
     },
     { tenants: opts.tenants ?? parseTenants('test tenants', TEST_TENANTS_YAML), ...opts.config },
   );
-  const logger = createLogger(config.logLevel);
+  const logger = opts.logger ?? createLogger(config.logLevel);
   const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.databaseUrl ? dataDir : MEMORY_DATA_DIR });
   const app = await createApp({ config, db, logger, rateLimitKeyPrefix: `t${randomBytes(4).toString('hex')}` });
   server.on('request', app.koa.callback());
