@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import type { LoginFlow, PrismaClient } from './generated/client.js';
 
 export type { LoginFlow } from './generated/client.js';
@@ -10,13 +11,20 @@ export class LoginFlowRepository {
     return this.prisma.loginFlow.findUnique({ where: { interactionUid } });
   }
 
-  /** Returns the interaction's flow, creating it on first sight. */
+  /**
+   * Returns the interaction's flow, creating it on first sight. One atomic INSERT ... ON CONFLICT DO
+   * NOTHING: parallel first requests of an interaction (Prisma's upsert is a read then a write) would
+   * otherwise collide on the unique key.
+   */
   async findOrCreate(input: { interactionUid: string; tenantId: string; clientId: string; expiresAt: Date }): Promise<LoginFlow> {
-    return this.prisma.loginFlow.upsert({
-      where: { interactionUid: input.interactionUid },
-      create: input,
-      update: {},
-    });
+    await this.prisma.$executeRaw`
+      INSERT INTO login_flows (id, interaction_uid, tenant_id, client_id, expires_at, updated_at)
+      VALUES (${randomUUID()}::uuid, ${input.interactionUid}, ${input.tenantId}, ${input.clientId}, ${input.expiresAt}, now())
+      ON CONFLICT (interaction_uid) DO NOTHING`;
+    const flow = await this.findByInteraction(input.interactionUid);
+    // Only a concurrent delete (housekeeping of an expired flow) can take it away in between.
+    if (!flow) throw new Error(`login flow of ${input.interactionUid} vanished`);
+    return flow;
   }
 
   update(id: string, data: Partial<Pick<LoginFlow, 'accountId' | 'submittedUserId' | 'method' | 'completedFactors' | 'state'>>): Promise<LoginFlow> {
