@@ -26,6 +26,8 @@ export interface FactorContext {
 
 export type FactorOutcome =
   | { kind: 'passed' }
+  /** The answer this very flow already accepted, sent again (a double click): not a failure. */
+  | { kind: 'duplicate' }
   | {
       kind: 'rejected';
       result: LoginResult;

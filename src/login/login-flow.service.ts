@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { ClientConfig, LoginMethod, Tenant, TenantDirectory } from '../config/index.js';
 import type { PresentedCertificate } from '../http/client-certificate.js';
 import { BadRequestError, RateLimitedError, SessionExpiredError } from '../http/errors.js';
@@ -195,7 +196,10 @@ export class LoginFlowService {
    * factor's success resets the counter, unless a lock landed first.
    */
   async submit(flow: LoginFlow, input: Record<string, unknown>, req: RequestInfo, flowUrl: string): Promise<CompletedLogin | { next: FactorName }> {
-    const factor = this.currentFactor(flow);
+    // A resubmission after the flow finished (a late double click) is checked against its last factor.
+    const finished = flow.state === 'complete';
+    const last = METHOD_FACTORS[(flow.method ?? 'otp') as LoginMethod].at(-1);
+    const factor = finished && last ? this.currentFactor({ ...flow, state: factorState(last) }) : this.currentFactor(flow);
     const ctx = await this.context(flow, req, flowUrl);
     const { tenant, account } = ctx;
 
@@ -212,6 +216,7 @@ export class LoginFlowService {
       await this.event(flow, req, 'unknown_user', null);
       throw new AuthFailedError(flowUrl);
     }
+    if (outcome.kind === 'duplicate' || (finished && outcome.kind === 'passed')) return this.settled(flow, account, flowUrl);
     if (outcome.kind === 'rejected') {
       if (outcome.countsAsFailure) {
         const failure = await this.deps.lockout.registerFailure(account.id, tenant.contract.lockout_threshold);
@@ -237,14 +242,14 @@ export class LoginFlowService {
         throw new MethodUnavailableError(method, flowUrl);
       }
       const moved = await this.deps.flows.transition(flow.id, flow.state, { completedFactors: completed, state: factorState(nextFactor) });
-      if (!moved) throw new SessionExpiredError();
+      if (!moved) return this.settled(flow, account, flowUrl);
       const next = { ...flow, completedFactors: completed, state: factorState(nextFactor) };
       await this.currentFactor(next).enter({ ...ctx, flow: next });
       return { next: nextFactor };
     }
 
     const moved = await this.deps.flows.transition(flow.id, flow.state, { completedFactors: completed, state: 'complete' });
-    if (!moved) throw new SessionExpiredError();
+    if (!moved) return this.settled(flow, account, flowUrl);
     const seenIp = req.ip ? await this.deps.events.hasSucceededFrom(account.id, req.ip) : true;
     const previous = await this.deps.lockout.registerSuccess(account.id, req.ip);
     if (!previous) {
@@ -253,6 +258,26 @@ export class LoginFlowService {
     }
     await this.event(flow, req, 'success', account.id);
     if (!seenIp && previous.previousLoginAt) await this.notifyNewIp(account, ctx);
+    const amr = METHOD_FACTORS[method].map((name) => this.factors.get(name)?.amr ?? name);
+    return { accountId: account.id, amr, acr: METHOD_ACR[method], method };
+  }
+
+  /**
+   * The answer to a submission that lost the race to an identical one of the same flow (a double
+   * click): once the winner has moved the flow on, the same outcome as the winner's, without another
+   * event or counter change.
+   */
+  private async settled(flow: LoginFlow, account: AccountWithDevices, flowUrl: string): Promise<CompletedLogin | { next: FactorName }> {
+    let now: LoginFlow | null = flow;
+    // The winner moves the flow right after its check; wait for that (bounded) rather than guess.
+    for (let i = 0; i < 100 && now?.state === flow.state && flow.state !== 'complete'; i++) {
+      await sleep(20);
+      now = await this.deps.flows.findByInteraction(flow.interactionUid);
+    }
+    if (now?.state !== 'complete') return { next: now?.state.startsWith('factor:') ? (now.state.slice(7) as FactorName) : this.currentFactor(flow).name };
+    const current = await this.deps.accounts.findById(account.id);
+    if (!current || current.lockedAt) throw new AccountLockedError(flowUrl);
+    const method = (now.method ?? 'otp') as LoginMethod;
     const amr = METHOD_FACTORS[method].map((name) => this.factors.get(name)?.amr ?? name);
     return { accountId: account.id, amr, acr: METHOD_ACR[method], method };
   }

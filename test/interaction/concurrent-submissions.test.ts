@@ -1,5 +1,7 @@
 import * as oidc from 'openid-client';
-import { startTestServer, uniqueUser, type TestServer } from '../support/harness.js';
+import { hashSecret } from '../../src/credentials/hashing.js';
+import { parseTenants } from '../../src/config/tenants.js';
+import { TEST_TENANTS_YAML, startTestServer, uniqueUser, type TestServer } from '../support/harness.js';
 import { csrfOf, discover, followToCallback, startLogin, submit, type StartedLogin } from '../support/browser-less.js';
 
 const withoutCsrf = (html: string) => html.replace(/name="_csrf" value="[^"]*"/g, '');
@@ -9,16 +11,16 @@ describe('parallel requests of one login (double clicks, several tabs)', () => {
   let rp: oidc.Configuration;
 
   beforeAll(async () => {
-    s = await startTestServer({ database: 'postgres' });
+    s = await startTestServer({ database: 'postgres', tenants: parseTenants('t', TEST_TENANTS_YAML.replace('login_methods: [otp]', 'login_methods: [otp, password_otp]')) });
     rp = await discover(s.issuer, 'rp-basic', 'rp-basic-secret-0123456789');
   });
   afterAll(async () => {
     await s?.close();
   });
 
-  async function newAccount() {
+  async function newAccount(loginMethod = 'otp') {
     const u = uniqueUser('par');
-    const account = await s.app.services.accounts.create({ tenantId: 't1', userId: u.userId, devices: [{ email: u.email }] });
+    const account = await s.app.services.accounts.create({ tenantId: 't1', userId: u.userId, loginMethod, devices: [{ email: u.email }] });
     return { ...u, account };
   }
 
@@ -57,7 +59,7 @@ describe('parallel requests of one login (double clicks, several tabs)', () => {
     const responses = await Promise.all(Array.from({ length: n }, () => login.agent.post(`${login.interactionPath}/otp`, { _csrf: csrf, otp })));
     const answers = await Promise.all(responses.map(async (r) => `${r.status} ${r.headers.get('location') ?? (await r.text()).slice(0, 300)}`));
     // Every answer leads where the first one does: the authorization endpoint resuming this login.
-    expect(new Set(answers).size).toBe(1);
+    expect([...new Set(answers)]).toHaveLength(1);
     expect(answers[0]).toMatch(/^303 .*\/auth\//);
 
     const callback = await followToCallback(login.agent, responses[0]!);
@@ -86,5 +88,36 @@ describe('parallel requests of one login (double clicks, several tabs)', () => {
     const account = await s.db.prisma.account.findUniqueOrThrow({ where: { id: u.account.id } });
     // The first login's success reset the counter; the two later tries count again.
     expect(account.failedAttempts).toBe(2);
+  });
+
+  test('the right code sent again after the login finished leads to the same place, without a failure', async () => {
+    const u = await newAccount();
+    const { login, otp, csrf } = await atCodeStep(u);
+    const first = await login.agent.post(`${login.interactionPath}/otp`, { _csrf: csrf, otp });
+    const again = await login.agent.post(`${login.interactionPath}/otp`, { _csrf: csrf, otp });
+    expect(again.status).toBe(303);
+    expect(again.headers.get('location')).toBe(first.headers.get('location'));
+    const callback = await followToCallback(login.agent, again);
+    expect(callback.searchParams.get('code')).toBeTruthy();
+    const account = await s.db.prisma.account.findUniqueOrThrow({ where: { id: u.account.id } });
+    expect(account).toMatchObject({ failedAttempts: 0, lockedAt: null });
+  });
+
+  test('the right password submitted 5 times at once moves the login on once, to the code step', async () => {
+    const u = await newAccount('password_otp');
+    await s.app.services.accounts.setPassword(u.account.id, await hashSecret('correct horse battery'));
+    const before = s.smtp.messages.length;
+    const login = await startLogin(rp, s.issuer);
+    expect((await submit(login, 'identify', { userId: u.userId })).status).toBe(303);
+    const csrf = csrfOf(await (await login.agent.get(login.interactionPath)).text());
+    const responses = await Promise.all(Array.from({ length: 5 }, () => login.agent.post(`${login.interactionPath}/password`, { _csrf: csrf, password: 'correct horse battery' })));
+    expect(responses.map((r) => `${r.status} ${r.headers.get('location')}`)).toEqual(Array(5).fill(`303 ${login.interactionPath}`));
+    const otp = await s.smtp.otpFor(u.email, before);
+    const done = await submit(login, 'otp', { otp });
+    expect((await followToCallback(login.agent, done)).searchParams.get('code')).toBeTruthy();
+    // One code mail: the losers of the race did not send codes of their own.
+    expect(s.smtp.messages.slice(before).filter((m) => m.to.includes(u.email))).toHaveLength(1);
+    const account = await s.db.prisma.account.findUniqueOrThrow({ where: { id: u.account.id } });
+    expect(account).toMatchObject({ failedAttempts: 0, lockedAt: null });
   });
 });

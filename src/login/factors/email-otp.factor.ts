@@ -81,7 +81,8 @@ export class EmailOtpFactor implements Factor {
       case 'expired':
         return { kind: 'rejected', result: 'expired_otp', countsAsFailure: false, messageKey: 'login:errors.otp_expired' };
       case 'used':
-        return { kind: 'rejected', result: 'used_otp', countsAsFailure: true, messageKey: 'login:errors.auth_failed' };
+        // Only this flow's newest code, consumed by this flow, is 'used': the same code sent twice.
+        return { kind: 'duplicate' };
       case 'wrong':
         return { kind: 'rejected', result: 'wrong_otp', countsAsFailure: true, messageKey: 'login:errors.auth_failed' };
     }
