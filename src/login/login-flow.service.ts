@@ -1,4 +1,3 @@
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { ClientConfig, LoginMethod, Tenant, TenantDirectory } from '../config/index.js';
 import type { PresentedCertificate } from '../http/client-certificate.js';
 import { BadRequestError, RateLimitedError, SessionExpiredError } from '../http/errors.js';
@@ -268,12 +267,8 @@ export class LoginFlowService {
    * event or counter change.
    */
   private async settled(flow: LoginFlow, account: AccountWithDevices, flowUrl: string): Promise<CompletedLogin | { next: FactorName }> {
-    let now: LoginFlow | null = flow;
-    // The winner moves the flow right after its check; wait for that (bounded) rather than guess.
-    for (let i = 0; i < 100 && now?.state === flow.state && flow.state !== 'complete'; i++) {
-      await sleep(20);
-      now = await this.deps.flows.findByInteraction(flow.interactionUid);
-    }
+    // The winner moves the flow right after its check; wait for that rather than guess.
+    const now = flow.state === 'complete' ? flow : await this.deps.flows.settledFrom(flow.interactionUid, flow.state);
     if (now?.state !== 'complete') return { next: now?.state.startsWith('factor:') ? (now.state.slice(7) as FactorName) : this.currentFactor(flow).name };
     const current = await this.deps.accounts.findById(account.id);
     if (!current || current.lockedAt) throw new AccountLockedError(flowUrl);

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { LoginFlow, PrismaClient } from './generated/client.js';
 
 export type { LoginFlow } from './generated/client.js';
@@ -24,6 +25,19 @@ export class LoginFlowRepository {
     const flow = await this.findByInteraction(input.interactionUid);
     // Only a concurrent delete (housekeeping of an expired flow) can take it away in between.
     if (!flow) throw new Error(`login flow of ${input.interactionUid} vanished`);
+    return flow;
+  }
+
+  /**
+   * The flow once it has left `state` (a concurrent request moving it on), or as it is after about
+   * two seconds. For a request that lost a race to an identical one and answers with its outcome.
+   */
+  async settledFrom(interactionUid: string, state: string): Promise<LoginFlow | null> {
+    let flow = await this.findByInteraction(interactionUid);
+    for (let i = 0; i < 100 && flow?.state === state; i++) {
+      await sleep(20);
+      flow = await this.findByInteraction(interactionUid);
+    }
     return flow;
   }
 

@@ -120,4 +120,19 @@ describe('parallel requests of one login (double clicks, several tabs)', () => {
     const account = await s.db.prisma.account.findUniqueOrThrow({ where: { id: u.account.id } });
     expect(account).toMatchObject({ failedAttempts: 0, lockedAt: null });
   });
+
+  test('the right recovery code submitted 5 times at once moves recovery on once, without a failure', async () => {
+    const u = await newAccount();
+    const login = await startLogin(rp, s.issuer);
+    const base = `${login.interactionPath}/recovery`;
+    const entry = await login.agent.get(base);
+    const csrf = csrfOf(await (await login.agent.get(entry.headers.get('location')!)).text());
+    const before = s.smtp.messages.length;
+    expect((await login.agent.post(`${base}/identify`, { _csrf: csrf, userId: u.userId })).status).toBe(303);
+    const otp = await s.smtp.otpFor(u.email, before);
+    const responses = await Promise.all(Array.from({ length: 5 }, () => login.agent.post(`${base}/code`, { _csrf: csrf, otp })));
+    expect(responses.map((r) => `${r.status} ${r.headers.get('location')}`)).toEqual(Array(5).fill(`303 ${base}/question`));
+    const account = await s.db.prisma.account.findUniqueOrThrow({ where: { id: u.account.id } });
+    expect(account).toMatchObject({ failedAttempts: 0, lockedAt: null });
+  });
 });
