@@ -1,4 +1,5 @@
 import { timingSafeEqual } from 'node:crypto';
+import { isEmailAddress } from '../mail/email-address.js';
 import type { TenantDirectory } from '../config/index.js';
 import type { AccountEventService } from '../account/account-event.service.js';
 import type { LockoutService } from '../lockout/lockout.service.js';
@@ -78,7 +79,7 @@ export class ActivationService {
     const url = this.activationUrl(account.tenantId, account.userId);
     await this.deps.events.record({ tenantId: account.tenantId, accountId: account.id, type: 'activation_issued', actor: opts.actor, sourceIp: opts.ip ?? null, detail: { mailed: !!opts.mail } });
     if (opts.mail) {
-      const to = account.devices.map((d) => d.email);
+      const to = account.devices.map((d) => d.email).filter(isEmailAddress); // the mail layer refuses the rest
       if (to.length)
         await this.deps.mail.enqueue({
           to: [...new Set(to)],

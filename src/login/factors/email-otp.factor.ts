@@ -1,5 +1,6 @@
 import { BadRequestError, RateLimitedError } from '../../http/errors.js';
 import type { RateLimits } from '../../http/rate-limit.js';
+import { isEmailAddress } from '../../mail/email-address.js';
 import type { MailQueue } from '../../mail/mail.types.js';
 import type { OtpService } from '../../otp/otp.service.js';
 import type { AccountWithDevices } from '../../persistence/account.repository.js';
@@ -11,9 +12,12 @@ export function normalizeOtp(raw: unknown): string | undefined {
   return raw.normalize('NFKC').replace(/[\s-]/g, '');
 }
 
-/** Proven device addresses only: an address not yet proven never receives a login code. */
+/**
+ * Proven device addresses only: an address not yet proven never receives a login code. An address
+ * stored before the shared address rule existed, which the mail layer would refuse, is left out.
+ */
 export function deliverableAddresses(account: AccountWithDevices): string[] {
-  return [...new Set(account.devices.filter((d) => d.verifiedAt).map((d) => d.email))];
+  return [...new Set(account.devices.filter((d) => d.verifiedAt && isEmailAddress(d.email)).map((d) => d.email))];
 }
 
 /** The manual's one-time password by e-mail, sent to every proven device address of the account. */
