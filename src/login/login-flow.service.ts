@@ -215,7 +215,14 @@ export class LoginFlowService {
       await this.event(flow, req, 'unknown_user', null);
       throw new AuthFailedError(flowUrl);
     }
-    if (outcome.kind === 'duplicate' || (finished && outcome.kind === 'passed')) return this.settled(flow, account, flowUrl);
+    if (finished && outcome.kind === 'passed') return this.settled(flow, account, flowUrl);
+    if (outcome.kind === 'rejected' && outcome.maybeDuplicate) {
+      try {
+        return await this.settled(flow, account, flowUrl);
+      } catch (e) {
+        if (!(e instanceof SessionExpiredError)) throw e; // the flow stayed here: a failure after all
+      }
+    }
     if (outcome.kind === 'rejected') {
       if (outcome.countsAsFailure) {
         const failure = await this.deps.lockout.registerFailure(account.id, tenant.contract.lockout_threshold);
@@ -264,12 +271,14 @@ export class LoginFlowService {
   /**
    * The answer to a submission that lost the race to an identical one of the same flow (a double
    * click): once the winner has moved the flow on, the same outcome as the winner's, without another
-   * event or counter change.
+   * event or counter change. SessionExpiredError when the flow did not move on to a later step.
    */
   private async settled(flow: LoginFlow, account: AccountWithDevices, flowUrl: string): Promise<CompletedLogin | { next: FactorName }> {
     // The winner moves the flow right after its check; wait for that rather than guess.
     const now = flow.state === 'complete' ? flow : await this.deps.flows.settledFrom(flow.interactionUid, flow.state);
-    if (now?.state !== 'complete') return { next: now?.state.startsWith('factor:') ? (now.state.slice(7) as FactorName) : this.currentFactor(flow).name };
+    const movedOn = !!now && (now.state === 'complete' || (now.state !== flow.state && now.state.startsWith('factor:')));
+    if (!now || !movedOn) throw new SessionExpiredError();
+    if (now.state !== 'complete') return { next: now.state.slice(7) as FactorName };
     const current = await this.deps.accounts.findById(account.id);
     if (!current || current.lockedAt) throw new AccountLockedError(flowUrl);
     const method = (now.method ?? 'otp') as LoginMethod;

@@ -23,4 +23,4 @@ export function isEmailAddress(value: string): boolean {
 export const emailAddressSchema = z
   .string()
   .trim()
-  .refine(isEmailAddress, { message: 'not an e-mail address', params: { messageKey: 'management:fields.email_address' } });
+  .refine(isEmailAddress, { message: 'not an e-mail address', params: { messageKey: 'account:errors.bad_email' } });

@@ -85,8 +85,8 @@ export class EmailOtpFactor implements Factor {
       case 'expired':
         return { kind: 'rejected', result: 'expired_otp', countsAsFailure: false, messageKey: 'login:errors.otp_expired' };
       case 'used':
-        // Only this flow's newest code, consumed by this flow, is 'used': the same code sent twice.
-        return { kind: 'duplicate' };
+        // Consumed by this flow's own success (a double click), or retired (e.g. its device deleted).
+        return { kind: 'rejected', result: 'used_otp', countsAsFailure: true, messageKey: 'login:errors.auth_failed', maybeDuplicate: true };
       case 'wrong':
         return { kind: 'rejected', result: 'wrong_otp', countsAsFailure: true, messageKey: 'login:errors.auth_failed' };
     }
