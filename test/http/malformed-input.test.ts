@@ -28,6 +28,7 @@ interface RawRequest {
 
 interface RawResponse {
   status: number;
+  type: string;
   body: string;
 }
 
@@ -41,7 +42,7 @@ function send(base: string, r: RawRequest): Promise<RawResponse> {
       (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, type: res.headers['content-type'] ?? '', body: Buffer.concat(chunks).toString('utf8') }));
         res.on('error', reject);
       },
     );
@@ -341,9 +342,13 @@ describe('malformed input never makes a server error', () => {
       const what = `${c.name}: ${res.status} ${res.body.slice(0, 300)}`;
       expect(what).toMatch(new RegExp(`^${c.name.replace(/[()]/g, '.')}: 400 `));
       if (c.kind === 'oauth') expect(JSON.parse(res.body)).toMatchObject({ error: 'invalid_request' });
-      if (c.kind === 'problem') expect(JSON.parse(res.body)).toMatchObject({ status: 400 });
-      if (c.kind === 'page') expect(res.body).toContain('<html lang="ja"');
+      if (c.kind === 'problem') expect({ contentType: res.type, ...JSON.parse(res.body) }).toMatchObject({ contentType: expect.stringMatching(/^application\/problem\+json/), status: 400 });
+      if (c.kind === 'page') expect(res.body).toContain('入力内容に誤りがあります');
     }
+    // In the user's language.
+    const english = await send(s.issuer, { method: 'GET', path: '/activation/t1?x=%00', headers: { 'accept-language': 'en' } });
+    expect(english.status).toBe(400);
+    expect(english.body).toContain('Some of what was sent is not valid.');
   });
 
   test('thousands of malformed requests across every route answer below 500', async () => {
