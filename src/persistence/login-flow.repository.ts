@@ -18,14 +18,16 @@ export class LoginFlowRepository {
    * otherwise collide on the unique key.
    */
   async findOrCreate(input: { interactionUid: string; tenantId: string; clientId: string; expiresAt: Date }): Promise<LoginFlow> {
-    await this.prisma.$executeRaw`
-      INSERT INTO login_flows (id, interaction_uid, tenant_id, client_id, expires_at, updated_at)
-      VALUES (${randomUUID()}::uuid, ${input.interactionUid}, ${input.tenantId}, ${input.clientId}, ${input.expiresAt}, now())
-      ON CONFLICT (interaction_uid) DO NOTHING`;
-    const flow = await this.findByInteraction(input.interactionUid);
-    // Only a concurrent delete (housekeeping of an expired flow) can take it away in between.
-    if (!flow) throw new Error(`login flow of ${input.interactionUid} vanished`);
-    return flow;
+    // Only a concurrent delete (housekeeping of an expired flow) can take it away in between: once more.
+    for (let attempt = 0; attempt < 2; attempt++) {
+      await this.prisma.$executeRaw`
+        INSERT INTO login_flows (id, interaction_uid, tenant_id, client_id, expires_at, updated_at)
+        VALUES (${randomUUID()}::uuid, ${input.interactionUid}, ${input.tenantId}, ${input.clientId}, ${input.expiresAt}, now())
+        ON CONFLICT (interaction_uid) DO NOTHING`;
+      const flow = await this.findByInteraction(input.interactionUid);
+      if (flow) return flow;
+    }
+    throw new Error(`login flow of ${input.interactionUid} vanished twice`);
   }
 
   /**
