@@ -210,8 +210,9 @@ export function activationRouter(deps: ActivationRouterDeps) {
     }
 
     const done = await activation.complete(account, session.otpId, input, { actor: 'user', ip: clientIp(ctx), locale: ctx.state.locale });
-    // False: the code was used, replaced by a fresh activation, or ran out since step 1.
-    if (!done) return renderRestart(ctx, tenant, 409, 'activation:errors.code_used');
+    // False: the code was used, replaced by a fresh activation, or ran out since step 1. Used by a
+    // submission of the same form a moment earlier (a double click): lead where that one led.
+    if (!done && !(await activation.completedMeanwhile(account.id))) return renderRestart(ctx, tenant, 409, 'activation:errors.code_used');
     clearSession(ctx);
     ctx.status = 303;
     ctx.redirect(`${base(tenant)}/done`);

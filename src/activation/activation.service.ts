@@ -1,4 +1,5 @@
 import { timingSafeEqual } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { isEmailAddress } from '../mail/email-address.js';
 import type { TenantDirectory } from '../config/index.js';
 import type { AccountEventService } from '../account/account-event.service.js';
@@ -118,6 +119,19 @@ export class ActivationService {
     }
     if (latest.expiresAt.getTime() <= Date.now()) return { ok: false, reason: 'expired' };
     return { ok: true, account, otpId: latest.id };
+  }
+
+  /**
+   * After complete() answered false: whether the account became active meanwhile (another submission
+   * of the same code completed it), waiting up to about two seconds for that submission to finish.
+   */
+  async completedMeanwhile(accountId: string): Promise<boolean> {
+    for (let i = 0; i < 100; i++) {
+      const account = await this.deps.accounts.findById(accountId);
+      if (account?.status !== 'pending_activation') return account?.status === 'active';
+      await sleep(20);
+    }
+    return false;
   }
 
   questionsFor(locale: Locale): Array<{ id: string; text: string }> {

@@ -2,7 +2,7 @@ import * as oidc from 'openid-client';
 import { hashSecret } from '../../src/credentials/hashing.js';
 import { parseTenants } from '../../src/config/tenants.js';
 import { TEST_TENANTS_YAML, startTestServer, uniqueUser, type TestServer } from '../support/harness.js';
-import { csrfOf, discover, followToCallback, startLogin, submit, type StartedLogin } from '../support/browser-less.js';
+import { Agent, csrfOf, discover, followToCallback, startLogin, submit, type StartedLogin } from '../support/browser-less.js';
 
 const withoutCsrf = (html: string) => html.replace(/name="_csrf" value="[^"]*"/g, '');
 
@@ -134,5 +134,19 @@ describe('parallel requests of one login (double clicks, several tabs)', () => {
     expect(responses.map((r) => `${r.status} ${r.headers.get('location')}`)).toEqual(Array(5).fill(`303 ${base}/question`));
     const account = await s.db.prisma.account.findUniqueOrThrow({ where: { id: u.account.id } });
     expect(account).toMatchObject({ failedAttempts: 0, lockedAt: null });
+  });
+
+  test('activation submitted several times at once (both steps) completes once, without a failure', async () => {
+    const u = uniqueUser('par');
+    const { account, activation } = await s.app.services.accountService.create('t1', { userId: u.userId, devices: [{ email: u.email }] }, { actor: 'api' });
+    const path = new URL(activation.url).pathname;
+    const agent = new Agent(s.issuer);
+    const csrf = csrfOf(await (await agent.get(path)).text());
+    const verified = await Promise.all(Array.from({ length: 5 }, () => agent.post(path, { _csrf: csrf, userId: u.userId, otp: activation.otp })));
+    expect(verified.map((r) => `${r.status} ${r.headers.get('location')}`)).toEqual(Array(5).fill(`303 ${path}/register`));
+    const registered = await Promise.all(Array.from({ length: 3 }, () => agent.post(`${path}/register`, { _csrf: csrf, questionId: 'first_pet', answer: 'ポチ' })));
+    expect(registered.map((r) => `${r.status} ${r.headers.get('location')}`)).toEqual(Array(3).fill(`303 ${path}/done`));
+    const after = await s.db.prisma.account.findUniqueOrThrow({ where: { id: account.id } });
+    expect(after).toMatchObject({ status: 'active', failedAttempts: 0, lockedAt: null });
   });
 });
