@@ -170,8 +170,8 @@ const GOOD: Record<string, string> = {
 /** What a request needs to get past the outer checks: live interaction, area session, API token. */
 interface Fixtures {
   uid: string;
-  interactionCookies: string;
-  areaCookies: string;
+  /** One browser's cookies: the live interaction's and the account area's. */
+  cookies: string;
   csrf: string;
   apiToken: string;
   userId: string;
@@ -205,7 +205,7 @@ function generate(rng: Rng, f: Fixtures): RawRequest {
   const headers: Record<string, string> = { 'accept-language': rng.pick(['ja', 'en', 'ja;q=x', '*', 'zz-ZZ,,;;']), accept: route.kind === 'page' ? 'text/html' : 'application/json' };
 
   // Credentials, as the route's callers hold them.
-  const cookies = route.path.startsWith('/interaction') || route.path.startsWith('/auth') ? f.interactionCookies : f.areaCookies;
+  const cookies = f.cookies;
   if (cookies) headers.cookie = cookies;
   if (route.kind === 'api') headers.authorization = `Bearer ${f.apiToken}`;
   if (route.kind === 'oidc' && route.method === 'POST') headers.authorization = `Basic ${Buffer.from('rp-basic:rp-basic-secret-0123456789').toString('base64')}`;
@@ -300,7 +300,7 @@ describe('malformed input never makes a server error', () => {
 
     const backoffice = await discover(s.issuer, 'backoffice-t1', 'backoffice-t1-secret-0123456789');
     const token = await oidc.clientCredentialsGrant(backoffice, { scope: 'management' });
-    fixtures = { uid: login.uid, interactionCookies: cookieHeader, areaCookies: cookieHeader, csrf, apiToken: token.access_token, userId: u.userId, otherUserId: other.userId, tenant: 't1' };
+    fixtures = { uid: login.uid, cookies: cookieHeader, csrf, apiToken: token.access_token, userId: u.userId, otherUserId: other.userId, tenant: 't1' };
   }, 60_000);
 
   afterAll(async () => {
@@ -316,11 +316,11 @@ describe('malformed input never makes a server error', () => {
     const auth = (extra: string) =>
       `/auth?client_id=rp-basic&redirect_uri=${enc(REDIRECT_URI)}&response_type=code&scope=openid&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256&${extra}`;
     const cases: Array<{ name: string; req: RawRequest; kind: 'page' | 'oauth' | 'problem' }> = [
-      { name: 'user ID (form)', kind: 'page', req: { method: 'POST', path: `/interaction/${f.uid}/identify`, headers: { ...form, cookie: f.interactionCookies }, body: Buffer.from(`_csrf=${f.csrf}&userId=p-%00-x`) } },
-      { name: 'user ID (raw NUL in form)', kind: 'page', req: { method: 'POST', path: `/interaction/${f.uid}/identify`, headers: { ...form, cookie: f.interactionCookies }, body: Buffer.from(`_csrf=${f.csrf}&userId=p-\0-x`) } },
-      { name: 'user ID (JSON)', kind: 'page', req: { method: 'POST', path: `/interaction/${f.uid}/identify`, headers: { ...json, cookie: f.interactionCookies }, body: Buffer.from(JSON.stringify({ _csrf: f.csrf, userId: 'a\u0000b' })) } },
-      { name: 'user ID (lone surrogate)', kind: 'page', req: { method: 'POST', path: '/activation/t1', headers: { ...json, cookie: f.areaCookies }, body: Buffer.from(`{"_csrf":"${f.csrf}","userId":"a\\ud800b"}`) } },
-      { name: 'path segment', kind: 'page', req: { method: 'GET', path: `/interaction/${f.uid}%00`, headers: { cookie: f.interactionCookies } } },
+      { name: 'user ID (form)', kind: 'page', req: { method: 'POST', path: `/interaction/${f.uid}/identify`, headers: { ...form, cookie: f.cookies }, body: Buffer.from(`_csrf=${f.csrf}&userId=p-%00-x`) } },
+      { name: 'user ID (raw NUL in form)', kind: 'page', req: { method: 'POST', path: `/interaction/${f.uid}/identify`, headers: { ...form, cookie: f.cookies }, body: Buffer.from(`_csrf=${f.csrf}&userId=p-\0-x`) } },
+      { name: 'user ID (JSON)', kind: 'page', req: { method: 'POST', path: `/interaction/${f.uid}/identify`, headers: { ...json, cookie: f.cookies }, body: Buffer.from(JSON.stringify({ _csrf: f.csrf, userId: 'a\u0000b' })) } },
+      { name: 'user ID (lone surrogate)', kind: 'page', req: { method: 'POST', path: '/activation/t1', headers: { ...json, cookie: f.cookies }, body: Buffer.from(`{"_csrf":"${f.csrf}","userId":"a\\ud800b"}`) } },
+      { name: 'path segment', kind: 'page', req: { method: 'GET', path: `/interaction/${f.uid}%00`, headers: { cookie: f.cookies } } },
       { name: 'invalid UTF-8 in path', kind: 'page', req: { method: 'GET', path: '/activation/t%ff1', headers: {} } },
       { name: 'truncated UTF-8 in query', kind: 'page', req: { method: 'GET', path: '/account/login?client_id=rp-basic&return_to=%c3', headers: {} } },
       { name: 'client_id', kind: 'page', req: { method: 'GET', path: auth('state=s').replace('client_id=rp-basic', 'client_id=rp-basic%00'), headers: {} } },
