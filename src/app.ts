@@ -9,6 +9,7 @@ import type { AppConfig } from './config/index.js';
 import { createDomainServices, type DomainServices } from './services.js';
 import { csrf } from './http/csrf.js';
 import { errorHandler } from './http/error-handler.js';
+import { inputGuard, parsedBodyGuard } from './http/input-guard.js';
 import { locale } from './http/locale.js';
 import { VIEWS_DIR } from './http/pages.js';
 import { createRateLimits, type RateLimits } from './http/rate-limit.js';
@@ -108,6 +109,12 @@ export async function createApp(opts: CreateAppOptions): Promise<App> {
   const interactions = new OidcInteractions(provider);
   const backchannel = new BackchannelLogout(provider);
   domain.lifecycle.useNotifier(backchannel);
+  // oidc-provider answers its own errors (our error handler never sees them): its server errors must
+  // reach the log like ours.
+  provider.on('server_error', (ctx: Koa.Context, err: unknown) => logger.error({ err, path: ctx.path, method: ctx.method }, 'oidc-provider server error'));
+  provider.on('backchannel.error', (_ctx: unknown, err: unknown, client: { clientId?: string } | undefined) =>
+    logger.warn({ err, clientId: client?.clientId }, 'back-channel logout failed'),
+  );
 
   const koa = new Koa();
   koa.keys = secrets.cookieKeys; // must equal the provider's cookie keys (DESIGN.md)
@@ -145,9 +152,12 @@ export async function createApp(opts: CreateAppOptions): Promise<App> {
     return next();
   });
   koa.use(errorHandler(logger, [renderProblem])); // problem+json under /api/v1
+  // PostgreSQL refuses a NUL byte: such input is the client's mistake (400), never a query error.
+  koa.use(inputGuard({ isProviderPath: (path) => !isOwn(path) }));
   koa.use(mount('/static', serve(join(VIEWS_DIR, '..', 'public'), { maxage: 3600_000 })));
   const parse = bodyParser({ enableTypes: ['form', 'json'], formLimit: '16kb', jsonLimit: '64kb', encoding: 'utf-8' });
   koa.use(async (ctx, next) => (isOwn(ctx.path) ? parse(ctx, next) : next()));
+  koa.use(parsedBodyGuard());
   koa.use(csrf({ exempt: (path) => !isOwn(path) || path.startsWith('/api/') || path.startsWith('/static/') || path.startsWith('/health') || path.startsWith('/certificates/'), secure }));
 
   const routers = [

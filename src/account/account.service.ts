@@ -1,4 +1,5 @@
 import type { LoginMethod, Tenant, TenantDirectory } from '../config/index.js';
+import { isEmailAddress } from '../mail/email-address.js';
 import { LOGIN_METHODS } from '../config/tenants.js';
 import type { ActivationService, Actor, IssuedActivation } from '../activation/activation.service.js';
 import type { Locale } from '../i18n/index.js';
@@ -95,7 +96,7 @@ export class AccountService {
     const seen = new Set<string>();
     return devices.map((d, i) => {
       const email = d.email.trim();
-      if (!/^[^\s@]+@[^\s@]+\.[^\s@]+$/.test(email) || email.length > 254) throw new AccountValidationError(`devices[${i}].email`, 'account:errors.bad_email');
+      if (!isEmailAddress(email)) throw new AccountValidationError(`devices[${i}].email`, 'account:errors.bad_email');
       if (seen.has(email.toLowerCase())) throw new AccountValidationError(`devices[${i}].email`, 'account:errors.duplicate_email');
       seen.add(email.toLowerCase());
       const kind = d.kind ?? 'pc';

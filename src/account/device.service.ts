@@ -1,4 +1,5 @@
 import { randomUUID, timingSafeEqual } from 'node:crypto';
+import { EMAIL_ADDRESS_MAX_LENGTH, isEmailAddress } from '../mail/email-address.js';
 import type { Contract, LoginMethod } from '../config/index.js';
 import { METHOD_FACTORS } from '../login/login-methods.js';
 import { AppError, RateLimitedError } from '../http/errors.js';
@@ -15,9 +16,7 @@ import { DEVICE_KINDS, type DeviceKind } from './account.service.js';
 /** Wrong proof codes allowed per procedure; the last one calls the procedure off. */
 export const DEVICE_PROOF_MAX_ATTEMPTS = 5;
 /** Longest address accepted (RFC 5321's path limit). */
-export const EMAIL_MAX_LENGTH = 254;
-// Also what the mail queue accepts (mail.types.ts), so a valid address can always be mailed.
-const EMAIL_PATTERN = /^[^\s@<>",]+@[^\s@<>",]+\.[^\s@<>",]+$/;
+export const EMAIL_MAX_LENGTH = EMAIL_ADDRESS_MAX_LENGTH;
 
 export type DeviceField = 'email' | 'emailConfirm' | 'kind';
 /** A problem with one field: an i18n key under devices:errors and its params. */
@@ -100,7 +99,7 @@ export class DeviceService {
     const email = form.email.trim();
     const confirm = form.emailConfirm.trim();
     if (!email) problems.email = { key: 'devices:errors.email_required' };
-    else if (email.length > EMAIL_MAX_LENGTH || !EMAIL_PATTERN.test(email)) problems.email = { key: 'devices:errors.email_format' };
+    else if (!isEmailAddress(email)) problems.email = { key: 'devices:errors.email_format' };
     else if (account.devices.some((d) => d.id !== device?.id && [d.email, d.pendingEmail].some((a) => a?.toLowerCase() === email.toLowerCase())))
       problems.email = { key: 'devices:errors.email_taken' };
     if (!confirm) problems.emailConfirm = { key: 'devices:errors.confirm_required' };

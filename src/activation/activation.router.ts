@@ -230,10 +230,11 @@ export function activationRouter(deps: ActivationRouterDeps) {
     }
 
     const done = await activation.complete(account, session.otpId, input, { actor: 'user', ip: clientIp(ctx), locale: ctx.state.locale });
-    // Undefined: the code was used, replaced by a fresh activation, or ran out since step 1.
-    if (!done) return renderRestart(ctx, tenant, 409, 'activation:errors.code_used');
+    // Undefined: the code was used, replaced by a fresh activation, or ran out since step 1. Used by a
+    // submission of the same form a moment earlier (a double click): lead where that one led.
+    if (!done && !(await activation.completedMeanwhile(account.id))) return renderRestart(ctx, tenant, 409, 'activation:errors.code_used');
     clearSession(ctx);
-    if (done.certificates.length) {
+    if (done?.certificates.length) {
       const value = Buffer.from(JSON.stringify({ accountId: account.id, tenant, exp: Math.floor(Date.now() / 1000) + SESSION_SECONDS })).toString('base64url');
       ctx.cookies.set(DONE_COOKIE, value, { ...cookieOptions(ctx), maxAge: SESSION_SECONDS * 1000 });
     }

@@ -1,4 +1,6 @@
 import { timingSafeEqual } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { isEmailAddress } from '../mail/email-address.js';
 import type { TenantDirectory } from '../config/index.js';
 import type { AccountEventService } from '../account/account-event.service.js';
 import type { AccountLifecycleService } from '../account/account-lifecycle.service.js';
@@ -101,7 +103,7 @@ export class ActivationService {
     const url = this.activationUrl(account.tenantId, account.userId);
     await this.deps.events.record({ tenantId: account.tenantId, accountId: account.id, type: 'activation_issued', actor: opts.actor, sourceIp: opts.ip ?? null, detail: { mailed: !!opts.mail } });
     if (opts.mail) {
-      const to = account.devices.map((d) => d.email);
+      const to = account.devices.map((d) => d.email).filter(isEmailAddress); // the mail layer refuses the rest
       if (to.length)
         await this.deps.mail.enqueue({
           to: [...new Set(to)],
@@ -140,6 +142,19 @@ export class ActivationService {
     }
     if (latest.expiresAt.getTime() <= Date.now()) return { ok: false, reason: 'expired' };
     return { ok: true, account, otpId: latest.id };
+  }
+
+  /**
+   * After complete() answered false: whether the account became active meanwhile (another submission
+   * of the same code completed it), waiting up to about two seconds for that submission to finish.
+   */
+  async completedMeanwhile(accountId: string): Promise<boolean> {
+    for (let i = 0; i < 100; i++) {
+      const account = await this.deps.accounts.findById(accountId);
+      if (account?.status !== 'pending_activation') return account?.status === 'active';
+      await sleep(20);
+    }
+    return false;
   }
 
   questionsFor(locale: Locale): Array<{ id: string; text: string }> {

@@ -1,4 +1,5 @@
 import Router from '@koa/router';
+import { emailAddressSchema } from '../mail/email-address.js';
 import type { Context, Next } from 'koa';
 import { z } from 'zod';
 import type { AccountService } from '../account/account.service.js';
@@ -24,7 +25,7 @@ interface Caller {
 }
 
 const DEVICE_KIND = z.enum(['pc', 'mobile', 'smartphone']);
-const device = z.strictObject({ email: z.string().max(254), kind: DEVICE_KIND.optional() });
+const device = z.strictObject({ email: emailAddressSchema, kind: DEVICE_KIND.optional() });
 const devices = z.array(device).min(1).max(50);
 const locale = z.enum(LOCALES);
 

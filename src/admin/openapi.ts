@@ -1,5 +1,6 @@
 import { LOGIN_METHODS } from '../config/tenants.js';
 import { LOCALES } from '../i18n/index.js';
+import { EMAIL_ADDRESS_MAX_LENGTH, EMAIL_ADDRESS_PATTERN } from '../mail/email-address.js';
 import { MANAGEMENT_SCOPE } from '../oidc/access-tokens.js';
 import { API_PREFIX } from './problem.js';
 
@@ -175,7 +176,7 @@ export function openApiDocument(issuer: string) {
           type: 'object',
           additionalProperties: false,
           required: ['email'],
-          properties: { email: { type: 'string', format: 'email', maxLength: 254 }, kind: { type: 'string', enum: ['pc', 'mobile', 'smartphone'], default: 'pc' } },
+          properties: { email: { type: 'string', format: 'email', maxLength: EMAIL_ADDRESS_MAX_LENGTH, pattern: EMAIL_ADDRESS_PATTERN }, kind: { type: 'string', enum: ['pc', 'mobile', 'smartphone'], default: 'pc' } },
         },
         Account: { type: 'object', additionalProperties: false, required: accountRequired, properties: accountProperties },
         CreatedAccount: {

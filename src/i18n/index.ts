@@ -51,9 +51,10 @@ export function translator(locale: Locale): TFunction {
  * Picks the locale: an explicit choice (query `lang`, the `lang` cookie, `ui_locales`) first, then
  * the Accept-Language header, then Japanese.
  */
-export function negotiateLocale(explicit: Array<string | undefined | null>, acceptLanguage: string | undefined): Locale {
+export function negotiateLocale(explicit: Array<unknown>, acceptLanguage: string | undefined): Locale {
   for (const candidate of explicit) {
-    if (!candidate) continue;
+    // Anything but a string (a repeated ?lang=, an object from a parser) is no choice.
+    if (typeof candidate !== 'string' || !candidate) continue;
     for (const tag of candidate.split(/\s+/)) {
       const base = tag.toLowerCase().split('-')[0];
       if (isLocale(base)) return base;

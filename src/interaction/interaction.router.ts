@@ -66,7 +66,8 @@ export function interactionRouter(deps: { interactions: OidcInteractions; flows:
     const details = await load(ctx);
     await limitIp(deps.limits, ctx, flowUrl(details.uid));
     const flow = await flows.begin(details.uid, details.params.client_id);
-    if (!flow.state.startsWith('factor:')) throw new BadRequestError('common:errors.bad_request', {}, flowUrl(details.uid));
+    // A finished flow still takes its last answer again (a double click lands after the first).
+    if (!flow.state.startsWith('factor:') && flow.state !== 'complete') throw new BadRequestError('common:errors.bad_request', {}, flowUrl(details.uid));
     const outcome = await flows.submit(flow, body(ctx), requestInfo(ctx), flowUrl(details.uid));
     if ('next' in outcome) {
       ctx.status = 303;

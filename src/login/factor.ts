@@ -33,6 +33,11 @@ export type FactorOutcome =
       countsAsFailure: boolean;
       messageKey: string;
       messageParams?: Record<string, string | number>;
+      /**
+       * The answer may be one this flow already accepted (a used code): if the flow has moved past this
+       * step, the submission is a duplicate (a double click) and gets the first one's outcome instead.
+       */
+      maybeDuplicate?: boolean;
     };
 
 /** One step of a login method (like a Keycloak authenticator). */

@@ -205,7 +205,10 @@ export class LoginFlowService {
    * factor's success resets the counter, unless a lock landed first.
    */
   async submit(flow: LoginFlow, input: Record<string, unknown>, req: RequestInfo, flowUrl: string): Promise<CompletedLogin | { next: FactorName }> {
-    const factor = this.currentFactor(flow);
+    // A resubmission after the flow finished (a late double click) is checked against its last factor.
+    const finished = flow.state === 'complete';
+    const last = METHOD_FACTORS[(flow.method ?? 'otp') as LoginMethod].at(-1);
+    const factor = finished && last ? this.currentFactor({ ...flow, state: factorState(last) }) : this.currentFactor(flow);
     const ctx = await this.context(flow, req, flowUrl);
     const { tenant, account } = ctx;
 
@@ -226,6 +229,14 @@ export class LoginFlowService {
     if (account.status === 'pending_activation') {
       await this.event(flow, req, 'not_activated', account.id);
       throw new NotActivatedError(flowUrl);
+    }
+    if (finished && outcome.kind === 'passed') return this.settled(flow, account, flowUrl);
+    if (outcome.kind === 'rejected' && outcome.maybeDuplicate) {
+      try {
+        return await this.settled(flow, account, flowUrl);
+      } catch (e) {
+        if (!(e instanceof SessionExpiredError)) throw e; // the flow stayed here: a failure after all
+      }
     }
     if (outcome.kind === 'rejected') {
       if (outcome.countsAsFailure) {
@@ -252,14 +263,14 @@ export class LoginFlowService {
         throw new MethodUnavailableError(method, flowUrl);
       }
       const moved = await this.deps.flows.transition(flow.id, flow.state, { completedFactors: completed, state: factorState(nextFactor) });
-      if (!moved) throw new SessionExpiredError();
+      if (!moved) return this.settled(flow, account, flowUrl);
       const next = { ...flow, completedFactors: completed, state: factorState(nextFactor) };
       await this.currentFactor(next).enter({ ...ctx, flow: next });
       return { next: nextFactor };
     }
 
     const moved = await this.deps.flows.transition(flow.id, flow.state, { completedFactors: completed, state: 'complete' });
-    if (!moved) throw new SessionExpiredError();
+    if (!moved) return this.settled(flow, account, flowUrl);
     const seenIp = req.ip ? await this.deps.events.hasSucceededFrom(account.id, req.ip) : true;
     const previous = await this.deps.lockout.registerSuccess(account.id, req.ip);
     if (!previous) {
@@ -268,6 +279,24 @@ export class LoginFlowService {
     }
     await this.event(flow, req, 'success', account.id);
     if (!seenIp && previous.previousLoginAt) await this.notifyNewIp(account, ctx);
+    const amr = METHOD_FACTORS[method].map((name) => this.factors.get(name)?.amr ?? name);
+    return { accountId: account.id, amr, acr: METHOD_ACR[method], method };
+  }
+
+  /**
+   * The answer to a submission that lost the race to an identical one of the same flow (a double
+   * click): once the winner has moved the flow on, the same outcome as the winner's, without another
+   * event or counter change. SessionExpiredError when the flow did not move on to a later step.
+   */
+  private async settled(flow: LoginFlow, account: AccountWithDevices, flowUrl: string): Promise<CompletedLogin | { next: FactorName }> {
+    // The winner moves the flow right after its check; wait for that rather than guess.
+    const now = flow.state === 'complete' ? flow : await this.deps.flows.settledFrom(flow.interactionUid, flow.state);
+    const movedOn = !!now && (now.state === 'complete' || (now.state !== flow.state && now.state.startsWith('factor:')));
+    if (!now || !movedOn) throw new SessionExpiredError();
+    if (now.state !== 'complete') return { next: now.state.slice(7) as FactorName };
+    const current = await this.deps.accounts.findById(account.id);
+    if (!current || current.lockedAt) throw new AccountLockedError(flowUrl);
+    const method = (now.method ?? 'otp') as LoginMethod;
     const amr = METHOD_FACTORS[method].map((name) => this.factors.get(name)?.amr ?? name);
     return { accountId: account.id, amr, acr: METHOD_ACR[method], method };
   }

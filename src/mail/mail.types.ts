@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { LOCALES, type Locale } from '../i18n/index.js';
+import { emailAddressSchema } from './email-address.js';
 
 /**
  * Every mail the provider sends. Adding one = one entry here plus `templates/<name>.ja.txt` and
@@ -57,7 +58,7 @@ export class PermanentMailError extends Error {
 
 /** Checks jobs on enqueue and again when a worker takes them from Redis (they may come from another version). */
 export const mailJobSchema = z.object({
-  to: z.array(z.string().trim().min(3).max(320).regex(/^[^\s@<>",]+@[^\s@<>",]+$/, 'not an e-mail address')).min(1).max(50),
+  to: z.array(emailAddressSchema).min(1).max(50),
   template: z.enum(MAIL_TEMPLATES),
   locale: z.enum(LOCALES),
   params: z.record(z.string(), z.string().max(2000)),

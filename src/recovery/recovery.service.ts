@@ -200,6 +200,9 @@ export class RecoveryService {
       await this.event(flow, req, 'expired_otp', account.id);
       throw new RecoveryFieldError('otp', 401, 'recovery:errors.otp_expired');
     }
+    // The code this flow already accepted, sent again (a double click): once the first submission has
+    // moved the flow on, no failure, and the page shows where the flow stands.
+    if (check === 'used' && (await this.deps.flows.settledFrom(flow.interactionUid, 'code'))?.state !== 'code') return;
     if (check !== 'ok') await this.failure(flow, account, tenant, client, req, check === 'used' ? 'used_otp' : 'wrong_otp', 'otp', 'recovery:errors.auth_failed', backUrl);
 
     const moved = await this.deps.flows.transition(flow.id, 'code', { completedFactors: ['email_otp'], state: 'question' satisfies RecoveryState });

@@ -100,6 +100,12 @@ describe('admin CLI (spawned as an operator would)', () => {
     const badEmail = await admin('create', 'demo', 'someone', '--email', 'not-an-address');
     expect(badEmail.code).toBe(1);
     expect(badEmail.err).toContain('e-mail address is not valid');
+    // Addresses the mail layer would refuse later (several recipients, markup) are refused now.
+    for (const address of ['a,b@x.io', '<img/src=x>@x.io']) {
+      const refused = await admin('create', 'demo', 'someone', '--email', address);
+      expect(refused.code).toBe(1);
+      expect(refused.err).toContain('e-mail address is not valid');
+    }
   });
 });
 

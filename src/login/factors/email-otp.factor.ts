@@ -2,6 +2,7 @@ import { BadRequestError, RateLimitedError } from '../../http/errors.js';
 import type { RateLimits } from '../../http/rate-limit.js';
 import type { Logger } from '../../logger.js';
 import { enqueueAfterResponse } from '../../mail/mail.after-response.js';
+import { isEmailAddress } from '../../mail/email-address.js';
 import type { MailQueue } from '../../mail/mail.types.js';
 import type { OtpService } from '../../otp/otp.service.js';
 import type { AccountWithDevices } from '../../persistence/account.repository.js';
@@ -13,9 +14,12 @@ export function normalizeOtp(raw: unknown): string | undefined {
   return raw.normalize('NFKC').replace(/[\s-]/g, '');
 }
 
-/** Proven device addresses only: an address not yet proven never receives a login code. */
+/**
+ * Proven device addresses only: an address not yet proven never receives a login code. An address
+ * stored before the shared address rule existed, which the mail layer would refuse, is left out.
+ */
 export function deliverableAddresses(account: AccountWithDevices): string[] {
-  return [...new Set(account.devices.filter((d) => d.verifiedAt).map((d) => d.email))];
+  return [...new Set(account.devices.filter((d) => d.verifiedAt && isEmailAddress(d.email)).map((d) => d.email))];
 }
 
 /** The manual's one-time password by e-mail, sent to every proven device address of the account. */
@@ -85,7 +89,8 @@ export class EmailOtpFactor implements Factor {
       case 'expired':
         return { kind: 'rejected', result: 'expired_otp', countsAsFailure: false, messageKey: 'login:errors.otp_expired' };
       case 'used':
-        return { kind: 'rejected', result: 'used_otp', countsAsFailure: true, messageKey: 'login:errors.auth_failed' };
+        // Consumed by this flow's own success (a double click), or retired (e.g. its device deleted).
+        return { kind: 'rejected', result: 'used_otp', countsAsFailure: true, messageKey: 'login:errors.auth_failed', maybeDuplicate: true };
       case 'wrong':
         return { kind: 'rejected', result: 'wrong_otp', countsAsFailure: true, messageKey: 'login:errors.auth_failed' };
     }
