@@ -6,7 +6,7 @@ import { ActivationService } from './activation/activation.service.js';
 import { LoginEventService } from './history/login-event.service.js';
 import { LockoutService } from './lockout/lockout.service.js';
 import type { Logger } from './logger.js';
-import { createMailQueue } from './mail/mail.queue.js';
+import { createMailQueue, type MailQueueOptions } from './mail/mail.queue.js';
 import { createMailSender } from './mail/mail.sender.js';
 import { createMailTransport } from './mail/mail.transport.js';
 import type { MailQueue } from './mail/mail.types.js';
@@ -21,6 +21,7 @@ import type { Database } from './persistence/database.js';
 import { DevMailRepository } from './persistence/dev-mail.repository.js';
 import { LoginEventRepository } from './persistence/login-event.repository.js';
 import { LoginFlowRepository } from './persistence/login-flow.repository.js';
+import { MailOutboxRepository } from './persistence/mail-outbox.repository.js';
 import { OidcPayloadRepository } from './persistence/oidc-payload.repository.js';
 import { OneTimePasswordRepository } from './persistence/one-time-password.repository.js';
 
@@ -44,7 +45,7 @@ export interface DomainServices {
   certificates: CertificateService;
 }
 
-export function createDomainServices(opts: { config: AppConfig; db: Database; logger: Logger; mail?: MailQueue }): DomainServices {
+export function createDomainServices(opts: { config: AppConfig; db: Database; logger: Logger; mail?: MailQueue; mailQueue?: MailQueueOptions }): DomainServices {
   const { config, db, logger } = opts;
   const prisma = db.prisma;
   const tenants = new TenantDirectory(config.tenants, config.issuer);
@@ -53,14 +54,17 @@ export function createDomainServices(opts: { config: AppConfig; db: Database; lo
   const events = new LoginEventRepository(prisma);
   const devMail = new DevMailRepository(prisma);
   const lockout = new LockoutService(accounts);
+  const otpRepo = new OneTimePasswordRepository(prisma);
   const mail =
     opts.mail ??
     createMailQueue({
       config,
       logger,
       sender: createMailSender({ config, transport: createMailTransport(config), logger, devMail: config.devMailbox ? devMail : undefined }),
+      store: { outbox: new MailOutboxRepository(prisma), otps: otpRepo },
+      sealKeys: secrets.cookieKeys,
+      options: { ...opts.mailQueue, retry: { codeTtlMs: config.otp.ttlSeconds * 1000, ...opts.mailQueue?.retry } },
     });
-  const otpRepo = new OneTimePasswordRepository(prisma);
   const otp = new OtpService(otpRepo, secrets.otpHmacKey, config.otp);
   const accountEvents = new AccountEventService(new AccountEventRepository(prisma));
   const activation = new ActivationService({

@@ -283,6 +283,7 @@ export class DeviceService {
       template: 'device-verify',
       locale,
       params: { userId: account.userId, otp: code, expiresMinutes: String(Math.round(this.deps.otpTtlSeconds / 60)), number: String(device.number) },
+      tenantId: account.tenantId,
     });
   }
 

@@ -85,6 +85,8 @@ export class ActivationService {
           template: 'activation',
           locale: opts.locale ?? 'ja',
           params: { userId: account.userId, url, otp, expiresAt: expiresAt.toISOString().slice(0, 16).replace('T', ' ') + ' UTC', siteName: this.siteName(account.tenantId) },
+          deliverBy: expiresAt,
+          tenantId: account.tenantId,
         });
     }
     return { url, otp, expiresAt };

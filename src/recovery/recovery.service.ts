@@ -276,7 +276,7 @@ export class RecoveryService {
     const decision = await this.deps.limits.consume('otp_mail', `${tenant.id}:${flow.submittedUserId ?? ''}`);
     if (!decision.allowed) throw new RateLimitedError(decision.retryAfterSeconds, backUrl);
     const ttl = this.deps.config.otp.ttlSeconds;
-    const { code } = await this.deps.otp.issueForFlow(flow.id, account?.id ?? null, RECOVERY_OTP_PURPOSE, ttl);
+    const { code, expiresAt } = await this.deps.otp.issueForFlow(flow.id, account?.id ?? null, RECOVERY_OTP_PURPOSE, ttl);
     if (!account || account.lockedAt) return;
     const to = deliverableAddresses(account);
     if (to.length === 0) return;
@@ -286,6 +286,8 @@ export class RecoveryService {
       template: 'login-otp',
       locale,
       params: { userId: account.userId, otp: code, expiresMinutes: String(Math.round(ttl / 60)), clientName: client.name },
+      deliverBy: expiresAt,
+      tenantId: tenant.id,
     });
   }
 

@@ -44,7 +44,7 @@ export class EmailOtpFactor implements Factor {
     const key = `${ctx.tenant.id}:${ctx.flow.submittedUserId ?? ''}`;
     const decision = await this.deps.limits.consume('otp_mail', key);
     if (!decision.allowed) throw new RateLimitedError(decision.retryAfterSeconds, ctx.flowUrl);
-    const { code } = await this.deps.otp.issueForFlow(ctx.flow.id, ctx.account?.id ?? null, 'login', this.deps.otpTtlSeconds);
+    const { id, code, expiresAt } = await this.deps.otp.issueForFlow(ctx.flow.id, ctx.account?.id ?? null, 'login', this.deps.otpTtlSeconds);
     if (!ctx.account || !ctx.live) return;
     const to = deliverableAddresses(ctx.account);
     if (to.length === 0) return;
@@ -58,7 +58,16 @@ export class EmailOtpFactor implements Factor {
         expiresMinutes: String(Math.round(this.deps.otpTtlSeconds / 60)),
         clientName: ctx.client.name,
       },
+      // Tried until the code expires; if it never goes out, the code row says so (see `undelivered`).
+      deliverBy: expiresAt,
+      otpId: id,
+      tenantId: ctx.tenant.id,
     });
+  }
+
+  /** Whether the mail with the current code was given up (the page then says it could not be sent). */
+  undelivered(ctx: FactorContext): Promise<boolean> {
+    return this.deps.otp.deliveryFailed(ctx.flow.id);
   }
 
   /** Seconds to wait before another code may be sent (0: now). */
