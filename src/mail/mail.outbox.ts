@@ -14,6 +14,8 @@ export interface OutboxOptions {
   pollMs?: number;
   /** How long a taken message is reserved; renewed while its delivery runs, so another instance takes over this soon after a crash. Default 10 s. */
   leaseMs?: number;
+  /** Deliver only what this process queued (the admin CLI), leaving the rest to the providers. Default false. */
+  onlyOwn?: boolean;
 }
 
 const DAY = 24 * 3_600_000;
@@ -72,7 +74,8 @@ export function createOutboxMailQueue(deps: { sender: MailSender; logger: Logger
   async function poll(): Promise<void> {
     const free = concurrency - inHand.size;
     if (free <= 0) return;
-    const rows = await outbox.claimDue({ limit: free, leaseMs, token });
+    if (options.onlyOwn && own.size === 0) return;
+    const rows = await outbox.claimDue({ limit: free, leaseMs, token, ...(options.onlyOwn ? { ids: [...own] } : {}) });
     for (const row of rows) start(row);
     await purge();
   }

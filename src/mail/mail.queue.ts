@@ -21,8 +21,8 @@ export interface MailQueueOptions {
   concurrency?: number;
   /** How long enqueue waits for Redis before failing, so a request does not hang while Redis is down. Default 5 s. */
   enqueueTimeoutMs?: number;
-  /** Outbox only (no Redis): poll interval and lease; see OutboxOptions. */
-  outbox?: Pick<OutboxOptions, 'pollMs' | 'leaseMs'>;
+  /** Outbox only (no Redis): poll interval, lease, own mail only; see OutboxOptions. */
+  outbox?: Pick<OutboxOptions, 'pollMs' | 'leaseMs' | 'onlyOwn'>;
 }
 
 export interface MailQueueDeps {
