@@ -75,7 +75,8 @@ function attemptsBefore(policy: RetryPolicy, template: MailTemplate, deliverBy: 
     if (at >= deliverBy) break;
     n++;
   }
-  return n;
+  // One spare: a late retry must reach the processor, which gives up (and records it) itself.
+  return n + 1;
 }
 
 /** A job's data as sealed; jobs queued before sealing (plain MailJob) are sealed on the way. */
