@@ -16,7 +16,7 @@ export type AttemptOutcome = { kind: 'sent' } | { kind: 'retry'; at: number; err
 export interface AttemptInput {
   jobId: string | undefined;
   /** The sealed job as stored. */
-  envelope: MailEnvelope | Record<string, unknown>;
+  envelope: MailEnvelope;
   template: MailTemplate;
   deliverBy: number;
   /** 1 for the first attempt. */
@@ -33,7 +33,7 @@ export function retryPolicy(overrides: Partial<RetryPolicy> = {}): RetryPolicy {
  * failure says whether and when to try again (never after deliverBy; never for a permanent error).
  */
 export async function attemptDelivery(
-  deps: { sender: MailSender; sealer: MailSealer; policy: RetryPolicy; logger: Logger; open?: (envelope: unknown) => ReturnType<MailSealer['open']> },
+  deps: { sender: MailSender; sealer: MailSealer; policy: RetryPolicy; logger: Logger },
   input: AttemptInput,
 ): Promise<AttemptOutcome> {
   const { logger, policy } = deps;
@@ -44,7 +44,7 @@ export async function attemptDelivery(
     return { kind: 'failed', error };
   }
   try {
-    const job = (deps.open ?? deps.sealer.open)(input.envelope);
+    const job = deps.sealer.open(input.envelope);
     await deps.sender.send(job);
     return { kind: 'sent' };
   } catch (err) {

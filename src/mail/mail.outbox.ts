@@ -92,7 +92,13 @@ export function createOutboxMailQueue(deps: { sender: MailSender; logger: Logger
   }
 
   async function deliver(row: ClaimedMailMessage): Promise<void> {
-    const template = (MAIL_TEMPLATES as readonly string[]).includes(row.template) ? (row.template as MailTemplate) : 'login-otp';
+    if (!(MAIL_TEMPLATES as readonly string[]).includes(row.template)) {
+      // Queued by another version of the provider that knows a template this one does not.
+      logger.error({ jobId: row.id, template: row.template }, 'mail delivery failed; giving up');
+      await outbox.markFailed(row.id, token, `unknown template ${row.template}`);
+      return;
+    }
+    const template = row.template as MailTemplate;
     const envelope: MailEnvelope = {
       v: 1,
       template,
