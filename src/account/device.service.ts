@@ -312,6 +312,7 @@ export class DeviceService {
         time: new Date().toISOString().slice(0, 19).replace('T', ' ') + ' UTC',
         ip: req.ip ?? '-',
       },
+      tenantId: account.tenantId,
     });
   }
 }

@@ -113,7 +113,7 @@ export class ActivationService {
       const failure = await this.deps.lockout.registerFailure(account.id, threshold);
       if (failure.locked && failure.justLocked) {
         const to = deliverableAddresses(account);
-        if (to.length) await this.deps.mail.enqueue({ to, template: 'account-locked', locale, params: { userId: account.userId, clientName: this.siteName(tenantId) } });
+        if (to.length) await this.deps.mail.enqueue({ to, template: 'account-locked', locale, params: { userId: account.userId, clientName: this.siteName(tenantId) }, tenantId });
       }
       return { ok: false, reason: failure.locked ? 'locked' : 'mismatch' };
     }
@@ -164,7 +164,7 @@ export class ActivationService {
     await this.deps.events.record({ tenantId: account.tenantId, accountId: account.id, type: 'activation_completed', actor: who.actor, sourceIp: who.ip ?? null });
     const to = deliverableAddresses(account);
     if (to.length)
-      await this.deps.mail.enqueue({ to, template: 'activation-completed', locale: who.locale ?? 'ja', params: { userId: account.userId, siteName: this.siteName(account.tenantId) } });
+      await this.deps.mail.enqueue({ to, template: 'activation-completed', locale: who.locale ?? 'ja', params: { userId: account.userId, siteName: this.siteName(account.tenantId) }, tenantId: account.tenantId });
     return true;
   }
 }

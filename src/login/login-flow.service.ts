@@ -313,7 +313,7 @@ export class LoginFlowService {
 
   private async notifyLocked(account: AccountWithDevices, ctx: FactorContext) {
     const to = deliverableAddresses(account);
-    if (to.length) await this.deps.mail.enqueue({ to, template: 'account-locked', locale: ctx.locale, params: { userId: account.userId, clientName: ctx.client.name } });
+    if (to.length) await this.deps.mail.enqueue({ to, template: 'account-locked', locale: ctx.locale, params: { userId: account.userId, clientName: ctx.client.name }, tenantId: ctx.tenant.id });
   }
 
   private async notifyNewIp(account: AccountWithDevices, ctx: FactorContext) {
@@ -324,6 +324,7 @@ export class LoginFlowService {
         template: 'new-ip-login',
         locale: ctx.locale,
         params: { userId: account.userId, ip: ctx.ip, time: new Date().toISOString(), clientName: ctx.client.name },
+        tenantId: ctx.tenant.id,
       });
   }
 }

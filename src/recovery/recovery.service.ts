@@ -313,7 +313,7 @@ export class RecoveryService {
       await this.event(flow, req, 'locked', account.id);
       const to = deliverableAddresses(account);
       if (outcome.justLocked && to.length)
-        await this.deps.mail.enqueue({ to, template: 'account-locked', locale: req.locale, params: { userId: account.userId, clientName: client.name } });
+        await this.deps.mail.enqueue({ to, template: 'account-locked', locale: req.locale, params: { userId: account.userId, clientName: client.name }, tenantId: tenant.id });
       throw new RecoveryLockedError(backUrl);
     }
     await this.event(flow, req, result, account.id);
@@ -335,6 +335,7 @@ export class RecoveryService {
         time: new Date().toISOString().slice(0, 19).replace('T', ' ') + ' UTC',
         ip: req.ip ?? '-',
       },
+      tenantId: account.tenantId,
     });
   }
 
