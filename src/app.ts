@@ -23,6 +23,7 @@ import { clientCertificateReader } from './http/client-certificate.js';
 import { LoginFlowService } from './login/login-flow.service.js';
 import type { Logger } from './logger.js';
 import { devMailboxRouter } from './mail/dev-mailbox.router.js';
+import type { MailQueueOptions } from './mail/mail.queue.js';
 import type { MailQueue } from './mail/mail.types.js';
 import { OidcInteractions } from './oidc/interactions.js';
 import { loadSigningKeys } from './oidc/keys.js';
@@ -73,13 +74,15 @@ export interface CreateAppOptions {
   logger: Logger;
   /** Replaces the mail queue (benchmarks); tests use the real one with a real SMTP server. */
   mail?: MailQueue;
+  /** Options of the mail queue created otherwise (e.g. a BullMQ key prefix). */
+  mailQueue?: MailQueueOptions;
   rateLimitKeyPrefix?: string;
 }
 
 /** Builds the whole HTTP application: OIDC endpoints, login screens, demo site and dev tools. */
 export async function createApp(opts: CreateAppOptions): Promise<App> {
   const { config, db, logger } = opts;
-  const domain = createDomainServices({ config, db, logger, mail: opts.mail });
+  const domain = createDomainServices({ config, db, logger, mail: opts.mail, mailQueue: opts.mailQueue });
   const { tenants, secrets, accounts, events, flows: flowRepo, payloads, devMail, otp, lockout, accountEvents, activation, accountService, mail, loginEvents } = domain;
   const jwks = await loadSigningKeys(config);
   const limits = await createRateLimits({

@@ -8,7 +8,7 @@ import { LoginEventService } from './history/login-event.service.js';
 import { LockoutService } from './lockout/lockout.service.js';
 import type { Logger } from './logger.js';
 import { unavailableWhenQueueDown } from './mail/mail-queue.guard.js';
-import { createMailQueue } from './mail/mail.queue.js';
+import { createMailQueue, type MailQueueOptions } from './mail/mail.queue.js';
 import { createMailSender } from './mail/mail.sender.js';
 import { createMailTransport } from './mail/mail.transport.js';
 import type { MailQueue } from './mail/mail.types.js';
@@ -23,6 +23,7 @@ import type { Database } from './persistence/database.js';
 import { DevMailRepository } from './persistence/dev-mail.repository.js';
 import { LoginEventRepository } from './persistence/login-event.repository.js';
 import { LoginFlowRepository } from './persistence/login-flow.repository.js';
+import { MailOutboxRepository } from './persistence/mail-outbox.repository.js';
 import { OidcPayloadRepository } from './persistence/oidc-payload.repository.js';
 import { OneTimePasswordRepository } from './persistence/one-time-password.repository.js';
 import { SessionRepository } from './persistence/session.repository.js';
@@ -50,7 +51,7 @@ export interface DomainServices {
   providerSessions: SessionRepository;
 }
 
-export function createDomainServices(opts: { config: AppConfig; db: Database; logger: Logger; mail?: MailQueue }): DomainServices {
+export function createDomainServices(opts: { config: AppConfig; db: Database; logger: Logger; mail?: MailQueue; mailQueue?: MailQueueOptions }): DomainServices {
   const { config, db, logger } = opts;
   const prisma = db.prisma;
   const tenants = new TenantDirectory(config.tenants, config.issuer);
@@ -61,6 +62,7 @@ export function createDomainServices(opts: { config: AppConfig; db: Database; lo
   const providerSessions = new SessionRepository(prisma);
   const lifecycle = new AccountLifecycleService({ sessions: providerSessions, logger });
   const lockout = new LockoutService(accounts, lifecycle);
+  const otpRepo = new OneTimePasswordRepository(prisma);
   const mail =
     opts.mail ??
     unavailableWhenQueueDown(
@@ -68,10 +70,12 @@ export function createDomainServices(opts: { config: AppConfig; db: Database; lo
         config,
         logger,
         sender: createMailSender({ config, transport: createMailTransport(config), logger, devMail: config.devMailbox ? devMail : undefined }),
+        store: { outbox: new MailOutboxRepository(prisma), otps: otpRepo },
+        sealKeys: secrets.cookieKeys,
+        options: { ...opts.mailQueue, retry: { codeTtlMs: config.otp.ttlSeconds * 1000, ...opts.mailQueue?.retry } },
       }),
       logger,
     );
-  const otpRepo = new OneTimePasswordRepository(prisma);
   const otp = new OtpService(otpRepo, secrets.otpHmacKey, config.otp);
   const accountEvents = new AccountEventService(new AccountEventRepository(prisma));
   const certificates = new CertificateService({

@@ -1,12 +1,15 @@
 // `npm run worker`: delivers the mail queued in Redis (BullMQ) by the HTTP processes. Run it with
 // MAIL_WORKER=external on the HTTP side, or alongside MAIL_WORKER=inline for more throughput.
 import { ConfigError, loadConfig } from './config/index.js';
+import { resolveSecrets } from './config/secrets.js';
 import { createLogger } from './logger.js';
 import { startMailWorker } from './mail/mail.queue.js';
 import { createMailSender } from './mail/mail.sender.js';
 import { createMailTransport } from './mail/mail.transport.js';
 import { openDatabase, type Database } from './persistence/database.js';
 import { DevMailRepository } from './persistence/dev-mail.repository.js';
+import { MailOutboxRepository } from './persistence/mail-outbox.repository.js';
+import { OneTimePasswordRepository } from './persistence/one-time-password.repository.js';
 
 async function main(): Promise<void> {
   let config;
@@ -28,23 +31,29 @@ async function main(): Promise<void> {
     );
     process.exit(1);
   }
-  // The embedded PGlite database belongs to the one process that opened it, so a separate worker
-  // can only write to the dev mailbox through a shared PostgreSQL.
-  const devMailbox = config.devMailbox && !config.smtpUrl; // the dev mailbox only stands in for SMTP
-  if (devMailbox && !config.databaseUrl) {
+  // The worker records the mail it gives up (and marks their codes) in the database, and the embedded
+  // PGlite database belongs to the one process that opened it: a separate worker needs PostgreSQL.
+  if (!config.databaseUrl) {
     console.error(
-      'The dev mailbox is on (DEV_MAILBOX, default in development) but DATABASE_URL is unset: the embedded ' +
-        'database cannot be shared with the HTTP process. Set DATABASE_URL, set DEV_MAILBOX=false, or use MAIL_WORKER=inline.',
+      'The mail worker needs DATABASE_URL (the PostgreSQL database of the HTTP processes): the embedded ' +
+        'database cannot be shared with the HTTP process. Set DATABASE_URL, or use MAIL_WORKER=inline.',
     );
     process.exit(1);
   }
   if (!config.smtpUrl) logger.warn('SMTP_URL is unset: mail is not delivered, only recorded in the dev mailbox or dropped');
 
-  let db: Database | undefined;
-  if (devMailbox) db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, logger });
+  const db: Database = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, logger });
   const transport = createMailTransport(config);
-  const sender = createMailSender({ config, transport, logger, devMail: db ? new DevMailRepository(db.prisma) : undefined });
-  const worker = startMailWorker({ config, sender, logger });
+  const sender = createMailSender({ config, transport, logger, devMail: config.devMailbox ? new DevMailRepository(db.prisma) : undefined });
+  const worker = startMailWorker({
+    config,
+    sender,
+    logger,
+    store: { outbox: new MailOutboxRepository(db.prisma), otps: new OneTimePasswordRepository(db.prisma) },
+    // The same keys as the HTTP processes (environment, or the file under DATA_DIR), to open what they sealed.
+    sealKeys: resolveSecrets(config).cookieKeys,
+    options: { retry: { codeTtlMs: config.otp.ttlSeconds * 1000 } },
+  });
   await worker.ready();
   logger.info('mail worker started');
 
@@ -59,7 +68,7 @@ async function main(): Promise<void> {
     try {
       await worker.close();
       transport.close();
-      await db?.close();
+      await db.close();
       logger.info('mail worker stopped');
       process.exit(0);
     } catch (err) {

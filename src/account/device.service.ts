@@ -282,6 +282,7 @@ export class DeviceService {
       template: 'device-verify',
       locale,
       params: { userId: account.userId, otp: code, expiresMinutes: String(Math.round(this.deps.otpTtlSeconds / 60)), number: String(device.number) },
+      tenantId: account.tenantId,
     });
   }
 
@@ -310,6 +311,7 @@ export class DeviceService {
         time: new Date().toISOString().slice(0, 19).replace('T', ' ') + ' UTC',
         ip: req.ip ?? '-',
       },
+      tenantId: account.tenantId,
     });
   }
 }

@@ -110,6 +110,8 @@ export class ActivationService {
           template: 'activation',
           locale: opts.locale ?? 'ja',
           params: { userId: account.userId, url, otp, expiresAt: expiresAt.toISOString().slice(0, 16).replace('T', ' ') + ' UTC', siteName: this.siteName(account.tenantId) },
+          deliverBy: expiresAt,
+          tenantId: account.tenantId,
         });
     }
     return { url, otp, expiresAt };
@@ -136,7 +138,7 @@ export class ActivationService {
       const failure = await this.deps.lockout.registerFailure(account.id, threshold);
       if (failure.locked && failure.justLocked) {
         const to = deliverableAddresses(account);
-        if (to.length) await this.deps.mail.enqueue({ to, template: 'account-locked', locale, params: { userId: account.userId, clientName: this.siteName(tenantId) } });
+        if (to.length) await this.deps.mail.enqueue({ to, template: 'account-locked', locale, params: { userId: account.userId, clientName: this.siteName(tenantId) }, tenantId });
       }
       return failure.locked ? { ok: false, reason: 'locked', byCode: true } : { ok: false, reason: 'mismatch' };
     }
@@ -214,7 +216,7 @@ export class ActivationService {
     await this.deps.events.record({ tenantId: account.tenantId, accountId: account.id, type: 'activation_completed', actor: who.actor, sourceIp: who.ip ?? null });
     const to = deliverableAddresses(account);
     if (to.length)
-      await this.deps.mail.enqueue({ to, template: 'activation-completed', locale: who.locale ?? 'ja', params: { userId: account.userId, siteName: this.siteName(account.tenantId) } });
+      await this.deps.mail.enqueue({ to, template: 'activation-completed', locale: who.locale ?? 'ja', params: { userId: account.userId, siteName: this.siteName(account.tenantId) }, tenantId: account.tenantId });
     return { certificates };
   }
 }

@@ -1,6 +1,6 @@
 import { parseArgs } from 'node:util';
 import { toView, DEVICE_KINDS, type AccountStatusView, type DeviceKind } from '../account/account.service.js';
-import { ConfigError, loadConfig } from '../config/index.js';
+import { ConfigError, loadConfig, type AppConfig } from '../config/index.js';
 import { AppError } from '../http/errors.js';
 import { translator } from '../i18n/index.js';
 import { createLogger } from '../logger.js';
@@ -30,6 +30,9 @@ Commands:
   unlock <tenant> <user-id>                Unlock a locked account (the user is told by mail)
   delete <tenant> <user-id> --yes          Delete an account with its devices, events, sessions, grants
   events <tenant> <user-id> [--page N]     Login events, newest first
+  mail undelivered [--tenant <t>] [--per-page N]
+                                           Mail waiting for delivery or given up: template, masked
+                                           recipients, age, attempts, last error (never the content)
 
 Options:
   --json      Machine-readable output (one JSON document on stdout)
@@ -57,6 +60,7 @@ async function main(argv: string[]): Promise<number> {
       'per-page': { type: 'string', default: '20' },
       send: { type: 'boolean', default: false },
       yes: { type: 'boolean', default: false },
+      tenant: { type: 'string' },
     },
   });
   const [command, ...args] = positionals;
@@ -86,6 +90,8 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
 
+  if (command === 'mail') return mailCommand(config, args, values, out);
+
   const [tenantId, userId] = args;
   if (!tenantId) throw new UsageError(`${command} needs <tenant>`);
   if (!config.tenants.some((x) => x.id === tenantId)) throw new UsageError(`unknown tenant "${tenantId}" (see: npm run admin -- tenants)`);
@@ -104,7 +110,8 @@ async function main(argv: string[]): Promise<number> {
 
   const logger = createLogger('warn', 'admin');
   const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
-  const services = createDomainServices({ config, db, logger });
+  // The CLI delivers the mail it queues itself (close() below) and leaves the outbox's other mail to the provider.
+  const services = createDomainServices({ config, db, logger, mailQueue: { outbox: { onlyOwn: true } } });
   // Sites registered for back-channel logout hear of the sessions these commands end.
   // Loaded only here: oidc-provider is heavy to import and warns about the runtime on load.
   if (['update', 'activation', 'delete'].includes(command)) {
@@ -196,6 +203,35 @@ async function main(argv: string[]): Promise<number> {
     return 2;
   } finally {
     // Let queued notices go out before the process ends.
+    await services.mail.close();
+    await db.close();
+  }
+}
+
+/** `mail undelivered`: what operators need to chase a lost message, without its content. */
+async function mailCommand(config: AppConfig, args: string[], values: { tenant?: string; 'per-page': string }, out: (human: string, data: unknown) => void): Promise<number> {
+  if (args[0] !== 'undelivered') throw new UsageError('mail needs a subcommand: undelivered');
+  if (values.tenant && !config.tenants.some((x) => x.id === values.tenant)) throw new UsageError(`unknown tenant "${values.tenant}" (see: npm run admin -- tenants)`);
+  const limit = Number(values['per-page']);
+  if (!Number.isInteger(limit) || limit < 1 || limit > 200) throw new UsageError('--per-page must be 1..200');
+  const logger = createLogger('warn', 'admin');
+  const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
+  // Lists only: this process delivers nothing of the provider's outbox.
+  const services = createDomainServices({ config, db, logger, mailQueue: { outbox: { onlyOwn: true } } });
+  try {
+    const items = await services.mail.undelivered({ tenantId: values.tenant, limit });
+    const age = (d: Date) => {
+      const s = Math.max(0, Math.round((Date.now() - d.getTime()) / 1000));
+      return s < 120 ? `${s}s` : s < 7200 ? `${Math.round(s / 60)}m` : `${Math.round(s / 3600)}h`;
+    };
+    out(
+      items
+        .map((m) => `${m.status}\t${m.template}\t${m.tenantId ?? '-'}\t${m.recipients} (${m.maskedTo.join(',')})\tage ${age(m.createdAt)}\tattempts ${m.attempts}\t${m.lastError ?? '-'}`)
+        .join('\n') || '(no undelivered mail)',
+      { items },
+    );
+    return 0;
+  } finally {
     await services.mail.close();
     await db.close();
   }

@@ -51,6 +51,8 @@ export interface Factor {
   enter(ctx: FactorContext): Promise<void>;
   /** Factors that send something (a code) and can send it again: seconds until they may (0: now). */
   resendWait?(ctx: FactorContext): Promise<number>;
+  /** Factors that mail a code: whether that mail was finally given up (the step then cannot succeed). */
+  undelivered?(ctx: FactorContext): Promise<boolean>;
   /** The view and its locals for this step's page. */
   render(ctx: FactorContext): { view: string; locals: Record<string, unknown> };
   submit(ctx: FactorContext, input: Record<string, unknown>): Promise<FactorOutcome>;

@@ -116,7 +116,16 @@ export class LoginFlowService {
   async view(flow: LoginFlow, req: RequestInfo, flowUrl: string): Promise<FlowView> {
     if (flow.state === 'identify') return { step: 'identify' };
     const factor = this.currentFactor(flow);
-    return { step: 'factor', factor, context: await this.context(flow, req, flowUrl) };
+    const context = await this.context(flow, req, flowUrl);
+    await this.assertDelivered(factor, context);
+    return { step: 'factor', factor, context };
+  }
+
+  /** A code that could not be mailed: the manual's 送信できませんでした page, and back to the user ID step. */
+  private async assertDelivered(factor: Factor, ctx: FactorContext): Promise<void> {
+    if (!(await factor.undelivered?.(ctx))) return;
+    await this.restart(ctx.flow);
+    throw new OtpNotSentError(ctx.flowUrl);
   }
 
   private currentFactor(flow: LoginFlow): Factor {
@@ -220,6 +229,7 @@ export class LoginFlowService {
       await this.event(flow, req, 'locked', account.id);
       throw new AccountLockedError(flowUrl);
     }
+    await this.assertDelivered(factor, ctx);
     const outcome = await factor.submit(ctx, input);
     if (!account) {
       await this.event(flow, req, 'unknown_user', null);
@@ -347,7 +357,7 @@ export class LoginFlowService {
 
   private async notifyLocked(account: AccountWithDevices, ctx: FactorContext) {
     const to = deliverableAddresses(account);
-    if (to.length) await this.deps.mail.enqueue({ to, template: 'account-locked', locale: ctx.locale, params: { userId: account.userId, clientName: ctx.client.name } });
+    if (to.length) await this.deps.mail.enqueue({ to, template: 'account-locked', locale: ctx.locale, params: { userId: account.userId, clientName: ctx.client.name }, tenantId: ctx.tenant.id });
   }
 
   private async notifyNewIp(account: AccountWithDevices, ctx: FactorContext) {
@@ -358,6 +368,7 @@ export class LoginFlowService {
         template: 'new-ip-login',
         locale: ctx.locale,
         params: { userId: account.userId, ip: ctx.ip, time: new Date().toISOString(), clientName: ctx.client.name },
+        tenantId: ctx.tenant.id,
       });
   }
 }

@@ -23,5 +23,6 @@ export function unavailableWhenQueueDown(queue: MailQueue, logger: Logger): Mail
       }
     },
     close: () => queue.close(),
+    undelivered: (filter) => queue.undelivered(filter),
   };
 }

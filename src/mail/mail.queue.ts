@@ -2,25 +2,22 @@ import { Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { AppConfig } from '../config/index.js';
 import type { Logger } from '../logger.js';
+import { attemptDelivery, markCodeUndelivered, retryPolicy, type MailStore } from './mail.delivery.js';
+import { isMailEnvelope, mailSealer, type MailEnvelope, type MailSealer } from './mail.envelope.js';
+import { createOutboxMailQueue, type OutboxOptions } from './mail.outbox.js';
 import { errorMessage } from './mail.sender.js';
-import {
-  DEFAULT_RETRY_POLICY,
-  PermanentMailError,
-  parseMailJob,
-  type MailJob,
-  type MailQueue,
-  type MailSender,
-  type RetryPolicy,
-} from './mail.types.js';
+import { deliverByOf, parseMailJob, retryDelayMs, type MailQueue, type MailSender, type MailTemplate, type RetryPolicy, type UndeliveredMail } from './mail.types.js';
+
+export type { MailStore } from './mail.delivery.js';
 
 export interface MailQueueOptions {
-  /** Tries per job and the base of the exponential backoff. Default 5 tries, 2 s (2, 4, 8, 16 s). */
+  /** Backoff, its caps and how long mail is worth trying (see RetryPolicy for the defaults). */
   retry?: Partial<RetryPolicy>;
   /** BullMQ queue name. Default `mail`. */
   queueName?: string;
   /** BullMQ key prefix in Redis. Default `bull`. Tests use a random one. */
   prefix?: string;
-  /** Jobs one worker (or the in-process queue) delivers at the same time. Default 5. */
+  /** Jobs one worker (or the outbox) delivers at the same time. Default 5. */
   concurrency?: number;
   /** How long enqueue waits for Redis before failing, so a request does not hang while Redis is down. Default 5 s. */
   enqueueTimeoutMs?: number;
@@ -34,12 +31,18 @@ export interface MailQueueOptions {
   stalledIntervalMs?: number;
   /** How many times a job may be taken back from a dead worker before it is given up. Default 3. */
   maxStalledCount?: number;
+  /** Outbox only (no Redis): poll interval, lease, own mail only; see OutboxOptions. */
+  outbox?: Pick<OutboxOptions, 'pollMs' | 'leaseMs' | 'onlyOwn'>;
 }
 
 export interface MailQueueDeps {
   config: Pick<AppConfig, 'redisUrl' | 'mailWorker'>;
   sender: MailSender;
   logger: Logger;
+  /** The outbox table (all mail without Redis; given-up mail with BullMQ) and the OTP rows to mark. */
+  store: MailStore;
+  /** Keys the payload at rest is sealed with (the cookie keys); every process of the deployment needs them. */
+  sealKeys: string[];
   options?: MailQueueOptions;
 }
 
@@ -57,40 +60,68 @@ const DEFAULT_LOCK_DURATION_MS = 4_000;
 const DEFAULT_STALLED_INTERVAL_MS = 2_000;
 const DEFAULT_MAX_STALLED_COUNT = 3;
 
-/** The wait after the n-th failed attempt (n >= 1); the same formula as BullMQ's `exponential` backoff. */
-export function retryDelayMs(policy: RetryPolicy, attemptsMade: number): number {
-  return Math.round(2 ** (attemptsMade - 1) * policy.backoffMs);
-}
+// BullMQ looks a custom backoff up by this type name in the worker's settings.
+const BACKOFF_TYPE = 'mail-deliver-by';
 
 /**
  * With `redisUrl`: a BullMQ queue, plus a worker in this process when `mailWorker` is `inline`
- * (with `external`, `npm run worker` delivers). Without Redis: an in-process queue with the same
- * retry rules; its jobs are lost if the process dies.
+ * (with `external`, `npm run worker` delivers). Without Redis: the outbox table in the database,
+ * delivered by this process with the same retry rule.
  */
 export function createMailQueue(deps: MailQueueDeps): MailQueue {
   if (!deps.config.redisUrl) {
     if (deps.config.mailWorker === 'external') {
       deps.logger.warn('MAIL_WORKER=external needs REDIS_URL; delivering mail in this process instead');
     }
-    return createInProcessMailQueue(deps);
+    const { options = {} } = deps;
+    return createOutboxMailQueue({ ...deps, options: { retry: options.retry, concurrency: options.concurrency, ...options.outbox } });
   }
   return createBullMailQueue(deps, deps.config.redisUrl);
 }
 
+/** Attempts that fit before deliverBy with the capped backoff, plus the first: BullMQ's `attempts` for the job. */
+function attemptsBefore(policy: RetryPolicy, template: MailTemplate, deliverBy: number, now = Date.now()): number {
+  let at = now;
+  let n = 1;
+  while (n < 100_000) {
+    at += Math.max(1, retryDelayMs(policy, template, n));
+    if (at >= deliverBy) break;
+    n++;
+  }
+  // One spare: a late retry must reach the processor, which gives up (and records it) itself.
+  return n + 1;
+}
+
+/** A job's data as sealed; jobs queued before sealing (plain MailJob) are sealed on the way. */
+function envelopeOf(data: unknown, sealer: MailSealer, policy: RetryPolicy, queuedAt: number): MailEnvelope {
+  if (isMailEnvelope(data)) return data;
+  const job = parseMailJob(data);
+  return sealer.seal(job, deliverByOf(policy, job, queuedAt));
+}
+
 /** Processes the BullMQ mail queue; `src/worker.ts` runs one, and so does `createMailQueue` with MAIL_WORKER=inline. */
 export function startMailWorker(deps: Omit<MailQueueDeps, 'config'> & { config: Pick<AppConfig, 'redisUrl'> }): MailWorker {
-  const { sender, logger, options = {} } = deps;
+  const { sender, logger, store, options = {} } = deps;
   if (!deps.config.redisUrl) throw new Error('startMailWorker needs REDIS_URL');
+  const policy = retryPolicy(options.retry);
+  const sealer = mailSealer(deps.sealKeys);
   const connection = redisConnection(deps.config.redisUrl, logger);
-  const worker = new Worker<MailJob>(
+  const worker = new Worker<unknown>(
     options.queueName ?? DEFAULT_QUEUE_NAME,
-    async (job: Job<MailJob>) => {
+    async (job: Job<unknown>) => {
+      let envelope: MailEnvelope;
       try {
-        await sender.send(parseMailJob(job.data));
+        envelope = envelopeOf(job.data, sealer, policy, job.timestamp);
       } catch (err) {
+        logger.error({ jobId: job.id, err: errorMessage(err) }, 'mail delivery failed; giving up');
+        throw new UnrecoverableError(errorMessage(err));
+      }
+      const outcome = await attemptDelivery({ sender, sealer, policy, logger }, { jobId: job.id, envelope, template: envelope.template, deliverBy: envelope.deliverBy, attempt: job.attemptsMade + 1 });
+      if (outcome.kind === 'retry') throw new Error(outcome.error);
+      if (outcome.kind === 'failed') {
+        await recordGivenUp(store, logger, envelope, job.attemptsMade + 1, outcome.error, job.timestamp);
         // BullMQ skips the remaining attempts only for its own error class.
-        if (err instanceof PermanentMailError) throw new UnrecoverableError(err.message);
-        throw err;
+        throw new UnrecoverableError(outcome.error);
       }
     },
     {
@@ -100,23 +131,10 @@ export function startMailWorker(deps: Omit<MailQueueDeps, 'config'> & { config: 
       lockDuration: options.lockDurationMs ?? DEFAULT_LOCK_DURATION_MS,
       stalledInterval: options.stalledIntervalMs ?? DEFAULT_STALLED_INTERVAL_MS,
       maxStalledCount: options.maxStalledCount ?? DEFAULT_MAX_STALLED_COUNT,
+      settings: { backoffStrategy: (attemptsMade: number, _type?: string, _err?: Error, job?: { data: unknown }) => retryDelayMs(policy, isMailEnvelope(job?.data) ? job.data.template : 'login-otp', attemptsMade) },
     },
   );
   worker.on('error', (err) => logger.error({ err: errorMessage(err) }, 'mail worker error'));
-  worker.on('failed', (job, err) => {
-    if (!job) return;
-    const attempts = job.opts.attempts ?? 1;
-    const final = err instanceof UnrecoverableError || job.attemptsMade >= attempts;
-    const backoff = typeof job.opts.backoff === 'object' ? job.opts.backoff.delay : job.opts.backoff;
-    logAttemptFailure(logger, {
-      jobId: job.id,
-      job: job.data,
-      attempt: job.attemptsMade,
-      attempts,
-      retryInMs: final ? undefined : retryDelayMs({ attempts, backoffMs: backoff ?? 0 }, job.attemptsMade),
-      err,
-    });
-  });
   let closing: Promise<void> | undefined;
   return {
     ready: () => worker.waitUntilReady().then(() => undefined),
@@ -133,18 +151,38 @@ export function startMailWorker(deps: Omit<MailQueueDeps, 'config'> & { config: 
   };
 }
 
+/** A job BullMQ gives up is written to the outbox table without payload, so operators list it; its code is marked. */
+async function recordGivenUp(store: MailStore, logger: Logger, e: MailEnvelope, attempts: number, lastError: string, queuedAt: number): Promise<void> {
+  try {
+    await store.outbox.recordFailed({
+      template: e.template,
+      tenantId: e.tenantId,
+      otpId: e.otpId,
+      recipients: e.recipients,
+      maskedTo: e.maskedTo,
+      deliverBy: new Date(e.deliverBy),
+      attempts,
+      lastError,
+      createdAt: new Date(queuedAt),
+    });
+  } catch (err) {
+    logger.warn({ err: errorMessage(err), template: e.template }, 'could not record the given-up mail in the outbox table');
+  }
+  await markCodeUndelivered(store, logger, e.otpId);
+}
+
 function createBullMailQueue(deps: MailQueueDeps, redisUrl: string): MailQueue {
-  const { logger, options = {} } = deps;
-  const retry = retryPolicy(options);
+  const { logger, store, options = {} } = deps;
+  const policy = retryPolicy(options.retry);
+  const sealer = mailSealer(deps.sealKeys);
   const connection = redisConnection(redisUrl, logger, { failFast: true });
-  const queue = new Queue<MailJob>(options.queueName ?? DEFAULT_QUEUE_NAME, {
+  const queue = new Queue<MailEnvelope>(options.queueName ?? DEFAULT_QUEUE_NAME, {
     connection,
     prefix: options.prefix,
     defaultJobOptions: {
-      attempts: retry.attempts,
-      backoff: { type: 'exponential', delay: retry.backoffMs },
+      backoff: { type: BACKOFF_TYPE },
       removeOnComplete: true,
-      // Job data holds OTPs, so failed jobs are not kept either; the log has the trail.
+      // Given-up jobs are recorded in the outbox table without payload; Redis keeps nothing of them.
       removeOnFail: true,
     },
   });
@@ -157,7 +195,48 @@ function createBullMailQueue(deps: MailQueueDeps, redisUrl: string): MailQueue {
     async enqueue(input) {
       if (closing) throw new Error('mail queue is closed');
       const job = parseMailJob(input);
-      await withTimeout(queue.add(job.template, job), enqueueTimeoutMs, 'mail queue: Redis did not accept the job in time');
+      const envelope = sealer.seal(job, deliverByOf(policy, job));
+      const attempts = attemptsBefore(policy, job.template, envelope.deliverBy);
+      await withTimeout(queue.add(job.template, envelope, { attempts }), enqueueTimeoutMs, 'mail queue: Redis did not accept the job in time');
+    },
+    async undelivered(filter = {}) {
+      const limit = filter.limit ?? 100;
+      const jobs = await queue.getJobs(['active', 'waiting', 'delayed', 'prioritized'], 0, limit - 1);
+      const waiting = jobs
+        .filter((j) => isMailEnvelope(j.data) && (!filter.tenantId || j.data.tenantId === filter.tenantId))
+        .map(
+          (j): UndeliveredMail => ({
+            id: `bullmq:${j.id ?? ''}`,
+            status: 'pending',
+            template: j.data.template,
+            tenantId: j.data.tenantId,
+            recipients: j.data.recipients,
+            maskedTo: j.data.maskedTo,
+            createdAt: new Date(j.timestamp),
+            deliverBy: new Date(j.data.deliverBy),
+            attempts: j.attemptsMade,
+            nextAttemptAt: new Date(j.timestamp + (j.delay ?? 0)),
+            lastError: j.failedReason || null,
+            source: 'bullmq',
+          }),
+        );
+      const failed = (await store.outbox.listUndelivered(filter)).map(
+        (r): UndeliveredMail => ({
+          id: r.id,
+          status: r.status === 'failed' ? 'failed' : 'pending',
+          template: r.template,
+          tenantId: r.tenantId,
+          recipients: r.recipients,
+          maskedTo: r.maskedTo ? r.maskedTo.split(',') : [],
+          createdAt: r.createdAt,
+          deliverBy: r.deliverBy,
+          attempts: r.attempts,
+          nextAttemptAt: null,
+          lastError: r.lastError,
+          source: 'outbox',
+        }),
+      );
+      return [...waiting, ...failed].sort((a, b) => b.createdAt.getTime() - a.createdAt.getTime()).slice(0, limit);
     },
     close() {
       closing ??= (async () => {
@@ -171,101 +250,6 @@ function createBullMailQueue(deps: MailQueueDeps, redisUrl: string): MailQueue {
       return closing;
     },
   };
-}
-
-interface QueuedMail {
-  id: string;
-  job: MailJob;
-  attemptsMade: number;
-}
-
-/** The queue without Redis: same interface, same retry and backoff rules, jobs kept in memory. */
-export function createInProcessMailQueue(deps: Omit<MailQueueDeps, 'config'>): MailQueue {
-  const { sender, logger, options = {} } = deps;
-  const retry = retryPolicy(options);
-  const concurrency = Math.max(1, options.concurrency ?? DEFAULT_CONCURRENCY);
-  const ready: QueuedMail[] = [];
-  const retryTimers = new Set<NodeJS.Timeout>();
-  let active = 0;
-  let unfinished = 0;
-  let nextId = 1;
-  let closed = false;
-  let whenIdle: Array<() => void> = [];
-
-  function pump(): void {
-    while (active < concurrency && ready.length > 0) {
-      const entry = ready.shift() as QueuedMail;
-      active++;
-      void attempt(entry).finally(() => {
-        active--;
-        pump();
-      });
-    }
-  }
-
-  async function attempt(entry: QueuedMail): Promise<void> {
-    try {
-      await sender.send(entry.job);
-      finished();
-    } catch (err) {
-      entry.attemptsMade++;
-      const final = err instanceof PermanentMailError || entry.attemptsMade >= retry.attempts;
-      const retryInMs = final ? undefined : retryDelayMs(retry, entry.attemptsMade);
-      logAttemptFailure(logger, { jobId: entry.id, job: entry.job, attempt: entry.attemptsMade, attempts: retry.attempts, retryInMs, err });
-      if (retryInMs === undefined) {
-        finished();
-        return;
-      }
-      const timer = setTimeout(() => {
-        retryTimers.delete(timer);
-        ready.push(entry);
-        pump();
-      }, retryInMs);
-      retryTimers.add(timer);
-    }
-  }
-
-  function finished(): void {
-    unfinished--;
-    if (unfinished === 0) {
-      const waiting = whenIdle;
-      whenIdle = [];
-      for (const resolve of waiting) resolve();
-    }
-  }
-
-  return {
-    async enqueue(input) {
-      if (closed) throw new Error('mail queue is closed');
-      const job = parseMailJob(input);
-      unfinished++;
-      ready.push({ id: `local-${nextId++}`, job, attemptsMade: 0 });
-      // Rendering and sending start after the caller (usually a request) has moved on.
-      setImmediate(pump);
-    },
-    close() {
-      closed = true;
-      if (unfinished === 0) return Promise.resolve();
-      return new Promise<void>((resolve) => whenIdle.push(resolve));
-    },
-  };
-}
-
-function retryPolicy(options: MailQueueOptions): RetryPolicy {
-  return {
-    attempts: Math.max(1, options.retry?.attempts ?? DEFAULT_RETRY_POLICY.attempts),
-    backoffMs: Math.max(0, options.retry?.backoffMs ?? DEFAULT_RETRY_POLICY.backoffMs),
-  };
-}
-
-function logAttemptFailure(
-  logger: Logger,
-  f: { jobId: string | undefined; job: MailJob; attempt: number; attempts: number; retryInMs: number | undefined; err: unknown },
-): void {
-  // Template and recipients only: the params may hold an OTP.
-  const fields = { jobId: f.jobId, template: f.job.template, to: f.job.to, attempt: f.attempt, attempts: f.attempts, err: errorMessage(f.err) };
-  if (f.retryInMs === undefined) logger.error(fields, 'mail delivery failed; giving up');
-  else logger.warn({ ...fields, retryInMs: f.retryInMs }, 'mail delivery failed; will retry');
 }
 
 /**

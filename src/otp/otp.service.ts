@@ -31,11 +31,22 @@ export class OtpService {
   }
 
   /** Issues a new code for a flow (retiring its earlier ones) and returns the plain code, to be mailed and forgotten. */
-  async issueForFlow(flowId: string, accountId: string | null, purpose = 'login', ttlSeconds = this.settings.ttlSeconds): Promise<{ code: string; expiresAt: Date }> {
+  async issueForFlow(flowId: string, accountId: string | null, purpose = 'login', ttlSeconds = this.settings.ttlSeconds): Promise<{ id: string; code: string; expiresAt: Date }> {
     const code = this.generateCode();
     const expiresAt = new Date(Date.now() + ttlSeconds * 1000);
-    await this.repo.issue({ flowId, accountId, purpose, codeHmac: this.hmac(purpose, code), expiresAt });
-    return { code, expiresAt };
+    const row = await this.repo.issue({ flowId, accountId, purpose, codeHmac: this.hmac(purpose, code), expiresAt });
+    return { id: row.id, code, expiresAt };
+  }
+
+  /** Whether the mail with the flow's current (unused) code was finally given up. */
+  async deliveryFailed(flowId: string, purpose = 'login'): Promise<boolean> {
+    const latest = await this.repo.latestForFlow(flowId, purpose);
+    return !!latest?.deliveryFailedAt && !latest.consumedAt;
+  }
+
+  /** The code's mail could not be sent (given up, or not even queued): the flow's next step says so. */
+  markDeliveryFailed(otpId: string): Promise<void> {
+    return this.repo.markDeliveryFailed(otpId);
   }
 
   /** Seconds until another code may be sent for this flow (0 when it may be sent now). */

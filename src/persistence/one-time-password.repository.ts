@@ -45,6 +45,11 @@ export class OneTimePasswordRepository {
     return this.prisma.oneTimePassword.findFirst({ where: { flowId, purpose, codeHmac }, orderBy: { createdAt: 'desc' } });
   }
 
+  /** The mail carrying this code was given up; the flow's next step says so. */
+  async markDeliveryFailed(id: string): Promise<void> {
+    await this.prisma.oneTimePassword.updateMany({ where: { id, deliveryFailedAt: null }, data: { deliveryFailedAt: new Date() } });
+  }
+
   /** Marks a code used, only if it is unused and unexpired; false when another request got there first. */
   async consume(id: string, now = new Date()): Promise<boolean> {
     const r = await this.prisma.oneTimePassword.updateMany({ where: { id, consumedAt: null, expiresAt: { gt: now } }, data: { consumedAt: now } });

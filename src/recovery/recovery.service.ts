@@ -293,7 +293,7 @@ export class RecoveryService {
     const decision = await this.deps.limits.consume('otp_mail', `${tenant.id}:${flow.submittedUserId ?? ''}`);
     if (!decision.allowed) throw new RateLimitedError(decision.retryAfterSeconds, backUrl);
     const ttl = this.deps.config.otp.ttlSeconds;
-    const { code } = await this.deps.otp.issueForFlow(flow.id, account?.id ?? null, RECOVERY_OTP_PURPOSE, ttl);
+    const { id, code, expiresAt } = await this.deps.otp.issueForFlow(flow.id, account?.id ?? null, RECOVERY_OTP_PURPOSE, ttl);
     if (!account || account.lockedAt || account.status !== 'active') return;
     const to = deliverableAddresses(account);
     if (to.length === 0) return;
@@ -303,7 +303,10 @@ export class RecoveryService {
       template: 'login-otp',
       locale,
       params: { userId: account.userId, otp: code, expiresMinutes: String(Math.round(ttl / 60)), clientName: client.name },
-    }, this.deps.logger);
+      deliverBy: expiresAt,
+      otpId: id,
+      tenantId: tenant.id,
+    }, this.deps.logger, () => this.deps.otp.markDeliveryFailed(id));
   }
 
   private async limitAttempts(flow: LoginFlow, tenant: Tenant, backUrl: string): Promise<void> {
@@ -328,7 +331,7 @@ export class RecoveryService {
       await this.event(flow, req, 'locked', account.id);
       const to = deliverableAddresses(account);
       if (outcome.justLocked && to.length)
-        await this.deps.mail.enqueue({ to, template: 'account-locked', locale: req.locale, params: { userId: account.userId, clientName: client.name } });
+        await this.deps.mail.enqueue({ to, template: 'account-locked', locale: req.locale, params: { userId: account.userId, clientName: client.name }, tenantId: tenant.id });
       throw new RecoveryLockedError(backUrl);
     }
     await this.event(flow, req, result, account.id);
@@ -350,6 +353,7 @@ export class RecoveryService {
         time: new Date().toISOString().slice(0, 19).replace('T', ' ') + ' UTC',
         ip: req.ip ?? '-',
       },
+      tenantId: account.tenantId,
     });
   }
 

@@ -145,6 +145,9 @@ describe('the user-ID step does not wait for the code mail', () => {
         if (fail) throw new Error('queue unavailable');
       },
       async close() {},
+      async undelivered() {
+        return [];
+      },
     };
     const arrived = (match: (j: MailJob) => boolean) =>
       new Promise<MailJob>((resolve) => {

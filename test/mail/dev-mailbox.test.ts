@@ -6,11 +6,12 @@ import { errorHandler } from '../../src/http/error-handler.js';
 import { locale } from '../../src/http/locale.js';
 import { VIEWS_DIR } from '../../src/http/pages.js';
 import { devMailboxRouter } from '../../src/mail/dev-mailbox.router.js';
-import { createInProcessMailQueue } from '../../src/mail/mail.queue.js';
+import { createMailQueue } from '../../src/mail/mail.queue.js';
 import { createMailSender } from '../../src/mail/mail.sender.js';
 import { createMailTransport } from '../../src/mail/mail.transport.js';
 import { MEMORY_DATA_DIR, openDatabase, type Database } from '../../src/persistence/database.js';
 import { DevMailRepository } from '../../src/persistence/dev-mail.repository.js';
+import { mailStore, SEAL_KEYS } from './mail-store.js';
 import { captureLogger, startSmtpSink } from './smtp-sink.js';
 
 const OTP = '91827364';
@@ -76,7 +77,7 @@ describe('dev mailbox (in-memory PGlite)', () => {
       logger: log.logger,
       devMail: repo,
     });
-    const queue = createInProcessMailQueue({ sender, logger: log.logger });
+    const queue = createMailQueue({ config: { redisUrl: undefined, mailWorker: 'inline' }, sender, logger: log.logger, store: mailStore(db), sealKeys: SEAL_KEYS });
     await queue.enqueue({
       to: ['jiro@example.jp', 'jiro.phone@example.jp'],
       template: 'login-otp',

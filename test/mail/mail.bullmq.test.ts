@@ -11,6 +11,9 @@ import { createMailQueue, startMailWorker } from '../../src/mail/mail.queue.js';
 import { createMailSender } from '../../src/mail/mail.sender.js';
 import { createMailTransport } from '../../src/mail/mail.transport.js';
 import type { MailJob, MailQueue } from '../../src/mail/mail.types.js';
+import { openDatabase, type Database } from '../../src/persistence/database.js';
+import { createTestDatabase, type TestDatabase } from '../support/database.js';
+import { mailStore, SEAL_KEYS, waitUntil } from './mail-store.js';
 import { captureLogger, startSmtpSink, type SmtpSink } from './smtp-sink.js';
 
 const REDIS_URL = 'redis://127.0.0.1:6379';
@@ -23,6 +26,17 @@ const job = (locale: 'ja' | 'en'): MailJob => ({
   params: { userId: 'p-01-usr007', otp: OTP, expiresMinutes: '10', clientName: 'Demo site' },
 });
 const mailConfig = { mailFrom: 'no-reply@example.test', devMailbox: false };
+let testDb: TestDatabase;
+let db: Database;
+beforeAll(async () => {
+  testDb = await createTestDatabase('bullmq');
+  db = await openDatabase({ databaseUrl: testDb.url, dataDir: '/tmp' });
+});
+afterAll(async () => {
+  await db?.close();
+  await testDb?.drop();
+});
+const stored = () => ({ store: mailStore(db), sealKeys: SEAL_KEYS });
 
 async function deleteKeys(pattern: string): Promise<void> {
   const redis = new Redis(REDIS_URL);
@@ -74,7 +88,8 @@ describe('BullMQ mail queue on Redis', () => {
       config: { redisUrl: REDIS_URL, mailWorker: 'inline' },
       sender,
       logger: log.logger,
-      options: { prefix, queueName: 'inline', retry: { attempts: 3, backoffMs: 20 } },
+      ...stored(),
+      options: { prefix, queueName: 'inline', retry: { backoffMs: 20 } },
     });
     closeables.push(queue);
     await queue.enqueue(job('ja'));
@@ -91,15 +106,15 @@ describe('BullMQ mail queue on Redis', () => {
     sink = await startSmtpSink({ refuse: (n) => (n <= 2 ? 451 : undefined) });
     const log = captureLogger();
     const sender = createMailSender({ config: mailConfig, transport: createMailTransport({ smtpUrl: sink.url }), logger: log.logger });
-    const options = { prefix, queueName: 'external', retry: { attempts: 5, backoffMs: 50 } };
-    const queue = createMailQueue({ config: { redisUrl: REDIS_URL, mailWorker: 'external' }, sender, logger: log.logger, options });
+    const options = { prefix, queueName: 'external', retry: { backoffMs: 50 } };
+    const queue = createMailQueue({ config: { redisUrl: REDIS_URL, mailWorker: 'external' }, sender, logger: log.logger, ...stored(), options });
     closeables.push(queue);
     await queue.enqueue(job('en'));
     // Nobody is processing yet: the job waits in Redis, untouched.
     expect(await jobCounts(options.queueName)).toEqual({ waiting: 1, active: 0, delayed: 0 });
     expect(sink.refusals).toBe(0);
 
-    const worker = startMailWorker({ config: { redisUrl: REDIS_URL }, sender, logger: log.logger, options });
+    const worker = startMailWorker({ config: { redisUrl: REDIS_URL }, sender, logger: log.logger, ...stored(), options });
     closeables.push(worker);
     await worker.ready();
     const [mail] = await sink.waitFor(1);
@@ -113,7 +128,7 @@ describe('BullMQ mail queue on Redis', () => {
     expect(log.output()).not.toContain(OTP);
   });
 
-  test('a server that keeps refusing is given up after the configured attempts; the job is removed', async () => {
+  test('a server that keeps refusing is retried until the deliverBy, then given up: the job is removed, the outbox table lists it, the code is marked', async () => {
     sink = await startSmtpSink({ refuse: () => 451 });
     const log = captureLogger();
     const sender = createMailSender({ config: mailConfig, transport: createMailTransport({ smtpUrl: sink.url }), logger: log.logger });
@@ -121,17 +136,28 @@ describe('BullMQ mail queue on Redis', () => {
       config: { redisUrl: REDIS_URL, mailWorker: 'inline' },
       sender,
       logger: log.logger,
-      options: { prefix, queueName: 'failing', retry: { attempts: 3, backoffMs: 20 } },
+      ...stored(),
+      options: { prefix, queueName: 'failing', retry: { backoffMs: 20, codeMaxDelayMs: 80 } },
     });
     closeables.push(queue);
-    await queue.enqueue(job('ja'));
+    const otp = await db.prisma.oneTimePassword.create({ data: { purpose: 'login', codeHmac: 'x', expiresAt: new Date(Date.now() + 60_000) } });
+    await queue.enqueue({ ...job('ja'), deliverBy: new Date(Date.now() + 2_000), otpId: otp.id, tenantId: 't1' });
     await waitForLog(log, 'giving up');
-    expect(sink.refusals).toBe(3);
+    // More tries than the old fixed budget of five, with the wait capped.
+    expect(sink.refusals).toBeGreaterThan(5);
+    const retries = log.lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.msg === 'mail delivery failed; will retry');
+    expect(Math.max(...retries.map((r) => Number(r.retryInMs)))).toBe(80);
     const gaveUp = log.lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.msg === 'mail delivery failed; giving up');
     expect(gaveUp).toHaveLength(1);
-    expect(gaveUp[0]).toMatchObject({ attempt: 3, attempts: 3, to: ['hanako@example.jp'] });
+    expect(gaveUp[0]).toMatchObject({ template: 'login-otp' });
+    // The last try is either the last refusal or a try that found the deliverBy passed.
+    expect(Number(gaveUp[0]!.attempt) - sink.refusals).toBeLessThanOrEqual(1);
+    const failed = await waitUntil(() => db.prisma.mailMessage.findFirst({ where: { otpId: otp.id } }), 'the given-up mail in the outbox table');
+    expect(failed).toMatchObject({ status: 'failed', payload: null, tenantId: 't1', recipients: 1, maskedTo: 'ha***@example.jp', attempts: gaveUp[0]!.attempt });
+    await waitUntil(async () => (await db.prisma.oneTimePassword.findUnique({ where: { id: otp.id } }))?.deliveryFailedAt, 'the code marked undelivered');
+    expect(await queue.undelivered({ tenantId: 't1' })).toEqual([expect.objectContaining({ status: 'failed', source: 'outbox', template: 'login-otp' })]);
     await queue.close();
-    // removeOnFail: the job data (with its OTP) is not left in Redis.
+    // removeOnFail: the job data is not left in Redis.
     const redis = new Redis(REDIS_URL);
     try {
       const keys = await redis.keys(`${prefix}:failing:*`);
@@ -143,6 +169,26 @@ describe('BullMQ mail queue on Redis', () => {
     expect(log.output()).not.toContain(OTP);
   });
 
+  test('a waiting job holds neither the code nor the addresses readable in Redis, and operators see it', async () => {
+    const log = captureLogger();
+    const sender = createMailSender({ config: mailConfig, transport: createMailTransport({ smtpUrl: 'smtp://127.0.0.1:1' }), logger: log.logger });
+    const queue = createMailQueue({ config: { redisUrl: REDIS_URL, mailWorker: 'external' }, sender, logger: log.logger, ...stored(), options: { prefix, queueName: 'at-rest' } });
+    closeables.push(queue);
+    await queue.enqueue({ ...job('en'), tenantId: 't2' });
+    const redis = new Redis(REDIS_URL);
+    try {
+      const keys = (await redis.keys(`${prefix}:at-rest:*`)).filter((k) => /:at-rest:\d+$/.test(k));
+      expect(keys).toHaveLength(1);
+      const data = await redis.hget(keys[0]!, 'data');
+      expect(data).toContain('login-otp');
+      expect(data).not.toContain(OTP);
+      expect(data).not.toContain('hanako@example.jp');
+    } finally {
+      redis.disconnect();
+    }
+    expect(await queue.undelivered({ tenantId: 't2' })).toEqual([expect.objectContaining({ status: 'pending', source: 'bullmq', template: 'login-otp', maskedTo: ['ha***@example.jp'] })]);
+  });
+
   test('a permanent (5xx) refusal is given up at once', async () => {
     sink = await startSmtpSink({ refuse: () => 550 });
     const log = captureLogger();
@@ -151,7 +197,8 @@ describe('BullMQ mail queue on Redis', () => {
       config: { redisUrl: REDIS_URL, mailWorker: 'inline' },
       sender,
       logger: log.logger,
-      options: { prefix, queueName: 'permanent', retry: { attempts: 5, backoffMs: 20 } },
+      ...stored(),
+      options: { prefix, queueName: 'permanent', retry: { backoffMs: 20 } },
     });
     closeables.push(queue);
     await queue.enqueue(job('en'));
@@ -159,7 +206,7 @@ describe('BullMQ mail queue on Redis', () => {
     // A retry would be scheduled (delayed) before the failure is reported; the queue is empty instead.
     expect(await jobCounts('permanent')).toEqual({ waiting: 0, active: 0, delayed: 0 });
     expect(sink.refusals).toBe(1);
-    expect(log.output()).toMatch(/"attempt":1,"attempts":5.*giving up/);
+    expect(log.output()).toMatch(/"attempt":1,.*giving up/);
   });
 
   test('a worker killed while it holds a job leaves it to another worker within seconds', async () => {
@@ -173,7 +220,7 @@ describe('BullMQ mail queue on Redis', () => {
     const log = captureLogger();
     const options = { prefix, queueName: 'killed' };
     const sender = createMailSender({ config: mailConfig, transport: createMailTransport({ smtpUrl: sink.url }), logger: log.logger });
-    const queue = createMailQueue({ config: { redisUrl: REDIS_URL, mailWorker: 'external' }, sender, logger: log.logger, options });
+    const queue = createMailQueue({ config: { redisUrl: REDIS_URL, mailWorker: 'external' }, sender, logger: log.logger, ...stored(), options });
     closeables.push(queue);
 
     const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('./mail-worker.child.ts', import.meta.url))], {
@@ -183,6 +230,8 @@ describe('BullMQ mail queue on Redis', () => {
         SMTP_URL: `smtp://127.0.0.1:${(stalling.address() as AddressInfo).port}`,
         MAIL_PREFIX: prefix,
         MAIL_QUEUE: options.queueName,
+        DATABASE_URL: testDb.url,
+        MAIL_SEAL_KEY: SEAL_KEYS[0]!,
       },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
@@ -196,7 +245,7 @@ describe('BullMQ mail queue on Redis', () => {
       child.kill('SIGKILL');
       await exited;
 
-      const worker = startMailWorker({ config: { redisUrl: REDIS_URL }, sender, logger: log.logger, options });
+      const worker = startMailWorker({ config: { redisUrl: REDIS_URL }, sender, logger: log.logger, ...stored(), options });
       closeables.push(worker);
       const [mail] = await sink.waitFor(1, 15_000);
       expect(mail?.text).toContain(OTP);

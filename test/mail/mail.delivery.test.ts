@@ -1,37 +1,60 @@
-import { createInProcessMailQueue, createMailQueue } from '../../src/mail/mail.queue.js';
+// The mail queue without Redis: the outbox table (PostgreSQL, and PGlite on disk), over a real SMTP server.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { mailSealer } from '../../src/mail/mail.envelope.js';
+import { createMailQueue, type MailQueueOptions } from '../../src/mail/mail.queue.js';
 import { createMailSender } from '../../src/mail/mail.sender.js';
 import { createMailTransport } from '../../src/mail/mail.transport.js';
 import type { MailJob, MailQueue } from '../../src/mail/mail.types.js';
+import { openDatabase, type Database } from '../../src/persistence/database.js';
+import { MailOutboxRepository } from '../../src/persistence/mail-outbox.repository.js';
+import { createTestDatabase, type TestDatabase } from '../support/database.js';
+import { mailStore, SEAL_KEYS, waitUntil } from './mail-store.js';
 import { captureLogger, startSmtpSink, type SmtpSink } from './smtp-sink.js';
 
 const OTP = '73190428';
-const otpJob = (locale: 'ja' | 'en', to = ['taro@example.jp']): MailJob => ({
+const otpJob = (locale: 'ja' | 'en', to = ['taro@example.jp'], extra: Partial<MailJob> = {}): MailJob => ({
   to,
   template: 'login-otp',
   locale,
   params: { userId: 'p-01-usr012', otp: OTP, expiresMinutes: '10', clientName: 'デモサイト' },
+  ...extra,
 });
 const noDevMailbox = { mailFrom: '"Anshin Login" <no-reply@example.test>', devMailbox: false };
+const parsed = (lines: string[]) => lines.map((l) => JSON.parse(l) as Record<string, unknown>);
 
-describe('in-process mail queue over real SMTP', () => {
+describe('outbox mail queue (no Redis) over real SMTP', () => {
+  let testDb: TestDatabase;
+  let db: Database;
   let sink: SmtpSink | undefined;
-  let queue: MailQueue | undefined;
+  const queues: MailQueue[] = [];
+  beforeAll(async () => {
+    testDb = await createTestDatabase('outbox');
+    db = await openDatabase({ databaseUrl: testDb.url, dataDir: '/tmp' });
+  });
+  afterAll(async () => {
+    await db?.close();
+    await testDb?.drop();
+  });
   afterEach(async () => {
-    await queue?.close();
+    for (const q of queues.splice(0)) await q.close();
     await sink?.close();
-    queue = undefined;
     sink = undefined;
+    await db.prisma.mailMessage.deleteMany();
   });
 
-  function setup(refuse?: (n: number) => number | undefined, retry = { attempts: 3, backoffMs: 10 }) {
-    return startSmtpSink({ refuse }).then((s) => {
-      sink = s;
-      const log = captureLogger();
-      const transport = createMailTransport({ smtpUrl: s.url });
-      const sender = createMailSender({ config: noDevMailbox, transport, logger: log.logger });
-      queue = createMailQueue({ config: { redisUrl: undefined, mailWorker: 'inline' }, sender, logger: log.logger, options: { retry } });
-      return { sink: s, queue, log };
-    });
+  function queueFor(url: string, options: MailQueueOptions = {}) {
+    const log = captureLogger();
+    const sender = createMailSender({ config: noDevMailbox, transport: createMailTransport({ smtpUrl: url }), logger: log.logger });
+    const queue = createMailQueue({ config: { redisUrl: undefined, mailWorker: 'inline' }, sender, logger: log.logger, store: mailStore(db), sealKeys: SEAL_KEYS, options: { outbox: { pollMs: 50 }, ...options } });
+    queues.push(queue);
+    return { queue, log };
+  }
+
+  async function setup(refuse?: (n: number) => number | undefined, options: MailQueueOptions = { retry: { backoffMs: 10 } }) {
+    sink = await startSmtpSink({ refuse });
+    return { sink, ...queueFor(sink.url, options) };
   }
 
   test.each([
@@ -39,33 +62,43 @@ describe('in-process mail queue over real SMTP', () => {
     ['en', '[Anshin Login Service] Your one-time password', 'One-time password: '],
   ] as const)('a %s OTP mail arrives with its subject, recipients and code', async (locale, subject, label) => {
     const { sink, queue, log } = await setup();
-    const started = Date.now();
     await queue.enqueue(otpJob(locale, ['taro@example.jp', 'taro.mobile@example.jp']));
-    // Accepted, not yet delivered: enqueue does not wait for SMTP.
-    expect(sink.received).toHaveLength(0);
     const [mail] = await sink.waitFor(1);
-    expect(Date.now() - started).toBeLessThan(5000);
     expect(mail?.subject).toBe(subject);
     expect(mail?.to).toEqual(['taro@example.jp', 'taro.mobile@example.jp']);
     expect(mail?.from).toBe('no-reply@example.test');
     expect(mail?.text).toContain(`${label}${OTP}`);
     expect(mail?.html).toContain(OTP);
     await queue.close();
-    const sent = log.lines.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.msg === 'mail sent');
+    const sent = parsed(log.lines).find((l) => l.msg === 'mail sent');
     expect(sent).toMatchObject({ template: 'login-otp', locale, to: ['taro@example.jp', 'taro.mobile@example.jp'] });
     expect(log.output()).not.toContain(OTP);
+    const [row] = await db.prisma.mailMessage.findMany();
+    expect(row).toMatchObject({ status: 'sent', payload: null, attempts: 1, recipients: 2, maskedTo: 'ta***@example.jp,ta***@example.jp' });
   });
 
-  test('temporary refusals are retried with backoff until the mail goes through', async () => {
-    const { sink, queue, log } = await setup((n) => (n <= 2 ? 451 : undefined), { attempts: 5, backoffMs: 40 });
+  test('a queued message holds neither the code nor the addresses readable, and loses its payload once sent', async () => {
+    const { sink, queue } = await setup((n) => (n <= 1 ? 451 : undefined), { retry: { backoffMs: 300 } });
+    await queue.enqueue(otpJob('ja'));
+    const waiting = await waitUntil(async () => (await db.prisma.mailMessage.findFirst({ where: { attempts: 1, status: 'pending', lastError: { not: null } } })), 'the first refusal');
+    expect(waiting.payload).toBeTruthy();
+    const atRest = JSON.stringify(await db.prisma.$queryRawUnsafe('SELECT * FROM mail_outbox'));
+    expect(atRest).not.toContain(OTP);
+    expect(atRest).not.toContain('taro@example.jp');
+    await sink.waitFor(1);
+    await waitUntil(async () => (await db.prisma.mailMessage.findFirst({ where: { status: 'sent' } })), 'the row marked sent');
+    expect(await db.prisma.mailMessage.findFirst()).toMatchObject({ payload: null, attempts: 2 });
+  });
+
+  test('temporary refusals are retried with exponential backoff until the mail goes through', async () => {
+    const { sink, queue, log } = await setup((n) => (n <= 2 ? 451 : undefined), { retry: { backoffMs: 40 } });
     const started = Date.now();
     await queue.enqueue(otpJob('ja'));
     await sink.waitFor(1);
     // Waits of 40 and 80 ms after the two refusals.
     expect(Date.now() - started).toBeGreaterThanOrEqual(120);
     expect(sink.refusals).toBe(2);
-    await queue.close();
-    const warnings = log.lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.msg === 'mail delivery failed; will retry');
+    const warnings = parsed(log.lines).filter((l) => l.msg === 'mail delivery failed; will retry');
     expect(warnings.map((w) => [w.attempt, w.retryInMs])).toEqual([
       [1, 40],
       [2, 80],
@@ -73,34 +106,56 @@ describe('in-process mail queue over real SMTP', () => {
     expect(log.output()).not.toContain(OTP);
   });
 
-  test('a server that keeps refusing is given up after the configured attempts, and close() waits for that', async () => {
-    const { sink, queue, log } = await setup(() => 421, { attempts: 4, backoffMs: 5 });
-    await queue.enqueue(otpJob('en'));
-    await queue.close();
-    expect(sink.refusals).toBe(4);
+  test('the backoff is capped, and a code mail is tried until its deliverBy, then given up and its code marked', async () => {
+    const { sink, queue, log } = await setup(() => 421, { retry: { backoffMs: 10, codeMaxDelayMs: 40 } });
+    const otp = await db.prisma.oneTimePassword.create({ data: { purpose: 'login', codeHmac: 'x', expiresAt: new Date(Date.now() + 60_000) } });
+    await queue.enqueue(otpJob('en', ['taro@example.jp'], { deliverBy: new Date(Date.now() + 2500), otpId: otp.id, tenantId: 't1' }));
+    await waitUntil(() => log.output().includes('giving up'), 'giving up');
+    const attempts = parsed(log.lines).filter((l) => l.msg === 'mail delivery failed; will retry');
+    // 10, 20, 40, 40, ...: more tries than the five of a fixed budget, none after deliverBy.
+    expect(attempts.length).toBeGreaterThan(5);
+    expect(new Set(attempts.slice(3).map((a) => a.retryInMs))).toEqual(new Set([40]));
     expect(sink.received).toHaveLength(0);
-    const gaveUp = log.lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.msg === 'mail delivery failed; giving up');
-    expect(gaveUp).toHaveLength(1);
-    expect(gaveUp[0]).toMatchObject({ template: 'login-otp', attempt: 4, attempts: 4 });
+    const row = await waitUntil(() => db.prisma.mailMessage.findFirst({ where: { status: 'failed' } }), 'the row marked failed');
+    expect(row).toMatchObject({ payload: null, tenantId: 't1', otpId: otp.id });
+    expect(row.lastError).toMatch(/421|try again/);
+    expect(row.failedAt!.getTime()).toBeGreaterThanOrEqual(row.deliverBy.getTime() - 100);
+    await waitUntil(async () => (await db.prisma.oneTimePassword.findUnique({ where: { id: otp.id } }))?.deliveryFailedAt, 'the code marked undelivered');
+    // Operators see it, without content.
+    const listed = await queue.undelivered({ tenantId: 't1' });
+    expect(listed).toEqual([expect.objectContaining({ status: 'failed', template: 'login-otp', recipients: 1, maskedTo: ['ta***@example.jp'], source: 'outbox' })]);
+    expect(await queue.undelivered({ tenantId: 't2' })).toEqual([]);
     expect(log.output()).not.toContain(OTP);
   });
 
-  test('a permanent (5xx) refusal is not retried', async () => {
-    const { sink, queue, log } = await setup(() => 550, { attempts: 5, backoffMs: 5 });
+  test('a notice is worth a day by default; a code the OTP TTL', async () => {
+    const { queue } = await setup(() => 451, { retry: { backoffMs: 60_000, codeTtlMs: 120_000 } });
+    const before = Date.now();
+    await queue.enqueue({ to: ['a@example.jp'], template: 'account-locked', locale: 'ja', params: { userId: 'u', clientName: 'c' } });
     await queue.enqueue(otpJob('ja'));
+    const rows = await db.prisma.mailMessage.findMany();
+    const by = Object.fromEntries(rows.map((r) => [r.template, r.deliverBy.getTime() - before]));
+    expect(by['account-locked']).toBeGreaterThanOrEqual(24 * 3_600_000);
+    expect(by['account-locked']).toBeLessThan(24 * 3_600_000 + 10_000);
+    expect(by['login-otp']).toBeGreaterThanOrEqual(120_000);
+    expect(by['login-otp']).toBeLessThan(130_000);
+  });
+
+  test('a permanent (5xx) refusal is not retried', async () => {
+    const { sink, queue, log } = await setup(() => 550, { retry: { backoffMs: 5 } });
+    await queue.enqueue(otpJob('ja'));
+    await waitUntil(() => db.prisma.mailMessage.findFirst({ where: { status: 'failed' } }), 'the row marked failed');
     await queue.close();
     expect(sink.refusals).toBe(1);
     expect(log.output()).toContain('giving up');
   });
 
-  test('an unreachable SMTP server fails the attempts without crashing anything', async () => {
-    const log = captureLogger();
-    const transport = createMailTransport({ smtpUrl: 'smtp://127.0.0.1:1' });
-    const sender = createMailSender({ config: noDevMailbox, transport, logger: log.logger });
-    queue = createInProcessMailQueue({ sender, logger: log.logger, options: { retry: { attempts: 2, backoffMs: 5 } } });
+  test('an unreachable SMTP server fails the attempts without crashing anything; the message stays queued', async () => {
+    const { queue, log } = queueFor('smtp://127.0.0.1:1', { retry: { backoffMs: 5 } });
     await queue.enqueue(otpJob('ja'));
+    await waitUntil(() => log.output().includes('will retry'), 'a failed attempt');
     await queue.close();
-    expect(log.output()).toContain('giving up');
+    expect(await db.prisma.mailMessage.findFirst()).toMatchObject({ status: 'pending' });
     expect(log.output()).not.toContain(OTP);
   });
 
@@ -112,14 +167,88 @@ describe('in-process mail queue over real SMTP', () => {
     await expect(queue.enqueue(otpJob('ja'))).rejects.toThrow(/closed/);
   });
 
-  test('several jobs are delivered concurrently and close() waits for all of them', async () => {
-    const { sink, queue } = await setup();
+  test('close() gives the messages this process queued their try (a short-lived CLI mails too)', async () => {
+    const { sink, queue } = await setup(undefined, { outbox: { pollMs: 60_000 } });
     for (let i = 0; i < 12; i++) await queue.enqueue(otpJob(i % 2 ? 'ja' : 'en', [`user${i}@example.jp`]));
     await queue.close();
     expect(sink.received).toHaveLength(12);
     expect(new Set(sink.received.flatMap((m) => m.to)).size).toBe(12);
   });
+
+  test('queued mail survives a restart: a new queue on the same database delivers it', async () => {
+    const down = queueFor('smtp://127.0.0.1:1', { retry: { backoffMs: 50 } });
+    await down.queue.enqueue(otpJob('ja', ['restart@example.jp']));
+    await down.queue.close();
+    expect(await db.prisma.mailMessage.findFirst()).toMatchObject({ status: 'pending' });
+    sink = await startSmtpSink();
+    queueFor(sink.url);
+    const [mail] = await sink.waitFor(1);
+    expect(mail?.to).toEqual(['restart@example.jp']);
+    expect(mail?.text).toContain(OTP);
+  });
+
+  test('a message taken by an instance that died is delivered by another once the lease runs out, once', async () => {
+    sink = await startSmtpSink();
+    const repo = new MailOutboxRepository(db.prisma);
+    const envelope = mailSealer(SEAL_KEYS).seal(otpJob('en', ['lease@example.jp']), new Date(Date.now() + 60_000));
+    await repo.add({ ...envelope, deliverBy: new Date(envelope.deliverBy) });
+    // The "dead" instance: takes the row and never reports back.
+    const taken = await repo.claimDue({ limit: 10, leaseMs: 600, token: 'dead-instance' });
+    expect(taken).toHaveLength(1);
+    const started = Date.now();
+    queueFor(sink.url, { outbox: { pollMs: 50, leaseMs: 600 } });
+    queueFor(sink.url, { outbox: { pollMs: 50, leaseMs: 600 } });
+    await sink.waitFor(1);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(400);
+    await waitUntil(() => db.prisma.mailMessage.findFirst({ where: { status: 'sent' } }), 'the row marked sent');
+    expect(sink.received).toHaveLength(1);
+  });
+
+  test('two instances on one database deliver every message exactly once', async () => {
+    sink = await startSmtpSink();
+    const a = queueFor(sink.url);
+    const b = queueFor(sink.url);
+    for (let i = 0; i < 30; i++) await (i % 2 ? a : b).queue.enqueue(otpJob('ja', [`twice${i}@example.jp`]));
+    await sink.waitFor(30);
+    await a.queue.close();
+    await b.queue.close();
+    expect(sink.received).toHaveLength(30);
+    expect(new Set(sink.received.flatMap((m) => m.to)).size).toBe(30);
+  });
 });
+
+test('the outbox works on the embedded PGlite and survives closing and reopening it', async () => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'outbox-pglite-'));
+  const sink = await startSmtpSink();
+  try {
+    const log = captureLogger();
+    const queueOn = (db: Database, url: string) =>
+      createMailQueue({
+        config: { redisUrl: undefined, mailWorker: 'inline' },
+        sender: createMailSender({ config: noDevMailbox, transport: createMailTransport({ smtpUrl: url }), logger: log.logger }),
+        logger: log.logger,
+        store: mailStore(db),
+        sealKeys: SEAL_KEYS,
+        options: { retry: { backoffMs: 20 }, outbox: { pollMs: 50 } },
+      });
+    const first = await openDatabase({ dataDir });
+    const down = queueOn(first, 'smtp://127.0.0.1:1');
+    await down.enqueue(otpJob('ja', ['pglite@example.jp']));
+    await down.close();
+    await first.close();
+
+    const second = await openDatabase({ dataDir });
+    const up = queueOn(second, sink.url);
+    const [mail] = await sink.waitFor(1);
+    expect(mail?.to).toEqual(['pglite@example.jp']);
+    await waitUntil(() => second.prisma.mailMessage.findFirst({ where: { status: 'sent' } }), 'the row marked sent');
+    await up.close();
+    await second.close();
+  } finally {
+    await sink.close();
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}, 30_000);
 
 describe('mail without SMTP_URL', () => {
   test('is composed, logged without its body and dropped when there is no dev mailbox either', async () => {

@@ -8,6 +8,7 @@ import { createApp, type App } from '../../src/app.js';
 import { loadConfig, type AppConfig, type Tenant } from '../../src/config/index.js';
 import { parseTenants } from '../../src/config/tenants.js';
 import { createLogger, type Logger } from '../../src/logger.js';
+import type { MailQueueOptions } from '../../src/mail/mail.queue.js';
 import type { MailQueue } from '../../src/mail/mail.types.js';
 import { openDatabase, MEMORY_DATA_DIR, type Database } from '../../src/persistence/database.js';
 import { createTestDatabase } from './database.js';
@@ -49,6 +50,12 @@ export interface TestServerOptions {
   mail?: MailQueue;
   /** Replaces the silent logger, for tests that look at what is logged. */
   logger?: Logger;
+  /** An existing PostgreSQL database (kept at close): a second app on the same data, as after a restart. */
+  databaseUrl?: string;
+  /** An SMTP server to share between apps (kept at close). */
+  smtp?: Awaited<ReturnType<typeof startSmtpServer>>;
+  /** Mail queue options, e.g. a private BullMQ key prefix. */
+  mailQueue?: MailQueueOptions;
 }
 
 export interface TestServer {
@@ -62,8 +69,9 @@ export interface TestServer {
 
 /** Starts the real application on a free port, with a real database and a real SMTP server. */
 export async function startTestServer(opts: TestServerOptions = {}): Promise<TestServer> {
-  const smtp = await startSmtpServer();
-  const testDb = opts.database === 'pglite' ? undefined : await createTestDatabase('idp');
+  const smtp = opts.smtp ?? (await startSmtpServer());
+  const testDb = opts.database === 'pglite' || opts.databaseUrl ? undefined : await createTestDatabase('idp');
+  const databaseUrl = opts.databaseUrl ?? testDb?.url;
   const dataDir = mkdtempSync(join(tmpdir(), 'idp-test-'));
   const server: Server = createServer();
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -82,14 +90,14 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
       RATE_LIMIT_OTP_MAILS_PER_HOUR: '1000',
       OTP_RESEND_COOLDOWN: '0',
       LOG_LEVEL: 'silent',
-      ...(testDb ? { DATABASE_URL: testDb.url } : {}),
+      ...(databaseUrl ? { DATABASE_URL: databaseUrl } : {}),
       ...opts.env,
     },
     { tenants: opts.tenants ?? parseTenants('test tenants', TEST_TENANTS_YAML), ...opts.config },
   );
   const logger = opts.logger ?? createLogger(config.logLevel);
   const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.databaseUrl ? dataDir : MEMORY_DATA_DIR });
-  const app = await createApp({ config, db, logger, rateLimitKeyPrefix: `t${randomBytes(4).toString('hex')}`, mail: opts.mail });
+  const app = await createApp({ config, db, logger, rateLimitKeyPrefix: `t${randomBytes(4).toString('hex')}`, mail: opts.mail, mailQueue: opts.mailQueue });
   server.on('request', app.koa.callback());
   return {
     issuer,
@@ -102,7 +110,7 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
       await new Promise<void>((resolve) => server.close(() => resolve()));
       await app.close();
       await db.close();
-      await smtp.close();
+      if (!opts.smtp) await smtp.close();
       await testDb?.drop();
       rmSync(dataDir, { recursive: true, force: true });
     },

@@ -12,26 +12,29 @@ export interface ReceivedMail {
 export async function startSmtpServer() {
   const messages: ReceivedMail[] = [];
   const waiters: Array<() => void> = [];
-  const server = new SMTPServer({
-    authOptional: true,
-    disabledCommands: ['STARTTLS', 'AUTH'],
-    logger: false,
-    onData(stream, session, callback) {
-      simpleParser(stream)
-        .then((parsed) => {
-          messages.push({
-            to: session.envelope.rcptTo.map((r) => r.address),
-            subject: parsed.subject ?? '',
-            text: parsed.text ?? '',
-          });
-          for (const w of waiters.splice(0)) w();
-          callback();
-        })
-        .catch((e: Error) => callback(e));
-    },
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const newServer = () =>
+    new SMTPServer({
+      authOptional: true,
+      disabledCommands: ['STARTTLS', 'AUTH'],
+      logger: false,
+      onData(stream, session, callback) {
+        simpleParser(stream)
+          .then((parsed) => {
+            messages.push({
+              to: session.envelope.rcptTo.map((r) => r.address),
+              subject: parsed.subject ?? '',
+              text: parsed.text ?? '',
+            });
+            for (const w of waiters.splice(0)) w();
+            callback();
+          })
+          .catch((e: Error) => callback(e));
+      },
+    });
+  let server: SMTPServer | undefined = newServer();
+  await new Promise<void>((resolve) => server!.listen(0, '127.0.0.1', resolve));
   const port = (server.server.address() as AddressInfo).port;
+  const closeServer = () => new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve())).then(() => void (server = undefined));
 
   /** Waits for a message matching `match` (by default: any new one to `to`). */
   async function waitFor(match: (m: ReceivedMail) => boolean, timeoutMs = 10_000): Promise<ReceivedMail> {
@@ -61,6 +64,15 @@ export async function startSmtpServer() {
       const mail = await waitFor((m) => messages.indexOf(m) >= since && m.to.includes(address) && /\b\d{8}\b/.test(m.text));
       return /\b(\d{8})\b/.exec(mail.text)![1]!;
     },
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+    /** An outage: the port refuses connections until start(). */
+    stop: closeServer,
+    /** Back on the same port after stop(). */
+    async start() {
+      if (server) return;
+      const next = newServer();
+      await new Promise<void>((resolve) => next.listen(port, '127.0.0.1', resolve));
+      server = next;
+    },
+    close: closeServer,
   };
 }

@@ -3,7 +3,7 @@ import type { RateLimits } from '../../http/rate-limit.js';
 import type { Logger } from '../../logger.js';
 import { enqueueAfterResponse } from '../../mail/mail.after-response.js';
 import { isEmailAddress } from '../../mail/email-address.js';
-import type { MailQueue } from '../../mail/mail.types.js';
+import type { MailJob, MailQueue } from '../../mail/mail.types.js';
 import type { OtpService } from '../../otp/otp.service.js';
 import type { AccountWithDevices } from '../../persistence/account.repository.js';
 import type { Factor, FactorContext, FactorOutcome } from '../factor.js';
@@ -52,11 +52,11 @@ export class EmailOtpFactor implements Factor {
     const key = `${ctx.tenant.id}:${ctx.flow.submittedUserId ?? ''}`;
     const decision = await this.deps.limits.consume('otp_mail', key);
     if (!decision.allowed) throw new RateLimitedError(decision.retryAfterSeconds, ctx.flowUrl);
-    const { code } = await this.deps.otp.issueForFlow(ctx.flow.id, ctx.account?.id ?? null, 'login', this.deps.otpTtlSeconds);
+    const { id, code, expiresAt } = await this.deps.otp.issueForFlow(ctx.flow.id, ctx.account?.id ?? null, 'login', this.deps.otpTtlSeconds);
     if (!ctx.account || !ctx.live) return;
     const to = deliverableAddresses(ctx.account);
     if (to.length === 0) return;
-    enqueueAfterResponse(this.deps.mail, {
+    const job: MailJob = {
       to,
       template: 'login-otp',
       locale: ctx.locale,
@@ -66,7 +66,18 @@ export class EmailOtpFactor implements Factor {
         expiresMinutes: String(Math.round(this.deps.otpTtlSeconds / 60)),
         clientName: ctx.client.name,
       },
-    }, this.deps.logger);
+      // Tried until the code expires; if it never goes out, the code row says so (see `undelivered`).
+      deliverBy: expiresAt,
+      otpId: id,
+      tenantId: ctx.tenant.id,
+    };
+    // Not even queued (Redis unreachable): the code page says so at the next step, as for a given-up mail.
+    enqueueAfterResponse(this.deps.mail, job, this.deps.logger, () => this.deps.otp.markDeliveryFailed(id));
+  }
+
+  /** Whether the mail with the current code was given up (the page then says it could not be sent). */
+  undelivered(ctx: FactorContext): Promise<boolean> {
+    return this.deps.otp.deliveryFailed(ctx.flow.id);
   }
 
   /** Seconds to wait before another code may be sent (0: now). */

@@ -1,0 +1,179 @@
+import { randomUUID } from 'node:crypto';
+import type { Logger } from '../logger.js';
+import type { ClaimedMailMessage } from '../persistence/mail-outbox.repository.js';
+import { attemptDelivery, markCodeUndelivered, retryPolicy, type MailStore } from './mail.delivery.js';
+import { mailSealer, type MailEnvelope } from './mail.envelope.js';
+import { errorMessage } from './mail.sender.js';
+import { MAIL_TEMPLATES, deliverByOf, parseMailJob, type MailQueue, type MailSender, type MailTemplate, type RetryPolicy, type UndeliveredMail } from './mail.types.js';
+
+export interface OutboxOptions {
+  retry?: Partial<RetryPolicy>;
+  /** Messages one instance delivers at the same time. Default 5. */
+  concurrency?: number;
+  /** How often the outbox is looked at for due messages (retries, other instances' mail). Default 1 s. */
+  pollMs?: number;
+  /** How long a taken message is reserved; renewed while its delivery runs, so another instance takes over this soon after a crash. Default 10 s. */
+  leaseMs?: number;
+  /** Deliver only what this process queued (the admin CLI), leaving the rest to the providers. Default false. */
+  onlyOwn?: boolean;
+}
+
+const DAY = 24 * 3_600_000;
+// Sent messages are kept a while as a trail; given-up ones longer, for operators to look into.
+const SENT_RETENTION_MS = 7 * DAY;
+const FAILED_RETENTION_MS = 30 * DAY;
+
+/**
+ * The queue without Redis: enqueue is one insert into the outbox table; a worker in this process takes
+ * due rows with a lease and delivers them, with the same retry rule as BullMQ. Queued mail survives a
+ * restart, and several instances on one database share the work.
+ */
+export function createOutboxMailQueue(deps: { sender: MailSender; logger: Logger; store: MailStore; sealKeys: string[]; options?: OutboxOptions }): MailQueue {
+  const { sender, logger, store, options = {} } = deps;
+  const { outbox } = store;
+  const policy = retryPolicy(options.retry);
+  const sealer = mailSealer(deps.sealKeys);
+  const concurrency = Math.max(1, options.concurrency ?? 5);
+  const pollMs = options.pollMs ?? 1_000;
+  const leaseMs = options.leaseMs ?? 10_000;
+  const token = randomUUID();
+  const inHand = new Map<string, Promise<void>>();
+  // Rows this process queued and has not seen through an attempt: close() gives each one try.
+  const own = new Set<string>();
+  let closing = false;
+  let closed: Promise<void> | undefined;
+  let polling: Promise<void> | undefined;
+  let again = false;
+  let lastPurge = 0;
+
+  const pollTimer = setInterval(() => kick(), pollMs);
+  pollTimer.unref();
+  const leaseTimer = setInterval(() => {
+    if (!inHand.size) return;
+    outbox.renewLease([...inHand.keys()], token, leaseMs).catch((err: unknown) => logger.warn({ err: errorMessage(err) }, 'mail outbox: renewing leases failed'));
+  }, Math.max(50, Math.floor(leaseMs / 3)));
+  leaseTimer.unref();
+
+  function kick(): void {
+    if (closing) return;
+    if (polling) {
+      again = true;
+      return;
+    }
+    polling = poll()
+      .catch((err: unknown) => logger.warn({ err: errorMessage(err) }, 'mail outbox: polling failed'))
+      .finally(() => {
+        polling = undefined;
+        if (again) {
+          again = false;
+          kick();
+        }
+      });
+  }
+
+  async function poll(): Promise<void> {
+    const free = concurrency - inHand.size;
+    if (free <= 0) return;
+    if (options.onlyOwn && own.size === 0) return;
+    const rows = await outbox.claimDue({ limit: free, leaseMs, token, ...(options.onlyOwn ? { ids: [...own] } : {}) });
+    for (const row of rows) start(row);
+    await purge();
+  }
+
+  function start(row: ClaimedMailMessage): void {
+    own.delete(row.id);
+    const running = deliver(row)
+      .catch((err: unknown) => logger.error({ err: errorMessage(err), id: row.id }, 'mail outbox: recording a delivery attempt failed'))
+      .finally(() => {
+        inHand.delete(row.id);
+        kick();
+      });
+    inHand.set(row.id, running);
+  }
+
+  async function deliver(row: ClaimedMailMessage): Promise<void> {
+    if (!(MAIL_TEMPLATES as readonly string[]).includes(row.template)) {
+      // Queued by another version of the provider that knows a template this one does not.
+      logger.error({ jobId: row.id, template: row.template }, 'mail delivery failed; giving up');
+      await outbox.markFailed(row.id, token, `unknown template ${row.template}`);
+      return;
+    }
+    const template = row.template as MailTemplate;
+    const envelope: MailEnvelope = {
+      v: 1,
+      template,
+      tenantId: row.tenantId,
+      otpId: row.otpId,
+      recipients: row.recipients,
+      maskedTo: row.maskedTo.split(','),
+      deliverBy: row.deliverBy.getTime(),
+      payload: row.payload ?? '',
+    };
+    const outcome = await attemptDelivery({ sender, sealer, policy, logger }, { jobId: row.id, envelope, template, deliverBy: envelope.deliverBy, attempt: row.attempts });
+    if (outcome.kind === 'sent') await outbox.markSent(row.id, token);
+    else if (outcome.kind === 'retry') {
+      await outbox.markRetry(row.id, token, new Date(outcome.at), outcome.error);
+      // Retry on time rather than at the next poll (any instance may take it then).
+      setTimeout(kick, Math.max(0, outcome.at - Date.now())).unref();
+    }
+    else {
+      await outbox.markFailed(row.id, token, outcome.error);
+      await markCodeUndelivered(store, logger, row.otpId);
+    }
+  }
+
+  async function purge(): Promise<void> {
+    if (Date.now() - lastPurge < 3_600_000) return;
+    lastPurge = Date.now();
+    const purged = await outbox.deleteFinished(new Date(Date.now() - SENT_RETENTION_MS), new Date(Date.now() - FAILED_RETENTION_MS));
+    if (purged) logger.info({ purged }, 'mail outbox: purged old messages');
+  }
+
+  return {
+    async enqueue(input) {
+      if (closing) throw new Error('mail queue is closed');
+      const job = parseMailJob(input);
+      const envelope = sealer.seal(job, deliverByOf(policy, job));
+      const id = await outbox.add({ ...envelope, deliverBy: new Date(envelope.deliverBy) });
+      own.add(id);
+      // Delivery starts after the caller (usually a request) has moved on.
+      setImmediate(kick);
+    },
+    async undelivered(filter = {}) {
+      const rows = await outbox.listUndelivered(filter);
+      return rows.map(
+        (r): UndeliveredMail => ({
+          id: r.id,
+          status: r.status === 'failed' ? 'failed' : 'pending',
+          template: r.template,
+          tenantId: r.tenantId,
+          recipients: r.recipients,
+          maskedTo: r.maskedTo ? r.maskedTo.split(',') : [],
+          createdAt: r.createdAt,
+          deliverBy: r.deliverBy,
+          attempts: r.attempts,
+          nextAttemptAt: r.status === 'pending' ? r.nextAttemptAt : null,
+          lastError: r.lastError,
+          source: 'outbox',
+        }),
+      );
+    },
+    close() {
+      closing = true;
+      closed ??= (async () => {
+        clearInterval(pollTimer);
+        await polling;
+        await Promise.all(inHand.values());
+        try {
+          const rows = await outbox.claimDue({ limit: own.size, leaseMs, token, ids: [...own] });
+          for (const row of rows) start(row);
+          await Promise.all(inHand.values());
+        } catch (err) {
+          logger.warn({ err: errorMessage(err) }, 'mail outbox: last delivery round failed; the messages stay queued');
+        }
+        clearInterval(leaseTimer);
+      })();
+      return closed;
+    },
+  };
+}
