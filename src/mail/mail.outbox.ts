@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from '../logger.js';
-import type { ClaimedMailMessage } from '../persistence/mail-outbox.repository.js';
+import type { ClaimedMailMessage, MailMessage } from '../persistence/mail-outbox.repository.js';
 import { attemptDelivery, markCodeUndelivered, retryPolicy, type MailStore } from './mail.delivery.js';
 import { mailSealer, type MailEnvelope } from './mail.envelope.js';
 import { errorMessage } from './mail.sender.js';
@@ -28,6 +28,24 @@ const FAILED_RETENTION_MS = 30 * DAY;
  * due rows with a lease and delivers them, with the same retry rule as BullMQ. Queued mail survives a
  * restart, and several instances on one database share the work.
  */
+/** An outbox row as operators see it: never its payload. */
+export function undeliveredOf(r: MailMessage): UndeliveredMail {
+  return {
+    id: r.id,
+    status: r.status === 'failed' ? 'failed' : 'pending',
+    template: r.template,
+    tenantId: r.tenantId,
+    recipients: r.recipients,
+    maskedTo: r.maskedTo ? r.maskedTo.split(',') : [],
+    createdAt: r.createdAt,
+    deliverBy: r.deliverBy,
+    attempts: r.attempts,
+    nextAttemptAt: r.status === 'pending' ? r.nextAttemptAt : null,
+    lastError: r.lastError,
+    source: 'outbox',
+  };
+}
+
 export function createOutboxMailQueue(deps: { sender: MailSender; logger: Logger; store: MailStore; sealKeys: string[]; options?: OutboxOptions }): MailQueue {
   const { sender, logger, store, options = {} } = deps;
   const { outbox } = store;
@@ -140,23 +158,7 @@ export function createOutboxMailQueue(deps: { sender: MailSender; logger: Logger
       setImmediate(kick);
     },
     async undelivered(filter = {}) {
-      const rows = await outbox.listUndelivered(filter);
-      return rows.map(
-        (r): UndeliveredMail => ({
-          id: r.id,
-          status: r.status === 'failed' ? 'failed' : 'pending',
-          template: r.template,
-          tenantId: r.tenantId,
-          recipients: r.recipients,
-          maskedTo: r.maskedTo ? r.maskedTo.split(',') : [],
-          createdAt: r.createdAt,
-          deliverBy: r.deliverBy,
-          attempts: r.attempts,
-          nextAttemptAt: r.status === 'pending' ? r.nextAttemptAt : null,
-          lastError: r.lastError,
-          source: 'outbox',
-        }),
-      );
+      return (await outbox.listUndelivered(filter)).map(undeliveredOf);
     },
     close() {
       closing = true;

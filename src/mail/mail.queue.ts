@@ -4,7 +4,7 @@ import type { AppConfig } from '../config/index.js';
 import type { Logger } from '../logger.js';
 import { attemptDelivery, markCodeUndelivered, retryPolicy, type MailStore } from './mail.delivery.js';
 import { isMailEnvelope, mailSealer, type MailEnvelope, type MailSealer } from './mail.envelope.js';
-import { createOutboxMailQueue, type OutboxOptions } from './mail.outbox.js';
+import { createOutboxMailQueue, undeliveredOf, type OutboxOptions } from './mail.outbox.js';
 import { errorMessage } from './mail.sender.js';
 import { deliverByOf, parseMailJob, retryDelayMs, type MailQueue, type MailSender, type MailTemplate, type RetryPolicy, type UndeliveredMail } from './mail.types.js';
 
@@ -220,22 +220,7 @@ function createBullMailQueue(deps: MailQueueDeps, redisUrl: string): MailQueue {
             source: 'bullmq',
           }),
         );
-      const failed = (await store.outbox.listUndelivered(filter)).map(
-        (r): UndeliveredMail => ({
-          id: r.id,
-          status: r.status === 'failed' ? 'failed' : 'pending',
-          template: r.template,
-          tenantId: r.tenantId,
-          recipients: r.recipients,
-          maskedTo: r.maskedTo ? r.maskedTo.split(',') : [],
-          createdAt: r.createdAt,
-          deliverBy: r.deliverBy,
-          attempts: r.attempts,
-          nextAttemptAt: null,
-          lastError: r.lastError,
-          source: 'outbox',
-        }),
-      );
+      const failed = (await store.outbox.listUndelivered(filter)).map(undeliveredOf);
       return [...waiting, ...failed].sort((a, b) => b.createdAt.getTime() - a.createdAt.getTime()).slice(0, limit);
     },
     close() {

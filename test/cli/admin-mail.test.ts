@@ -1,16 +1,13 @@
 // `npm run admin -- mail undelivered`, spawned as an operator would, against mail the outbox gave up and mail still waiting.
-import { spawn } from 'node:child_process';
-import { createRequire } from 'node:module';
 import { createMailQueue } from '../../src/mail/mail.queue.js';
 import { createMailSender } from '../../src/mail/mail.sender.js';
 import { createMailTransport } from '../../src/mail/mail.transport.js';
 import { openDatabase, type Database } from '../../src/persistence/database.js';
+import { runAdminCli } from '../support/admin-cli.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { mailStore, SEAL_KEYS, waitUntil } from '../mail/mail-store.js';
 import { captureLogger, startSmtpSink, type SmtpSink } from '../mail/smtp-sink.js';
 
-const require = createRequire(import.meta.url);
-const tsxCli = require.resolve('tsx/cli');
 const OTP = '48151623';
 
 describe('admin CLI: mail undelivered', () => {
@@ -29,17 +26,7 @@ describe('admin CLI: mail undelivered', () => {
   });
 
   const admin = (...args: string[]) =>
-    new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
-      const child = spawn(process.execPath, [tsxCli, 'src/cli/admin.ts', ...args], {
-        env: { ...process.env, DATABASE_URL: testDb.url, TENANTS_FILE: 'config/tenants.yaml', NODE_ENV: 'development', DEV_MAILBOX: 'false', SMTP_URL: sink.url, REDIS_URL: '', LOG_LEVEL: 'silent', COOKIE_KEYS: SEAL_KEYS[0], OTP_HMAC_KEY: 'k' },
-        timeout: 60_000,
-      });
-      let out = '';
-      let err = '';
-      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-      child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-      child.on('close', (code) => resolve({ code, out, err }));
-    });
+    runAdminCli({ DATABASE_URL: testDb.url, TENANTS_FILE: 'config/tenants.yaml', SMTP_URL: sink.url, COOKIE_KEYS: SEAL_KEYS[0]!, OTP_HMAC_KEY: 'k' }, args);
 
   test('lists a code mail the SMTP server refused for good and a notice still waiting, never their content', async () => {
     const log = captureLogger();

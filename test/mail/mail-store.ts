@@ -1,4 +1,5 @@
-// The outbox table and OTP repository of a test database, as the mail queues take them.
+// The outbox table and OTP repository of a test database, as the mail queues take them, and Redis clean-up.
+import { Redis } from 'ioredis';
 import type { MailStore } from '../../src/mail/mail.queue.js';
 import type { Database } from '../../src/persistence/database.js';
 import { MailOutboxRepository } from '../../src/persistence/mail-outbox.repository.js';
@@ -18,5 +19,20 @@ export async function waitUntil<T>(check: () => T | Promise<T>, what: string, ti
     if (value) return value as NonNullable<T>;
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+/** Removes a test's BullMQ keys (its private prefix) from the shared Redis. */
+export async function deleteKeys(redisUrl: string, pattern: string): Promise<void> {
+  const redis = new Redis(redisUrl);
+  try {
+    let cursor = '0';
+    do {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 500);
+      cursor = next;
+      if (keys.length) await redis.del(...keys);
+    } while (cursor !== '0');
+  } finally {
+    redis.disconnect();
   }
 }

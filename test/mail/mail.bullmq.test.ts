@@ -13,7 +13,7 @@ import { createMailTransport } from '../../src/mail/mail.transport.js';
 import type { MailJob, MailQueue } from '../../src/mail/mail.types.js';
 import { openDatabase, type Database } from '../../src/persistence/database.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
-import { mailStore, SEAL_KEYS, waitUntil } from './mail-store.js';
+import { deleteKeys, mailStore, SEAL_KEYS, waitUntil } from './mail-store.js';
 import { captureLogger, startSmtpSink, type SmtpSink } from './smtp-sink.js';
 
 const REDIS_URL = 'redis://127.0.0.1:6379';
@@ -38,19 +38,6 @@ afterAll(async () => {
 });
 const stored = () => ({ store: mailStore(db), sealKeys: SEAL_KEYS });
 
-async function deleteKeys(pattern: string): Promise<void> {
-  const redis = new Redis(REDIS_URL);
-  try {
-    let cursor = '0';
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 500);
-      cursor = next;
-      if (keys.length) await redis.del(...keys);
-    } while (cursor !== '0');
-  } finally {
-    redis.disconnect();
-  }
-}
 
 async function waitForLog(log: { output(): string }, text: string, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -78,7 +65,7 @@ describe('BullMQ mail queue on Redis', () => {
     await sink?.close();
     sink = undefined;
   });
-  afterAll(() => deleteKeys(`${prefix}:*`));
+  afterAll(() => deleteKeys(REDIS_URL, `${prefix}:*`));
 
   test('a job enqueued with MAIL_WORKER=inline is delivered by the in-process BullMQ worker', async () => {
     sink = await startSmtpSink();

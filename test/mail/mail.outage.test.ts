@@ -1,31 +1,17 @@
 // Code mail through an SMTP outage, a restart and a final failure, driven through the real login endpoints.
 import { randomUUID } from 'node:crypto';
 import * as oidc from 'openid-client';
-import { Redis } from 'ioredis';
 import { csrfOf, discover, followToCallback, startLogin, submit, type StartedLogin } from '../support/browser-less.js';
 import { openDatabase } from '../../src/persistence/database.js';
 import { createTestDatabase } from '../support/database.js';
 import { startTestServer, uniqueUser, type TestServer } from '../support/harness.js';
 import { startSmtpServer } from '../support/smtp.js';
-import { waitUntil } from './mail-store.js';
+import { deleteKeys, waitUntil } from './mail-store.js';
 
 const REDIS_URL = 'redis://127.0.0.1:6379';
 const OUTAGE_MS = 60_000;
 const USERS = 20;
 
-async function deleteKeys(pattern: string): Promise<void> {
-  const redis = new Redis(REDIS_URL);
-  try {
-    let cursor = '0';
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 500);
-      cursor = next;
-      if (keys.length) await redis.del(...keys);
-    } while (cursor !== '0');
-  } finally {
-    redis.disconnect();
-  }
-}
 
 async function newAccount(s: TestServer) {
   const u = uniqueUser('mail');
@@ -57,7 +43,7 @@ async function finishLogin(s: TestServer, rp: oidc.Configuration, login: Started
 
 describe('code mail through an SMTP outage', () => {
   const prefix = `test-outage-${randomUUID()}`;
-  afterAll(() => deleteKeys(`${prefix}:*`));
+  afterAll(() => deleteKeys(REDIS_URL, `${prefix}:*`));
 
   test.concurrent.each(['outbox', 'bullmq'] as const)(
     '%s: with the SMTP server down for 60 s while 20 users ask for a code, every code arrives afterwards and logs its user in',
