@@ -31,6 +31,11 @@ export interface MailQueueOptions {
   stalledIntervalMs?: number;
   /** How many times a job may be taken back from a dead worker before it is given up. Default 3. */
   maxStalledCount?: number;
+  /**
+   * How long closing a worker waits for the jobs in hand (an SMTP delivery, or Redis coming back) before
+   * it lets go; what it still held is taken up by another worker as stalled. Default 10 s.
+   */
+  closeGraceMs?: number;
   /** Outbox only (no Redis): poll interval, lease, own mail only; see OutboxOptions. */
   outbox?: Pick<OutboxOptions, 'pollMs' | 'leaseMs' | 'onlyOwn'>;
 }
@@ -59,6 +64,7 @@ const DEFAULT_ENQUEUE_TIMEOUT_MS = 5_000;
 const DEFAULT_LOCK_DURATION_MS = 4_000;
 const DEFAULT_STALLED_INTERVAL_MS = 2_000;
 const DEFAULT_MAX_STALLED_COUNT = 3;
+const DEFAULT_CLOSE_GRACE_MS = 10_000;
 
 // BullMQ looks a custom backoff up by this type name in the worker's settings.
 const BACKOFF_TYPE = 'mail-deliver-by';
@@ -106,6 +112,7 @@ export function startMailWorker(deps: Omit<MailQueueDeps, 'config'> & { config: 
   const policy = retryPolicy(options.retry);
   const sealer = mailSealer(deps.sealKeys);
   const connection = redisConnection(deps.config.redisUrl, logger);
+  const closeGraceMs = options.closeGraceMs ?? DEFAULT_CLOSE_GRACE_MS;
   const worker = new Worker<unknown>(
     options.queueName ?? DEFAULT_QUEUE_NAME,
     async (job: Job<unknown>) => {
@@ -140,11 +147,18 @@ export function startMailWorker(deps: Omit<MailQueueDeps, 'config'> & { config: 
     ready: () => worker.waitUntilReady().then(() => undefined),
     close() {
       closing ??= (async () => {
-        try {
-          await worker.close();
-        } finally {
-          await quit(connection);
+        // Jobs in hand get a grace period; a worker cut off from Redis would otherwise wait for it forever
+        // (and a stopping process with it). A job it still held goes back to the queue as stalled.
+        const graceful = worker.close().then(() => true);
+        const finished = await Promise.race([graceful, delay(closeGraceMs).then(() => false)]);
+        if (!finished) {
+          logger.warn({ graceMs: closeGraceMs }, 'mail worker: closing without waiting any longer for Redis or the jobs in hand');
+          void worker.close(true).catch(() => {});
+          graceful.catch(() => {});
+          connection.disconnect();
+          return;
         }
+        await quit(connection);
       })();
       return closing;
     },
@@ -249,13 +263,16 @@ function redisConnection(url: string, logger: Logger, opts: { failFast?: boolean
   return connection;
 }
 
+/** QUIT, or a plain disconnect when Redis does not answer in a second (it may be down). */
 async function quit(connection: Redis): Promise<void> {
   try {
-    await connection.quit();
+    await withTimeout(connection.quit(), 1_000, 'QUIT timed out');
   } catch {
     connection.disconnect();
   }
 }
+
+const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms).unref());
 
 function withTimeout<T>(promise: Promise<T>, ms: number, message: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;

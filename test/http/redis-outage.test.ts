@@ -122,4 +122,15 @@ describe('Redis outage', () => {
     while ((res.status === 503 || res.status === 'not_sent') && Date.now() < deadline) res = await login(u);
     expect(res.status).toBe(303);
   }, 60_000);
+
+  test('a provider stopped while Redis is down still shuts down (its mail worker does not wait for Redis forever)', async () => {
+    const other = await startTestServer({ env: { REDIS_URL: `redis://127.0.0.1:${port}`, MAIL_WORKER: 'inline' } });
+    await stopRedis(redis!);
+    try {
+      // Resolves (the test's own timeout is the bound): jobs in hand get a grace period, then the worker lets go.
+      await other.close();
+    } finally {
+      redis = await startRedis(port);
+    }
+  }, 60_000);
 });
