@@ -92,6 +92,14 @@ export function recoveryRouter(deps: { interactions: OidcInteractions; recovery:
       ctx.redirect(`${base(details.uid)}/${current}`);
       return;
     }
+    try {
+      await recovery.assertCodeDelivered(flow);
+    } catch (e) {
+      if (!(e instanceof RecoveryFieldError)) throw e;
+      ctx.status = e.status;
+      await renderStep(ctx, details, e);
+      return;
+    }
     await renderStep(ctx, details);
   });
 

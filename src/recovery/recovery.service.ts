@@ -163,6 +163,16 @@ export class RecoveryService {
     await this.sendCode(flow, account, tenant, client, req.locale, backUrl);
   }
 
+  /**
+   * A code whose mail was given up (or could not even be queued): back to the user ID step, which says
+   * 「ワンタイムパスワードが送信できませんでした」 instead of leaving the user waiting for it.
+   */
+  async assertCodeDelivered(flow: LoginFlow): Promise<void> {
+    if (stepOf(flow.state) !== 'code' || !(await this.deps.otp.deliveryFailed(flow.id, RECOVERY_OTP_PURPOSE))) return;
+    await this.restart(flow);
+    throw new RecoveryFieldError('userId', 400, 'recovery:errors.otp_not_sent');
+  }
+
   /** Back to the user ID page (another ID, or a fresh start). */
   async restart(flow: LoginFlow): Promise<void> {
     await this.deps.flows.update(flow.id, { state: 'identify' satisfies RecoveryState, accountId: null, submittedUserId: null, method: null, completedFactors: [] });
@@ -174,6 +184,7 @@ export class RecoveryService {
    */
   async verifyCode(flow: LoginFlow, input: Record<string, unknown>, req: RequestInfo, backUrl: string): Promise<void> {
     this.expect(flow, 'code', backUrl);
+    await this.assertCodeDelivered(flow);
     const { tenant, client } = this.clientOf(flow.clientId);
     const length = this.deps.config.otp.length;
     const code = normalizeOtp(input.otp);

@@ -150,4 +150,37 @@ describe('a code whose mail could not be sent', () => {
     const listed = await s.app.services.mail.undelivered({ tenantId: 't1' });
     expect(listed.some((m) => m.status === 'failed' && m.template === 'login-otp' && m.maskedTo[0] === `${u.email.slice(0, 2)}***@example.test`)).toBe(true);
   });
+
+  test('recovery: the code page and a submitted code say the code could not be sent, and the user ID step comes back', async () => {
+    const u = await newAccount(s);
+    const login = await startLogin(rp, s.issuer);
+    const recovery = `${login.interactionPath}/recovery`;
+    const identifyPage = await login.agent.get(`${recovery}/identify`);
+    const sent = await login.agent.post(`${recovery}/identify`, { _csrf: csrfOf(await identifyPage.text()), userId: u.userId });
+    expect(sent.status).toBe(303);
+    const codePage = await login.agent.get(`${recovery}/code`);
+    expect(codePage.status).toBe(200);
+    const csrf = csrfOf(await codePage.text());
+    await waitUntil(
+      () => s.db.prisma.oneTimePassword.findFirst({ where: { purpose: { not: 'login' }, flow: { submittedUserId: u.userId }, deliveryFailedAt: { not: null } } }),
+      'the recovery code marked undelivered',
+    );
+    const res = await login.agent.post(`${recovery}/code`, { _csrf: csrf, otp: '12345678' });
+    expect(res.status).toBe(400);
+    const html = (await res.text()).replace(/\s+/g, ' ');
+    expect(html).toContain('ワンタイムパスワードが送信できませんでした');
+    expect(html).toContain('name="userId"');
+    expect((await s.db.prisma.account.findFirst({ where: { userId: u.userId } }))?.failedAttempts).toBe(0);
+
+    // The same on a reload of the code page, for a second try whose mail fails too.
+    const again = await login.agent.post(`${recovery}/identify`, { _csrf: csrfOf(html), userId: u.userId });
+    expect(again.status).toBe(303);
+    await waitUntil(
+      async () => (await s.db.prisma.oneTimePassword.count({ where: { purpose: { not: 'login' }, flow: { submittedUserId: u.userId }, deliveryFailedAt: { not: null } } })) >= 2,
+      'the second recovery code marked undelivered',
+    );
+    const reload = await login.agent.get(`${recovery}/code`);
+    expect(reload.status).toBe(400);
+    expect((await reload.text()).replace(/\s+/g, ' ')).toContain('ワンタイムパスワードが送信できませんでした');
+  });
 });
