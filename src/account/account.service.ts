@@ -128,7 +128,15 @@ export class AccountService {
       throw e;
     }
     await this.deps.events.record({ tenantId, accountId: account.id, type: 'created', actor: who.actor, sourceIp: who.ip ?? null });
-    const activation = await this.deps.activation.issue(account, { ...who, mail: input.mailActivation, locale: input.locale });
+    let activation: IssuedActivation;
+    try {
+      activation = await this.deps.activation.issue(account, { ...who, mail: input.mailActivation, locale: input.locale });
+    } catch (e) {
+      // Nothing half-made (e.g. the activation mail could not be queued while Redis is down): the
+      // account goes again, so the site's retry creates it instead of meeting a conflict.
+      await this.deps.accounts.delete(account.id);
+      throw e;
+    }
     return { account: (await this.deps.accounts.findById(account.id))!, activation };
   }
 

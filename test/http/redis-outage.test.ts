@@ -114,7 +114,21 @@ describe('Redis outage', () => {
     expect(Number(api.headers.get('retry-after'))).toBeGreaterThan(0);
     expect(await api.json()).toMatchObject({ status: 503, title: 'Service temporarily unavailable', detail: 'The service is temporarily unavailable. Please try again in a little while.' });
 
+    // A creation whose activation mail cannot be queued leaves nothing half-made: the site retries later.
+    const fresh = uniqueUser('redis');
+    const create = () =>
+      fetch(new URL('/api/v1/accounts', s!.issuer), {
+        method: 'POST',
+        headers: { authorization: `Bearer ${apiToken}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ userId: fresh.userId, devices: [{ email: fresh.email }], sendActivation: true }),
+      });
+    expect((await create()).status).toBe(503);
+    expect(await s!.db.prisma.account.count({ where: { userId: fresh.userId } })).toBe(0);
+
     redis = await startRedis(port);
+    let created = await create();
+    for (const until = Date.now() + 15_000; created.status === 503 && Date.now() < until; ) created = await create();
+    expect(created.status).toBe(201);
     // The app reconnects by itself; the first logins may still meet the old connection's backoff
     // (a 503 at the user-ID step, or a code that could not be queued: the user starts again).
     const deadline = Date.now() + 15_000;
