@@ -12,7 +12,7 @@ export interface OutboxOptions {
   concurrency?: number;
   /** How often the outbox is looked at for due messages (retries, other instances' mail). Default 1 s. */
   pollMs?: number;
-  /** How long a taken message is reserved; renewed while its delivery runs, so another instance takes over this soon after a crash. Default 10 s. */
+  /** How long a taken message is reserved; renewed while its delivery runs, so another instance takes over this soon after a crash. Default 5 s. */
   leaseMs?: number;
   /** Deliver only what this process queued (the admin CLI), leaving the rest to the providers. Default false. */
   onlyOwn?: boolean;
@@ -23,11 +23,6 @@ const DAY = 24 * 3_600_000;
 const SENT_RETENTION_MS = 7 * DAY;
 const FAILED_RETENTION_MS = 30 * DAY;
 
-/**
- * The queue without Redis: enqueue is one insert into the outbox table; a worker in this process takes
- * due rows with a lease and delivers them, with the same retry rule as BullMQ. Queued mail survives a
- * restart, and several instances on one database share the work.
- */
 /** An outbox row as operators see it: never its payload. */
 export function undeliveredOf(r: MailMessage): UndeliveredMail {
   return {
@@ -46,6 +41,11 @@ export function undeliveredOf(r: MailMessage): UndeliveredMail {
   };
 }
 
+/**
+ * The queue without Redis: enqueue is one insert into the outbox table; a worker in this process takes
+ * due rows with a lease and delivers them, with the same retry rule as BullMQ. Queued mail survives a
+ * restart, and several instances on one database share the work.
+ */
 export function createOutboxMailQueue(deps: { sender: MailSender; logger: Logger; store: MailStore; sealKeys: string[]; options?: OutboxOptions }): MailQueue {
   const { sender, logger, store, options = {} } = deps;
   const { outbox } = store;
@@ -53,7 +53,7 @@ export function createOutboxMailQueue(deps: { sender: MailSender; logger: Logger
   const sealer = mailSealer(deps.sealKeys);
   const concurrency = Math.max(1, options.concurrency ?? 5);
   const pollMs = options.pollMs ?? 1_000;
-  const leaseMs = options.leaseMs ?? 10_000;
+  const leaseMs = options.leaseMs ?? 5_000;
   const token = randomUUID();
   const inHand = new Map<string, Promise<void>>();
   // Rows this process queued and has not seen through an attempt: close() gives each one try.
