@@ -143,6 +143,7 @@ export class TenantDirectory {
           redirect_uris: [`${issuer}/account/callback`],
           post_logout_redirect_uris: [`${issuer}/account/logged-out`],
           extra_grant_types: [],
+          require_pkce: true, // our own client always sends it
         };
         this.byClient.set(client.client_id, { tenant, client });
       }

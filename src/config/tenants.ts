@@ -34,6 +34,13 @@ export const clientSchema = z
     client_id: z.string().min(1).max(200),
     /** Omit for a public client (PKCE required, no secret). */
     client_secret: z.string().min(16).optional(),
+    /**
+     * Demand PKCE (S256) from this confidential client too. Default false: a confidential client proves
+     * itself with its secret at the token endpoint, and OpenID Connect Core (and its certification)
+     * lets it send no code_challenge; one it does send is always enforced. Public clients always
+     * need PKCE, whatever this says.
+     */
+    require_pkce: z.boolean().default(false),
     /** How a confidential client authenticates at the token endpoint. */
     token_endpoint_auth_method: z.enum(['client_secret_basic', 'client_secret_post']).default('client_secret_basic'),
     name: z.string().min(1),

@@ -158,7 +158,11 @@ export function createProvider(deps: ProviderDeps): Provider {
     scopes: [...OIDC_SCOPES, MANAGEMENT_SCOPE],
     // Relying sites read preferred_username and email straight from the ID token.
     conformIdTokenClaims: false,
-    pkce: { required: () => true },
+    // Public clients always need PKCE; confidential ones only when registered with require_pkce (a
+    // code_challenge they do send is enforced either way). See clientSchema.require_pkce.
+    pkce: {
+      required: (_ctx, client) => client.clientAuthMethod === 'none' || tenants.client(client.clientId)?.client.require_pkce === true,
+    },
     features: {
       devInteractions: { enabled: false },
       // Tenants' back offices call the management API with client_credentials tokens (opaque, stored).
