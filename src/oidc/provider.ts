@@ -8,6 +8,7 @@ import type { AccountRepository } from '../persistence/account.repository.js';
 import type { OidcPayloadRepository } from '../persistence/oidc-payload.repository.js';
 import { MANAGEMENT_SCOPE } from './access-tokens.js';
 import { createAdapterFactory } from './adapter.js';
+import { renderOidcError } from './error-hints.js';
 import type { Jwks } from './keys.js';
 
 export type { Provider };
@@ -261,14 +262,9 @@ export function createProvider(deps: ProviderDeps): Provider {
         },
       };
     },
+    // Every oidc-provider error page (authorization, end-session, any endpoint a browser reaches).
     async renderError(ctx, out) {
-      const locale = localeOf(ctx);
-      ctx.type = 'html';
-      ctx.body = renderPage('error', {
-        ...pageLocals(locale),
-        messageKey: out.error === 'invalid_request' || out.error === 'invalid_client' || out.error === 'invalid_redirect_uri' ? 'common:errors.bad_request' : 'common:errors.session_expired',
-        detail: out.error_description,
-      });
+      renderOidcError(ctx, out, localeOf(ctx), { scopes: OIDC_SCOPES });
     },
   };
 
