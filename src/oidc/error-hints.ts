@@ -15,6 +15,8 @@ export interface OidcErrorRequest {
   clientId?: string;
   redirectUri?: string;
   postLogoutRedirectUri?: string;
+  /** The error arose in RP-initiated logout, so the end user is told about a logout request. */
+  logout?: boolean;
 }
 
 /** What the error page shows: a message for the end user, the code, and a translated hint for the developer. */
@@ -95,9 +97,9 @@ function rules(supported: SupportedValues): HintRule[] {
     { description: /^requested response_mode is not allowed/, hint: 'oidc:hints.response_mode' },
     { error: ['request_not_supported', 'request_uri_not_supported', 'invalid_request_object', 'invalid_request_uri'], hint: 'oidc:hints.request_object' },
     { error: ['invalid_target'], hint: 'oidc:hints.resource' },
-    { description: /^post_logout_redirect_uri not registered$/, message: MSG.logout, hint: 'oidc:hints.post_logout_unregistered', params: (_m, _o, r) => ({ uri: shown(r.postLogoutRedirectUri), clientId: shown(r.clientId) }) },
-    { description: /id_token_hint/, message: MSG.logout, hint: 'oidc:hints.id_token_hint' },
-    { description: /^xsrf token invalid$/, message: MSG.csrf, hint: 'oidc:hints.xsrf' },
+    { description: /^post_logout_redirect_uri not registered$/, hint: 'oidc:hints.post_logout_unregistered', params: (_m, _o, r) => ({ uri: shown(r.postLogoutRedirectUri), clientId: shown(r.clientId) }) },
+    { description: /id_token_hint/, hint: 'oidc:hints.id_token_hint' },
+    { description: /^(xsrf token invalid|could not find logout details)$/, message: MSG.csrf, hint: 'oidc:hints.xsrf' },
     { description: /^(interaction session id cookie not found|interaction session not found|session not found|session principal changed|authorization request has expired)$/, message: MSG.expired, hint: 'oidc:hints.session_not_found' },
     { error: ['access_denied'], message: MSG.denied, hint: 'oidc:hints.access_denied' },
     { error: ['login_required', 'interaction_required', 'consent_required', 'account_selection_required'], message: MSG.login, hint: 'oidc:hints.prompt_none' },
@@ -108,13 +110,14 @@ function rules(supported: SupportedValues): HintRule[] {
 /** Picks the page's message and hint for an oidc-provider error. */
 export function describeOidcError(out: OidcErrorOut, req: OidcErrorRequest, supported: SupportedValues): OidcErrorView {
   const description = out.error_description ?? '';
+  const requestMessage = req.logout ? MSG.logout : MSG.request;
   for (const rule of rules(supported)) {
     if (rule.error && !rule.error.includes(out.error)) continue;
     const m = (rule.description ?? /^/).exec(description);
     if (!m) continue;
-    return { error: out.error, messageKey: rule.message ?? MSG.request, hintKey: rule.hint, hintParams: rule.params?.(m, out, req) ?? {}, original: out.error_description };
+    return { error: out.error, messageKey: rule.message ?? requestMessage, hintKey: rule.hint, hintParams: rule.params?.(m, out, req) ?? {}, original: out.error_description };
   }
-  return { error: out.error, messageKey: MSG.request, hintKey: 'oidc:hints.generic', hintParams: { error: out.error }, original: out.error_description };
+  return { error: out.error, messageKey: requestMessage, hintKey: 'oidc:hints.generic', hintParams: { error: out.error }, original: out.error_description };
 }
 
 function stringParam(value: unknown): string | undefined {
@@ -128,6 +131,7 @@ export function requestOf(ctx: KoaContextWithOIDC): OidcErrorRequest {
     clientId: stringParam(raw.client_id) ?? ctx.oidc?.client?.clientId,
     redirectUri: stringParam(raw.redirect_uri),
     postLogoutRedirectUri: stringParam(raw.post_logout_redirect_uri),
+    logout: ctx.oidc?.route?.startsWith('end_session') ?? false,
   };
 }
 

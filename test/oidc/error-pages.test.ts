@@ -18,10 +18,12 @@ const EVIL_URI = 'https://evil.example/cb';
 interface Mistake {
   name: string;
   path: string;
+  /** Sent as a form POST when present. */
+  body?: Record<string, string>;
   error: string;
   /** oidc-provider's English description, which must not show outside the developer block. */
   description: string;
-  message: 'oidc:messages.request' | 'oidc:messages.logout' | 'common:errors.session_expired';
+  message: 'oidc:messages.request' | 'oidc:messages.logout' | 'common:errors.session_expired' | 'common:errors.csrf';
   hint: string;
   hintParams?: Record<string, string>;
   /** A piece of the hint that must read the same in both languages (a setting or value). */
@@ -117,6 +119,28 @@ const MISTAKES: Mistake[] = [
     english: 'ui_locales',
   },
   {
+    name: 'unknown client_id at logout',
+    path: `/session/end?client_id=no-such-site&post_logout_redirect_uri=${encodeURIComponent(POST_LOGOUT_URI)}`,
+    error: 'invalid_client',
+    description: 'client is invalid',
+    message: 'oidc:messages.logout',
+    hint: 'oidc:hints.client_unknown',
+    hintParams: { clientId: 'no-such-site' },
+    mentions: 'config/tenants.yaml',
+    english: 'ui_locales',
+  },
+  {
+    name: 'a logout confirmation without its session',
+    path: '/session/end/confirm',
+    body: { xsrf: 'forged', logout: 'yes' },
+    error: 'invalid_request',
+    description: 'could not find logout details',
+    message: 'common:errors.csrf',
+    hint: 'oidc:hints.xsrf',
+    mentions: 'logout',
+    english: 'lang',
+  },
+  {
     name: 'an id_token_hint that is no ID token',
     path: `/session/end?id_token_hint=not-a-token&post_logout_redirect_uri=${encodeURIComponent(POST_LOGOUT_URI)}`,
     error: 'invalid_request',
@@ -154,16 +178,18 @@ describe('oidc-provider error pages', () => {
   });
   afterAll(() => s?.close());
 
-  async function page(path: string, locale: Locale, english: Mistake['english']) {
+  async function page(path: string, locale: Locale, english: Mistake['english'], body?: Record<string, string>) {
     const sep = path.includes('?') ? '&' : '?';
     const url = locale === 'en' ? `${path}${sep}${english}=en` : path;
-    const res = await new Agent(s.issuer).get(url, { 'accept-language': locale === 'en' ? 'ja' : 'ja,en;q=0.5' });
+    const headers = { 'accept-language': locale === 'en' ? 'ja' : 'ja,en;q=0.5' };
+    const agent = new Agent(s.issuer);
+    const res = body ? await agent.post(url, body, headers) : await agent.get(url, headers);
     return { res, html: await res.text() };
   }
 
   describe.each(MISTAKES)('$name', (m) => {
     test.each(['ja', 'en'] as const)('%s: our page with the error code, the message and a translated hint', async (locale) => {
-      const { res, html } = await page(m.path, locale, m.english);
+      const { res, html } = await page(m.path, locale, m.english, m.body);
       expect(res.status).toBe(400);
       expect(res.headers.get('content-type')).toMatch(/text\/html/);
       expect(html).toContain(`<html lang="${locale}">`);
