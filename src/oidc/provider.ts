@@ -52,6 +52,17 @@ export function toClientMetadata(client: ClientConfig): ClientMetadata {
 
 type IntrospectionPolicy = NonNullable<NonNullable<NonNullable<Configuration['features']>['introspection']>['allowedPolicy']>;
 
+/**
+ * POST at /auth and /session/end (OpenID Connect Core 3.1.2.1, RP-Initiated Logout 1.0). A site's
+ * form posts cross-site, and browsers send only SameSite=None cookies with it, so the provider's
+ * session cookie must be SameSite=None, which browsers accept only when Secure: https issuers only.
+ * oidc-provider marks its cookies Secure on https requests (behind a proxy: TRUST_PROXY). The short
+ * cookies stay Lax: a top-level navigation may set them, and they are read only on same-site pages.
+ */
+export function acceptsHttpPost(issuer: string): boolean {
+  return new URL(issuer).protocol === 'https:';
+}
+
 /** Only an activated, unlocked account may hold sessions and tokens. */
 export function isSignInAllowed(account: { status: string; lockedAt: Date | null }): boolean {
   return account.status === 'active' && !account.lockedAt;
@@ -142,7 +153,8 @@ export function createProvider(deps: ProviderDeps): Provider {
     fetch: outboundFetch,
     clients,
     jwks: deps.jwks as Configuration['jwks'],
-    cookies: { keys: deps.cookieKeys },
+    cookies: { keys: deps.cookieKeys, ...(acceptsHttpPost(config.issuer) ? { long: { httpOnly: true, sameSite: 'none' } } : {}) },
+    enableHttpPostMethods: acceptsHttpPost(config.issuer),
     acrValues: ACR_VALUES,
     claims: {
       acr: null,
