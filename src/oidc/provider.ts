@@ -8,6 +8,7 @@ import type { AccountRepository } from '../persistence/account.repository.js';
 import type { OidcPayloadRepository } from '../persistence/oidc-payload.repository.js';
 import { MANAGEMENT_SCOPE } from './access-tokens.js';
 import { createAdapterFactory } from './adapter.js';
+import { createOutboundFetch } from './outbound-fetch.js';
 import type { Jwks } from './keys.js';
 
 export type { Provider };
@@ -137,16 +138,9 @@ export function createProvider(deps: ProviderDeps): Provider {
   };
 
   const mtlsUrl = config.certificates.mtls.url;
-  // oidc-provider refuses outbound requests to loopback and private addresses (SSRF protection). The
-  // back-channel logout URIs in config/ are the integrator's own registrations, and sites often listen
-  // on an internal network, so exactly those URLs may go there; every other request stays protected.
-  const registeredBackchannel = new Set(tenants.allClients().flatMap(({ client }) => (client.backchannel_logout_uri ? [new URL(client.backchannel_logout_uri).href] : [])));
-  const outboundFetch: NonNullable<Configuration['fetch']> = (input, init) => {
-    const href = input instanceof Request ? input.url : new URL(input).href;
-    if (!init || !registeredBackchannel.has(href)) return globalThis.fetch(input, init);
-    const { dispatcher: _ssrfGuard, ...rest } = init as RequestInit & { dispatcher?: unknown };
-    return globalThis.fetch(input, rest);
-  };
+  // Outgoing requests (back-channel logout) reach only public addresses, except the back-channel
+  // logout URIs the integrator registered in config/: sites often listen on an internal network.
+  const outboundFetch = createOutboundFetch({ trusted: tenants.allClients().flatMap(({ client }) => (client.backchannel_logout_uri ? [client.backchannel_logout_uri] : [])) });
 
   const configuration: Configuration = {
     adapter: createAdapterFactory(deps.payloads),
