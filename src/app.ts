@@ -9,6 +9,7 @@ import type { AppConfig } from './config/index.js';
 import { createDomainServices, type DomainServices } from './services.js';
 import { csrf } from './http/csrf.js';
 import { errorHandler } from './http/error-handler.js';
+import { MethodNotAllowedError } from './http/errors.js';
 import { inputGuard, parsedBodyGuard } from './http/input-guard.js';
 import { locale } from './http/locale.js';
 import { VIEWS_DIR } from './http/pages.js';
@@ -27,7 +28,7 @@ import type { MailQueueOptions } from './mail/mail.queue.js';
 import type { MailQueue } from './mail/mail.types.js';
 import { OidcInteractions } from './oidc/interactions.js';
 import { loadSigningKeys } from './oidc/keys.js';
-import { createProvider, type Provider } from './oidc/provider.js';
+import { acceptsHttpPost, createProvider, type Provider } from './oidc/provider.js';
 import type { Database } from './persistence/database.js';
 import { demoRouter } from './demo/demo.router.js';
 import { activationRouter } from './activation/activation.router.js';
@@ -221,6 +222,13 @@ export async function createApp(opts: CreateAppOptions): Promise<App> {
   if (config.demoSite) routers.push(demoRouter({ config, tenants }));
   for (const r of routers) koa.use(r.routes()).use(r.allowedMethods());
 
+  // On an http issuer the provider takes only GET at these two (acceptsHttpPost): say so, not "not found".
+  if (!acceptsHttpPost(config.issuer))
+    koa.use(async (ctx, next) => {
+      if (ctx.method !== 'POST' || (ctx.path !== '/auth' && ctx.path !== '/session/end')) return next();
+      ctx.set('Allow', 'GET');
+      throw new MethodNotAllowedError('GET');
+    });
   koa.use(mount(provider));
 
   return {

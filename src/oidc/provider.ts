@@ -9,6 +9,7 @@ import type { OidcPayloadRepository } from '../persistence/oidc-payload.reposito
 import { MANAGEMENT_SCOPE } from './access-tokens.js';
 import { createAdapterFactory } from './adapter.js';
 import { renderOidcError } from './error-hints.js';
+import { createOutboundFetch } from './outbound-fetch.js';
 import type { Jwks } from './keys.js';
 
 export type { Provider };
@@ -52,6 +53,17 @@ export function toClientMetadata(client: ClientConfig): ClientMetadata {
 }
 
 type IntrospectionPolicy = NonNullable<NonNullable<NonNullable<Configuration['features']>['introspection']>['allowedPolicy']>;
+
+/**
+ * POST at /auth and /session/end (OpenID Connect Core 3.1.2.1, RP-Initiated Logout 1.0). A site's
+ * form posts cross-site, and browsers send only SameSite=None cookies with it, so the provider's
+ * session cookie must be SameSite=None, which browsers accept only when Secure: https issuers only.
+ * oidc-provider marks its cookies Secure on https requests (behind a proxy: TRUST_PROXY). The short
+ * cookies stay Lax: a top-level navigation may set them, and they are read only on same-site pages.
+ */
+export function acceptsHttpPost(issuer: string): boolean {
+  return new URL(issuer).protocol === 'https:';
+}
 
 /** Only an activated, unlocked account may hold sessions and tokens. */
 export function isSignInAllowed(account: { status: string; lockedAt: Date | null }): boolean {
@@ -127,23 +139,17 @@ export function createProvider(deps: ProviderDeps): Provider {
   };
 
   const mtlsUrl = config.certificates.mtls.url;
-  // oidc-provider refuses outbound requests to loopback and private addresses (SSRF protection). The
-  // back-channel logout URIs in config/ are the integrator's own registrations, and sites often listen
-  // on an internal network, so exactly those URLs may go there; every other request stays protected.
-  const registeredBackchannel = new Set(tenants.allClients().flatMap(({ client }) => (client.backchannel_logout_uri ? [new URL(client.backchannel_logout_uri).href] : [])));
-  const outboundFetch: NonNullable<Configuration['fetch']> = (input, init) => {
-    const href = input instanceof Request ? input.url : new URL(input).href;
-    if (!init || !registeredBackchannel.has(href)) return globalThis.fetch(input, init);
-    const { dispatcher: _ssrfGuard, ...rest } = init as RequestInit & { dispatcher?: unknown };
-    return globalThis.fetch(input, rest);
-  };
+  // Outgoing requests (back-channel logout) reach only public addresses, except the back-channel
+  // logout URIs the integrator registered in config/: sites often listen on an internal network.
+  const outboundFetch = createOutboundFetch({ trusted: tenants.allClients().flatMap(({ client }) => (client.backchannel_logout_uri ? [client.backchannel_logout_uri] : [])) });
 
   const configuration: Configuration = {
     adapter: createAdapterFactory(deps.payloads),
     fetch: outboundFetch,
     clients,
     jwks: deps.jwks as Configuration['jwks'],
-    cookies: { keys: deps.cookieKeys },
+    cookies: { keys: deps.cookieKeys, ...(acceptsHttpPost(config.issuer) ? { long: { httpOnly: true, sameSite: 'none' } } : {}) },
+    enableHttpPostMethods: acceptsHttpPost(config.issuer),
     acrValues: ACR_VALUES,
     claims: {
       acr: null,

@@ -1,10 +1,12 @@
 import { createServer, type Server } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createApp, type App } from '../../src/app.js';
+import { generateSelfSignedServerCertificate } from '../../src/http/mtls-server.js';
 import { loadConfig, type AppConfig, type Tenant } from '../../src/config/index.js';
 import { parseTenants } from '../../src/config/tenants.js';
 import { createLogger, type Logger } from '../../src/logger.js';
@@ -56,6 +58,8 @@ export interface TestServerOptions {
   smtp?: Awaited<ReturnType<typeof startSmtpServer>>;
   /** Mail queue options, e.g. a private BullMQ key prefix. */
   mailQueue?: MailQueueOptions;
+  /** Serve over TLS (a self-signed certificate for 127.0.0.1): an https issuer. */
+  tls?: boolean;
 }
 
 export interface TestServer {
@@ -64,6 +68,8 @@ export interface TestServer {
   db: Database;
   config: AppConfig;
   smtp: Awaited<ReturnType<typeof startSmtpServer>>;
+  /** With `tls`: the server's self-signed certificate (PEM), for clients to trust. */
+  tlsCertificate?: string;
   close(): Promise<void>;
 }
 
@@ -73,10 +79,11 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
   const testDb = opts.database === 'pglite' || opts.databaseUrl ? undefined : await createTestDatabase('idp');
   const databaseUrl = opts.databaseUrl ?? testDb?.url;
   const dataDir = mkdtempSync(join(tmpdir(), 'idp-test-'));
-  const server: Server = createServer();
+  const tlsCredentials = opts.tls ? await generateSelfSignedServerCertificate('127.0.0.1') : undefined;
+  const server: Server = tlsCredentials ? createHttpsServer(tlsCredentials) : createServer();
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const port = (server.address() as AddressInfo).port;
-  const issuer = `http://127.0.0.1:${port}`;
+  const issuer = `${tlsCredentials ? 'https' : 'http'}://127.0.0.1:${port}`;
   const config = loadConfig(
     {
       NODE_ENV: 'test',
@@ -105,6 +112,7 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
     db,
     config,
     smtp,
+    tlsCertificate: tlsCredentials?.cert,
     async close() {
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
