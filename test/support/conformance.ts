@@ -2,7 +2,7 @@
 // sends no PKCE, a browser that signs in with the mailed code, and the suite's checks on what comes back.
 import { createHash } from 'node:crypto';
 import * as oidc from 'openid-client';
-import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify, type JWTPayload } from 'jose';
+import { createRemoteJWKSet, customFetch, decodeProtectedHeader, jwtVerify, type JWTPayload } from 'jose';
 import { REDIRECT_URI, type TestServer } from './harness.js';
 import { Agent, followToCallback, submit, type StartedLogin } from './browser-less.js';
 
@@ -92,6 +92,13 @@ export async function exchange(rp: oidc.Configuration, request: AuthorizationReq
   return tokens;
 }
 
+/** The provider's JWKS, fetched the way the client fetches (e.g. through a proxy). */
+export function keysOf(rp: oidc.Configuration) {
+  const viaClient = rp[oidc.customFetch];
+  const jwksUri = new URL(rp.serverMetadata().jwks_uri!);
+  return createRemoteJWKSet(jwksUri, viaClient ? { [customFetch]: (url, options) => viaClient(url, { ...options, headers: Object.fromEntries(options.headers), body: undefined }) } : {});
+}
+
 /** Verifies an ID token as the suite does (OIDC Core 3.1.3.7); returns its claims. */
 export async function checkIdToken(rp: oidc.Configuration, idToken: string, expected: { nonce?: string; accessToken?: string }): Promise<JWTPayload> {
   const meta = rp.serverMetadata();
@@ -99,7 +106,7 @@ export async function checkIdToken(rp: oidc.Configuration, idToken: string, expe
   expect(meta.id_token_signing_alg_values_supported).toContain(header.alg);
   expect(header.alg).not.toBe('none');
   expect(header.kid).toBeTruthy();
-  const jwks = createRemoteJWKSet(new URL(meta.jwks_uri!));
+  const jwks = keysOf(rp);
   const { payload } = await jwtVerify(idToken, jwks, { issuer: meta.issuer, audience: rp.clientMetadata().client_id });
   const now = Date.now() / 1000;
   expect(typeof payload.sub).toBe('string');
