@@ -62,7 +62,20 @@ describe('Basic OP (oidcc-basic-certification-test-plan)', () => {
   }
 
   test('oidcc-server: code flow with client_secret_basic; ID token, state and token response checked', async () => {
-    const { tokens, claims } = await fullFlow({}, rp, signedIn);
+    // The same client, watching the token endpoint's response headers (RFC 6749 5.1: no caching).
+    const watched = new oidc.Configuration(rp.serverMetadata(), 'rp-basic', undefined, oidc.ClientSecretBasic('rp-basic-secret-0123456789'));
+    oidc.allowInsecureRequests(watched);
+    const tokenResponses: Response[] = [];
+    watched[oidc.customFetch] = async (url, options) => {
+      const res = await fetch(url, options as RequestInit);
+      if (url === rp.serverMetadata().token_endpoint) tokenResponses.push(res.clone());
+      return res;
+    };
+    const { tokens, claims } = await fullFlow({}, watched, signedIn);
+    expect(tokenResponses).toHaveLength(1);
+    expect(tokenResponses[0]!.status).toBe(200);
+    expect(tokenResponses[0]!.headers.get('cache-control')).toMatch(/no-store/);
+    expect(tokenResponses[0]!.headers.get('content-type')).toMatch(/application\/json/);
     expect(claims.sub).toBe(user.id);
     expect(tokens.scope?.split(' ') ?? ['openid']).toContain('openid');
     firstIdToken = tokens.id_token!;
