@@ -293,8 +293,8 @@ describe('Basic OP (oidcc-basic-certification-test-plan)', () => {
     const { tokens, claims } = await sessionFlow({ claims: claimsParam });
     const info = await oidc.fetchUserInfo(rp, tokens.access_token, claims.sub!);
     expect(info.sub).toBe(claims.sub);
+    // The suite only warns when an essential claim the account has no value for is missing.
     expect(info.email).toBe(user.email);
-    if (rp.serverMetadata().claims_supported?.includes('name')) expect(info.name).toBeTruthy();
   });
 
   test('oidcc-refresh-token: the refresh token gives new tokens, an ID token of the same subject, and only to its client', async () => {

@@ -62,7 +62,6 @@ describe('Config OP (oidcc-config-certification-test-plan)', () => {
     expect(doc.response_types_supported).toEqual(['code']);
     expect(doc.grant_types_supported).not.toContain('implicit');
     expect(doc.scopes_supported).not.toContain('management');
-    expect(doc.response_modes_supported).not.toContain('fragment');
   });
 
   test('oidcc-jwks: the JWKS holds public signing keys only, each with a kid, matching the advertised algorithms', async () => {
