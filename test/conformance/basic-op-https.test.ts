@@ -35,7 +35,7 @@ describe('Basic OP on an https issuer (oidcc-basic-certification-test-plan)', ()
 
   const agent = () => new Agent(PUBLIC_ISSUER, (input, init) => viaProxy(input, init));
 
-  test('an https issuer behind a trusted proxy signs in with GET (the ground the POST module stands on)', async () => {
+  test('oidcc-server on an https issuer behind a trusted proxy: the GET flow the POST module builds on', async () => {
     expect(rp.serverMetadata().issuer).toBe(PUBLIC_ISSUER);
     const { request, callback, loginShown } = await authorizeAndSignIn({ ...s, issuer: PUBLIC_ISSUER }, rp, user, agent());
     expect(loginShown).toBe(true);
