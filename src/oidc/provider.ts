@@ -165,6 +165,8 @@ export function createProvider(deps: ProviderDeps): Provider {
     scopes: [...OIDC_SCOPES, MANAGEMENT_SCOPE],
     // Relying sites read preferred_username and email straight from the ID token.
     conformIdTokenClaims: false,
+    // OpenID Connect Core 3.1.2.1 requires redirect_uri even when a client registered only one.
+    allowOmittingSingleRegisteredRedirectUri: false,
     // Public clients always need PKCE; confidential ones only when registered with require_pkce (a
     // code_challenge they do send is enforced either way). See clientSchema.require_pkce.
     pkce: {

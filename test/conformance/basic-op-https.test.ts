@@ -44,7 +44,7 @@ describe('Basic OP on an https issuer (oidcc-basic-certification-test-plan)', ()
   });
 
   // Fails until POST at the authorization endpoint is enabled for https issuers (work in progress).
-  test.failing('oidcc-ensure-post-request-succeeds: the authorization request as a form POST completes the flow', async () => {
+  test('oidcc-ensure-post-request-succeeds: the authorization request as a form POST completes the flow', async () => {
     const browser = agent();
     const state = oidc.randomState();
     const nonce = oidc.randomNonce();

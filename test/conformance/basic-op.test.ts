@@ -265,7 +265,7 @@ describe('Basic OP (oidcc-basic-certification-test-plan)', () => {
 
   // Fails: oidc-provider fills in a client's only registered redirect URI (its default
   // allowOmittingSingleRegisteredRedirectUri: true); OIDC Core 3.1.2.1 makes redirect_uri required.
-  test.failing('oidcc-ensure-redirect-uri-in-authorization-request: a request without redirect_uri is refused', async () => {
+  test('oidcc-ensure-redirect-uri-in-authorization-request: a request without redirect_uri is refused', async () => {
     const request = await authorize(rp, new Agent(s.issuer), { redirect_uri: undefined });
     if (request.res.headers.get('location')) expectErrorAtRedirectUri(rp, request, ['invalid_request']);
     else await expectErrorPage(request.res);
