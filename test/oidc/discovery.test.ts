@@ -2,6 +2,7 @@
 import * as oidc from 'openid-client';
 import { parseTenants } from '../../src/config/tenants.js';
 import { ACR_VALUES } from '../../src/login/login-methods.js';
+import { DeviceRepository } from '../../src/persistence/device.repository.js';
 import { REDIRECT_URI, TEST_TENANTS_YAML, startTestServer, uniqueUser, type TestServer } from '../support/harness.js';
 import { Agent, discover, followToCallback, startLogin, submit } from '../support/browser-less.js';
 
@@ -162,6 +163,16 @@ describe('discovery on the test tenants', () => {
     const sub = tokens.claims()!.sub;
     expect((await oidc.fetchUserInfo(basic, tokens.access_token, sub, { DPoP })).sub).toBe(sub);
     await expect(oidc.fetchUserInfo(basic, tokens.access_token, sub)).rejects.toBeDefined();
+  });
+
+  test('removing the device that gave the e-mail claim moves the account\'s updated_at', async () => {
+    const u = uniqueUser('disc-dev');
+    const created = await s.app.services.accounts.create({ tenantId: 't1', userId: u.userId, devices: [{ email: u.email }, { email: `2.${u.email}` }] });
+    const before = await s.db.prisma.account.findUniqueOrThrow({ where: { id: created.id } });
+    const first = (await s.db.prisma.device.findFirstOrThrow({ where: { accountId: created.id, number: 1 } })).id;
+    expect(await new DeviceRepository(s.db.prisma).remove({ accountId: created.id, deviceId: first, purpose: 'device_remove' })).toMatchObject({ ok: true });
+    const after = await s.db.prisma.account.findUniqueOrThrow({ where: { id: created.id } });
+    expect(after.updatedAt.getTime()).toBeGreaterThan(before.updatedAt.getTime());
   });
 
   test('client_credentials still grants the unadvertised management scope to a back office', async () => {
