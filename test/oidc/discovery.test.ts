@@ -3,6 +3,7 @@ import * as oidc from 'openid-client';
 import { parseTenants } from '../../src/config/tenants.js';
 import { ACR_VALUES } from '../../src/login/login-methods.js';
 import { DeviceRepository } from '../../src/persistence/device.repository.js';
+import { signingAlgs } from '../../src/oidc/keys.js';
 import { REDIRECT_URI, TEST_TENANTS_YAML, startTestServer, uniqueUser, type TestServer } from '../support/harness.js';
 import { Agent, discover, followToCallback, startLogin, submit } from '../support/browser-less.js';
 
@@ -181,6 +182,21 @@ describe('discovery on the test tenants', () => {
     expect(tokens.scope).toBe('management');
     const res = await fetch(new URL('/api/v1/accounts', s.issuer), { headers: { authorization: `Bearer ${tokens.access_token}` } });
     expect(res.status).toBe(200);
+  });
+});
+
+describe('ID token algorithms follow the signing keys', () => {
+  test.each([
+    ['an RS256 key', [{ kty: 'RSA', alg: 'RS256' }], ['RS256']],
+    ['an RSA key without alg', [{ kty: 'RSA' }], ['RS256', 'PS256']],
+    ['EC P-256 and RSA keys, an encryption key ignored', [{ kty: 'EC', crv: 'P-256' }, { kty: 'RSA', alg: 'RS256', use: 'sig' }, { kty: 'RSA', use: 'enc' }], ['RS256', 'ES256']],
+    ['an Ed25519 key', [{ kty: 'OKP', crv: 'Ed25519' }], ['Ed25519', 'EdDSA']],
+  ])('%s', (_name, keys, algs) => {
+    expect(signingAlgs({ keys })).toEqual(algs);
+  });
+
+  test('keys that cannot sign an ID token are refused at start', () => {
+    expect(() => signingAlgs({ keys: [{ kty: 'EC', crv: 'P-384' }, { kty: 'RSA', use: 'enc' }] })).toThrow(/no key can sign ID tokens/);
   });
 });
 
