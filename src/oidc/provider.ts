@@ -277,7 +277,7 @@ export function createProvider(deps: ProviderDeps): Provider {
             sub: account.id,
             preferred_username: account.userId,
             ...(account.locale ? { locale: account.locale } : {}),
-            // The account row changes with every login and device change, so this is never too old.
+            // Moves with every login and every device change that can change the e-mail (DeviceRepository).
             updated_at: Math.floor(account.updatedAt.getTime() / 1000),
             ...(email ? { email, email_verified: true } : {}),
           };
