@@ -23,8 +23,8 @@ export class LockoutService {
   }
 
   /** Resets the counter on success; null means a lock won the race and the login must not finish. */
-  registerSuccess(accountId: string, ip: string | null) {
-    return this.accounts.registerSuccess(accountId, ip);
+  registerSuccess(accountId: string, ip: string | null, locale?: string) {
+    return this.accounts.registerSuccess(accountId, ip, locale);
   }
 
   unlock(tenantId: string, userId: string) {

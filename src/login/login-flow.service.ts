@@ -282,7 +282,7 @@ export class LoginFlowService {
     const moved = await this.deps.flows.transition(flow.id, flow.state, { completedFactors: completed, state: 'complete' });
     if (!moved) return this.settled(flow, account, flowUrl);
     const seenIp = req.ip ? await this.deps.events.hasSucceededFrom(account.id, req.ip) : true;
-    const previous = await this.deps.lockout.registerSuccess(account.id, req.ip);
+    const previous = await this.deps.lockout.registerSuccess(account.id, req.ip, req.locale);
     if (!previous) {
       await this.event(flow, req, 'locked', account.id);
       throw new AccountLockedError(flowUrl);

@@ -1,6 +1,7 @@
 import { mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { exportJWK, generateKeyPair } from 'jose';
+import type { AsymmetricSigningAlgorithm } from 'oidc-provider';
 import { ConfigError, type AppConfig } from '../config/index.js';
 
 export interface Jwks {
@@ -49,4 +50,20 @@ export async function loadSigningKeys(config: Pick<AppConfig, 'jwks' | 'jwksFile
   mkdirSync(config.dataDir, { recursive: true });
   writeFileSync(file, JSON.stringify(jwks, null, 2), { mode: 0o600 });
   return jwks;
+}
+
+// What each key type can sign, in oidc-provider's names; RS256 first, as every OIDC client supports it.
+const ALGS_BY_KEY: Record<string, AsymmetricSigningAlgorithm[]> = { RSA: ['RS256', 'PS256'], 'EC:P-256': ['ES256'], 'OKP:Ed25519': ['Ed25519', 'EdDSA'] };
+
+/** The ID token signing algorithms the signing keys can produce (a key's own `alg`, else its type's). */
+export function signingAlgs(jwks: Jwks): AsymmetricSigningAlgorithm[] {
+  const algs = new Set<AsymmetricSigningAlgorithm>();
+  for (const key of jwks.keys) {
+    if (key.use !== undefined && key.use !== 'sig') continue;
+    const type = key.kty === 'RSA' ? 'RSA' : `${String(key.kty)}:${String(key.crv)}`;
+    const possible = ALGS_BY_KEY[type] ?? [];
+    for (const alg of typeof key.alg === 'string' ? possible.filter((a) => a === key.alg) : possible) algs.add(alg);
+  }
+  if (!algs.size) throw new ConfigError('JWKS: no key can sign ID tokens (an RSA, EC P-256 or Ed25519 signing key is needed)');
+  return [...algs].sort((a, b) => Number(b === 'RS256') - Number(a === 'RS256'));
 }

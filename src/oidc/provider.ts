@@ -1,7 +1,7 @@
 import Provider, { interactionPolicy, type Configuration, type KoaContextWithOIDC, type ClientMetadata } from 'oidc-provider';
 import { accountConsoleClientId, isResourceServer, type AppConfig, type ClientConfig, type TenantDirectory } from '../config/index.js';
 import { pageLocals, renderPage } from '../http/pages.js';
-import { negotiateLocale } from '../i18n/index.js';
+import { LOCALES, negotiateLocale } from '../i18n/index.js';
 import type { ClientCertificateReader } from '../http/client-certificate.js';
 import { ACR_VALUES, isAtLeast, methodOfAcr, requiredMethod } from '../login/login-methods.js';
 import type { AccountRepository } from '../persistence/account.repository.js';
@@ -10,7 +10,7 @@ import { MANAGEMENT_SCOPE } from './access-tokens.js';
 import { createAdapterFactory } from './adapter.js';
 import { renderOidcError } from './error-hints.js';
 import { createOutboundFetch } from './outbound-fetch.js';
-import type { Jwks } from './keys.js';
+import { signingAlgs, type Jwks } from './keys.js';
 
 export type { Provider };
 
@@ -82,6 +82,12 @@ function localeOf(ctx: KoaContextWithOIDC) {
 export function createProvider(deps: ProviderDeps): Provider {
   const { config, tenants, accounts } = deps;
   const clients = tenants.allClients().map(({ client }) => toClientMetadata(client));
+  // Discovery lists only what registered clients use (README, Endpoints): these follow the clients.
+  const clientAuthMethods = [...new Set(clients.map((c) => c.token_endpoint_auth_method ?? 'client_secret_basic'))];
+  const hasBackOffice = clients.some((c) => c.grant_types?.includes('client_credentials'));
+  const certificatesArrive = !!config.certificates.mtls.url || (!!config.certificates.clientCertHeader && config.certificates.trustedProxies.length > 0);
+  const certificateBinding = certificatesArrive && clients.some((c) => c.tls_client_certificate_bound_access_tokens);
+  const idTokenAlgs = signingAlgs(deps.jwks);
   const isFirstParty = (clientId: string) => tenants.client(clientId)?.client.first_party === true;
 
   const policy = interactionPolicy.base();
@@ -156,13 +162,25 @@ export function createProvider(deps: ProviderDeps): Provider {
       amr: null,
       auth_time: null,
       sid: null,
+      // Set by the library on every ID token; listed so claims_supported names all an ID token carries.
       iss: null,
+      aud: null,
+      exp: null,
+      iat: null,
+      nonce: null,
       // Every ID token says how and when the user signed in (RFC 8176 amr, the method's acr).
       openid: ['sub', 'acr', 'amr', 'auth_time'],
-      profile: ['preferred_username'],
+      // Only what an account holds: no name (the user ID is not one), locale of its last login pages.
+      profile: ['preferred_username', 'locale', 'updated_at'],
       email: ['email', 'email_verified'],
     },
+    // management stays a scope (back offices' client_credentials) but is not advertised: see below.
     scopes: [...OIDC_SCOPES, MANAGEMENT_SCOPE],
+    // The authorization code flow only: sites get tokens from the back channel, never the URL.
+    responseTypes: ['code'],
+    clientAuthMethods,
+    enabledJWA: { idTokenSigningAlgValues: idTokenAlgs },
+    clientDefaults: { id_token_signed_response_alg: idTokenAlgs[0] ?? 'RS256', grant_types: ['authorization_code'], response_types: ['code'], token_endpoint_auth_method: 'client_secret_basic' },
     // Relying sites read preferred_username and email straight from the ID token.
     conformIdTokenClaims: false,
     // OpenID Connect Core 3.1.2.1 requires redirect_uri even when a client registered only one.
@@ -175,7 +193,7 @@ export function createProvider(deps: ProviderDeps): Provider {
     features: {
       devInteractions: { enabled: false },
       // Tenants' back offices call the management API with client_credentials tokens (opaque, stored).
-      clientCredentials: { enabled: true },
+      clientCredentials: { enabled: hasBackOffice },
       // Only a token's own client revokes it; another client gets the same 200 as for an unknown token,
       // so revocation can't be used to learn whether another site's token exists.
       revocation: { enabled: true, allowedPolicy: async (_ctx, client, token) => token.clientId === client.clientId },
@@ -212,19 +230,21 @@ export function createProvider(deps: ProviderDeps): Provider {
         },
       },
     },
-    // Clients using RFC 8705 find the mutual-TLS listener's endpoints here.
-    ...(mtlsUrl
-      ? {
-          discovery: {
+    discovery: {
+      claim_types_supported: ['normal'],
+      ui_locales_supported: [...LOCALES],
+      // Clients using RFC 8705 find the mutual-TLS listener's endpoints here.
+      ...(mtlsUrl
+        ? {
             mtls_endpoint_aliases: {
               token_endpoint: `${mtlsUrl}/token`,
               userinfo_endpoint: `${mtlsUrl}/me`,
               introspection_endpoint: `${mtlsUrl}/token/introspection`,
               revocation_endpoint: `${mtlsUrl}/token/revocation`,
             },
-          },
-        }
-      : {}),
+          }
+        : {}),
+    },
     interactions: {
       policy,
       url: (_ctx, interaction) => `/interaction/${interaction.uid}`,
@@ -265,6 +285,9 @@ export function createProvider(deps: ProviderDeps): Provider {
           return {
             sub: account.id,
             preferred_username: account.userId,
+            ...(account.locale ? { locale: account.locale } : {}),
+            // Moves with every login and every device change that can change the e-mail (DeviceRepository).
+            updated_at: Math.floor(account.updatedAt.getTime() / 1000),
             ...(email ? { email, email_verified: true } : {}),
           };
         },
@@ -278,5 +301,15 @@ export function createProvider(deps: ProviderDeps): Provider {
 
   const provider = new Provider(config.issuer, configuration);
   provider.proxy = config.trustProxy;
+  // oidc-provider's discovery override only fills absent fields, so two corrections are made here:
+  // management is for back offices only (it still works for them), and certificate-bound tokens are
+  // advertised only when a client is registered for them and certificates can reach the provider.
+  provider.use(async (ctx, next) => {
+    await next();
+    if (ctx.oidc?.route !== 'discovery' || !ctx.body || typeof ctx.body !== 'object') return;
+    const body = ctx.body as Record<string, unknown>;
+    body.scopes_supported = (body.scopes_supported as string[]).filter((s) => s !== MANAGEMENT_SCOPE);
+    if (!certificateBinding) delete body.tls_client_certificate_bound_access_tokens;
+  });
   return provider;
 }

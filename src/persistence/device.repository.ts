@@ -80,6 +80,11 @@ export class DeviceRepository {
     await DeviceRepository.retireCodes(tx, device.accountId, purpose);
   }
 
+  /** The account's e-mail claim may change: its updated_at (the OpenID claim) moves with it. */
+  private static touchAccount(tx: Tx, accountId: string) {
+    return tx.account.update({ where: { id: accountId }, data: { updatedAt: new Date() }, select: { id: true } });
+  }
+
   private static device(tx: Tx, accountId: string, deviceId: string) {
     return tx.device.findFirst({ where: { id: deviceId, accountId } });
   }
@@ -169,6 +174,7 @@ export class DeviceRepository {
         if (latest.expiresAt.getTime() <= Date.now()) return { result: 'expired' };
         await tx.oneTimePassword.update({ where: { id: latest.id }, data: { consumedAt: new Date() } });
         const device = await tx.device.update({ where: { id: before.id }, data: { email: target, pendingEmail: null, verifiedAt: new Date() } });
+        await DeviceRepository.touchAccount(tx, input.accountId);
         // The old address leaves the account: codes already mailed to it stop working.
         if (before.verifiedAt && before.email !== target) await DeviceRepository.retireLoginCodes(tx, input.accountId);
         return { result: 'ok', before, device };
@@ -207,7 +213,10 @@ export class DeviceRepository {
       if (device.verifiedAt && devices.filter((d) => d.verifiedAt).length <= 1) return { ok: false, reason: 'last_proven' } as const;
       await tx.device.delete({ where: { id: device.id } });
       await tx.oneTimePassword.deleteMany({ where: { accountId: input.accountId, purpose: input.purpose, flowId: null } });
-      if (device.verifiedAt) await DeviceRepository.retireLoginCodes(tx, input.accountId);
+      if (device.verifiedAt) {
+        await DeviceRepository.retireLoginCodes(tx, input.accountId);
+        await DeviceRepository.touchAccount(tx, input.accountId);
+      }
       return { ok: true, device } as const;
     });
   }

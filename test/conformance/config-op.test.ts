@@ -58,7 +58,7 @@ describe('Config OP (oidcc-config-certification-test-plan)', () => {
 
   // Fails until discovery lists only what a registered client can use (implicit, hybrid and the
   // internal management scope are advertised today); the discovery work fixes it.
-  test.failing('oidcc-discovery-endpoint-verification: advertises nothing a registered client cannot use', () => {
+  test('oidcc-discovery-endpoint-verification: advertises nothing a registered client cannot use', () => {
     expect(doc.response_types_supported).toEqual(['code']);
     expect(doc.grant_types_supported).not.toContain('implicit');
     expect(doc.scopes_supported).not.toContain('management');
