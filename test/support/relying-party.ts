@@ -2,13 +2,33 @@
 // provider: a browser-like client that keeps cookies per origin and follows redirects across the
 // relying site and the provider, and the user's part of the login (user ID, then the mailed code).
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer, type Server } from 'node:http';
+import { createServer, request as httpRequest, type Server } from 'node:http';
 import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
 import { parseTenants } from '../../src/config/tenants.js';
 import type { Tenant } from '../../src/config/index.js';
 import type { TestServer } from './harness.js';
 import { csrfOf } from './browser-less.js';
+
+/** One HTTP request with exactly these headers (bounded wait), answered as a Web Response. */
+function navigate(url: URL, method: string, body: string | undefined, headers: Record<string, string>): Promise<Response> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(url, { method, headers: body ? { ...headers, 'content-length': String(Buffer.byteLength(body)) } : headers, timeout: 15_000 }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('error', reject);
+      res.on('end', () => {
+        const h = new Headers();
+        for (let i = 0; i < res.rawHeaders.length; i += 2) h.append(res.rawHeaders[i]!, res.rawHeaders[i + 1]!);
+        const status = res.statusCode ?? 0;
+        resolve(new Response([204, 205, 304].includes(status) ? null : Buffer.concat(chunks), { status, headers: h }));
+      });
+    });
+    req.on('timeout', () => req.destroy(new Error(`no answer from ${url.href}`)));
+    req.on('error', reject);
+    req.end(body);
+  });
+}
 
 /** A response with the URL it answered, so relative redirects and forms resolve like in a browser. */
 export interface Page {
@@ -32,18 +52,17 @@ export class Browser {
     const url = new URL(target);
     this.visited.push(url);
     const jar = this.cookies(url.origin);
-    const res = await fetch(url, {
-      method,
-      redirect: 'manual',
-      headers: {
-        cookie: [...jar].map(([k, v]) => `${k}=${v}`).join('; '),
-        accept: 'text/html,application/xhtml+xml',
-        'accept-language': 'ja',
-        'user-agent': 'relying-party-test/1.0',
-        ...(form ? { 'content-type': 'application/x-www-form-urlencoded' } : {}),
-      },
-      body: form ? new URLSearchParams(form).toString() : undefined,
-      signal: AbortSignal.timeout(15_000),
+    const body = form ? new URLSearchParams(form).toString() : undefined;
+    const res = await navigate(url, method, body, {
+      cookie: [...jar].map(([k, v]) => `${k}=${v}`).join('; '),
+      accept: 'text/html,application/xhtml+xml',
+      'accept-language': 'ja',
+      'user-agent': 'relying-party-test/1.0',
+      // What a browser sends when the user follows a link or submits a form (fetch() cannot: it always
+      // says "cors"); mod_auth_openidc answers 401 instead of redirecting to anything else.
+      'sec-fetch-mode': 'navigate',
+      'sec-fetch-dest': 'document',
+      ...(body ? { 'content-type': 'application/x-www-form-urlencoded' } : {}),
     });
     for (const c of res.headers.getSetCookie()) {
       const [pair = ''] = c.split(';');
