@@ -88,6 +88,8 @@ describe('Auth.js core signs in against the provider', () => {
 
     const loginPage = await browser.follow(await browser.post(new URL(form![1]!, signin.url), fields));
     expect(loginPage.url.origin).toBe(s.issuer);
+    const authorize = browser.visited.find((u) => u.origin === s.issuer && u.pathname === '/auth')!;
+    expect(authorize.searchParams.get('code_challenge_method')).toBe('S256');
     const back = await signInAtProvider(browser, s, loginPage, user);
     expect(back.url.href).toBe(`${site}/protected`);
     expect(back.res.status).toBe(200);

@@ -28,6 +28,8 @@ describe('express-openid-connect signs in against the provider', () => {
     const browser = new Browser();
     const loginPage = await browser.open(`${site}/profile`);
     expect(loginPage.url.origin).toBe(s.issuer);
+    const authorize = browser.visited.find((u) => u.origin === s.issuer && u.pathname === '/auth')!;
+    expect(authorize.searchParams.get('code_challenge_method')).toBe('S256');
 
     const back = await signInAtProvider(browser, s, loginPage, user);
     expect(back.url.href).toBe(`${site}/profile`);
