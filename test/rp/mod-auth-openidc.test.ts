@@ -98,7 +98,7 @@ OIDCScope "openid profile"
   test('the protected page, the login with the mailed code (no PKCE), then the page with the user', async () => {
     const browser = new Browser();
     const loginPage = await browser.open(`${site}/protected/page.html`);
-    expect({ at: loginPage.url.origin, log: loginPage.url.origin === s.issuer ? '' : `${loginPage.res.status} ${await loginPage.res.text()} ${log()}` }).toEqual({ at: s.issuer, log: '' });
+    expect({ at: loginPage.url.origin, log: loginPage.url.origin === s.issuer ? '' : `${loginPage.res.status} at ${loginPage.url.href}: ${await loginPage.res.text()} ${log()}` }).toEqual({ at: s.issuer, log: '' });
     const authorize = browser.visited.find((u) => u.origin === s.issuer && u.pathname === '/auth')!;
     expect(authorize.searchParams.get('code_challenge')).toBeNull();
     expect(authorize.searchParams.get('response_type')).toBe('code');

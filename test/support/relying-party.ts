@@ -2,7 +2,7 @@
 // provider: a browser-like client that keeps cookies per origin and follows redirects across the
 // relying site and the provider, and the user's part of the login (user ID, then the mailed code).
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer, request as httpRequest, type Server } from 'node:http';
+import { createServer, request as httpRequest, type IncomingMessage, type Server } from 'node:http';
 import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
 import { parseTenants } from '../../src/config/tenants.js';
@@ -13,19 +13,25 @@ import { csrfOf } from './browser-less.js';
 /** One HTTP request with exactly these headers (bounded wait), answered as a Web Response. */
 function navigate(url: URL, method: string, body: string | undefined, headers: Record<string, string>): Promise<Response> {
   return new Promise((resolve, reject) => {
-    const req = httpRequest(url, { method, headers: body ? { ...headers, 'content-length': String(Buffer.byteLength(body)) } : headers, timeout: 15_000 }, (res) => {
-      const chunks: Buffer[] = [];
+    let answer: IncomingMessage | undefined;
+    const chunks: Buffer[] = [];
+    const done = () => {
+      const res = answer!;
+      const h = new Headers();
+      for (let i = 0; i < res.rawHeaders.length; i += 2) h.append(res.rawHeaders[i]!, res.rawHeaders[i + 1]!);
+      const status = res.statusCode ?? 0;
+      resolve(new Response([204, 205, 304].includes(status) ? null : Buffer.concat(chunks), { status, headers: h }));
+    };
+    // A connection per request, so nothing carries over from one response to the next.
+    const req = httpRequest(url, { agent: false, method, headers: body ? { ...headers, 'content-length': String(Buffer.byteLength(body)) } : headers, timeout: 15_000 }, (res) => {
+      answer = res;
       res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('error', reject);
-      res.on('end', () => {
-        const h = new Headers();
-        for (let i = 0; i < res.rawHeaders.length; i += 2) h.append(res.rawHeaders[i]!, res.rawHeaders[i + 1]!);
-        const status = res.statusCode ?? 0;
-        resolve(new Response([204, 205, 304].includes(status) ? null : Buffer.concat(chunks), { status, headers: h }));
-      });
+      res.on('end', done);
     });
     req.on('timeout', () => req.destroy(new Error(`no answer from ${url.href}`)));
-    req.on('error', reject);
+    // Bytes after a complete response are ignored, as browsers do: mod_auth_openidc's error pages are
+    // followed by a second (500) page on the same connection.
+    req.on('error', (e) => (answer ? done() : reject(e)));
     req.end(body);
   });
 }
