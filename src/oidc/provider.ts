@@ -83,7 +83,11 @@ export function createProvider(deps: ProviderDeps): Provider {
   const { config, tenants, accounts } = deps;
   const clients = tenants.allClients().map(({ client }) => toClientMetadata(client));
   // Discovery lists only what registered clients use (README, Endpoints): these follow the clients.
-  const clientAuthMethods = [...new Set(clients.map((c) => c.token_endpoint_auth_method ?? 'client_secret_basic'))];
+  // oidc-provider lets a client with a secret present it either way (header or body), and client
+  // libraries pick one without asking (passport's sends it in the body), so both secret methods go together.
+  const registeredAuth = new Set(clients.map((c) => c.token_endpoint_auth_method ?? 'client_secret_basic'));
+  if (registeredAuth.has('client_secret_basic') || registeredAuth.has('client_secret_post')) registeredAuth.add('client_secret_basic').add('client_secret_post');
+  const clientAuthMethods = [...registeredAuth];
   const hasBackOffice = clients.some((c) => c.grant_types?.includes('client_credentials'));
   const certificatesArrive = !!config.certificates.mtls.url || (!!config.certificates.clientCertHeader && config.certificates.trustedProxies.length > 0);
   const certificateBinding = certificatesArrive && clients.some((c) => c.tls_client_certificate_bound_access_tokens);

@@ -201,7 +201,7 @@ describe('ID token algorithms follow the signing keys', () => {
 });
 
 describe('discovery follows the registered clients', () => {
-  test('confidential clients with client_secret_basic only: no client_credentials, no post or none, no certificate binding without a certificate source', async () => {
+  test('confidential clients registered with client_secret_basic only: no client_credentials, no none, the secret taken in header or body, no certificate binding without a certificate source', async () => {
     const yaml = `
 tenants:
   - id: solo
@@ -214,7 +214,15 @@ tenants:
     try {
       const meta = await metadataOf(s.issuer);
       expect(sorted(meta.grant_types_supported)).toEqual(['authorization_code', 'refresh_token']);
-      expect(meta.token_endpoint_auth_methods_supported).toEqual(['client_secret_basic']);
+      // Either way of presenting a secret works for such a client (client libraries pick one), so both are listed.
+      expect(meta.token_endpoint_auth_methods_supported).toEqual(['client_secret_basic', 'client_secret_post']);
+      const asPost = await fetch(new URL('/token', s.issuer), {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ grant_type: 'authorization_code', code: 'not-a-code', redirect_uri: REDIRECT_URI, client_id: 'only-site', client_secret: 'only-site-secret-0123456789' }),
+      });
+      // Authenticated (the code is what is wrong), not invalid_client.
+      expect(await asPost.json()).toMatchObject({ error: 'invalid_grant' });
       expect(meta.tls_client_certificate_bound_access_tokens).toBeUndefined();
       const site = await discover(s.issuer, 'only-site', 'only-site-secret-0123456789');
       await expect(oidc.clientCredentialsGrant(site, {})).rejects.toMatchObject({ error: 'unsupported_grant_type' });
