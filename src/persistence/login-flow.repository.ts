@@ -18,6 +18,9 @@ export class LoginFlowRepository {
    * otherwise collide on the unique key.
    */
   async findOrCreate(input: { interactionUid: string; tenantId: string; clientId: string; expiresAt: Date }): Promise<LoginFlow> {
+    // Every step after the first finds it: one read, as before.
+    const existing = await this.findByInteraction(input.interactionUid);
+    if (existing) return existing;
     // Only a concurrent delete (housekeeping of an expired flow) can take it away in between: once more.
     for (let attempt = 0; attempt < 2; attempt++) {
       await this.prisma.$executeRaw`

@@ -39,13 +39,8 @@ afterAll(async () => {
 const stored = () => ({ store: mailStore(db), sealKeys: SEAL_KEYS });
 
 
-async function waitForLog(log: { output(): string }, text: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!log.output().includes(text)) {
-    if (Date.now() > deadline) throw new Error(`no log line with "${text}" within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
+/** Resolves once the captured log holds `text` (a positive marker), or fails after `timeoutMs`. */
+const waitForLog = (log: { output(): string }, text: string, timeoutMs = 10_000) => waitUntil(() => log.output().includes(text), `a log line with "${text}"`, timeoutMs);
 
 /** Jobs of one queue by state, read through BullMQ's own view of Redis. */
 async function jobCounts(queueName: string): Promise<Record<string, number>> {

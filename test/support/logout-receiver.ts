@@ -28,9 +28,13 @@ export async function startLogoutReceiver() {
       const deadline = Date.now() + timeoutMs;
       while (tokens.length < count) {
         if (Date.now() > deadline) throw new Error(`expected ${count} logout token(s), got ${tokens.length}`);
+        // Woken by the next token; the timer only bounds the wait.
         await new Promise<void>((resolve) => {
-          waiters.push(resolve);
-          setTimeout(resolve, 100);
+          const timer = setTimeout(resolve, Math.max(0, deadline - Date.now()));
+          waiters.push(() => {
+            clearTimeout(timer);
+            resolve();
+          });
         });
       }
       return tokens[count - 1]!;
