@@ -166,7 +166,7 @@ export async function createApp(opts: CreateAppOptions): Promise<App> {
 
   const routers = [
     recoveryRouter({ interactions, tenants, limits, recovery: new RecoveryService({ flows: flowRepo, accounts, loginEvents: events, accountEvents, lockout, lifecycle: domain.lifecycle, limits, mail, otp, activation, tenants, config, logger }) }),
-    interactionRouter({ interactions, flows: loginFlows, tenants, limits, otpTtlSeconds: config.otp.ttlSeconds }),
+    interactionRouter({ interactions, flows: loginFlows, tenants, limits, otpTtlSeconds: config.otp.ttlSeconds, contexts: domain.loginContexts, payloads }),
     healthRouter({ db }),
     managementRouter({ accounts: accountService, tokens: new ClientCredentialsTokens(provider), tenants, issuer: config.issuer }),
     activationRouter({ activation, accounts, tenants, limits, loginEvents, certificates: domain.certificates, passwordMinLength: config.passwordMinLength, secure }),

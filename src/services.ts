@@ -22,6 +22,7 @@ import { AccountRepository } from './persistence/account.repository.js';
 import type { Database } from './persistence/database.js';
 import { DevMailRepository } from './persistence/dev-mail.repository.js';
 import { LoginEventRepository } from './persistence/login-event.repository.js';
+import { LoginContextRepository } from './persistence/login-context.repository.js';
 import { LoginFlowRepository } from './persistence/login-flow.repository.js';
 import { MailOutboxRepository } from './persistence/mail-outbox.repository.js';
 import { OidcPayloadRepository } from './persistence/oidc-payload.repository.js';
@@ -37,6 +38,8 @@ export interface DomainServices {
   loginEvents: LoginEventService;
   flows: LoginFlowRepository;
   payloads: OidcPayloadRepository;
+  /** The interaction, flow, account and code of a login step, in one statement. */
+  loginContexts: LoginContextRepository;
   devMail: DevMailRepository;
   otpRepo: OneTimePasswordRepository;
   otp: OtpService;
@@ -54,15 +57,16 @@ export interface DomainServices {
 export function createDomainServices(opts: { config: AppConfig; db: Database; logger: Logger; mail?: MailQueue; mailQueue?: MailQueueOptions }): DomainServices {
   const { config, db, logger } = opts;
   const prisma = db.prisma;
+  const sql = db.sql;
   const tenants = new TenantDirectory(config.tenants, config.issuer);
   const secrets = resolveSecrets(config);
-  const accounts = new AccountRepository(prisma);
+  const accounts = new AccountRepository(prisma, sql);
   const events = new LoginEventRepository(prisma);
   const devMail = new DevMailRepository(prisma);
   const providerSessions = new SessionRepository(prisma);
   const lifecycle = new AccountLifecycleService({ sessions: providerSessions, logger });
   const lockout = new LockoutService(accounts, lifecycle);
-  const otpRepo = new OneTimePasswordRepository(prisma);
+  const otpRepo = new OneTimePasswordRepository(prisma, sql);
   const mail =
     opts.mail ??
     unavailableWhenQueueDown(
@@ -111,8 +115,9 @@ export function createDomainServices(opts: { config: AppConfig; db: Database; lo
     accounts,
     events,
     loginEvents: new LoginEventService(events),
-    flows: new LoginFlowRepository(prisma),
-    payloads: new OidcPayloadRepository(prisma),
+    flows: new LoginFlowRepository(prisma, sql),
+    payloads: new OidcPayloadRepository(prisma, sql),
+    loginContexts: new LoginContextRepository(sql),
     devMail,
     otpRepo,
     otp,

@@ -3,6 +3,7 @@ import type { PresentedCertificate } from '../http/client-certificate.js';
 import type { Locale } from '../i18n/index.js';
 import type { AccountWithDevices } from '../persistence/account.repository.js';
 import type { LoginFlow } from '../persistence/login-flow.repository.js';
+import type { OneTimePassword } from '../persistence/one-time-password.repository.js';
 import type { LoginResult } from '../history/login-event.service.js';
 import type { FactorName } from './login-methods.js';
 
@@ -22,6 +23,8 @@ export interface FactorContext {
   flowUrl: string;
   /** The TLS client certificate sent with this request (mutual-TLS listener or trusted proxy), if any. */
   clientCertificate?: PresentedCertificate;
+  /** The flow's newest login code when the request already loaded it with the flow (undefined: not loaded). */
+  latestCode?: OneTimePassword | null;
 }
 
 export type FactorOutcome =

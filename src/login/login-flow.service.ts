@@ -7,6 +7,7 @@ import type { Locale } from '../i18n/index.js';
 import type { LockoutService } from '../lockout/lockout.service.js';
 import type { MailQueue } from '../mail/mail.types.js';
 import type { AccountRepository, AccountWithDevices } from '../persistence/account.repository.js';
+import type { LoginContextData } from '../persistence/login-context.repository.js';
 import type { LoginFlow, LoginFlowRepository } from '../persistence/login-flow.repository.js';
 import type { Factor, FactorContext } from './factor.js';
 import { deliverableAddresses } from './factors/email-otp.factor.js';
@@ -55,6 +56,8 @@ const NO_ACCOUNT_ID = '00000000-0000-0000-0000-000000000000';
  */
 export class LoginFlowService {
   private readonly factors: Map<FactorName, Factor>;
+  /** What the request loaded together with a flow (its account and newest code), by the flow object. */
+  private readonly loadedWith = new WeakMap<LoginFlow, Pick<LoginContextData, 'account' | 'latestCode'>>();
 
   constructor(
     private readonly deps: {
@@ -81,15 +84,18 @@ export class LoginFlowService {
     return found;
   }
 
-  /** The flow of an interaction, created on first sight. */
-  async begin(interactionUid: string, clientId: string): Promise<LoginFlow> {
+  /**
+   * The flow of an interaction, created on first sight. `loaded`: what the request already read with
+   * the interaction (LoginContextRepository); its flow, account and code are then used as they are.
+   */
+  async begin(interactionUid: string, clientId: string, loaded?: LoginContextData): Promise<LoginFlow> {
     const { tenant } = this.clientOf(clientId);
-    const flow = await this.deps.flows.findOrCreate({
-      interactionUid,
-      tenantId: tenant.id,
-      clientId,
-      expiresAt: new Date(Date.now() + this.deps.flowTtlSeconds * 1000),
-    });
+    const input = { interactionUid, tenantId: tenant.id, clientId, expiresAt: new Date(Date.now() + this.deps.flowTtlSeconds * 1000) };
+    let flow: LoginFlow;
+    if (loaded?.flow) {
+      flow = loaded.flow;
+      this.loadedWith.set(flow, { account: loaded.account, latestCode: loaded.latestCode });
+    } else flow = loaded ? await this.deps.flows.create(input) : await this.deps.flows.findOrCreate(input);
     if (flow.expiresAt.getTime() <= Date.now()) throw new SessionExpiredError();
     return flow;
   }
@@ -97,8 +103,15 @@ export class LoginFlowService {
   /** `known`: the flow's account as just looked up (null: none), saving a second look-up. */
   private async context(flow: LoginFlow, req: RequestInfo, flowUrl: string, known?: AccountWithDevices | null): Promise<FactorContext> {
     const { tenant, client } = this.clientOf(flow.clientId);
-    const account = known !== undefined ? known : await this.deps.accounts.findById(flow.accountId ?? NO_ACCOUNT_ID);
+    const loaded = this.loadedWith.get(flow);
+    const account =
+      known !== undefined
+        ? known
+        : loaded && (loaded.account?.id ?? null) === flow.accountId
+          ? loaded.account
+          : await this.deps.accounts.findById(flow.accountId ?? NO_ACCOUNT_ID);
     return {
+      ...(loaded ? { latestCode: loaded.latestCode } : {}),
       flow,
       account,
       live: !!account && account.status === 'active' && !account.lockedAt,
@@ -279,16 +292,18 @@ export class LoginFlowService {
       return { next: nextFactor };
     }
 
-    const moved = await this.deps.flows.transition(flow.id, flow.state, { completedFactors: completed, state: 'complete' });
-    if (!moved) return this.settled(flow, account, flowUrl);
-    const seenIp = req.ip ? await this.deps.events.hasSucceededFrom(account.id, req.ip) : true;
-    const previous = await this.deps.lockout.registerSuccess(account.id, req.ip, req.locale);
-    if (!previous) {
-      await this.event(flow, req, 'locked', account.id);
-      throw new AccountLockedError(flowUrl);
-    }
-    await this.event(flow, req, 'success', account.id);
-    if (!seenIp && previous.previousLoginAt) await this.notifyNewIp(account, ctx);
+    // One statement: the flow completes, the counter resets unless a lock won, the event is recorded.
+    const done = await this.deps.flows.complete({
+      flowId: flow.id,
+      from: flow.state,
+      completedFactors: completed,
+      accountId: account.id,
+      locale: req.locale,
+      event: { tenantId: flow.tenantId, submittedUserId: flow.submittedUserId, clientId: flow.clientId, method: flow.method, sourceIp: req.ip, userAgent: req.userAgent },
+    });
+    if (!done) return this.settled(flow, account, flowUrl);
+    if (!done.succeeded) throw new AccountLockedError(flowUrl);
+    if (!done.seenIp && done.previousLoginAt) await this.notifyNewIp(account, ctx);
     const amr = METHOD_FACTORS[method].map((name) => this.factors.get(name)?.amr ?? name);
     return { accountId: account.id, amr, acr: METHOD_ACR[method], method };
   }

@@ -62,6 +62,8 @@ export function createOutboxMailQueue(deps: { sender: MailSender; logger: Logger
   let closed: Promise<void> | undefined;
   let polling: Promise<void> | undefined;
   let again = false;
+  // More may be due than this process had room for: a finished delivery looks again at once.
+  let backlog = false;
   let lastPurge = 0;
 
   const pollTimer = setInterval(() => kick(), pollMs);
@@ -91,9 +93,13 @@ export function createOutboxMailQueue(deps: { sender: MailSender; logger: Logger
 
   async function poll(): Promise<void> {
     const free = concurrency - inHand.size;
-    if (free <= 0) return;
+    if (free <= 0) {
+      backlog = true;
+      return;
+    }
     if (options.onlyOwn && own.size === 0) return;
     const rows = await outbox.claimDue({ limit: free, leaseMs, token, ...(options.onlyOwn ? { ids: [...own] } : {}) });
+    backlog = rows.length === free;
     for (const row of rows) start(row);
     await purge();
   }
@@ -104,7 +110,8 @@ export function createOutboxMailQueue(deps: { sender: MailSender; logger: Logger
       .catch((err: unknown) => logger.error({ err: errorMessage(err), id: row.id }, 'mail outbox: recording a delivery attempt failed'))
       .finally(() => {
         inHand.delete(row.id);
-        kick();
+        // Otherwise the next poll (or enqueue) finds what is due; an idle instance sends no statement here.
+        if (backlog || own.size > 0) kick();
       });
     inHand.set(row.id, running);
   }
@@ -152,7 +159,14 @@ export function createOutboxMailQueue(deps: { sender: MailSender; logger: Logger
       if (closing) throw new Error('mail queue is closed');
       const job = parseMailJob(input);
       const envelope = sealer.seal(job, deliverByOf(policy, job));
-      const id = await outbox.add({ ...envelope, deliverBy: new Date(envelope.deliverBy) });
+      const message = { ...envelope, deliverBy: new Date(envelope.deliverBy) };
+      if (inHand.size < concurrency) {
+        // Taken by this process as it is added (one statement, no claim), and delivered now.
+        start(await outbox.addClaimed(message, { token, leaseMs }));
+        return;
+      }
+      backlog = true;
+      const id = await outbox.add(message);
       own.add(id);
       // Delivery starts after the caller (usually a request) has moved on.
       setImmediate(kick);

@@ -1,5 +1,5 @@
 import { createHmac, randomInt, timingSafeEqual } from 'node:crypto';
-import type { OneTimePasswordRepository } from '../persistence/one-time-password.repository.js';
+import type { OneTimePassword, OneTimePasswordRepository } from '../persistence/one-time-password.repository.js';
 
 export type OtpCheck = 'ok' | 'wrong' | 'expired' | 'used';
 
@@ -39,8 +39,8 @@ export class OtpService {
   }
 
   /** Whether the mail with the flow's current (unused) code was finally given up. */
-  async deliveryFailed(flowId: string, purpose = 'login'): Promise<boolean> {
-    const latest = await this.repo.latestForFlow(flowId, purpose);
+  async deliveryFailed(flowId: string, purpose = 'login', known?: OneTimePassword | null): Promise<boolean> {
+    const latest = known !== undefined ? known : await this.repo.latestForFlow(flowId, purpose);
     return !!latest?.deliveryFailedAt && !latest.consumedAt;
   }
 
@@ -50,8 +50,8 @@ export class OtpService {
   }
 
   /** Seconds until another code may be sent for this flow (0 when it may be sent now). */
-  async resendWait(flowId: string, purpose = 'login'): Promise<number> {
-    const latest = await this.repo.latestForFlow(flowId, purpose);
+  async resendWait(flowId: string, purpose = 'login', known?: OneTimePassword | null): Promise<number> {
+    const latest = known !== undefined ? known : await this.repo.latestForFlow(flowId, purpose);
     if (!latest) return 0;
     const wait = latest.createdAt.getTime() + this.settings.resendCooldownSeconds * 1000 - Date.now();
     return wait > 0 ? Math.ceil(wait / 1000) : 0;
@@ -61,8 +61,8 @@ export class OtpService {
    * Checks a submitted code against the flow's newest code and consumes it when right. Only the
    * newest code counts; an older code of the same flow or a code of another flow is simply wrong.
    */
-  async verifyForFlow(flowId: string, submitted: string, purpose = 'login'): Promise<OtpCheck> {
-    const latest = await this.repo.latestForFlow(flowId, purpose);
+  async verifyForFlow(flowId: string, submitted: string, purpose = 'login', known?: OneTimePassword | null): Promise<OtpCheck> {
+    const latest = known !== undefined ? known : await this.repo.latestForFlow(flowId, purpose);
     const candidate = this.hmac(purpose, submitted);
     // Compare even when there is no code, so the timing doesn't tell.
     const expected = latest?.codeHmac ?? this.hmac(purpose, '');

@@ -1,4 +1,5 @@
 import type { Account, Device, PrismaClient } from './generated/client.js';
+import { asDate, sqlThroughPrisma, type Sql } from './sql.js';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
@@ -13,21 +14,92 @@ export interface NewAccount {
   devices: Array<{ email: string; kind?: 'pc' | 'mobile' | 'smartphone'; verified?: boolean }>;
 }
 
+/**
+ * The columns of `accounts a` with its devices as one JSON array (ordered by number), for
+ * accountFromRow. Other statements (the login context) select the same to load an account on the side.
+ */
+export const ACCOUNT_COLUMNS = `a.id, a.tenant_id, a.user_id, a.status::text AS status, a.login_method, a.failed_attempts, a.locked_at,
+  a.password_hash, a.secret_question_id, a.secret_answer_hash, a.locale, a.last_login_at, a.last_login_ip, a.activated_at,
+  a.created_at, a.updated_at,
+  COALESCE((SELECT json_agg(json_build_object('id', d.id, 'number', d.number, 'email', d.email, 'kind', d.kind::text,
+      'verified_at', d.verified_at, 'pending_email', d.pending_email, 'created_at', d.created_at) ORDER BY d.number)
+    FROM devices d WHERE d.account_id = a.id), '[]'::json) AS devices`;
+
+export interface AccountRow {
+  id: string;
+  tenant_id: string;
+  user_id: string;
+  status: string;
+  login_method: string;
+  failed_attempts: number;
+  locked_at: Date | null;
+  password_hash: string | null;
+  secret_question_id: string | null;
+  secret_answer_hash: string | null;
+  locale: string | null;
+  last_login_at: Date | null;
+  last_login_ip: string | null;
+  activated_at: Date | null;
+  created_at: Date;
+  updated_at: Date;
+  devices: Array<{ id: string; number: number; email: string; kind: string; verified_at: string | null; pending_email: string | null; created_at: string }> | string;
+}
+
+/** An AccountRow as the same object Prisma returns for an account with its devices. */
+export function accountFromRow(r: AccountRow): AccountWithDevices {
+  const devices = typeof r.devices === 'string' ? (JSON.parse(r.devices) as Exclude<AccountRow['devices'], string>) : r.devices;
+  return {
+    id: r.id,
+    tenantId: r.tenant_id,
+    userId: r.user_id,
+    status: r.status as Account['status'],
+    loginMethod: r.login_method,
+    failedAttempts: r.failed_attempts,
+    lockedAt: asDate(r.locked_at),
+    passwordHash: r.password_hash,
+    secretQuestionId: r.secret_question_id,
+    secretAnswerHash: r.secret_answer_hash,
+    locale: r.locale,
+    lastLoginAt: asDate(r.last_login_at),
+    lastLoginIp: r.last_login_ip,
+    activatedAt: asDate(r.activated_at),
+    createdAt: asDate(r.created_at),
+    updatedAt: asDate(r.updated_at),
+    devices: devices.map((d) => ({
+      id: d.id,
+      accountId: r.id,
+      number: d.number,
+      email: d.email,
+      kind: d.kind as Device['kind'],
+      verifiedAt: asDate(d.verified_at),
+      pendingEmail: d.pending_email,
+      createdAt: asDate(d.created_at),
+    })),
+  };
+}
+
 /** Accounts and their devices. Failure counting is one atomic statement so parallel attempts can't overshoot. */
 export class AccountRepository {
-  constructor(private readonly prisma: PrismaClient) {}
+  private readonly sql: Sql;
 
-  findByUserId(tenantId: string, userId: string): Promise<AccountWithDevices | null> {
-    return this.prisma.account.findUnique({
-      where: { tenantId_userId: { tenantId, userId } },
-      include: { devices: { orderBy: { number: 'asc' } } },
-    });
+  constructor(
+    private readonly prisma: PrismaClient,
+    sql?: Sql,
+  ) {
+    this.sql = sql ?? sqlThroughPrisma(prisma);
   }
 
-  findById(id: string): Promise<AccountWithDevices | null> {
+  // The two look-ups of every login step: the account and its devices in one statement.
+  async findByUserId(tenantId: string, userId: string): Promise<AccountWithDevices | null> {
+    const rows = await this.sql.query<AccountRow>(`SELECT ${ACCOUNT_COLUMNS} FROM accounts a WHERE a.tenant_id = $1 AND a.user_id = $2`, [tenantId, userId]);
+    return rows[0] ? accountFromRow(rows[0]) : null;
+  }
+
+  async findById(id: string): Promise<AccountWithDevices | null> {
     // Subjects arrive from tokens and cookies; a malformed one is simply nobody.
-    if (!UUID.test(id)) return Promise.resolve(null);
-    return this.prisma.account.findUnique({ where: { id }, include: { devices: { orderBy: { number: 'asc' } } } });
+    if (!UUID.test(id)) return null;
+    const rows = await this.sql.query<AccountRow>(`SELECT ${ACCOUNT_COLUMNS} FROM accounts a WHERE a.id = $1::uuid`, [id]);
+    return rows[0] ? accountFromRow(rows[0]) : null;
   }
 
   /** Only the tenant of an account (a cheap look-up for checks on every authorization request). */

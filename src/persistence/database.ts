@@ -9,9 +9,12 @@ import { PrismaPGlite } from 'pglite-prisma-adapter';
 import { PrismaClient } from './generated/client.js';
 import { lockDataDir, type DataDirLock } from './data-dir-lock.js';
 import { applyMigrations, type MigrationLogger, type SqlExecutor } from './migrate.js';
+import type { Sql } from './sql.js';
 
 export interface Database {
   prisma: PrismaClient;
+  /** Raw SQL on the same connections as `prisma`, for measured hot paths (see sql.ts). */
+  sql: Sql;
   kind: 'postgres' | 'pglite';
   close(): Promise<void>;
 }
@@ -51,6 +54,7 @@ async function openPostgres(url: string, opts: OpenDatabaseOptions): Promise<Dat
   const prisma = new PrismaClient({ adapter: new PrismaPg(pool) });
   return {
     prisma,
+    sql: { query: async <Row extends object>(text: string, params: readonly unknown[] = []) => (await pool.query<Row>(text, [...params])).rows },
     kind: 'postgres',
     async close() {
       await prisma.$disconnect();
@@ -81,6 +85,7 @@ async function openPglite(opts: OpenDatabaseOptions): Promise<Database> {
   const prisma = new PrismaClient({ adapter: new PrismaPGlite(pglite) });
   return {
     prisma,
+    sql: { query: async <Row extends object>(text: string, params: readonly unknown[] = []) => (await pglite.query<Row>(text, [...params])).rows },
     kind: 'pglite',
     async close() {
       await prisma.$disconnect();

@@ -1,36 +1,86 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { LoginFlow, PrismaClient } from './generated/client.js';
+import { asDate, sqlThroughPrisma, type Sql } from './sql.js';
 
 export type { LoginFlow } from './generated/client.js';
 
-/** Persisted login flows, one per oidc-provider interaction. */
-export class LoginFlowRepository {
-  constructor(private readonly prisma: PrismaClient) {}
+/** The columns of `login_flows f` for flowFromRow. */
+export const FLOW_COLUMNS = 'f.id, f.interaction_uid, f.tenant_id, f.client_id, f.account_id, f.submitted_user_id, f.method, f.completed_factors, f.state, f.expires_at, f.created_at, f.updated_at';
 
-  findByInteraction(interactionUid: string): Promise<LoginFlow | null> {
-    return this.prisma.loginFlow.findUnique({ where: { interactionUid } });
+export interface FlowRow {
+  id: string;
+  interaction_uid: string;
+  tenant_id: string;
+  client_id: string;
+  account_id: string | null;
+  submitted_user_id: string | null;
+  method: string | null;
+  completed_factors: string[];
+  state: string;
+  expires_at: Date;
+  created_at: Date;
+  updated_at: Date;
+}
+
+export function flowFromRow(r: FlowRow): LoginFlow {
+  return {
+    id: r.id,
+    interactionUid: r.interaction_uid,
+    tenantId: r.tenant_id,
+    clientId: r.client_id,
+    accountId: r.account_id,
+    submittedUserId: r.submitted_user_id,
+    method: r.method,
+    completedFactors: r.completed_factors,
+    state: r.state,
+    expiresAt: asDate(r.expires_at),
+    createdAt: asDate(r.created_at),
+    updatedAt: asDate(r.updated_at),
+  };
+}
+
+/** Persisted login flows, one per oidc-provider interaction. Raw SQL: every login step reads or moves one. */
+export class LoginFlowRepository {
+  private readonly sql: Sql;
+
+  constructor(
+    private readonly prisma: PrismaClient,
+    sql?: Sql,
+  ) {
+    this.sql = sql ?? sqlThroughPrisma(prisma);
+  }
+
+  async findByInteraction(interactionUid: string): Promise<LoginFlow | null> {
+    const rows = await this.sql.query<FlowRow>(`SELECT ${FLOW_COLUMNS} FROM login_flows f WHERE f.interaction_uid = $1`, [interactionUid]);
+    return rows[0] ? flowFromRow(rows[0]) : null;
   }
 
   /**
-   * Returns the interaction's flow, creating it on first sight. One atomic INSERT ... ON CONFLICT DO
-   * NOTHING: parallel first requests of an interaction (Prisma's upsert is a read then a write) would
-   * otherwise collide on the unique key.
+   * Returns the interaction's flow, creating it on first sight, in one statement in the usual case:
+   * INSERT ... ON CONFLICT DO NOTHING RETURNING gives the new row. Parallel first requests of an
+   * interaction (Prisma's upsert is a read then a write) would otherwise collide on the unique key;
+   * the one that loses the race reads the winner's row.
    */
-  async findOrCreate(input: { interactionUid: string; tenantId: string; clientId: string; expiresAt: Date }): Promise<LoginFlow> {
-    // Every step after the first finds it: one read, as before.
-    const existing = await this.findByInteraction(input.interactionUid);
-    if (existing) return existing;
+  async create(input: { interactionUid: string; tenantId: string; clientId: string; expiresAt: Date }): Promise<LoginFlow> {
     // Only a concurrent delete (housekeeping of an expired flow) can take it away in between: once more.
     for (let attempt = 0; attempt < 2; attempt++) {
-      await this.prisma.$executeRaw`
-        INSERT INTO login_flows (id, interaction_uid, tenant_id, client_id, expires_at, updated_at)
-        VALUES (${randomUUID()}::uuid, ${input.interactionUid}, ${input.tenantId}, ${input.clientId}, ${input.expiresAt}, now())
-        ON CONFLICT (interaction_uid) DO NOTHING`;
-      const flow = await this.findByInteraction(input.interactionUid);
+      const rows = await this.sql.query<FlowRow>(
+        `INSERT INTO login_flows AS f (id, interaction_uid, tenant_id, client_id, expires_at, updated_at)
+         VALUES ($1::uuid, $2, $3, $4, $5, now())
+         ON CONFLICT (interaction_uid) DO NOTHING
+         RETURNING ${FLOW_COLUMNS}`,
+        [randomUUID(), input.interactionUid, input.tenantId, input.clientId, input.expiresAt],
+      );
+      const flow = rows[0] ? flowFromRow(rows[0]) : await this.findByInteraction(input.interactionUid);
       if (flow) return flow;
     }
     throw new Error(`login flow of ${input.interactionUid} vanished twice`);
+  }
+
+  /** Returns the interaction's flow, creating it on first sight. */
+  async findOrCreate(input: { interactionUid: string; tenantId: string; clientId: string; expiresAt: Date }): Promise<LoginFlow> {
+    return (await this.findByInteraction(input.interactionUid)) ?? this.create(input);
   }
 
   /**
@@ -55,8 +105,76 @@ export class LoginFlowRepository {
    * concurrent submissions can't both advance it.
    */
   async transition(id: string, from: string, data: Partial<Pick<LoginFlow, 'accountId' | 'submittedUserId' | 'method' | 'completedFactors' | 'state'>>): Promise<boolean> {
-    const r = await this.prisma.loginFlow.updateMany({ where: { id, state: from }, data });
-    return r.count === 1;
+    const columns: Record<keyof typeof data, string> = {
+      accountId: 'account_id',
+      submittedUserId: 'submitted_user_id',
+      method: 'method',
+      completedFactors: 'completed_factors',
+      state: 'state',
+    };
+    const sets: string[] = [];
+    const params: unknown[] = [id, from];
+    for (const [key, column] of Object.entries(columns) as Array<[keyof typeof data, string]>) {
+      if (data[key] === undefined) continue;
+      params.push(data[key]);
+      sets.push(`${column} = $${params.length}${key === 'accountId' ? '::uuid' : ''}`);
+    }
+    const rows = await this.sql.query<{ id: string }>(`UPDATE login_flows SET ${sets.join(', ')}, updated_at = now() WHERE id = $1::uuid AND state = $2 RETURNING id`, params);
+    return rows.length === 1;
+  }
+
+  /**
+   * The last factor passed: in one statement, moves the flow from `from` to complete (only if it is
+   * still there: a double submission loses), resets the account's failure counter and stamps its
+   * last login (only while it is not locked: a lock that landed first wins), and records the login
+   * event (`success`, or `locked` when the lock won). Returns null when the flow had moved on
+   * already (nothing else happened), otherwise whether the login succeeded, the previous login's
+   * time and whether the account ever succeeded from this IP before.
+   */
+  async complete(input: {
+    flowId: string;
+    from: string;
+    completedFactors: string[];
+    accountId: string;
+    locale: string | null;
+    event: { tenantId: string; submittedUserId: string | null; clientId: string; method: string | null; sourceIp: string | null; userAgent: string | null };
+  }): Promise<{ succeeded: boolean; previousLoginAt: Date | null; previousLoginIp: string | null; seenIp: boolean } | null> {
+    const e = input.event;
+    const [row] = await this.sql.query<{ moved: boolean; succeeded: boolean; prev_at: Date | null; prev_ip: string | null; seen: boolean }>(
+      `WITH moved AS (
+         UPDATE login_flows SET completed_factors = $3, state = 'complete', updated_at = now()
+          WHERE id = $1::uuid AND state = $2 RETURNING id
+       ), prev AS (
+         SELECT id, last_login_at, last_login_ip FROM accounts WHERE id = $4::uuid AND EXISTS (SELECT 1 FROM moved) FOR UPDATE
+       ), done AS (
+         UPDATE accounts a SET failed_attempts = 0, last_login_at = now(), last_login_ip = $6, locale = COALESCE($5, a.locale), updated_at = now()
+           FROM prev WHERE a.id = prev.id AND a.locked_at IS NULL
+         RETURNING prev.last_login_at AS prev_at, prev.last_login_ip AS prev_ip
+       ), event AS (
+         INSERT INTO login_events (id, tenant_id, account_id, submitted_user_id, client_id, method, result, source_ip, user_agent)
+         SELECT $7::uuid, $8, $4::uuid, $9, $10, $11, CASE WHEN EXISTS (SELECT 1 FROM done) THEN 'success' ELSE 'locked' END, $6, $12
+          WHERE EXISTS (SELECT 1 FROM moved)
+       )
+       SELECT EXISTS (SELECT 1 FROM moved) AS moved, EXISTS (SELECT 1 FROM done) AS succeeded,
+              (SELECT prev_at FROM done) AS prev_at, (SELECT prev_ip FROM done) AS prev_ip,
+              $6::text IS NULL OR EXISTS (SELECT 1 FROM login_events WHERE account_id = $4::uuid AND source_ip = $6 AND result = 'success') AS seen`,
+      [
+        input.flowId,
+        input.from,
+        input.completedFactors,
+        input.accountId,
+        input.locale,
+        e.sourceIp,
+        randomUUID(),
+        e.tenantId,
+        e.submittedUserId,
+        e.clientId,
+        e.method,
+        e.userAgent?.slice(0, 512) ?? null,
+      ],
+    );
+    if (!row?.moved) return null;
+    return { succeeded: row.succeeded, previousLoginAt: row.prev_at, previousLoginIp: row.prev_ip, seenIp: row.seen };
   }
 
   async deleteExpired(now = new Date()): Promise<number> {

@@ -38,6 +38,19 @@ export class MailOutboxRepository {
   }
 
   /**
+   * Adds a message already taken by the caller for its first attempt (as claimDue would, without a
+   * second statement): the process that queued it delivers it at once, and another instance takes it
+   * over if that process dies before the lease runs out.
+   */
+  async addClaimed(message: NewMailMessage & { payload: string }, lease: { token: string; leaseMs: number }): Promise<ClaimedMailMessage> {
+    const row = await this.prisma.mailMessage.create({
+      data: { ...columns(message), payload: message.payload, leaseToken: lease.token, lockedUntil: new Date(Date.now() + lease.leaseMs), attempts: 1 },
+      select: { id: true },
+    });
+    return { id: row.id, template: message.template, tenantId: message.tenantId, otpId: message.otpId, recipients: message.recipients, maskedTo: message.maskedTo.join(','), payload: message.payload, attempts: 1, deliverBy: message.deliverBy };
+  }
+
+  /**
    * Takes up to `limit` due pending rows (or only those of `ids`) for `leaseMs`, counting the attempt.
    * One statement, so two instances never take the same row.
    */

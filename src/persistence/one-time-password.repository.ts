@@ -1,22 +1,65 @@
+import { randomUUID } from 'node:crypto';
 import type { OneTimePassword, PrismaClient } from './generated/client.js';
+import { asDate, sqlThroughPrisma, type Sql } from './sql.js';
 
 export type { OneTimePassword } from './generated/client.js';
 
+/** The columns of `one_time_passwords o` for otpFromRow. */
+export const OTP_COLUMNS = 'o.id, o.flow_id, o.account_id, o.purpose, o.code_hmac, o.expires_at, o.consumed_at, o.delivery_failed_at, o.created_at';
+
+export interface OtpRow {
+  id: string;
+  flow_id: string | null;
+  account_id: string | null;
+  purpose: string;
+  code_hmac: string;
+  expires_at: Date;
+  consumed_at: Date | null;
+  delivery_failed_at: Date | null;
+  created_at: Date;
+}
+
+export function otpFromRow(r: OtpRow): OneTimePassword {
+  return {
+    id: r.id,
+    flowId: r.flow_id,
+    accountId: r.account_id,
+    purpose: r.purpose,
+    codeHmac: r.code_hmac,
+    expiresAt: asDate(r.expires_at),
+    consumedAt: asDate(r.consumed_at),
+    deliveryFailedAt: asDate(r.delivery_failed_at),
+    createdAt: asDate(r.created_at),
+  };
+}
+
 /** One-time passwords, stored as HMACs only. */
 export class OneTimePasswordRepository {
-  constructor(private readonly prisma: PrismaClient) {}
+  private readonly sql: Sql;
 
-  /** Stores a new code for a flow and retires the flow's earlier unused codes (a resend replaces them). */
+  constructor(
+    private readonly prisma: PrismaClient,
+    sql?: Sql,
+  ) {
+    this.sql = sql ?? sqlThroughPrisma(prisma);
+  }
+
+  /**
+   * Stores a new code for a flow and retires the flow's earlier unused codes (a resend replaces them),
+   * in one statement: the UPDATE and the INSERT of the CTE share a snapshot, as a transaction would.
+   */
   async issue(input: { flowId: string | null; accountId: string | null; purpose: string; codeHmac: string; expiresAt: Date }): Promise<OneTimePassword> {
-    return this.prisma.$transaction(async (tx) => {
-      if (input.flowId) {
-        await tx.oneTimePassword.updateMany({
-          where: { flowId: input.flowId, purpose: input.purpose, consumedAt: null },
-          data: { consumedAt: new Date() },
-        });
-      }
-      return tx.oneTimePassword.create({ data: input });
-    });
+    if (!input.flowId) return this.prisma.oneTimePassword.create({ data: input });
+    const rows = await this.sql.query<OtpRow>(
+      `WITH retired AS (
+         UPDATE one_time_passwords SET consumed_at = now() WHERE flow_id = $2::uuid AND purpose = $4 AND consumed_at IS NULL
+       )
+       INSERT INTO one_time_passwords AS o (id, flow_id, account_id, purpose, code_hmac, expires_at, created_at)
+       VALUES ($1::uuid, $2::uuid, $3::uuid, $4, $5, $6, now())
+       RETURNING ${OTP_COLUMNS}`,
+      [randomUUID(), input.flowId, input.accountId, input.purpose, input.codeHmac, input.expiresAt],
+    );
+    return otpFromRow(rows[0]!);
   }
 
   /** Stores a new account-level code (activation) and retires the account's earlier unused ones of that purpose. */
@@ -36,8 +79,12 @@ export class OneTimePasswordRepository {
   }
 
   /** The newest code of a flow, consumed or not (the caller tells wrong, expired and used apart). */
-  latestForFlow(flowId: string, purpose: string): Promise<OneTimePassword | null> {
-    return this.prisma.oneTimePassword.findFirst({ where: { flowId, purpose }, orderBy: { createdAt: 'desc' } });
+  async latestForFlow(flowId: string, purpose: string): Promise<OneTimePassword | null> {
+    const rows = await this.sql.query<OtpRow>(
+      `SELECT ${OTP_COLUMNS} FROM one_time_passwords o WHERE o.flow_id = $1::uuid AND o.purpose = $2 ORDER BY o.created_at DESC LIMIT 1`,
+      [flowId, purpose],
+    );
+    return rows[0] ? otpFromRow(rows[0]) : null;
   }
 
   /** Finds a code of the flow by its HMAC (to tell an expired or used code from a wrong one). */
@@ -52,7 +99,10 @@ export class OneTimePasswordRepository {
 
   /** Marks a code used, only if it is unused and unexpired; false when another request got there first. */
   async consume(id: string, now = new Date()): Promise<boolean> {
-    const r = await this.prisma.oneTimePassword.updateMany({ where: { id, consumedAt: null, expiresAt: { gt: now } }, data: { consumedAt: now } });
-    return r.count === 1;
+    const rows = await this.sql.query<{ id: string }>(
+      'UPDATE one_time_passwords SET consumed_at = $2 WHERE id = $1::uuid AND consumed_at IS NULL AND expires_at > $2 RETURNING id',
+      [id, now],
+    );
+    return rows.length === 1;
   }
 }

@@ -77,12 +77,12 @@ export class EmailOtpFactor implements Factor {
 
   /** Whether the mail with the current code was given up (the page then says it could not be sent). */
   undelivered(ctx: FactorContext): Promise<boolean> {
-    return this.deps.otp.deliveryFailed(ctx.flow.id);
+    return this.deps.otp.deliveryFailed(ctx.flow.id, 'login', ctx.latestCode);
   }
 
   /** Seconds to wait before another code may be sent (0: now). */
   resendWait(ctx: FactorContext): Promise<number> {
-    return this.deps.otp.resendWait(ctx.flow.id);
+    return this.deps.otp.resendWait(ctx.flow.id, 'login', ctx.latestCode);
   }
 
   render(ctx: FactorContext) {
@@ -93,7 +93,7 @@ export class EmailOtpFactor implements Factor {
     const code = normalizeOtp(input.otp);
     if (!code) throw new BadRequestError('login:errors.otp_required', {}, ctx.flowUrl);
     if (!/^\d{6,12}$/.test(code)) throw new BadRequestError('login:errors.otp_format', { length: this.deps.otpLength }, ctx.flowUrl);
-    const check = await this.deps.otp.verifyForFlow(ctx.flow.id, code);
+    const check = await this.deps.otp.verifyForFlow(ctx.flow.id, code, 'login', ctx.latestCode);
     switch (check) {
       case 'ok':
         return { kind: 'passed' };

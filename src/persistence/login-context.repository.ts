@@ -1,0 +1,54 @@
+import { ACCOUNT_COLUMNS, accountFromRow, type AccountRow, type AccountWithDevices } from './account.repository.js';
+import { FLOW_COLUMNS, flowFromRow, type FlowRow, type LoginFlow } from './login-flow.repository.js';
+import type { StoredPayloadRow } from './oidc-payload.repository.js';
+import { OTP_COLUMNS, otpFromRow, type OtpRow, type OneTimePassword } from './one-time-password.repository.js';
+import type { Sql } from './sql.js';
+
+/** Everything a login step needs from the database, loaded together at the start of the request. */
+export interface LoginContextData {
+  /** oidc-provider's stored interaction (null: none), for the adapter to serve without another read. */
+  interaction: StoredPayloadRow | null;
+  flow: LoginFlow | null;
+  /** The flow's account with its devices (null: no account chosen yet, or none). */
+  account: AccountWithDevices | null;
+  /** The flow's newest login code, consumed or not (null: none issued). */
+  latestCode: OneTimePassword | null;
+}
+
+interface Row {
+  payload: StoredPayloadRow['payload'] | null;
+  expires_at: Date | null;
+  consumed_at: Date | null;
+  found: boolean;
+  flow: FlowRow | null;
+  account: AccountRow | null;
+  code: OtpRow | null;
+}
+
+/**
+ * One statement per login step instead of one per layer: the interaction, its login flow, the
+ * flow's account with its devices and the flow's newest code (rows on the side come back as JSON).
+ */
+export class LoginContextRepository {
+  constructor(private readonly sql: Sql) {}
+
+  async load(interactionUid: string): Promise<LoginContextData> {
+    const [row] = await this.sql.query<Row>(
+      `SELECT i.payload, i.expires_at, i.consumed_at, i.id IS NOT NULL AS found,
+         (SELECT row_to_json(x) FROM (SELECT ${FLOW_COLUMNS} FROM login_flows f WHERE f.interaction_uid = $1) x) AS flow,
+         (SELECT row_to_json(x) FROM (SELECT ${ACCOUNT_COLUMNS} FROM login_flows f JOIN accounts a ON a.id = f.account_id
+            WHERE f.interaction_uid = $1) x) AS account,
+         (SELECT row_to_json(x) FROM (SELECT ${OTP_COLUMNS} FROM login_flows f JOIN one_time_passwords o ON o.flow_id = f.id
+            WHERE f.interaction_uid = $1 AND o.purpose = 'login' ORDER BY o.created_at DESC LIMIT 1) x) AS code
+       FROM (SELECT 1) AS one LEFT JOIN oidc_payloads i ON i.id = $1 AND i.type = 'Interaction'`,
+      [interactionUid],
+    );
+    if (!row) throw new Error('login context query returned no row');
+    return {
+      interaction: row.found && row.payload ? { payload: row.payload, expires_at: row.expires_at, consumed_at: row.consumed_at } : null,
+      flow: row.flow ? flowFromRow(row.flow) : null,
+      account: row.account ? accountFromRow(row.account) : null,
+      latestCode: row.code ? otpFromRow(row.code) : null,
+    };
+  }
+}
