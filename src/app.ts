@@ -91,7 +91,7 @@ export async function createApp(opts: CreateAppOptions): Promise<App> {
     keyPrefix: opts.rateLimitKeyPrefix,
     onStoreError: (err, kind) => logger.warn({ err, kind }, 'rate-limit store error'),
   });
-  const emailOtp = new EmailOtpFactor({ otp, mail, limits, otpLength: config.otp.length, otpTtlSeconds: config.otp.ttlSeconds, logger });
+  const emailOtp = new EmailOtpFactor({ otp, mail, otpLength: config.otp.length, otpTtlSeconds: config.otp.ttlSeconds, logger });
   const loginFlows = new LoginFlowService({
     flows: flowRepo,
     accounts,

@@ -21,9 +21,20 @@ export interface LimitDecision {
   remaining: number;
 }
 
+/** One count against one limit. */
+export interface LimitCheck {
+  kind: LimitKind;
+  key: string;
+}
+
 export interface RateLimits {
   /** Throws ServiceUnavailableError when the store is unreachable and the kind may not fall back (otp_mail). */
   consume(kind: LimitKind, key: string, points?: number): Promise<LimitDecision>;
+  /**
+   * Counts several limits of one request in one round trip (one statement on PostgreSQL, concurrent
+   * commands on Redis). Refused when any is refused, with the longest wait.
+   */
+  consumeAll(checks: readonly LimitCheck[]): Promise<LimitDecision>;
   /** Forget a key's count (e.g. after a successful login). Best effort: store errors are reported, not thrown. */
   reset(kind: LimitKind, key: string): Promise<void>;
   /** Releases the pg pool / Redis connection this module created; a client passed in is left open. */
@@ -31,6 +42,31 @@ export interface RateLimits {
 }
 
 type RateLimitStore = 'redis' | 'postgres' | 'memory';
+
+/**
+ * The limits of one request, counted together where the request first needs an answer: the IP limit
+ * of a login step and that step's own limit (codes mailed, codes tried) in one round trip.
+ */
+export class LimitBatch {
+  private pending: LimitCheck[] = [];
+
+  constructor(private readonly limits: Pick<RateLimits, 'consumeAll'>) {}
+
+  add(...checks: LimitCheck[]): void {
+    this.pending.push(...checks);
+  }
+
+  get uncounted(): boolean {
+    return this.pending.length > 0;
+  }
+
+  /** Counts what was added since the last count. */
+  count(): Promise<LimitDecision> {
+    const checks = this.pending;
+    this.pending = [];
+    return this.limits.consumeAll(checks);
+  }
+}
 
 /** Thrown by the rate-limit middleware; `headers` and `expose` let Koa's default handler render it too. */
 export class TooManyRequestsError extends Error {
@@ -103,6 +139,8 @@ export async function createRateLimits(opts: CreateRateLimitsOptions): Promise<R
 
   let store: RateLimitStore;
   let makeStore: (kind: LimitKind) => RateLimiterAbstract;
+  // Set for the PostgreSQL store: several checks in one statement.
+  let consumeInOneStatement: ((checks: readonly LimitCheck[]) => Promise<LimitDecision[]>) | undefined;
   const cleanups: Array<() => Promise<void>> = [];
 
   const client = opts.redis ?? (config.redisUrl ? await connectRedis(config.redisUrl, timeoutMs) : undefined);
@@ -136,6 +174,32 @@ export async function createRateLimits(opts: CreateRateLimitsOptions): Promise<R
       throw err;
     }
     makeStore = (kind) => new RateLimiterPostgres({ ...pgOptions(kind), tableCreated: true });
+    consumeInOneStatement = async (checks) => {
+      // rate-limiter-flexible's own upsert (same table, keys and window rule), for several keys at once.
+      const now = Date.now();
+      const values: unknown[] = [now];
+      const rows = checks.map((c) => {
+        values.push(`${prefix}:${c.kind}:${storageKey(c.key)}`, 1, now + windows[c.kind].duration * 1000);
+        const n = values.length;
+        return `($${n - 2}, $${n - 1}, $${n})`;
+      });
+      const result = await pool.query<{ key: string; points: number; expire: string | null }>(
+        `INSERT INTO "${RATE_LIMIT_TABLE}" AS t (key, points, expire) VALUES ${rows.join(', ')}
+         ON CONFLICT (key) DO UPDATE SET
+           points = CASE WHEN t.expire <= $1 THEN EXCLUDED.points ELSE t.points + EXCLUDED.points END,
+           expire = CASE WHEN t.expire <= $1 THEN EXCLUDED.expire ELSE t.expire END
+         RETURNING key, points, expire`,
+        values,
+      );
+      const byKey = new Map(result.rows.map((r) => [r.key, r]));
+      return checks.map((c) => {
+        const row = byKey.get(`${prefix}:${c.kind}:${storageKey(c.key)}`);
+        const points = row?.points ?? 1;
+        const msBeforeNext = row?.expire ? Math.max(Number(row.expire) - Date.now(), 0) : 0;
+        const limit = windows[c.kind].points;
+        return { allowed: points <= limit, retryAfterSeconds: points <= limit ? 0 : Math.max(1, Math.ceil(msBeforeNext / 1000)), remaining: Math.max(limit - points, 0) };
+      });
+    };
     const sweeper = setInterval(() => {
       pool
         .query(`DELETE FROM "${RATE_LIMIT_TABLE}" WHERE expire < $1`, [Date.now() - 3_600_000])
@@ -161,23 +225,43 @@ export async function createRateLimits(opts: CreateRateLimitsOptions): Promise<R
   const guard = <T>(p: Promise<T>): Promise<T> => (store === 'memory' ? p : withTimeout(p, timeoutMs));
   let closed = false;
 
-  return {
-    async consume(kind, key, points = 1) {
-      const limiter = limiters[kind];
-      const k = storageKey(key);
+  const consume = async (kind: LimitKind, key: string, points = 1): Promise<LimitDecision> => {
+    const limiter = limiters[kind];
+    const k = storageKey(key);
+    try {
+      return decision(true, await guard(limiter.store.consume(k, points)));
+    } catch (err) {
+      if (err instanceof RateLimiterRes) return decision(false, err);
+      report(err, kind);
+      if (!limiter.fallback) throw new ServiceUnavailableError(STORE_DOWN_RETRY_SECONDS);
       try {
-        return decision(true, await guard(limiter.store.consume(k, points)));
-      } catch (err) {
-        if (err instanceof RateLimiterRes) return decision(false, err);
-        report(err, kind);
-        if (!limiter.fallback) throw new ServiceUnavailableError(STORE_DOWN_RETRY_SECONDS);
+        return decision(true, await limiter.fallback.consume(k, points));
+      } catch (fallbackErr) {
+        if (fallbackErr instanceof RateLimiterRes) return decision(false, fallbackErr);
+        throw fallbackErr;
+      }
+    }
+  };
+
+  return {
+    consume,
+    async consumeAll(checks) {
+      // Each key once: a statement may not update the same row twice.
+      const unique = [...new Map(checks.map((c) => [`${c.kind}:${c.key}`, c])).values()];
+      if (unique.length === 0) return { allowed: true, retryAfterSeconds: 0, remaining: Number.MAX_SAFE_INTEGER };
+      let decisions: LimitDecision[] | undefined;
+      if (consumeInOneStatement && unique.length > 1) {
         try {
-          return decision(true, await limiter.fallback.consume(k, points));
-        } catch (fallbackErr) {
-          if (fallbackErr instanceof RateLimiterRes) return decision(false, fallbackErr);
-          throw fallbackErr;
+          decisions = await guard(consumeInOneStatement(unique));
+        } catch (err) {
+          // Counted one by one instead, each with its own rule for an unreachable store.
+          report(err);
         }
       }
+      decisions ??= await Promise.all(unique.map((c) => consume(c.kind, c.key)));
+      const refused = decisions.filter((d) => !d.allowed);
+      if (refused.length) return { allowed: false, retryAfterSeconds: Math.max(...refused.map((d) => d.retryAfterSeconds)), remaining: 0 };
+      return { allowed: true, retryAfterSeconds: 0, remaining: Math.min(...decisions.map((d) => d.remaining)) };
     },
     async reset(kind, key) {
       const limiter = limiters[kind];

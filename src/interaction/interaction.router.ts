@@ -1,9 +1,10 @@
 import Router from '@koa/router';
-import { limitIp } from '../http/rate-limit.middleware.js';
 import type { Context } from 'koa';
 import type { TenantDirectory } from '../config/index.js';
-import { BadRequestError } from '../http/errors.js';
-import type { RateLimits } from '../http/rate-limit.js';
+import { clientIp } from '../http/client-ip.js';
+import { BadRequestError, RateLimitedError } from '../http/errors.js';
+import { LimitBatch, type RateLimits } from '../http/rate-limit.js';
+import type { RequestInfo } from '../login/login-flow.service.js';
 import type { LoginFlowService } from '../login/login-flow.service.js';
 import { requiredMethod } from '../login/login-methods.js';
 import type { OidcInteractions } from '../oidc/interactions.js';
@@ -32,6 +33,25 @@ export function interactionRouter(deps: {
 
   const load = (ctx: Context) => loadInteraction(ctx, interactions);
   const step = <T>(ctx: Context, handle: Parameters<typeof withLoginStep<T>>[2]) => withLoginStep(ctx, deps, handle);
+
+  /**
+   * A form submission of the login: it counts against the caller's IP, together with the step's own
+   * limit where it has one (one round trip), or on its own once the step is done.
+   */
+  const counted = async (ctx: Context, uid: string, handle: (req: RequestInfo) => Promise<void>) => {
+    const limits = new LimitBatch(deps.limits);
+    limits.add({ kind: 'ip', key: clientIp(ctx) ?? 'unknown' });
+    try {
+      await handle({ ...requestInfo(ctx), limits });
+    } finally {
+      // Not counted yet (the step failed early, or has no limit of its own): counted now. Refused,
+      // the 429 page replaces whatever the step answered.
+      if (limits.uncounted) {
+        const d = await limits.count();
+        if (!d.allowed) throw new RateLimitedError(d.retryAfterSeconds, flowUrl(uid));
+      }
+    }
+  };
   const flowUrl = (uid: string) => `/interaction/${uid}`;
   const body = formBody;
 
@@ -63,20 +83,24 @@ export function interactionRouter(deps: {
   }));
 
   router.post('/:uid/identify', (ctx) => step(ctx, async ({ details, loaded }) => {
-    await limitIp(deps.limits, ctx, flowUrl(details.uid));
-    const flow = await flows.begin(details.uid, details.params.client_id, loaded);
-    await flows.identify(flow, body(ctx).userId, requestInfo(ctx), flowUrl(details.uid), requiredMethod(details.params.acr_values));
+    await counted(ctx, details.uid, async (req) => {
+      const flow = await flows.begin(details.uid, details.params.client_id, loaded);
+      await flows.identify(flow, body(ctx).userId, req, flowUrl(details.uid), requiredMethod(details.params.acr_values));
+    });
     ctx.status = 303;
     ctx.redirect(flowUrl(details.uid));
   }));
 
   // One handler for every factor's form: the flow knows which factor is current.
   router.post(['/:uid/otp', '/:uid/password', '/:uid/certificate'], (ctx) => step(ctx, async ({ details, loaded }) => {
-    await limitIp(deps.limits, ctx, flowUrl(details.uid));
-    const flow = await flows.begin(details.uid, details.params.client_id, loaded);
-    // A finished flow still takes its last answer again (a double click lands after the first).
-    if (!flow.state.startsWith('factor:') && flow.state !== 'complete') throw new BadRequestError('common:errors.bad_request', {}, flowUrl(details.uid));
-    const outcome = await flows.submit(flow, body(ctx), requestInfo(ctx), flowUrl(details.uid));
+    let outcome: Awaited<ReturnType<LoginFlowService['submit']>> | undefined;
+    await counted(ctx, details.uid, async (req) => {
+      const flow = await flows.begin(details.uid, details.params.client_id, loaded);
+      // A finished flow still takes its last answer again (a double click lands after the first).
+      if (!flow.state.startsWith('factor:') && flow.state !== 'complete') throw new BadRequestError('common:errors.bad_request', {}, flowUrl(details.uid));
+      outcome = await flows.submit(flow, body(ctx), req, flowUrl(details.uid));
+    });
+    if (!outcome) throw new BadRequestError('common:errors.bad_request', {}, flowUrl(details.uid));
     if ('next' in outcome) {
       ctx.status = 303;
       ctx.redirect(flowUrl(details.uid));
@@ -86,9 +110,10 @@ export function interactionRouter(deps: {
   }));
 
   router.post('/:uid/resend', (ctx) => step(ctx, async ({ details, loaded }) => {
-    await limitIp(deps.limits, ctx, flowUrl(details.uid));
-    const flow = await flows.begin(details.uid, details.params.client_id, loaded);
-    await flows.resend(flow, requestInfo(ctx), flowUrl(details.uid));
+    await counted(ctx, details.uid, async (req) => {
+      const flow = await flows.begin(details.uid, details.params.client_id, loaded);
+      await flows.resend(flow, req, flowUrl(details.uid));
+    });
     ctx.status = 303;
     ctx.redirect(`${flowUrl(details.uid)}?resent=1`);
   }));

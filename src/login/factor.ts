@@ -1,5 +1,6 @@
 import type { ClientConfig, Tenant } from '../config/index.js';
 import type { PresentedCertificate } from '../http/client-certificate.js';
+import type { LimitCheck } from '../http/rate-limit.js';
 import type { Locale } from '../i18n/index.js';
 import type { AccountWithDevices } from '../persistence/account.repository.js';
 import type { LoginFlow } from '../persistence/login-flow.repository.js';
@@ -50,8 +51,10 @@ export interface Factor {
   readonly amr: string;
   /** Whether the account can pass this factor at all (checked when a client asks for more than the account's method). */
   isConfiguredFor(account: AccountWithDevices): boolean | Promise<boolean>;
-  /** Runs when the flow reaches this step (e.g. mails the code). */
+  /** Runs when the flow reaches this step (e.g. mails the code), once `enterLimits` allowed it. */
   enter(ctx: FactorContext): Promise<void>;
+  /** Rate limits counted before `enter` (e.g. codes mailed per user ID), together with the request's own. */
+  enterLimits?(ctx: FactorContext): LimitCheck[];
   /** Factors that send something (a code) and can send it again: seconds until they may (0: now). */
   resendWait?(ctx: FactorContext): Promise<number>;
   /** Factors that mail a code: whether that mail was finally given up (the step then cannot succeed). */

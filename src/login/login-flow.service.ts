@@ -1,7 +1,7 @@
 import type { ClientConfig, LoginMethod, Tenant, TenantDirectory } from '../config/index.js';
 import type { PresentedCertificate } from '../http/client-certificate.js';
 import { BadRequestError, RateLimitedError, SessionExpiredError } from '../http/errors.js';
-import type { RateLimits } from '../http/rate-limit.js';
+import type { LimitBatch, LimitCheck, RateLimits } from '../http/rate-limit.js';
 import type { LoginEventService, LoginResult } from '../history/login-event.service.js';
 import type { Locale } from '../i18n/index.js';
 import type { LockoutService } from '../lockout/lockout.service.js';
@@ -21,6 +21,8 @@ export interface RequestInfo {
   locale: Locale;
   /** The TLS client certificate sent with the request, if any (for the certificate factor). */
   clientCertificate?: PresentedCertificate;
+  /** The request's own pending limits (its IP), counted with the first limit the step checks. */
+  limits?: LimitBatch;
 }
 
 /** A finished login, ready to be handed to the OIDC layer. */
@@ -125,6 +127,21 @@ export class LoginFlowService {
     };
   }
 
+  /** Counts `checks` (with the request's pending limits) in one round trip; refused, the 429 page. */
+  private async count(req: RequestInfo, checks: LimitCheck[], flowUrl: string): Promise<void> {
+    let decision;
+    if (req.limits) {
+      req.limits.add(...checks);
+      decision = await req.limits.count();
+    } else decision = await this.deps.limits.consumeAll(checks);
+    if (!decision.allowed) throw new RateLimitedError(decision.retryAfterSeconds, flowUrl);
+  }
+
+  private async enterFactor(factor: Factor, ctx: FactorContext, req: RequestInfo): Promise<void> {
+    await this.count(req, factor.enterLimits?.(ctx) ?? [], ctx.flowUrl);
+    await factor.enter(ctx);
+  }
+
   /** What the current page of the flow is. */
   async view(flow: LoginFlow, req: RequestInfo, flowUrl: string): Promise<FlowView> {
     if (flow.state === 'identify') return { step: 'identify' };
@@ -194,6 +211,10 @@ export class LoginFlowService {
     const own: LoginMethod = account ? effectiveMethod(account.loginMethod, tenant.contract) : decoyMethod(this.deps.decoyKey, tenant.id, userId, tenant.contract);
     const method = strongerMethod(own, required);
     const first = METHOD_FACTORS[method][0] ?? 'email_otp';
+    const next = { ...flow, accountId: account?.id ?? null, submittedUserId: userId, method, state: factorState(first) };
+    const factor = this.currentFactor(next);
+    const ctx = await this.context(next, req, flowUrl, account);
+    await this.count(req, factor.enterLimits?.(ctx) ?? [], flowUrl);
     const moved = await this.deps.flows.transition(flow.id, 'identify', {
       accountId: account?.id ?? null,
       submittedUserId: userId,
@@ -202,9 +223,7 @@ export class LoginFlowService {
       state: factorState(first),
     });
     if (!moved) throw new BadRequestError('login:errors.already_identified', {}, flowUrl);
-    const next = { ...flow, accountId: account?.id ?? null, submittedUserId: userId, method, state: factorState(first) };
-    const factor = this.currentFactor(next);
-    await factor.enter(await this.context(next, req, flowUrl, account));
+    await factor.enter(ctx);
   }
 
   /** Sends the current factor's code again, once its cool-down has passed. */
@@ -214,7 +233,7 @@ export class LoginFlowService {
     if (!factor.resendWait) throw new BadRequestError('common:errors.bad_request', {}, flowUrl);
     const wait = await factor.resendWait(ctx);
     if (wait > 0) throw new BadRequestError('login:errors.resend_wait', { seconds: wait }, flowUrl);
-    await factor.enter(ctx);
+    await this.enterFactor(factor, ctx, req);
   }
 
   /** Back to the user ID page (another ID, or a fresh start). */
@@ -235,8 +254,7 @@ export class LoginFlowService {
     const { tenant, account } = ctx;
 
     const limitKey = `${tenant.id}:${flow.submittedUserId ?? ''}`;
-    const decision = await this.deps.limits.consume('account_otp', limitKey);
-    if (!decision.allowed) throw new RateLimitedError(decision.retryAfterSeconds, flowUrl);
+    await this.count(req, [{ kind: 'account_otp', key: limitKey }], flowUrl);
 
     if (account?.lockedAt) {
       await this.event(flow, req, 'locked', account.id);
@@ -288,7 +306,7 @@ export class LoginFlowService {
       const moved = await this.deps.flows.transition(flow.id, flow.state, { completedFactors: completed, state: factorState(nextFactor) });
       if (!moved) return this.settled(flow, account, flowUrl);
       const next = { ...flow, completedFactors: completed, state: factorState(nextFactor) };
-      await this.currentFactor(next).enter({ ...ctx, flow: next });
+      await this.enterFactor(this.currentFactor(next), { ...ctx, flow: next }, req);
       return { next: nextFactor };
     }
 
@@ -367,7 +385,7 @@ export class LoginFlowService {
     });
     if (!moved) return; // a concurrent request started it
     const next = { ...flow, accountId: account.id, submittedUserId: account.userId, method, completedFactors: completed, state: factorState(first) };
-    await this.currentFactor(next).enter({ ...(await this.context(next, req, flowUrl)), account });
+    await this.enterFactor(this.currentFactor(next), { ...(await this.context(next, req, flowUrl)), account }, req);
   }
 
   private async notifyLocked(account: AccountWithDevices, ctx: FactorContext) {

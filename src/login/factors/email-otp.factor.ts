@@ -1,5 +1,5 @@
-import { BadRequestError, RateLimitedError } from '../../http/errors.js';
-import type { RateLimits } from '../../http/rate-limit.js';
+import { BadRequestError } from '../../http/errors.js';
+import type { LimitCheck } from '../../http/rate-limit.js';
 import type { Logger } from '../../logger.js';
 import { enqueueAfterResponse } from '../../mail/mail.after-response.js';
 import { isEmailAddress } from '../../mail/email-address.js';
@@ -31,7 +31,6 @@ export class EmailOtpFactor implements Factor {
     private readonly deps: {
       otp: OtpService;
       mail: MailQueue;
-      limits: RateLimits;
       otpLength: number;
       otpTtlSeconds: number;
       logger: Pick<Logger, 'error'>;
@@ -48,10 +47,11 @@ export class EmailOtpFactor implements Factor {
    * accounts get a code stored like any other (same work, same timing) but no mail, and a live
    * account's mail is queued after the response.
    */
+  enterLimits(ctx: FactorContext): LimitCheck[] {
+    return [{ kind: 'otp_mail', key: `${ctx.tenant.id}:${ctx.flow.submittedUserId ?? ''}` }];
+  }
+
   async enter(ctx: FactorContext): Promise<void> {
-    const key = `${ctx.tenant.id}:${ctx.flow.submittedUserId ?? ''}`;
-    const decision = await this.deps.limits.consume('otp_mail', key);
-    if (!decision.allowed) throw new RateLimitedError(decision.retryAfterSeconds, ctx.flowUrl);
     const { id, code, expiresAt } = await this.deps.otp.issueForFlow(ctx.flow.id, ctx.account?.id ?? null, 'login', this.deps.otpTtlSeconds);
     if (!ctx.account || !ctx.live) return;
     const to = deliverableAddresses(ctx.account);
