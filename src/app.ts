@@ -104,12 +104,13 @@ export async function createApp(opts: CreateAppOptions): Promise<App> {
     flowTtlSeconds: config.loginFlowTtlSeconds,
     revealUnknownUser: config.revealUnknownUser,
     decoyKey: secrets.otpHmacKey,
+    handoff: domain.loginHandoff,
   });
 
   // Production fails at start, not at the first certificate login, when the CA is missing.
   if (config.env === 'production' && certificatesInUse(config)) await domain.certificates.ready();
   const clientCertificate = clientCertificateReader({ header: config.certificates.clientCertHeader, trustedProxies: config.certificates.trustedProxies });
-  const provider = createProvider({ config, tenants, accounts, payloads, jwks, cookieKeys: secrets.cookieKeys, clientCertificate });
+  const provider = createProvider({ config, tenants, accounts, payloads, loginHandoff: domain.loginHandoff, jwks, cookieKeys: secrets.cookieKeys, clientCertificate });
   const interactions = new OidcInteractions(provider);
   const backchannel = new BackchannelLogout(provider);
   domain.lifecycle.useNotifier(backchannel);

@@ -5,6 +5,7 @@ import { AccountLifecycleService } from './account/account-lifecycle.service.js'
 import { AccountService } from './account/account.service.js';
 import { ActivationService } from './activation/activation.service.js';
 import { LoginEventService } from './history/login-event.service.js';
+import { LoginHandoff } from './login/login-handoff.js';
 import { LockoutService } from './lockout/lockout.service.js';
 import type { Logger } from './logger.js';
 import { unavailableWhenQueueDown } from './mail/mail-queue.guard.js';
@@ -52,6 +53,8 @@ export interface DomainServices {
   /** Ends an account's sessions and tokens on a lock, re-activation, reset, method change or delete. */
   lifecycle: AccountLifecycleService;
   providerSessions: SessionRepository;
+  /** Accounts of logins just completed here, for the same login's resume and code exchange. */
+  loginHandoff: LoginHandoff;
 }
 
 export function createDomainServices(opts: { config: AppConfig; db: Database; logger: Logger; mail?: MailQueue; mailQueue?: MailQueueOptions }): DomainServices {
@@ -64,7 +67,8 @@ export function createDomainServices(opts: { config: AppConfig; db: Database; lo
   const events = new LoginEventRepository(prisma);
   const devMail = new DevMailRepository(prisma);
   const providerSessions = new SessionRepository(prisma);
-  const lifecycle = new AccountLifecycleService({ sessions: providerSessions, logger });
+  const loginHandoff = new LoginHandoff();
+  const lifecycle = new AccountLifecycleService({ sessions: providerSessions, logger, onEnd: (id) => loginHandoff.forget(id) });
   const lockout = new LockoutService(accounts, lifecycle);
   const otpRepo = new OneTimePasswordRepository(prisma, sql);
   const mail =
@@ -107,6 +111,7 @@ export function createDomainServices(opts: { config: AppConfig; db: Database; lo
   });
   const accountService = new AccountService({ accounts, loginEvents: events, events: accountEvents, activation, mail, tenants, lifecycle, certificates });
   return {
+    loginHandoff,
     certificates,
     lifecycle,
     providerSessions,

@@ -23,7 +23,14 @@ export const signInsOf = (sessions: StoredSession[]): SiteSignIn[] =>
 export class AccountLifecycleService {
   private notifier?: SiteNotifier;
 
-  constructor(private readonly deps: { sessions: SessionRepository; logger?: Pick<Logger, 'warn' | 'info'> }) {}
+  constructor(
+    private readonly deps: {
+      sessions: SessionRepository;
+      logger?: Pick<Logger, 'warn' | 'info'>;
+      /** Told first, so nothing this instance holds for the account (LoginHandoff) outlives its access. */
+      onEnd?: (accountId: string) => void;
+    },
+  ) {}
 
   /** The provider exists after the domain services (app, CLI): sites are told once it is attached. */
   useNotifier(notifier: SiteNotifier): void {
@@ -35,6 +42,7 @@ export class AccountLifecycleService {
    * proved who it is (a change made in the account area), so it can finish what it started.
    */
   async endAccess(accountId: string, reason: AccessEndReason, opts: { keepSessionUid?: string } = {}): Promise<{ sessions: number }> {
+    this.deps.onEnd?.(accountId);
     const { sessions, deleted } = await this.deps.sessions.deleteAllForAccount(accountId, opts);
     if (deleted > 0) this.deps.logger?.info({ accountId, reason, sessions: sessions.length, rows: deleted }, 'account access ended');
     await this.tellSites(accountId, sessions);

@@ -34,10 +34,11 @@ export async function withLoginStep<T>(
   ctx: Context,
   deps: { interactions: OidcInteractions; contexts: LoginContextRepository; payloads: OidcPayloadRepository },
   handle: (step: { details: InteractionDetails; loaded: LoginContextData }) => Promise<T>,
+  submittedUserId?: string,
 ): Promise<T> {
   const uid = ctx.params.uid ?? '';
   if (!UID.test(uid)) throw new SessionExpiredError();
-  const loaded = await deps.contexts.load(uid);
+  const loaded = await deps.contexts.load(uid, submittedUserId);
   return deps.payloads.withPrefetched('Interaction', { [uid]: loaded.interaction }, async () => handle({ details: await loadInteraction(ctx, deps.interactions), loaded }));
 }
 

@@ -4,8 +4,7 @@ import type { TenantDirectory } from '../config/index.js';
 import { clientIp } from '../http/client-ip.js';
 import { BadRequestError, RateLimitedError } from '../http/errors.js';
 import { LimitBatch, type RateLimits } from '../http/rate-limit.js';
-import type { RequestInfo } from '../login/login-flow.service.js';
-import type { LoginFlowService } from '../login/login-flow.service.js';
+import { normalizeUserId, USER_ID_MAX, type LoginFlowService, type RequestInfo } from '../login/login-flow.service.js';
 import { requiredMethod } from '../login/login-methods.js';
 import type { OidcInteractions } from '../oidc/interactions.js';
 import type { LoginContextRepository } from '../persistence/login-context.repository.js';
@@ -32,7 +31,7 @@ export function interactionRouter(deps: {
   const { interactions, flows } = deps;
 
   const load = (ctx: Context) => loadInteraction(ctx, interactions);
-  const step = <T>(ctx: Context, handle: Parameters<typeof withLoginStep<T>>[2]) => withLoginStep(ctx, deps, handle);
+  const step = <T>(ctx: Context, handle: Parameters<typeof withLoginStep<T>>[2], submittedUserId?: string) => withLoginStep(ctx, deps, handle, submittedUserId);
 
   /**
    * A form submission of the login: it counts against the caller's IP, together with the step's own
@@ -82,6 +81,12 @@ export function interactionRouter(deps: {
     await ctx.render(template, { uid, clientName, otpMinutes: Math.round(deps.otpTtlSeconds / 60), notice, ...locals });
   }));
 
+  // The account of the submitted user ID is loaded with the interaction.
+  const submittedUserId = (ctx: Context) => {
+    const id = normalizeUserId(body(ctx).userId);
+    return id && id.length <= USER_ID_MAX ? id : undefined;
+  };
+
   router.post('/:uid/identify', (ctx) => step(ctx, async ({ details, loaded }) => {
     await counted(ctx, details.uid, async (req) => {
       const flow = await flows.begin(details.uid, details.params.client_id, loaded);
@@ -89,7 +94,7 @@ export function interactionRouter(deps: {
     });
     ctx.status = 303;
     ctx.redirect(flowUrl(details.uid));
-  }));
+  }, submittedUserId(ctx)));
 
   // One handler for every factor's form: the flow knows which factor is current.
   router.post(['/:uid/otp', '/:uid/password', '/:uid/certificate'], (ctx) => step(ctx, async ({ details, loaded }) => {

@@ -29,7 +29,11 @@ export interface FactorContext {
 }
 
 export type FactorOutcome =
-  | { kind: 'passed' }
+  | {
+      kind: 'passed';
+      /** A one-time code that passed: consumed by the statement that moves the flow on (only one submission wins). */
+      codeId?: string;
+    }
   | {
       kind: 'rejected';
       result: LoginResult;

@@ -7,6 +7,7 @@ import type { Locale } from '../i18n/index.js';
 import type { LockoutService } from '../lockout/lockout.service.js';
 import type { MailQueue } from '../mail/mail.types.js';
 import type { AccountRepository, AccountWithDevices } from '../persistence/account.repository.js';
+import type { LoginHandoff } from './login-handoff.js';
 import type { LoginContextData } from '../persistence/login-context.repository.js';
 import type { LoginFlow, LoginFlowRepository } from '../persistence/login-flow.repository.js';
 import type { Factor, FactorContext } from './factor.js';
@@ -59,7 +60,7 @@ const NO_ACCOUNT_ID = '00000000-0000-0000-0000-000000000000';
 export class LoginFlowService {
   private readonly factors: Map<FactorName, Factor>;
   /** What the request loaded together with a flow (its account and newest code), by the flow object. */
-  private readonly loadedWith = new WeakMap<LoginFlow, Pick<LoginContextData, 'account' | 'latestCode'>>();
+  private readonly loadedWith = new WeakMap<LoginFlow, Pick<LoginContextData, 'account' | 'latestCode' | 'submitted'>>();
 
   constructor(
     private readonly deps: {
@@ -75,6 +76,8 @@ export class LoginFlowService {
       revealUnknownUser: boolean;
       /** Server secret picking unknown IDs' decoy login method. */
       decoyKey: string;
+      /** Hands the account, as the completion left it, to the authorization's resume and code exchange. */
+      handoff?: LoginHandoff;
     },
   ) {
     this.factors = new Map(deps.factors.map((f) => [f.name, f]));
@@ -96,7 +99,7 @@ export class LoginFlowService {
     let flow: LoginFlow;
     if (loaded?.flow) {
       flow = loaded.flow;
-      this.loadedWith.set(flow, { account: loaded.account, latestCode: loaded.latestCode });
+      this.loadedWith.set(flow, { account: loaded.account, latestCode: loaded.latestCode, ...(loaded.submitted ? { submitted: loaded.submitted } : {}) });
     } else flow = loaded ? await this.deps.flows.create(input) : await this.deps.flows.findOrCreate(input);
     if (flow.expiresAt.getTime() <= Date.now()) throw new SessionExpiredError();
     return flow;
@@ -194,7 +197,9 @@ export class LoginFlowService {
     if (userId.length > USER_ID_MAX) throw new BadRequestError('login:errors.user_id_too_long', { max: USER_ID_MAX }, flowUrl);
     if (flow.state !== 'identify') throw new BadRequestError('login:errors.already_identified', {}, flowUrl);
     const { tenant } = this.clientOf(flow.clientId);
-    const account = await this.deps.accounts.findByUserId(tenant.id, userId);
+    // Usually loaded with the flow already (the same statement for known and unknown IDs).
+    const submitted = this.loadedWith.get(flow)?.submitted;
+    const account = submitted?.userId === userId ? submitted.account : await this.deps.accounts.findByUserId(tenant.id, userId);
 
     if (this.deps.revealUnknownUser) {
       if (!account) {
@@ -303,7 +308,7 @@ export class LoginFlowService {
         await this.event(flow, req, 'method_unavailable', account.id);
         throw new MethodUnavailableError(method, flowUrl);
       }
-      const moved = await this.deps.flows.transition(flow.id, flow.state, { completedFactors: completed, state: factorState(nextFactor) });
+      const moved = await this.deps.flows.transition(flow.id, flow.state, { completedFactors: completed, state: factorState(nextFactor) }, outcome.codeId);
       if (!moved) return this.settled(flow, account, flowUrl);
       const next = { ...flow, completedFactors: completed, state: factorState(nextFactor) };
       await this.enterFactor(this.currentFactor(next), { ...ctx, flow: next }, req);
@@ -317,10 +322,12 @@ export class LoginFlowService {
       completedFactors: completed,
       accountId: account.id,
       locale: req.locale,
+      ...(outcome.codeId ? { consumeCodeId: outcome.codeId } : {}),
       event: { tenantId: flow.tenantId, submittedUserId: flow.submittedUserId, clientId: flow.clientId, method: flow.method, sourceIp: req.ip, userAgent: req.userAgent },
     });
     if (!done) return this.settled(flow, account, flowUrl);
     if (!done.succeeded) throw new AccountLockedError(flowUrl);
+    if (done.account) this.deps.handoff?.put({ ...account, ...done.account, failedAttempts: 0, lastLoginIp: req.ip });
     if (!done.seenIp && done.previousLoginAt) await this.notifyNewIp(account, ctx);
     const amr = METHOD_FACTORS[method].map((name) => this.factors.get(name)?.amr ?? name);
     return { accountId: account.id, amr, acr: METHOD_ACR[method], method };

@@ -56,6 +56,8 @@ export function createOutboxMailQueue(deps: { sender: MailSender; logger: Logger
   const leaseMs = options.leaseMs ?? 5_000;
   const token = randomUUID();
   const inHand = new Map<string, Promise<void>>();
+  // When each row in hand was taken (its lease ran from then).
+  const takenAt = new Map<string, number>();
   // Rows this process queued and has not seen through an attempt: close() gives each one try.
   const own = new Set<string>();
   let closing = false;
@@ -69,8 +71,11 @@ export function createOutboxMailQueue(deps: { sender: MailSender; logger: Logger
   const pollTimer = setInterval(() => kick(), pollMs);
   pollTimer.unref();
   const leaseTimer = setInterval(() => {
-    if (!inHand.size) return;
-    outbox.renewLease([...inHand.keys()], token, leaseMs).catch((err: unknown) => logger.warn({ err: errorMessage(err) }, 'mail outbox: renewing leases failed'));
+    // Only leases a third gone: most messages are sent long before that, and need no statement.
+    const due = [...takenAt].filter(([, at]) => Date.now() - at >= leaseMs / 3).map(([id]) => id);
+    if (!due.length) return;
+    for (const id of due) takenAt.set(id, Date.now());
+    outbox.renewLease(due, token, leaseMs).catch((err: unknown) => logger.warn({ err: errorMessage(err) }, 'mail outbox: renewing leases failed'));
   }, Math.max(50, Math.floor(leaseMs / 3)));
   leaseTimer.unref();
 
@@ -110,10 +115,12 @@ export function createOutboxMailQueue(deps: { sender: MailSender; logger: Logger
       .catch((err: unknown) => logger.error({ err: errorMessage(err), id: row.id }, 'mail outbox: recording a delivery attempt failed'))
       .finally(() => {
         inHand.delete(row.id);
+        takenAt.delete(row.id);
         // Otherwise the next poll (or enqueue) finds what is due; an idle instance sends no statement here.
         if (backlog || own.size > 0) kick();
       });
     inHand.set(row.id, running);
+    takenAt.set(row.id, Date.now());
   }
 
   async function deliver(row: ClaimedMailMessage): Promise<void> {

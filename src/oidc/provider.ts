@@ -5,6 +5,7 @@ import { LOCALES, negotiateLocale } from '../i18n/index.js';
 import type { ClientCertificateReader } from '../http/client-certificate.js';
 import { ACR_VALUES, isAtLeast, methodOfAcr, requiredMethod } from '../login/login-methods.js';
 import type { AccountRepository } from '../persistence/account.repository.js';
+import type { LoginHandoff } from '../login/login-handoff.js';
 import type { OidcPayloadRepository } from '../persistence/oidc-payload.repository.js';
 import { MANAGEMENT_SCOPE } from './access-tokens.js';
 import { createAdapterFactory } from './adapter.js';
@@ -22,6 +23,8 @@ export interface ProviderDeps {
   tenants: TenantDirectory;
   accounts: AccountRepository;
   payloads: OidcPayloadRepository;
+  /** Accounts of logins just completed on this instance (see LoginHandoff). */
+  loginHandoff?: LoginHandoff;
   jwks: Jwks;
   cookieKeys: string[];
   /** The request's TLS client certificate (mutual-TLS listener or trusted proxy), for RFC 8705 binding. */
@@ -278,8 +281,10 @@ export function createProvider(deps: ProviderDeps): Provider {
       await firstPartyGrant.save();
       return firstPartyGrant;
     },
-    async findAccount(_ctx, sub) {
-      const account = await accounts.findById(sub);
+    async findAccount(ctx, sub) {
+      // The redirect and the code exchange right after a login use the account the login left.
+      const justLoggedIn = ctx.oidc?.route === 'resume' || (ctx.oidc?.route === 'token' && ctx.oidc.params?.grant_type === 'authorization_code');
+      const account = (justLoggedIn ? deps.loginHandoff?.take(sub) : undefined) ?? (await accounts.findById(sub));
       // Refresh, userinfo and silent sign-in stop for accounts that can't sign in (DESIGN.md, lifecycle).
       if (!account || !isSignInAllowed(account)) return undefined;
       return {

@@ -62,14 +62,24 @@ export class OtpService {
    * newest code counts; an older code of the same flow or a code of another flow is simply wrong.
    */
   async verifyForFlow(flowId: string, submitted: string, purpose = 'login', known?: OneTimePassword | null): Promise<OtpCheck> {
+    const { check, codeId } = await this.checkForFlow(flowId, submitted, purpose, known);
+    if (check !== 'ok') return check;
+    return (await this.repo.consume(codeId!)) ? 'ok' : 'used';
+  }
+
+  /**
+   * As verifyForFlow, without consuming: 'ok' names the code, which the caller must consume in the
+   * same statement that moves its flow on (LoginFlowRepository), so that only one submission wins.
+   */
+  async checkForFlow(flowId: string, submitted: string, purpose = 'login', known?: OneTimePassword | null): Promise<{ check: OtpCheck; codeId?: string }> {
     const latest = known !== undefined ? known : await this.repo.latestForFlow(flowId, purpose);
     const candidate = this.hmac(purpose, submitted);
     // Compare even when there is no code, so the timing doesn't tell.
     const expected = latest?.codeHmac ?? this.hmac(purpose, '');
     const same = timingSafeEqual(Buffer.from(candidate, 'hex'), Buffer.from(expected, 'hex'));
-    if (!latest || !same) return 'wrong';
-    if (latest.consumedAt) return 'used';
-    if (latest.expiresAt.getTime() <= Date.now()) return 'expired';
-    return (await this.repo.consume(latest.id)) ? 'ok' : 'used';
+    if (!latest || !same) return { check: 'wrong' };
+    if (latest.consumedAt) return { check: 'used' };
+    if (latest.expiresAt.getTime() <= Date.now()) return { check: 'expired' };
+    return { check: 'ok', codeId: latest.id };
   }
 }

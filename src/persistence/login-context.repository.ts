@@ -13,6 +13,8 @@ export interface LoginContextData {
   account: AccountWithDevices | null;
   /** The flow's newest login code, consumed or not (null: none issued). */
   latestCode: OneTimePassword | null;
+  /** For the user-ID step: the account of the ID submitted, in the flow's tenant (null: none). */
+  submitted?: { userId: string; account: AccountWithDevices | null };
 }
 
 interface Row {
@@ -23,6 +25,7 @@ interface Row {
   flow: FlowRow | null;
   account: AccountRow | null;
   code: OtpRow | null;
+  submitted: AccountRow | null;
 }
 
 /**
@@ -32,16 +35,19 @@ interface Row {
 export class LoginContextRepository {
   constructor(private readonly sql: Sql) {}
 
-  async load(interactionUid: string): Promise<LoginContextData> {
+  /** `submittedUserId`: also look up the account of this user ID (the user-ID step). */
+  async load(interactionUid: string, submittedUserId?: string): Promise<LoginContextData> {
     const [row] = await this.sql.query<Row>(
       `SELECT i.payload, i.expires_at, i.consumed_at, i.id IS NOT NULL AS found,
          (SELECT row_to_json(x) FROM (SELECT ${FLOW_COLUMNS} FROM login_flows f WHERE f.interaction_uid = $1) x) AS flow,
          (SELECT row_to_json(x) FROM (SELECT ${ACCOUNT_COLUMNS} FROM login_flows f JOIN accounts a ON a.id = f.account_id
             WHERE f.interaction_uid = $1) x) AS account,
          (SELECT row_to_json(x) FROM (SELECT ${OTP_COLUMNS} FROM login_flows f JOIN one_time_passwords o ON o.flow_id = f.id
-            WHERE f.interaction_uid = $1 AND o.purpose = 'login' ORDER BY o.created_at DESC LIMIT 1) x) AS code
+            WHERE f.interaction_uid = $1 AND o.purpose = 'login' ORDER BY o.created_at DESC LIMIT 1) x) AS code,
+         (SELECT row_to_json(x) FROM (SELECT ${ACCOUNT_COLUMNS} FROM login_flows f JOIN accounts a ON a.tenant_id = f.tenant_id AND a.user_id = $2
+            WHERE f.interaction_uid = $1 AND $2::text IS NOT NULL) x) AS submitted
        FROM (SELECT 1) AS one LEFT JOIN oidc_payloads i ON i.id = $1 AND i.type = 'Interaction'`,
-      [interactionUid],
+      [interactionUid, submittedUserId ?? null],
     );
     if (!row) throw new Error('login context query returned no row');
     return {
@@ -49,6 +55,7 @@ export class LoginContextRepository {
       flow: row.flow ? flowFromRow(row.flow) : null,
       account: row.account ? accountFromRow(row.account) : null,
       latestCode: row.code ? otpFromRow(row.code) : null,
+      ...(submittedUserId !== undefined && row.flow ? { submitted: { userId: submittedUserId, account: row.submitted ? accountFromRow(row.submitted) : null } } : {}),
     };
   }
 }

@@ -40,6 +40,10 @@ export function flowFromRow(r: FlowRow): LoginFlow {
   };
 }
 
+/** Marks a code used if it still is unused and unexpired (a CTE of the statement that moves the flow). */
+const CONSUME_CODE = (param: string) =>
+  `UPDATE one_time_passwords SET consumed_at = now() WHERE id = ${param}::uuid AND consumed_at IS NULL AND expires_at > now() RETURNING id`;
+
 /** Persisted login flows, one per oidc-provider interaction. Raw SQL: every login step reads or moves one. */
 export class LoginFlowRepository {
   private readonly sql: Sql;
@@ -104,7 +108,13 @@ export class LoginFlowRepository {
    * Moves the flow from one state to another only if it is still in the first one, so two
    * concurrent submissions can't both advance it.
    */
-  async transition(id: string, from: string, data: Partial<Pick<LoginFlow, 'accountId' | 'submittedUserId' | 'method' | 'completedFactors' | 'state'>>): Promise<boolean> {
+  async transition(
+    id: string,
+    from: string,
+    data: Partial<Pick<LoginFlow, 'accountId' | 'submittedUserId' | 'method' | 'completedFactors' | 'state'>>,
+    /** A one-time code the move depends on: consumed in the same statement, and no move if it was used meanwhile. */
+    consumeCodeId?: string,
+  ): Promise<boolean> {
     const columns: Record<keyof typeof data, string> = {
       accountId: 'account_id',
       submittedUserId: 'submitted_user_id',
@@ -118,6 +128,15 @@ export class LoginFlowRepository {
       if (data[key] === undefined) continue;
       params.push(data[key]);
       sets.push(`${column} = $${params.length}${key === 'accountId' ? '::uuid' : ''}`);
+    }
+    if (consumeCodeId) {
+      params.push(consumeCodeId);
+      const rows = await this.sql.query<{ id: string }>(
+        `WITH code AS (${CONSUME_CODE(`$${params.length}`)})
+         UPDATE login_flows SET ${sets.join(', ')}, updated_at = now() WHERE id = $1::uuid AND state = $2 AND EXISTS (SELECT 1 FROM code) RETURNING id`,
+        params,
+      );
+      return rows.length === 1;
     }
     const rows = await this.sql.query<{ id: string }>(`UPDATE login_flows SET ${sets.join(', ')}, updated_at = now() WHERE id = $1::uuid AND state = $2 RETURNING id`, params);
     return rows.length === 1;
@@ -137,19 +156,28 @@ export class LoginFlowRepository {
     completedFactors: string[];
     accountId: string;
     locale: string | null;
+    /** A one-time code the completion depends on: consumed in the same statement, and no completion if it was used meanwhile. */
+    consumeCodeId?: string;
     event: { tenantId: string; submittedUserId: string | null; clientId: string; method: string | null; sourceIp: string | null; userAgent: string | null };
-  }): Promise<{ succeeded: boolean; previousLoginAt: Date | null; previousLoginIp: string | null; seenIp: boolean } | null> {
+  }): Promise<{
+    succeeded: boolean;
+    previousLoginAt: Date | null;
+    previousLoginIp: string | null;
+    seenIp: boolean;
+    /** The account's columns the completion changed, as they are now (when it succeeded). */
+    account: { locale: string | null; lastLoginAt: Date | null; updatedAt: Date } | null;
+  } | null> {
     const e = input.event;
-    const [row] = await this.sql.query<{ moved: boolean; succeeded: boolean; prev_at: Date | null; prev_ip: string | null; seen: boolean }>(
-      `WITH moved AS (
+    const [row] = await this.sql.query<{ moved: boolean; succeeded: boolean; prev_at: Date | null; prev_ip: string | null; seen: boolean; locale: string | null; last_login_at: Date | null; updated_at: Date | null }>(
+      `WITH code AS (${input.consumeCodeId ? CONSUME_CODE('$13') : 'SELECT 1'}), moved AS (
          UPDATE login_flows SET completed_factors = $3, state = 'complete', updated_at = now()
-          WHERE id = $1::uuid AND state = $2 RETURNING id
+          WHERE id = $1::uuid AND state = $2 AND EXISTS (SELECT 1 FROM code) RETURNING id
        ), prev AS (
          SELECT id, last_login_at, last_login_ip FROM accounts WHERE id = $4::uuid AND EXISTS (SELECT 1 FROM moved) FOR UPDATE
        ), done AS (
          UPDATE accounts a SET failed_attempts = 0, last_login_at = now(), last_login_ip = $6, locale = COALESCE($5, a.locale), updated_at = now()
            FROM prev WHERE a.id = prev.id AND a.locked_at IS NULL
-         RETURNING prev.last_login_at AS prev_at, prev.last_login_ip AS prev_ip
+         RETURNING prev.last_login_at AS prev_at, prev.last_login_ip AS prev_ip, a.locale, a.last_login_at, a.updated_at
        ), event AS (
          INSERT INTO login_events (id, tenant_id, account_id, submitted_user_id, client_id, method, result, source_ip, user_agent)
          SELECT $7::uuid, $8, $4::uuid, $9, $10, $11, CASE WHEN EXISTS (SELECT 1 FROM done) THEN 'success' ELSE 'locked' END, $6, $12
@@ -157,6 +185,7 @@ export class LoginFlowRepository {
        )
        SELECT EXISTS (SELECT 1 FROM moved) AS moved, EXISTS (SELECT 1 FROM done) AS succeeded,
               (SELECT prev_at FROM done) AS prev_at, (SELECT prev_ip FROM done) AS prev_ip,
+              (SELECT locale FROM done) AS locale, (SELECT last_login_at FROM done) AS last_login_at, (SELECT updated_at FROM done) AS updated_at,
               $6::text IS NULL OR EXISTS (SELECT 1 FROM login_events WHERE account_id = $4::uuid AND source_ip = $6 AND result = 'success') AS seen`,
       [
         input.flowId,
@@ -171,10 +200,17 @@ export class LoginFlowRepository {
         e.clientId,
         e.method,
         e.userAgent?.slice(0, 512) ?? null,
+        ...(input.consumeCodeId ? [input.consumeCodeId] : []),
       ],
     );
     if (!row?.moved) return null;
-    return { succeeded: row.succeeded, previousLoginAt: row.prev_at, previousLoginIp: row.prev_ip, seenIp: row.seen };
+    return {
+      succeeded: row.succeeded,
+      previousLoginAt: row.prev_at,
+      previousLoginIp: row.prev_ip,
+      seenIp: row.seen,
+      account: row.succeeded && row.updated_at ? { locale: row.locale, lastLoginAt: row.last_login_at, updatedAt: row.updated_at } : null,
+    };
   }
 
   async deleteExpired(now = new Date()): Promise<number> {

@@ -93,10 +93,10 @@ export class EmailOtpFactor implements Factor {
     const code = normalizeOtp(input.otp);
     if (!code) throw new BadRequestError('login:errors.otp_required', {}, ctx.flowUrl);
     if (!/^\d{6,12}$/.test(code)) throw new BadRequestError('login:errors.otp_format', { length: this.deps.otpLength }, ctx.flowUrl);
-    const check = await this.deps.otp.verifyForFlow(ctx.flow.id, code, 'login', ctx.latestCode);
+    const { check, codeId } = await this.deps.otp.checkForFlow(ctx.flow.id, code, 'login', ctx.latestCode);
     switch (check) {
       case 'ok':
-        return { kind: 'passed' };
+        return { kind: 'passed', ...(codeId ? { codeId } : {}) };
       case 'expired':
         return { kind: 'rejected', result: 'expired_otp', countsAsFailure: false, messageKey: 'login:errors.otp_expired' };
       case 'used':
