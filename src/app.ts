@@ -150,6 +150,13 @@ export async function createApp(opts: CreateAppOptions): Promise<App> {
   });
   // Compiled templates are cached outside development (compiling pug on every request costs ms).
   koa.use(views(VIEWS_DIR, { extension: 'pug', options: { basedir: VIEWS_DIR, cache: config.env !== 'development' } }));
+  // koa-views looks a view up on disk before each render, first without the extension (a failing
+  // stat) and then with it: naming the file saves the failing look-up on every page.
+  koa.use(async (ctx, next) => {
+    const render = ctx.render;
+    ctx.render = (view, locals) => render(view.endsWith('.pug') ? view : `${view}.pug`, locals);
+    await next();
+  });
   koa.use(locale());
   koa.use(async (ctx, next) => {
     const presented = clientCertificate(ctx.req);

@@ -78,7 +78,7 @@ export function createDomainServices(opts: { config: AppConfig; db: Database; lo
         config,
         logger,
         sender: createMailSender({ config, transport: createMailTransport(config), logger, devMail: config.devMailbox ? devMail : undefined }),
-        store: { outbox: new MailOutboxRepository(prisma), otps: otpRepo },
+        store: { outbox: new MailOutboxRepository(prisma, sql), otps: otpRepo },
         sealKeys: secrets.cookieKeys,
         options: { ...opts.mailQueue, retry: { codeTtlMs: config.otp.ttlSeconds * 1000, ...opts.mailQueue?.retry } },
       }),

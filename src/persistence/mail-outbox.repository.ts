@@ -1,4 +1,6 @@
+import { randomUUID } from 'node:crypto';
 import type { MailMessage, PrismaClient } from './generated/client.js';
+import { sqlThroughPrisma, type Sql } from './sql.js';
 
 export type { MailMessage } from './generated/client.js';
 
@@ -30,7 +32,14 @@ export interface ClaimedMailMessage {
  * a time and an instance that dies mid-delivery leaves it to another once the lease runs out.
  */
 export class MailOutboxRepository {
-  constructor(private readonly prisma: PrismaClient) {}
+  private readonly sql: Sql;
+
+  constructor(
+    private readonly prisma: PrismaClient,
+    sql?: Sql,
+  ) {
+    this.sql = sql ?? sqlThroughPrisma(prisma);
+  }
 
   async add(message: NewMailMessage & { payload: string }): Promise<string> {
     const row = await this.prisma.mailMessage.create({ data: { ...columns(message), payload: message.payload }, select: { id: true } });
@@ -43,11 +52,14 @@ export class MailOutboxRepository {
    * over if that process dies before the lease runs out.
    */
   async addClaimed(message: NewMailMessage & { payload: string }, lease: { token: string; leaseMs: number }): Promise<ClaimedMailMessage> {
-    const row = await this.prisma.mailMessage.create({
-      data: { ...columns(message), payload: message.payload, leaseToken: lease.token, lockedUntil: new Date(Date.now() + lease.leaseMs), attempts: 1 },
-      select: { id: true },
-    });
-    return { id: row.id, template: message.template, tenantId: message.tenantId, otpId: message.otpId, recipients: message.recipients, maskedTo: message.maskedTo.join(','), payload: message.payload, attempts: 1, deliverBy: message.deliverBy };
+    // Raw SQL, as markSent: one of each per login code.
+    const id = randomUUID();
+    await this.sql.query(
+      `INSERT INTO mail_outbox (id, template, tenant_id, otp_id, recipients, masked_to, deliver_by, payload, lease_token, locked_until, attempts)
+       VALUES ($1::uuid, $2, $3, $4::uuid, $5, $6, $7, $8, $9, $10, 1)`,
+      [id, message.template, message.tenantId, message.otpId, message.recipients, message.maskedTo.join(','), message.deliverBy, message.payload, lease.token, new Date(Date.now() + lease.leaseMs)],
+    );
+    return { id, template: message.template, tenantId: message.tenantId, otpId: message.otpId, recipients: message.recipients, maskedTo: message.maskedTo.join(','), payload: message.payload, attempts: 1, deliverBy: message.deliverBy };
   }
 
   /**
@@ -92,7 +104,10 @@ export class MailOutboxRepository {
   }
 
   async markSent(id: string, token: string): Promise<void> {
-    await this.prisma.mailMessage.updateMany({ where: { id, leaseToken: token }, data: { status: 'sent', sentAt: new Date(), payload: null, lockedUntil: null, lastError: null } });
+    await this.sql.query(
+      "UPDATE mail_outbox SET status = 'sent', sent_at = now(), payload = NULL, locked_until = NULL, last_error = NULL WHERE id = $1::uuid AND lease_token = $2",
+      [id, token],
+    );
   }
 
   async markRetry(id: string, token: string, nextAttemptAt: Date, lastError: string): Promise<void> {
