@@ -1,5 +1,5 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, readlinkSync, realpathSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { createServer } from 'node:net';
 import { createInterface } from 'node:readline';
@@ -21,10 +21,15 @@ export interface ChildHandle {
   phase: string;
   lines: ChildLine[];
   exitCode(): number | null | undefined;
-  /** Peak resident set (VmHWM, kB) of the process running the script, from /proc. */
-  peakRssKb(): { pid: number; kb: number } | undefined;
-  /** CPU time (user + system, ms) the process running the script has used so far, from /proc. */
+  /**
+   * Peak resident set (VmHWM, kB) of the processes running the script (the script's process and, in
+   * cluster mode, its workers: every node process below tsx's launcher), summed; from /proc.
+   */
+  peakRssKb(): { pids: number[]; kb: number } | undefined;
+  /** CPU time (user + system, ms) those processes have used so far, summed; from /proc. */
   cpuMs(): number | undefined;
+  /** Node processes running the script now (1, or 1 + workers with Node cluster). */
+  scriptPids(): number[];
   stop(): Promise<void>;
 }
 
@@ -64,6 +69,15 @@ function vmHwmKb(pid: number): number | undefined {
   }
 }
 
+const nodeExe = realpathSync(process.execPath);
+function isNode(pid: number): boolean {
+  try {
+    return readlinkSync(`/proc/${pid}/exe`) === nodeExe;
+  } catch {
+    return false;
+  }
+}
+
 let clockTicks: number | undefined;
 function cpuMsOf(pid: number): number | undefined {
   try {
@@ -100,8 +114,13 @@ export function spawnTsx(label: string, script: string, env: Record<string, stri
       resolve();
     }),
   );
-  // The deepest process is the one running the script (tsx's launcher is its parent).
-  const scriptPid = () => descendantsOf(pid).at(-1) ?? pid;
+  // tsx's launcher (pid) starts one node process running the script, which may fork cluster workers;
+  // helpers such as esbuild's service are not node and not counted.
+  const scriptPids = () => {
+    const pids = descendantsOf(pid).filter(isNode);
+    return pids.length ? pids : [pid];
+  };
+  const sum = (values: Array<number | undefined>) => (values.some((v) => v === undefined) ? undefined : values.reduce<number>((a, v) => a + v!, 0));
   const handle: ChildHandle = {
     label,
     pid,
@@ -109,11 +128,12 @@ export function spawnTsx(label: string, script: string, env: Record<string, stri
     lines: [],
     exitCode: () => code,
     peakRssKb() {
-      const target = scriptPid();
-      const kb = vmHwmKb(target);
-      return kb === undefined ? undefined : { pid: target, kb };
+      const pids = scriptPids();
+      const kb = sum(pids.map(vmHwmKb));
+      return kb === undefined ? undefined : { pids, kb };
     },
-    cpuMs: () => cpuMsOf(scriptPid()),
+    cpuMs: () => sum(scriptPids().map(cpuMsOf)),
+    scriptPids,
     async stop() {
       if (code !== undefined) return;
       const tree = descendantsOf(pid);
