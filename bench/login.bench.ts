@@ -75,8 +75,8 @@ function usage(): string {
                          provider instance), 0 to skip (default 20)
   --sql-log              also print the distinct SQL statements of one OTP login (and of one password
                          login and one grant of each kind) with counts, to see what repeats
-  --million              latency with 1,000,000 accounts vs 1,000 (ours; default on): a second database
-                         on the same server, seeded in about 35-50 s, dropped afterwards
+  --million              latency with 1,000,000 accounts vs 1,000 (ours; default on): two more databases
+                         on the same server (the large one seeded in about 35-50 s), dropped afterwards
   --no-million           skip that comparison
   --scale-logins N       OTP logins per database size in that comparison (default 100)
   --web-concurrency N    WEB_CONCURRENCY for our provider (Node cluster workers); RSS and CPU are summed
@@ -441,6 +441,10 @@ interface SqlReport {
   lines: ChildLine[];
 }
 
+/** Statements of the mail queue (the outbox table), and the line they are counted on. */
+const MAIL_SQL = /\bmail_outbox\b/;
+const MAIL_STEP = '(mail outbox, in the background)';
+
 /** Quiet: no statement for QUIET_MS, counted from the later of the last statement and the call. */
 const QUIET_MS = 80;
 const QUIET_MAX_MS = 2_000;
@@ -463,11 +467,17 @@ async function countPerOperation(counter: PgCounter, n: number, op: (i: number, 
     const start = counter.snapshot();
     let last = start;
     const steps = new Map<string, number>();
+    // Mail goes out in the background while later steps run: its statements get a line of their own.
+    const attribute = (step: string, now: StatementCounts) => {
+      const diff = diffCounts(last, now);
+      const mail = [...diff.bySql].reduce((n, [sql, c]) => n + (MAIL_SQL.test(sql) ? c : 0), 0);
+      if (diff.total - mail > 0 || !steps.has(step)) steps.set(step, (steps.get(step) ?? 0) + diff.total - mail);
+      if (mail > 0) steps.set(MAIL_STEP, (steps.get(MAIL_STEP) ?? 0) + mail);
+      last = now;
+    };
     const afterStep: AfterStep = async (step) => {
       await waitQuiet(counter);
-      const now = counter.snapshot();
-      steps.set(step, (steps.get(step) ?? 0) + now.total - last.total);
-      last = now;
+      attribute(step, counter.snapshot());
     };
     try {
       await op(i, afterStep);
@@ -478,7 +488,7 @@ async function countPerOperation(counter: PgCounter, n: number, op: (i: number, 
     }
     await waitQuiet(counter);
     const end = counter.snapshot();
-    if (end.total > last.total) steps.set('(after the last step)', end.total - last.total);
+    if (end.total > last.total) attribute('(after the last step)', end);
     const counts = diffCounts(start, end);
     totals.push({ total: counts.total, counts, steps });
   }
@@ -621,8 +631,8 @@ async function insertAccounts(c: pg.Client, tenantId: string, prefix: string, fi
 }
 
 /**
- * OTP latency with 1,000 accounts against 1,000,000: two provider instances, one on the bench database
- * topped up to 1,000 accounts, one on a second database seeded up to 1,000,000 (filler accounts in
+ * OTP latency with 1,000 accounts against 1,000,000: two provider instances on two new databases of
+ * the bench's server, one filled up to 1,000 accounts, the other up to 1,000,000 (filler accounts in
  * another tenant). Logins run in alternating rounds (small, large, large, small, …) and the user-ID
  * probes alternate one by one, so a busier moment of the shared machine weighs on both sizes alike.
  */
@@ -636,16 +646,19 @@ async function measureScale(
   fillerTenant: string,
   userPrefix: string,
 ): Promise<ScaleReport> {
-  const large = await createBenchDatabase(databaseUrl);
-  onCleanup('drop the million-account database', () => large.drop());
+  // Two fresh databases, so the number of accounts is all that differs between them.
+  const smallDb = await createBenchDatabase(databaseUrl);
+  onCleanup('drop the 1,000-account database', () => smallDb.drop());
+  const largeDb = await createBenchDatabase(databaseUrl);
+  onCleanup('drop the million-account database', () => largeDb.drop());
   const per = opts.warmup + opts.scaleLogins + SCALE_PROBES;
   const sizes = [
-    { name: 'small', url: databaseUrl, target: SMALL_ACCOUNTS, prefix: `${userPrefix}s1-` },
-    { name: 'large', url: large.url, target: LARGE_ACCOUNTS, prefix: `${userPrefix}s2-` },
+    { name: 'small', url: smallDb.url, target: SMALL_ACCOUNTS, prefix: `${userPrefix}s1-` },
+    { name: 'large', url: largeDb.url, target: LARGE_ACCOUNTS, prefix: `${userPrefix}s2-` },
   ] as const;
-  // The large instance first: it applies the migrations to its new database.
+  // Each instance applies the migrations to its new database as it starts.
   const started: Array<{ child: ChildHandle; issuer: string }> = [];
-  for (const size of [...sizes].reverse()) started.unshift(await startProvider(`ours (${size.name} database)`, 'src/main.ts', { ...env, DATABASE_URL: size.url }));
+  for (const size of sizes) started.push(await startProvider(`ours (${size.name} database)`, 'src/main.ts', { ...env, DATABASE_URL: size.url }));
   let seeded = 0;
   let seedSeconds = 0;
   for (const size of sizes) {
@@ -874,14 +887,17 @@ function printSql(opts: Options, sql: SqlReport): void {
   console.log(`SQL statements (ours): a separate provider instance whose DATABASE_URL goes through a counting proxy`);
   console.log(`  (bench/lib/pg-counter.ts; the measured runs above did not go through it). ${sql.logins} OTP logins one at a time;`);
   console.log(`  a statement = one simple Query or one Execute; every statement of the provider process counts (mail outbox`);
-  console.log(`  included). Each step is followed by ${QUIET_MS} ms without statements, so work a step leaves behind is its own.`);
+  console.log(`  included). Each step is followed by ${QUIET_MS} ms without statements, so work a step leaves behind is its own;`);
+  console.log('  the mail outbox\'s statements (enqueue, claim, mark sent, and its periodic poll) are on a line of their own.');
   console.log(`  ${sql.connections.opened} connections through the proxy${sql.connections.opaque ? `, ${sql.connections.opaque} encrypted (not counted)` : ''}.`);
   console.log('');
   printTable(
     ['statements', 'median', 'min', 'max'],
     [
       ['per complete OTP login', String(perLogin), String(sql.perLogin[0] ?? '-'), String(sql.perLogin.at(-1) ?? '-')],
-      ...[...sql.perStep].map(([step, xs]) => [`  ${step}`, String(median(xs)), String(Math.min(...xs)), String(Math.max(...xs))]),
+      ...[...sql.perStep]
+        .sort(([p], [q]) => Number(p.startsWith('(')) - Number(q.startsWith('(')))
+        .map(([step, xs]) => [`  ${step}`, String(median(xs)), String(Math.min(...xs)), String(Math.max(...xs))]),
       ...sql.operations.map((o) => [`per ${o.name}`, String(median(o.counts)), String(o.counts[0] ?? '-'), String(o.counts.at(-1) ?? '-')]),
     ],
   );
@@ -916,8 +932,8 @@ function printScale(opts: Options, scale: ScaleReport): void {
   const runs = [scale.small, scale.large];
   const round = Math.max(opts.concurrency, 10);
   console.log('');
-  console.log(`Database size (ours): two provider instances, one on the bench database (topped up to ${SMALL_ACCOUNTS.toLocaleString('en-US')} accounts), one on a`);
-  console.log(`  second database seeded up to ${LARGE_ACCOUNTS.toLocaleString('en-US')} (filler accounts of another tenant, one device each: one INSERT …`);
+  console.log(`Database size (ours): two provider instances on two new databases, one filled up to ${SMALL_ACCOUNTS.toLocaleString('en-US')} accounts, the other`);
+  console.log(`  up to ${LARGE_ACCOUNTS.toLocaleString('en-US')} (filler accounts of another tenant, one device each: one INSERT …`);
   console.log(`  SELECT generate_series, then ANALYZE; ${scale.seeded.toLocaleString('en-US')} accounts took ${scale.seedSeconds.toFixed(1)} s). ${opts.scaleLogins} OTP logins per size with`);
   console.log(`  ${opts.concurrency} workers after ${opts.warmup} warm-up, in ${scale.rounds} alternating rounds of ${round}; then the user-ID step alone ${SCALE_PROBES} times per`);
   console.log('  size, one at a time, alternating.');
@@ -1064,7 +1080,7 @@ async function main(): Promise<void> {
     db = opened;
     onCleanup('bench database connection', async () => {
       // On a database we did not create, leave nothing of ours behind (devices, flows, events cascade).
-      if (opts.databaseUrl) await opened.prisma.account.deleteMany({ where: { tenantId: { in: [tenantId, passwordTenantId, fillerTenantId] } } });
+      if (opts.databaseUrl) await opened.prisma.account.deleteMany({ where: { tenantId: { in: [tenantId, passwordTenantId] } } });
       await opened.close();
     });
     return opened;
@@ -1138,15 +1154,28 @@ async function main(): Promise<void> {
     );
   }
 
+  // The later sections run after the comparison has been measured: one failing leaves the others' figures.
+  const sectionErrors: string[] = [];
+  const section = async <T>(name: string, run: () => Promise<T>): Promise<T | undefined> => {
+    try {
+      return await run();
+    } catch (e) {
+      if (e instanceof Interrupted || interrupted) throw e;
+      sectionErrors.push(`${name} failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+      return undefined;
+    }
+  };
   let sql: SqlReport | undefined;
   let scale: ScaleReport | undefined;
   if (opts.ours && databaseUrl) {
-    if (opts.sqlLogins > 0) {
-      const otpUsers = await createAccounts(tenantId, 'sql', opts.sqlLogins + 3);
-      const pwUsers = opts.passwordLogins > 0 ? await createPasswordAccounts('sql-pw', Math.min(opts.sqlLogins, 10)) : [];
-      sql = await measureSql(opts, ourEnv, databaseUrl, sink, { otp: otpUsers, password: pwUsers }, clients);
-    }
-    if (opts.million) scale = await measureScale(opts, ourEnv, databaseUrl, sink, clients.rp, tenantId, fillerTenantId, `b-${runId}-`);
+    const url = databaseUrl;
+    if (opts.sqlLogins > 0)
+      sql = await section('SQL statements', async () => {
+        const otpUsers = await createAccounts(tenantId, 'sql', opts.sqlLogins + 3);
+        const pwUsers = opts.passwordLogins > 0 ? await createPasswordAccounts('sql-pw', Math.min(opts.sqlLogins, 10)) : [];
+        return measureSql(opts, ourEnv, url, sink, { otp: otpUsers, password: pwUsers }, clients);
+      });
+    if (opts.million) scale = await section('Database size', () => measureScale(opts, ourEnv, url, sink, clients.rp, tenantId, fillerTenantId, `b-${runId}-`));
   }
 
   printComparison(opts, reports, database);
@@ -1157,6 +1186,8 @@ async function main(): Promise<void> {
   printTail(reports);
   if (sql) printLines('ours (SQL count)', sql.lines);
   if (scale) printLines('ours (database size runs)', scale.lines);
+  for (const e of sectionErrors) console.log(`\n${e}`);
+  if (sectionErrors.length) process.exitCode = 1;
   const s = sink.stats();
   if (s.withoutOtp || s.parseErrors) console.log(`\nSMTP sink: ${s.messages} messages, ${s.withoutOtp} without an OTP, ${s.parseErrors} unparsable`);
 }
@@ -1164,6 +1195,7 @@ async function main(): Promise<void> {
 let exitCode = 0;
 try {
   await main();
+  exitCode = Number(process.exitCode ?? 0);
 } catch (e) {
   if (!interrupted) {
     console.error(`benchmark failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
