@@ -340,6 +340,13 @@ async function startProvider(name: string, script: string, env: Record<string, s
   const child = spawnTsx(name, script, { ...env, PORT: String(port), ISSUER: issuer }, ROOT);
   onCleanup(`stop ${name}`, () => child.stop());
   await waitForHttp(child, `${issuer}/health`);
+  // A cluster answers as soon as its first worker listens; the others start after it. Measuring
+  // begins once all of them are up and idle.
+  const workers = Number(env.WEB_CONCURRENCY ?? 1);
+  if (workers > 1) {
+    const seen = await child.settle(workers + 1);
+    if (seen < workers + 1) child.lines.push({ phase: 'startup', stream: 'stderr', text: `WEB_CONCURRENCY=${workers}, but node processes running the provider: ${seen}` });
+  }
   return { child, issuer };
 }
 
@@ -842,7 +849,7 @@ function printComparison(opts: Options, reports: TargetReport[], database: strin
   console.log('');
   console.log(`Login benchmark: ${opts.logins} OTP logins per provider, ${opts.concurrency} concurrent workers, after ${opts.warmup} warm-up logins (not counted).`);
   if (ours) {
-    const wc = opts.webConcurrency ? `WEB_CONCURRENCY=${opts.webConcurrency} (${ours.processes} node processes seen)` : 'WEB_CONCURRENCY not set';
+    const wc = opts.webConcurrency ? `WEB_CONCURRENCY=${opts.webConcurrency} (node processes seen: ${ours.processes})` : 'WEB_CONCURRENCY not set';
     console.log(`  ours = tsx src/main.ts, NODE_ENV=production, PostgreSQL (${database}), in-process mail queue, no Redis, ${wc}`);
   }
   if (reports.some((r) => r.name === 'bare')) console.log('  bare = bench/bare-provider.ts: oidc-provider with its in-memory adapter, minimal user-ID + OTP interaction');
@@ -853,7 +860,7 @@ function printComparison(opts: Options, reports: TargetReport[], database: strin
   console.log('  waiting for the mail; "mail delivery" = user-ID response → message parsed at the sink (about 100 ms');
   console.log('  of it is the fixed pre-greeting delay of the smtp-server package, the same for both).');
   console.log('  RSS and CPU: every node process running the provider (with cluster workers: their sum; VmHWM summed');
-  console.log('  is each process\'s own peak, an upper bound of the peak together). RSS and CPU are of the OTP run.');
+  console.log('  is each process\'s own peak, an upper bound of the peak together): RSS up to the end of the OTP run, CPU during it.');
   if (opts.grants > 0) {
     console.log(`  Grants: ${opts.grants} of each kind after ${opts.warmup} warm-up; refresh_token with one token per worker (from the`);
     console.log(`  OTP logins, confidential client), client_credentials for scope ${MANAGEMENT_SCOPE} with ${opts.concurrency} workers.`);

@@ -30,6 +30,11 @@ export interface ChildHandle {
   cpuMs(): number | undefined;
   /** Node processes running the script now (1, or 1 + workers with Node cluster). */
   scriptPids(): number[];
+  /**
+   * Waits until `processes` node processes run the script (or just one: no cluster) and none of them
+   * is busy any more (start-up done), bounded by `timeoutMs`. Returns how many processes there are.
+   */
+  settle(processes: number, timeoutMs?: number): Promise<number>;
   stop(): Promise<void>;
 }
 
@@ -77,6 +82,10 @@ function isNode(pid: number): boolean {
     return false;
   }
 }
+
+/** A process is done starting once it uses less than SETTLE_CPU_MS of CPU in SETTLE_WINDOW_MS. */
+const SETTLE_WINDOW_MS = 500;
+const SETTLE_CPU_MS = 30;
 
 let clockTicks: number | undefined;
 function cpuMsOf(pid: number): number | undefined {
@@ -134,6 +143,17 @@ export function spawnTsx(label: string, script: string, env: Record<string, stri
     },
     cpuMs: () => sum(scriptPids().map(cpuMsOf)),
     scriptPids,
+    async settle(processes, timeoutMs = 60_000) {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const pids = scriptPids();
+        const before = pids.map(cpuMsOf);
+        await new Promise((r) => setTimeout(r, SETTLE_WINDOW_MS));
+        const same = scriptPids().join() === pids.join();
+        const idle = pids.every((p, i) => (cpuMsOf(p) ?? Infinity) - (before[i] ?? 0) < SETTLE_CPU_MS);
+        if ((same && idle && (pids.length >= processes || pids.length === 1)) || Date.now() > deadline || code !== undefined) return pids.length;
+      }
+    },
     async stop() {
       if (code !== undefined) return;
       const tree = descendantsOf(pid);
