@@ -17,6 +17,9 @@ const issuer = required('ISSUER');
 const clientId = required('CLIENT_ID');
 const clientSecret = required('CLIENT_SECRET');
 const redirectUri = required('REDIRECT_URI');
+// A back office (client_credentials for the management scope), as registered for ours.
+const backofficeId = required('BACKOFFICE_CLIENT_ID');
+const backofficeSecret = required('BACKOFFICE_CLIENT_SECRET');
 // Accounts are not stored: any user ID is an account whose one device is <user ID>@MAIL_DOMAIN.
 const mailDomain = required('MAIL_DOMAIN');
 const jwks = JSON.parse(required('JWKS')) as Configuration['jwks'];
@@ -34,15 +37,24 @@ const provider = new Provider(issuer, {
       response_types: ['code'],
       require_auth_time: true,
     },
+    {
+      client_id: backofficeId,
+      client_secret: backofficeSecret,
+      redirect_uris: [redirectUri],
+      grant_types: ['authorization_code', 'refresh_token', 'client_credentials'],
+      response_types: ['code'],
+      scope: 'openid profile email offline_access management',
+    },
   ],
   jwks,
   cookies: { keys: cookieKeys },
   pkce: { required: () => true },
-  features: { devInteractions: { enabled: false } },
+  features: { devInteractions: { enabled: false }, clientCredentials: { enabled: true } },
+  scopes: ['openid', 'offline_access', 'management'],
   claims: { openid: ['sub', 'auth_time'], profile: ['preferred_username'], email: ['email', 'email_verified'] },
   conformIdTokenClaims: false,
   // The same lifetimes as ours (and no notices about default ones).
-  ttl: { AccessToken: 600, AuthorizationCode: 60, IdToken: 3600, Interaction: 1800, Session: 8 * 3600, Grant: 14 * 24 * 3600, RefreshToken: 14 * 24 * 3600 },
+  ttl: { AccessToken: 600, ClientCredentials: 600, AuthorizationCode: 60, IdToken: 3600, Interaction: 1800, Session: 8 * 3600, Grant: 14 * 24 * 3600, RefreshToken: 14 * 24 * 3600 },
   interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
   // Same token work as ours: a refresh token for every login, and no consent screen.
   issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),

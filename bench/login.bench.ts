@@ -1,5 +1,7 @@
 // Login throughput and latency of the provider, run as its own process on PostgreSQL, against a bare
-// oidc-provider (in-memory, minimal interaction of the same shape) as the baseline.
+// oidc-provider (in-memory, minimal interaction of the same shape) as the baseline; then password
+// logins, refresh_token and client_credentials grants, SQL statements per login (through a counting
+// proxy, in a separate provider instance) and latency with a million accounts.
 // `npm run bench -- --logins 500 --concurrency 20`; see usage() for every option.
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -8,32 +10,78 @@ import { dirname, join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { exportJWK, generateKeyPair } from 'jose';
+import type * as oidc from 'openid-client';
 import pg from 'pg';
+import { hashSecret } from '../src/credentials/hashing.js';
 import { AccountRepository } from '../src/persistence/account.repository.js';
-import { MEMORY_DATA_DIR, openDatabase } from '../src/persistence/database.js';
+import { MEMORY_DATA_DIR, openDatabase, type Database } from '../src/persistence/database.js';
 import { freePort, spawnTsx, waitForHttp, type ChildHandle, type ChildLine } from './lib/child.js';
-import { discoverRp, LoginError, REDIRECT_URI, runLogin, timeUserIdStep, type LoginSample } from './lib/login-driver.js';
+import {
+  clientCredentialsGrant,
+  discoverRp,
+  LoginError,
+  REDIRECT_URI,
+  refreshGrant,
+  runLogin,
+  timeUserIdStep,
+  type AfterStep,
+  type LoginProof,
+  type LoginSample,
+} from './lib/login-driver.js';
 import { startOtpSink, type OtpSink } from './lib/otp-sink.js';
+import { diffCounts, startPgCounter, type PgCounter, type StatementCounts } from './lib/pg-counter.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const MAIL_DOMAIN = 'bench.example.test';
 const HIGH_LIMIT = '1000000';
+const PASSWORD = 'kiri-no-naka-no-fune-42';
+/** The back office's scope for its client_credentials tokens (the management API). */
+const MANAGEMENT_SCOPE = 'management';
+
+/** The performance targets the report checks. */
+const TARGETS = { statementsPerLogin: 25, passwordLoginsPerSecond: 40, millionRatio: 1.1 } as const;
 
 interface Options {
   logins: number;
   concurrency: number;
   warmup: number;
   databaseUrl: string | undefined;
+  /** Which providers to run; ours-only phases need ours. */
+  ours: boolean;
+  bare: boolean;
+  passwordLogins: number;
+  grants: number;
+  sqlLogins: number;
+  sqlLog: boolean;
+  million: boolean;
+  scaleLogins: number;
+  webConcurrency: string | undefined;
 }
 
 function usage(): string {
-  return `usage: npm run bench -- [--logins N] [--concurrency C] [--warmup W] [--database-url URL]
-  --logins N          logins measured per provider (default 200; env BENCH_LOGINS)
-  --concurrency C     concurrent workers (default 10; env BENCH_CONCURRENCY)
-  --warmup W          logins run first and not counted (default C; env BENCH_WARMUP)
-  --database-url URL  PostgreSQL for the provider (env BENCH_DATABASE_URL); default: a fresh
-                      database bench_<random> on PGHOST:PGPORT (127.0.0.1:5432, user postgres), dropped afterwards`;
+  return `usage: npm run bench -- [options]
+  --logins N             OTP logins measured per provider (default 200; env BENCH_LOGINS)
+  --concurrency C        concurrent workers for every throughput run (default 10; env BENCH_CONCURRENCY)
+  --warmup W             logins (and grants) run first and not counted (default C; env BENCH_WARMUP)
+  --database-url URL     PostgreSQL for the provider (env BENCH_DATABASE_URL); default: a fresh
+                         database bench_<random> on PGHOST:PGPORT (127.0.0.1:5432, user postgres), dropped afterwards
+  --only ours|bare       run one provider only (ours-only sections need ours)
+  --skip-bare            the same as --only ours
+  --password-logins N    password logins (ours; tenant with the password method), 0 to skip (default: --logins)
+  --grants N             refresh_token and client_credentials grants each, per provider, 0 to skip (default 1000)
+  --sql-logins N         OTP logins, one at a time, through the SQL-counting proxy (ours; a separate
+                         provider instance), 0 to skip (default 20)
+  --sql-log              also print the distinct SQL statements of one OTP login (and of one password
+                         login and one grant of each kind) with counts, to see what repeats
+  --million              latency with 1,000,000 accounts vs 1,000 (ours; default on): two more databases
+                         on the same server (the large one seeded in about 35-50 s), dropped afterwards
+  --no-million           skip that comparison
+  --scale-logins N       OTP logins per database size in that comparison (default 100)
+  --web-concurrency N    WEB_CONCURRENCY for our provider (Node cluster workers); RSS and CPU are summed
+                         over all its node processes (default: not set; env BENCH_WEB_CONCURRENCY)
+  -h, --help             this text`;
 }
 
 function parseOptions(): Options {
@@ -43,6 +91,16 @@ function parseOptions(): Options {
       concurrency: { type: 'string' },
       warmup: { type: 'string' },
       'database-url': { type: 'string' },
+      only: { type: 'string' },
+      'skip-bare': { type: 'boolean' },
+      'password-logins': { type: 'string' },
+      grants: { type: 'string' },
+      'sql-logins': { type: 'string' },
+      'sql-log': { type: 'boolean' },
+      million: { type: 'boolean' },
+      'no-million': { type: 'boolean' },
+      'scale-logins': { type: 'string' },
+      'web-concurrency': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -60,7 +118,26 @@ function parseOptions(): Options {
   const logins = int('--logins', values.logins ?? env.BENCH_LOGINS, 200, 1);
   const concurrency = int('--concurrency', values.concurrency ?? env.BENCH_CONCURRENCY, 10, 1);
   const warmup = int('--warmup', values.warmup ?? env.BENCH_WARMUP, concurrency, 0);
-  return { logins, concurrency, warmup, databaseUrl: values['database-url'] ?? (env.BENCH_DATABASE_URL || undefined) };
+  const only = values['skip-bare'] ? 'ours' : values.only;
+  if (only !== undefined && only !== 'ours' && only !== 'bare') throw new Error(`--only must be ours or bare, got "${only}"\n${usage()}`);
+  if (values.million && values['no-million']) throw new Error(`--million and --no-million contradict each other\n${usage()}`);
+  const webConcurrency = values['web-concurrency'] ?? (env.BENCH_WEB_CONCURRENCY || undefined);
+  if (webConcurrency !== undefined) int('--web-concurrency', webConcurrency, 0, 1);
+  return {
+    logins,
+    concurrency,
+    warmup,
+    databaseUrl: values['database-url'] ?? (env.BENCH_DATABASE_URL || undefined),
+    ours: only !== 'bare',
+    bare: only !== 'ours',
+    passwordLogins: int('--password-logins', values['password-logins'], logins, 0),
+    grants: int('--grants', values.grants, 1000, 0),
+    sqlLogins: int('--sql-logins', values['sql-logins'], 20, 0),
+    sqlLog: values['sql-log'] === true,
+    million: !values['no-million'],
+    scaleLogins: int('--scale-logins', values['scale-logins'], 100, 1),
+    webConcurrency,
+  };
 }
 
 // ---- cleanup, whatever happens -------------------------------------------------------------------
@@ -108,13 +185,19 @@ for (const signal of Object.keys(SIGNAL_EXIT) as Array<keyof typeof SIGNAL_EXIT>
 
 // ---- PostgreSQL ----------------------------------------------------------------------------------
 
-async function createBenchDatabase(): Promise<{ url: string; drop(): Promise<void> }> {
-  const host = process.env.PGHOST ?? '127.0.0.1';
-  const port = Number(process.env.PGPORT ?? 5432);
-  const user = process.env.PGUSER ?? 'postgres';
+/**
+ * Creates an empty database on the server of `like` (a connection string; its credentials are used),
+ * or on PGHOST:PGPORT as PGUSER (default 127.0.0.1:5432, postgres).
+ */
+async function createBenchDatabase(like?: string): Promise<{ url: string; drop(): Promise<void> }> {
+  const base = like ? new URL(like) : undefined;
+  const host = base ? base.hostname : (process.env.PGHOST ?? '127.0.0.1');
+  const port = base ? Number(base.port || 5432) : Number(process.env.PGPORT ?? 5432);
+  const user = base ? decodeURIComponent(base.username) || 'postgres' : (process.env.PGUSER ?? 'postgres');
+  const password = base ? decodeURIComponent(base.password) || undefined : process.env.PGPASSWORD;
   const name = `bench_${randomBytes(6).toString('hex')}`;
   const admin = async <T>(fn: (c: pg.Client) => Promise<T>): Promise<T> => {
-    const c = new pg.Client({ host, port, user, password: process.env.PGPASSWORD, database: 'postgres' });
+    const c = new pg.Client({ host, port, user, password, database: 'postgres' });
     await c.connect();
     try {
       return await fn(c);
@@ -123,7 +206,7 @@ async function createBenchDatabase(): Promise<{ url: string; drop(): Promise<voi
     }
   };
   await admin((c) => c.query(`CREATE DATABASE "${name}"`));
-  const auth = process.env.PGPASSWORD ? `${encodeURIComponent(user)}:${encodeURIComponent(process.env.PGPASSWORD)}` : encodeURIComponent(user);
+  const auth = password ? `${encodeURIComponent(user)}:${encodeURIComponent(password)}` : encodeURIComponent(user);
   return {
     url: `postgresql://${auth}@${host}:${port}/${name}`,
     drop: () =>
@@ -135,25 +218,26 @@ async function createBenchDatabase(): Promise<{ url: string; drop(): Promise<voi
   };
 }
 
-// ---- running logins ------------------------------------------------------------------------------
+// ---- running operations concurrently ------------------------------------------------------------
 
-interface RunResult {
-  samples: LoginSample[];
+interface RunResult<T> {
+  samples: T[];
   attempted: number;
   wallMs: number;
   failures: Map<string, number>;
   statuses5xx: number;
 }
 
-async function runMany(count: number, concurrency: number, login: (i: number) => Promise<LoginSample>): Promise<RunResult> {
-  const result: RunResult = { samples: [], attempted: count, wallMs: 0, failures: new Map(), statuses5xx: 0 };
+/** Runs `count` operations with `concurrency` workers; `op` gets the operation's index and its worker's. */
+async function runMany<T>(count: number, concurrency: number, op: (i: number, worker: number) => Promise<T>): Promise<RunResult<T>> {
+  const result: RunResult<T> = { samples: [], attempted: count, wallMs: 0, failures: new Map(), statuses5xx: 0 };
   let next = 0;
   const t0 = performance.now();
-  const worker = async () => {
+  const worker = async (w: number) => {
     while (next < count && !interrupted) {
       const i = next++;
       try {
-        result.samples.push(await login(i));
+        result.samples.push(await op(i, w));
       } catch (e) {
         if (e instanceof LoginError && e.status !== undefined && e.status >= 500) result.statuses5xx++;
         // Distinct failures are counted once per kind: interaction ids and codes would make each unique.
@@ -162,82 +246,506 @@ async function runMany(count: number, concurrency: number, login: (i: number) =>
       }
     }
   };
-  await Promise.all(Array.from({ length: Math.min(concurrency, count) }, worker));
+  await Promise.all(Array.from({ length: Math.min(concurrency, count) }, (_, w) => worker(w)));
   result.wallMs = performance.now() - t0;
   return result;
 }
 
-interface TargetReport {
-  name: string;
-  run: RunResult;
-  peakRss: { pid: number; kb: number } | undefined;
+/** Milliseconds an operation took. */
+async function timed(op: () => Promise<unknown>): Promise<number> {
+  const t0 = performance.now();
+  await op();
+  return performance.now() - t0;
+}
+
+interface Measured<T> {
+  run: RunResult<T>;
   /** CPU time the provider used during the measured run. */
   cpuMs: number | undefined;
+}
+
+/** A warm-up (not counted), then the measured run with the provider's CPU time around it. */
+async function measure<T>(
+  child: ChildHandle,
+  label: string,
+  counts: { warmup: number; measured: number; concurrency: number },
+  op: (i: number, worker: number) => Promise<T>,
+): Promise<Measured<T>> {
+  checkInterrupted();
+  if (counts.warmup > 0) {
+    child.phase = `${label} warm-up`;
+    process.stderr.write(`${child.label}: ${counts.warmup} warm-up ${label}… `);
+    const w = await runMany(counts.warmup, counts.concurrency, op);
+    checkInterrupted();
+    process.stderr.write(`${w.samples.length} ok\n`);
+  }
+  child.phase = label;
+  process.stderr.write(`${child.label}: ${counts.measured} ${label} with ${counts.concurrency} workers… `);
+  const cpuBefore = child.cpuMs();
+  const run = await runMany(counts.measured, counts.concurrency, (i, w) => op(counts.warmup + i, w));
+  const cpuAfter = child.cpuMs();
+  checkInterrupted();
+  process.stderr.write(`${run.samples.length} ok in ${(run.wallMs / 1000).toFixed(1)} s\n`);
+  return { run, cpuMs: cpuBefore !== undefined && cpuAfter !== undefined ? cpuAfter - cpuBefore : undefined };
+}
+
+// ---- one provider --------------------------------------------------------------------------------
+
+interface TargetReport {
+  name: string;
+  otp: Measured<LoginSample>;
+  peakRss: { pids: number[]; kb: number } | undefined;
+  /** Node processes of the provider seen during the OTP run. */
+  processes: number;
   lines: ChildLine[];
   /** Milliseconds of the user-ID step per kind of user ID (ascending). */
   userIdStep?: Record<string, number[]>;
+  password?: Measured<LoginSample>;
+  refresh?: Measured<number>;
+  clientCredentials?: Measured<number>;
+}
+
+interface Client {
+  id: string;
+  secret: string;
 }
 
 interface Target {
   name: string;
   script: string;
   env: Record<string, string>;
-  clientId: string;
-  clientSecret: string;
+  client: Client;
+  /** A back office allowed client_credentials for the management scope. */
+  backoffice: Client;
   /** Makes the accounts for `count` logins (user IDs unique to this target). */
-  prepareAccounts(count: number): Promise<Array<{ userId: string; email: string }>>;
+  prepareAccounts(count: number): Promise<User[]>;
   /** User IDs by kind (live, pending, unknown) for timing the user-ID step alone, after the logins. */
   prepareUserIdProbe?(perKind: number): Promise<Record<string, string[]>>;
+  /** Password logins: a client of a tenant allowing the method, and its accounts (all with PASSWORD). */
+  password?: { client: Client; prepareAccounts(count: number): Promise<User[]> };
+}
+
+interface User {
+  userId: string;
+  email: string;
 }
 
 /** Kinds of user ID whose user-ID step is timed, each this many times, interleaved and one at a time. */
 const PROBE_PER_KIND = 100;
 
-async function benchmarkTarget(target: Target, sink: OtpSink, opts: Options): Promise<TargetReport> {
+async function startProvider(name: string, script: string, env: Record<string, string>): Promise<{ child: ChildHandle; issuer: string }> {
   checkInterrupted();
   const port = await freePort();
   const issuer = `http://127.0.0.1:${port}`;
-  const child: ChildHandle = spawnTsx(target.name, target.script, { ...target.env, PORT: String(port), ISSUER: issuer }, ROOT);
-  onCleanup(`stop ${target.name}`, () => child.stop());
+  const child = spawnTsx(name, script, { ...env, PORT: String(port), ISSUER: issuer }, ROOT);
+  onCleanup(`stop ${name}`, () => child.stop());
   await waitForHttp(child, `${issuer}/health`);
+  // A cluster answers as soon as its first worker listens; the others start after it. Measuring
+  // begins once all of them are up and idle.
+  const workers = Number(env.WEB_CONCURRENCY ?? 1);
+  if (workers > 1) {
+    const seen = await child.settle(workers + 1);
+    if (seen < workers + 1) child.lines.push({ phase: 'startup', stream: 'stderr', text: `WEB_CONCURRENCY=${workers}, but node processes running the provider: ${seen}` });
+  }
+  return { child, issuer };
+}
+
+async function stopProvider(child: ChildHandle): Promise<void> {
+  await child.stop();
+  const exit = child.exitCode();
+  if (exit !== 0) child.lines.push({ phase: 'shutdown', stream: 'stderr', text: `process exited with ${exit}` });
+}
+
+async function benchmarkTarget(target: Target, sink: OtpSink, opts: Options): Promise<TargetReport> {
+  const { child, issuer } = await startProvider(target.name, target.script, target.env);
+  const counts = { warmup: opts.warmup, measured: opts.logins, concurrency: opts.concurrency };
 
   const users = await target.prepareAccounts(opts.warmup + opts.logins);
-  const rp = await discoverRp(issuer, target.clientId, target.clientSecret);
-  const login = (offset: number) => (i: number) => runLogin(rp, issuer, sink, users[offset + i]!);
-
-  child.phase = 'warm-up';
-  if (opts.warmup > 0) {
-    process.stderr.write(`${target.name}: ${opts.warmup} warm-up logins… `);
-    const w = await runMany(opts.warmup, opts.concurrency, login(0));
-    checkInterrupted();
-    process.stderr.write(`${w.samples.length} ok\n`);
-  }
-  child.phase = 'run';
-  process.stderr.write(`${target.name}: ${opts.logins} logins with ${opts.concurrency} workers… `);
-  const cpuBefore = child.cpuMs();
-  const run = await runMany(opts.logins, opts.concurrency, login(opts.warmup));
-  const cpuAfter = child.cpuMs();
-  checkInterrupted();
-  process.stderr.write(`${run.samples.length} ok in ${(run.wallMs / 1000).toFixed(1)} s\n`);
+  const rp = await discoverRp(issuer, target.client.id, target.client.secret);
+  const otpProof: LoginProof = { kind: 'otp', sink };
+  let processes = 0;
+  const otp = await measure(child, 'OTP logins', counts, async (i) => {
+    processes = Math.max(processes, child.scriptPids().length);
+    return runLogin(rp, issuer, otpProof, users[i]!);
+  });
   const peakRss = child.peakRssKb();
+
   let userIdStep: Record<string, number[]> | undefined;
   if (target.prepareUserIdProbe) {
     child.phase = 'user-ID probe';
     const ids = await target.prepareUserIdProbe(PROBE_PER_KIND);
     process.stderr.write(`${target.name}: user-ID step, ${PROBE_PER_KIND} times each for ${Object.keys(ids).join(', ')}… `);
-    userIdStep = Object.fromEntries(Object.keys(ids).map((k) => [k, [] as number[]]));
-    // Interleaved, so a slower moment of the machine hits every kind alike.
-    for (let i = 0; i < PROBE_PER_KIND && !interrupted; i++)
-      for (const [kind, list] of Object.entries(ids)) userIdStep[kind]!.push(await timeUserIdStep(rp, issuer, list[i]!));
-    for (const xs of Object.values(userIdStep)) xs.sort((p, q) => p - q);
+    userIdStep = await probeUserIdStep(rp, issuer, ids, PROBE_PER_KIND);
     checkInterrupted();
     process.stderr.write('done\n');
   }
-  await child.stop();
-  const exit = child.exitCode();
-  if (exit !== 0) child.lines.push({ phase: 'shutdown', stream: 'stderr', text: `process exited with ${exit}` });
-  const cpuMs = cpuBefore !== undefined && cpuAfter !== undefined ? cpuAfter - cpuBefore : undefined;
-  return { name: target.name, run, peakRss, cpuMs, lines: child.lines, ...(userIdStep ? { userIdStep } : {}) };
+
+  let password: Measured<LoginSample> | undefined;
+  if (target.password && opts.passwordLogins > 0) {
+    const pwUsers = await target.password.prepareAccounts(opts.warmup + opts.passwordLogins);
+    const pwRp = await discoverRp(issuer, target.password.client.id, target.password.client.secret);
+    const proof: LoginProof = { kind: 'password', password: PASSWORD };
+    password = await measure(child, 'password logins', { ...counts, measured: opts.passwordLogins }, (i) => runLogin(pwRp, issuer, proof, pwUsers[i]!));
+  }
+
+  let refresh: Measured<number> | undefined;
+  let clientCredentials: Measured<number> | undefined;
+  if (opts.grants > 0) {
+    // One refresh token per worker, from the OTP logins; a rotated token replaces its worker's.
+    const tokens = otp.run.samples.flatMap((x) => (x.refreshToken ? [x.refreshToken] : [])).slice(0, opts.concurrency);
+    if (tokens.length) {
+      refresh = await measure(child, 'refresh_token grants', { warmup: opts.warmup, measured: opts.grants, concurrency: tokens.length }, (_i, w) =>
+        timed(async () => {
+          tokens[w] = await refreshGrant(rp, tokens[w]!);
+        }),
+      );
+    } else {
+      process.stderr.write(`${target.name}: no refresh tokens from the OTP logins, refresh_token grants skipped\n`);
+    }
+    const backoffice = await discoverRp(issuer, target.backoffice.id, target.backoffice.secret);
+    clientCredentials = await measure(child, 'client_credentials grants', { warmup: opts.warmup, measured: opts.grants, concurrency: opts.concurrency }, () =>
+      timed(() => clientCredentialsGrant(backoffice, MANAGEMENT_SCOPE)),
+    );
+  }
+
+  await stopProvider(child);
+  return {
+    name: target.name,
+    otp,
+    peakRss,
+    processes,
+    lines: child.lines,
+    ...(userIdStep ? { userIdStep } : {}),
+    ...(password ? { password } : {}),
+    ...(refresh ? { refresh } : {}),
+    ...(clientCredentials ? { clientCredentials } : {}),
+  };
+}
+
+/** Times the user-ID step for each kind of ID, interleaved (a slower moment of the machine hits every kind alike). */
+async function probeUserIdStep(rp: oidc.Configuration, issuer: string, ids: Record<string, string[]>, perKind: number): Promise<Record<string, number[]>> {
+  const out: Record<string, number[]> = Object.fromEntries(Object.keys(ids).map((k) => [k, [] as number[]]));
+  for (let i = 0; i < perKind && !interrupted; i++) for (const [kind, list] of Object.entries(ids)) out[kind]!.push(await timeUserIdStep(rp, issuer, list[i]!));
+  for (const xs of Object.values(out)) xs.sort((p, q) => p - q);
+  return out;
+}
+
+// ---- SQL statements per login (ours, through the counting proxy) ---------------------------------
+
+interface SqlReport {
+  logins: number;
+  /** Statements per login, ascending. */
+  perLogin: number[];
+  /** Statements per step, one entry per login (0 when the step sent none). */
+  perStep: Map<string, number[]>;
+  /** The login whose total is the median, statement by statement. */
+  medianLogin: StatementCounts | undefined;
+  idle: { seconds: number; counts: StatementCounts };
+  /** Statements per operation of other kinds, ascending. */
+  operations: Array<{ name: string; counts: number[]; sample: StatementCounts | undefined }>;
+  connections: { opened: number; opaque: number };
+  failures: Map<string, number>;
+  lines: ChildLine[];
+}
+
+/** Statements of the mail queue (the outbox table), and the line they are counted on. */
+const MAIL_SQL = /\bmail_outbox\b/;
+const MAIL_STEP = '(mail outbox, in the background)';
+
+/** Quiet: no statement for QUIET_MS, counted from the later of the last statement and the call. */
+const QUIET_MS = 80;
+const QUIET_MAX_MS = 2_000;
+
+async function waitQuiet(counter: PgCounter): Promise<void> {
+  const start = performance.now();
+  for (;;) {
+    const now = performance.now();
+    const since = now - Math.max(counter.lastActivity(), start);
+    if (since >= QUIET_MS || now - start >= QUIET_MAX_MS) return;
+    await sleep(QUIET_MS - since + 1);
+  }
+}
+
+/** Counts the statements of each operation, run one at a time, waiting for quiet before and after. */
+async function countPerOperation(counter: PgCounter, n: number, op: (i: number, afterStep: AfterStep) => Promise<unknown>, failures: Map<string, number>) {
+  const totals: Array<{ total: number; counts: StatementCounts; steps: Map<string, number> }> = [];
+  for (let i = 0; i < n && !interrupted; i++) {
+    await waitQuiet(counter);
+    const start = counter.snapshot();
+    let last = start;
+    const steps = new Map<string, number>();
+    // Mail goes out in the background while later steps run: its statements get a line of their own.
+    const attribute = (step: string, now: StatementCounts) => {
+      const diff = diffCounts(last, now);
+      const mail = [...diff.bySql].reduce((n, [sql, c]) => n + (MAIL_SQL.test(sql) ? c : 0), 0);
+      if (diff.total - mail > 0 || !steps.has(step)) steps.set(step, (steps.get(step) ?? 0) + diff.total - mail);
+      if (mail > 0) steps.set(MAIL_STEP, (steps.get(MAIL_STEP) ?? 0) + mail);
+      last = now;
+    };
+    const afterStep: AfterStep = async (step) => {
+      await waitQuiet(counter);
+      attribute(step, counter.snapshot());
+    };
+    try {
+      await op(i, afterStep);
+    } catch (e) {
+      const message = (e as Error).message.replace(/\/interaction\/[\w-]+/g, '/interaction/<uid>');
+      failures.set(message, (failures.get(message) ?? 0) + 1);
+      continue;
+    }
+    await waitQuiet(counter);
+    const end = counter.snapshot();
+    if (end.total > last.total) attribute('(after the last step)', end);
+    const counts = diffCounts(start, end);
+    totals.push({ total: counts.total, counts, steps });
+  }
+  return totals;
+}
+
+async function measureSql(
+  opts: Options,
+  env: Record<string, string>,
+  databaseUrl: string,
+  sink: OtpSink,
+  users: { otp: User[]; password: User[] },
+  clients: { rp: Client; password: Client; backoffice: Client },
+): Promise<SqlReport> {
+  const real = new URL(databaseUrl);
+  const counter = await startPgCounter({ host: real.hostname, port: Number(real.port || 5432) });
+  onCleanup('SQL counting proxy', () => counter.close());
+  const proxied = new URL(databaseUrl);
+  proxied.hostname = counter.host;
+  proxied.port = String(counter.port);
+  const { child, issuer } = await startProvider('ours (SQL count)', 'src/main.ts', { ...env, DATABASE_URL: proxied.href });
+  const rp = await discoverRp(issuer, clients.rp.id, clients.rp.secret);
+  const otpProof: LoginProof = { kind: 'otp', sink };
+  const failures = new Map<string, number>();
+
+  // Warm-up: the pool's connections, the library's lazy set-up.
+  child.phase = 'SQL warm-up';
+  process.stderr.write(`ours (SQL count): 2 warm-up logins, then idle ${IDLE_SECONDS} s… `);
+  for (let i = 0; i < 2; i++) await runLogin(rp, issuer, otpProof, users.otp[i]!);
+  await waitQuiet(counter);
+  const idleStart = counter.snapshot();
+  await sleep(IDLE_SECONDS * 1000);
+  const idle = { seconds: IDLE_SECONDS, counts: diffCounts(idleStart, counter.snapshot()) };
+  process.stderr.write('done\n');
+  checkInterrupted();
+
+  child.phase = 'SQL count';
+  process.stderr.write(`ours (SQL count): ${opts.sqlLogins} OTP logins one at a time… `);
+  const logins = await countPerOperation(counter, opts.sqlLogins, (i, afterStep) => runLogin(rp, issuer, otpProof, users.otp[2 + i]!, afterStep), failures);
+  process.stderr.write(`${logins.length} ok\n`);
+  const perStep = new Map<string, number[]>();
+  for (const [k, l] of logins.entries())
+    for (const [step, n] of l.steps) {
+      const list = perStep.get(step) ?? Array.from({ length: logins.length }, () => 0);
+      list[k] = n;
+      perStep.set(step, list);
+    }
+  const sortedLogins = [...logins].sort((p, q) => p.total - q.total);
+  const medianLogin = sortedLogins[Math.ceil(sortedLogins.length / 2) - 1]?.counts;
+
+  // The other operations, fewer of each: their counts hardly vary.
+  const few = Math.min(opts.sqlLogins, 10);
+  const operations: SqlReport['operations'] = [];
+  const addOperation = (name: string, results: Awaited<ReturnType<typeof countPerOperation>>) => {
+    const sorted = [...results].sort((p, q) => p.total - q.total);
+    operations.push({ name, counts: sorted.map((r) => r.total), sample: sorted[Math.ceil(sorted.length / 2) - 1]?.counts });
+  };
+  if (users.password.length) {
+    process.stderr.write(`ours (SQL count): ${few} password logins, refresh_token and client_credentials grants… `);
+    const pwRp = await discoverRp(issuer, clients.password.id, clients.password.secret);
+    const proof: LoginProof = { kind: 'password', password: PASSWORD };
+    addOperation('password login', await countPerOperation(counter, Math.min(few, users.password.length), (i, afterStep) => runLogin(pwRp, issuer, proof, users.password[i]!, afterStep), failures));
+  }
+  let token = (await runLogin(rp, issuer, otpProof, users.otp[2 + opts.sqlLogins]!)).refreshToken;
+  if (token) addOperation('refresh_token grant', await countPerOperation(counter, few, async () => (token = await refreshGrant(rp, token!)), failures));
+  const backoffice = await discoverRp(issuer, clients.backoffice.id, clients.backoffice.secret);
+  addOperation('client_credentials grant', await countPerOperation(counter, few, () => clientCredentialsGrant(backoffice, MANAGEMENT_SCOPE), failures));
+  process.stderr.write('done\n');
+
+  await stopProvider(child);
+  const connections = counter.connections();
+  await counter.close();
+  return {
+    logins: logins.length,
+    perLogin: logins.map((l) => l.total).sort((p, q) => p - q),
+    perStep,
+    medianLogin,
+    idle,
+    operations,
+    connections,
+    failures,
+    lines: child.lines,
+  };
+}
+
+const IDLE_SECONDS = 3;
+
+// ---- latency with a million accounts -------------------------------------------------------------
+
+interface ScaleRun {
+  accounts: number;
+  figures: Figures;
+  userIdStepP50: number;
+  probe: number[];
+  failures: Map<string, number>;
+}
+
+interface ScaleReport {
+  small: ScaleRun;
+  large: ScaleRun;
+  seedSeconds: number;
+  seeded: number;
+  rounds: number;
+  lines: ChildLine[];
+}
+
+const SMALL_ACCOUNTS = 1_000;
+const LARGE_ACCOUNTS = 1_000_000;
+const SCALE_PROBES = 100;
+
+async function withPg<T>(databaseUrl: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
+  const c = new pg.Client({ connectionString: databaseUrl });
+  await c.connect();
+  try {
+    return await fn(c);
+  } finally {
+    await c.end();
+  }
+}
+
+async function countAccounts(databaseUrl: string): Promise<number> {
+  return withPg(databaseUrl, async (c) => Number((await c.query<{ n: string }>('SELECT count(*) AS n FROM accounts')).rows[0]!.n));
+}
+
+/**
+ * Inserts `count` active OTP accounts with one device each, user IDs `<prefix><first>`…, in one
+ * statement (INSERT … SELECT generate_series).
+ */
+async function insertAccounts(c: pg.Client, tenantId: string, prefix: string, first: number, count: number): Promise<void> {
+  if (count <= 0) return;
+  await c.query(
+    `WITH a AS (
+       INSERT INTO accounts (id, tenant_id, user_id, status, login_method, activated_at, updated_at)
+       SELECT gen_random_uuid(), $1, $2 || g, 'active', 'otp', now(), now() FROM generate_series($3::int, $4::int) g
+       RETURNING id, user_id)
+     INSERT INTO devices (id, account_id, number, email, kind, verified_at)
+     SELECT gen_random_uuid(), id, 1, user_id || $5, 'pc', now() FROM a`,
+    [tenantId, prefix, first, first + count - 1, `@${MAIL_DOMAIN}`],
+  );
+}
+
+/**
+ * OTP latency with 1,000 accounts against 1,000,000: two provider instances on two new databases of
+ * the bench's server, one filled up to 1,000 accounts, the other up to 1,000,000 (filler accounts in
+ * another tenant). Logins run in alternating rounds (small, large, large, small, …) and the user-ID
+ * probes alternate one by one, so a busier moment of the shared machine weighs on both sizes alike.
+ */
+async function measureScale(
+  opts: Options,
+  env: Record<string, string>,
+  databaseUrl: string,
+  sink: OtpSink,
+  client: Client,
+  tenantId: string,
+  fillerTenant: string,
+  userPrefix: string,
+): Promise<ScaleReport> {
+  // Two fresh databases, so the number of accounts is all that differs between them.
+  const smallDb = await createBenchDatabase(databaseUrl);
+  onCleanup('drop the 1,000-account database', () => smallDb.drop());
+  const largeDb = await createBenchDatabase(databaseUrl);
+  onCleanup('drop the million-account database', () => largeDb.drop());
+  const per = opts.warmup + opts.scaleLogins + SCALE_PROBES;
+  const sizes = [
+    { name: 'small', url: smallDb.url, target: SMALL_ACCOUNTS, prefix: `${userPrefix}s1-` },
+    { name: 'large', url: largeDb.url, target: LARGE_ACCOUNTS, prefix: `${userPrefix}s2-` },
+  ] as const;
+  // Each instance applies the migrations to its new database as it starts.
+  const started: Array<{ child: ChildHandle; issuer: string }> = [];
+  for (const size of sizes) started.push(await startProvider(`ours (${size.name} database)`, 'src/main.ts', { ...env, DATABASE_URL: size.url }));
+  let seeded = 0;
+  let seedSeconds = 0;
+  for (const size of sizes) {
+    const t0 = performance.now();
+    await withPg(size.url, async (c) => {
+      await insertAccounts(c, tenantId, size.prefix, 0, per);
+      const have = Number((await c.query<{ n: string }>('SELECT count(*) AS n FROM accounts')).rows[0]!.n);
+      if (size.name === 'large') process.stderr.write(`seeding ${(size.target - have).toLocaleString('en-US')} accounts with devices (one INSERT … SELECT generate_series, then ANALYZE)… `);
+      await insertAccounts(c, fillerTenant, `f-${size.name}-`, 1, size.target - have);
+      await c.query('ANALYZE');
+      if (size.name === 'large') {
+        seeded = size.target - have;
+        seedSeconds = (performance.now() - t0) / 1000;
+        process.stderr.write(`${seedSeconds.toFixed(1)} s\n`);
+      }
+    });
+    checkInterrupted();
+  }
+  const sides = await Promise.all(
+    sizes.map(async (size, k) => {
+      const { child, issuer } = started[k]!;
+      const users = Array.from({ length: per }, (_, i) => ({ userId: `${size.prefix}${i}`, email: `${size.prefix}${i}@${MAIL_DOMAIN}` }));
+      return { size, child, issuer, users, rp: await discoverRp(issuer, client.id, client.secret), accounts: await countAccounts(size.url) };
+    }),
+  );
+  const otpProof: LoginProof = { kind: 'otp', sink };
+  if (opts.warmup > 0) {
+    process.stderr.write(`database size: ${opts.warmup} warm-up logins per size… `);
+    for (const side of sides) {
+      side.child.phase = 'warm-up';
+      await runMany(opts.warmup, opts.concurrency, (i) => runLogin(side.rp, side.issuer, otpProof, side.users[i]!));
+      checkInterrupted();
+    }
+    process.stderr.write('done\n');
+  }
+
+  const round = Math.max(opts.concurrency, 10);
+  const rounds = Math.ceil(opts.scaleLogins / round);
+  const results = sides.map(() => ({ samples: [] as LoginSample[], wallMs: 0, failures: new Map<string, number>(), attempted: 0, statuses5xx: 0 }));
+  process.stderr.write(`database size: ${opts.scaleLogins} OTP logins per size in ${rounds} alternating rounds of ${round}… `);
+  for (let r = 0; r < rounds; r++) {
+    const order = r % 2 === 0 ? [0, 1] : [1, 0];
+    for (const k of order) {
+      const side = sides[k]!;
+      const first = opts.warmup + r * round;
+      const n = Math.min(round, opts.scaleLogins - r * round);
+      side.child.phase = 'OTP logins';
+      const run = await runMany(n, opts.concurrency, (i) => runLogin(side.rp, side.issuer, otpProof, side.users[first + i]!));
+      const acc = results[k]!;
+      acc.samples.push(...run.samples);
+      acc.wallMs += run.wallMs;
+      acc.attempted += run.attempted;
+      acc.statuses5xx += run.statuses5xx;
+      for (const [m, c] of run.failures) acc.failures.set(m, (acc.failures.get(m) ?? 0) + c);
+      checkInterrupted();
+    }
+  }
+  process.stderr.write('done\n');
+  process.stderr.write(`database size: user-ID step alone, ${SCALE_PROBES} per size, alternating… `);
+  const probes: number[][] = [[], []];
+  for (let i = 0; i < SCALE_PROBES && !interrupted; i++)
+    for (const k of i % 2 === 0 ? [0, 1] : [1, 0]) {
+      const side = sides[k]!;
+      probes[k]!.push(await timeUserIdStep(side.rp, side.issuer, side.users[opts.warmup + opts.scaleLogins + i]!.userId));
+    }
+  checkInterrupted();
+  process.stderr.write('done\n');
+  for (const side of sides) await stopProvider(side.child);
+
+  const [small, big] = sides.map((side, k): ScaleRun => {
+    const run = results[k]!;
+    return {
+      accounts: side.accounts,
+      figures: figuresOf(run),
+      userIdStepP50: percentile(run.samples.map((x) => x.steps['submit user ID'] ?? 0).sort((p, q) => p - q), 50),
+      probe: probes[k]!.sort((p, q) => p - q),
+      failures: run.failures,
+    };
+  });
+  return { small: small!, large: big!, seedSeconds, seeded, rounds, lines: sides.flatMap((s) => s.child.lines) };
 }
 
 // ---- report --------------------------------------------------------------------------------------
@@ -256,7 +764,7 @@ interface Figures {
   mailDelivery: number[];
 }
 
-function figuresOf(run: RunResult): Figures {
+function figuresOf(run: RunResult<LoginSample>): Figures {
   const asc = (xs: number[]) => xs.sort((a, b) => a - b);
   return {
     throughput: run.samples.length / (run.wallMs / 1000),
@@ -267,85 +775,234 @@ function figuresOf(run: RunResult): Figures {
   };
 }
 
-function printReport(opts: Options, ours: TargetReport, bare: TargetReport, database: string): void {
-  const a = figuresOf(ours.run);
-  const b = figuresOf(bare.run);
-  const ms = (v: number) => (Number.isFinite(v) ? v.toFixed(1) : '-');
+const ms = (v: number) => (Number.isFinite(v) ? v.toFixed(1) : '-');
+const perSecond = (run: RunResult<unknown>) => run.samples.length / (run.wallMs / 1000);
+const verdict = (ok: boolean) => (ok ? 'met' : 'NOT met');
+
+/** Left-aligned first column, right-aligned others, three spaces apart. */
+function printTable(header: string[], rows: string[][]): void {
+  const widths = header.map((_, i) => Math.max(...[header, ...rows].map((r) => (r[i] ?? '').length)));
+  const line = (r: readonly string[]) =>
+    header
+      .map((_, i) => (i === 0 ? (r[i] ?? '').padEnd(widths[i]!) : (r[i] ?? '').padStart(widths[i]!)))
+      .join('   ')
+      .trimEnd();
+  console.log(line(header));
+  console.log(line(widths.map((w) => '-'.repeat(w))));
+  for (const r of rows) console.log(line(r));
+}
+
+function printComparison(opts: Options, reports: TargetReport[], database: string): void {
+  const both = reports.length === 2;
   const ratio = (x: number, y: number) => (Number.isFinite(x) && Number.isFinite(y) && y > 0 ? `${(x / y).toFixed(2)}x` : '-');
-  const rows: Array<[string, string, string, string]> = [];
-  const row = (label: string, x: number, y: number, fmt: (v: number) => string) => rows.push([label, fmt(x), fmt(y), ratio(x, y)]);
+  const rows: string[][] = [];
+  /** One row: a value per provider, and ours/bare when both ran. */
+  const row = (label: string, values: number[], fmt: (v: number) => string) => rows.push([label, ...values.map(fmt), ...(both ? [ratio(values[0]!, values[1]!)] : [])]);
+  const heading = (label: string) => rows.push([label]);
+  const figures = reports.map((r) => figuresOf(r.otp.run));
 
-  rows.push(['logins ok / measured', `${ours.run.samples.length}/${ours.run.attempted}`, `${bare.run.samples.length}/${bare.run.attempted}`, '']);
-  row('throughput (logins/s)', a.throughput, b.throughput, (v) => v.toFixed(1));
-  for (const [label, xs, ys] of [
-    ['latency (ms, mail included)', a.total, b.total],
-    ['latency excl. mail wait (ms)', a.exclMail, b.exclMail],
+  rows.push(['OTP logins ok / measured', ...reports.map((r) => `${r.otp.run.samples.length}/${r.otp.run.attempted}`)]);
+  row('throughput (logins/s)', figures.map((f) => f.throughput), (v) => v.toFixed(1));
+  for (const [label, key] of [
+    ['latency (ms, mail included)', 'total'],
+    ['latency excl. mail wait (ms)', 'exclMail'],
   ] as const) {
-    rows.push([label, '', '', '']);
-    for (const p of [50, 95, 99]) row(`  p${p}`, percentile(xs, p), percentile(ys, p), ms);
-    row('  max', xs[xs.length - 1] ?? Number.NaN, ys[ys.length - 1] ?? Number.NaN, ms);
+    heading(label);
+    for (const p of [50, 95, 99]) row(`  p${p}`, figures.map((f) => percentile(f[key], p)), ms);
+    row('  max', figures.map((f) => f[key][f[key].length - 1] ?? Number.NaN), ms);
   }
-  rows.push(['mail wait on OTP page (ms)', '', '', '']);
-  for (const p of [50, 95]) row(`  p${p}`, percentile(a.mailWait, p), percentile(b.mailWait, p), ms);
-  rows.push(['mail delivery (ms)', '', '', '']);
-  for (const p of [50, 95]) row(`  p${p}`, percentile(a.mailDelivery, p), percentile(b.mailDelivery, p), ms);
-  const rss = (r: TargetReport) => (r.peakRss ? `${(r.peakRss.kb / 1024).toFixed(0)} MiB` : 'n/a');
-  rows.push(['peak RSS, VmHWM', rss(ours), rss(bare), ours.peakRss && bare.peakRss ? ratio(ours.peakRss.kb, bare.peakRss.kb) : '']);
-  const cpu = (r: TargetReport) => (r.cpuMs !== undefined && r.run.samples.length ? r.cpuMs / r.run.samples.length : Number.NaN);
-  row('provider CPU per login (ms)', cpu(ours), cpu(bare), ms);
-  const busy = (r: TargetReport) => (r.cpuMs !== undefined ? (100 * r.cpuMs) / r.run.wallMs : Number.NaN);
-  row('provider CPU busy (% of 1 core)', busy(ours), busy(bare), (v) => (Number.isFinite(v) ? v.toFixed(0) : '-'));
-  rows.push(['HTTP 5xx during run', String(ours.run.statuses5xx), String(bare.run.statuses5xx), '']);
-  const runLines = (r: TargetReport) => r.lines.filter((l) => l.phase === 'run').length;
-  rows.push(['warn/error log lines in run', String(runLines(ours)), String(runLines(bare)), '']);
+  heading('mail wait on OTP page (ms)');
+  for (const p of [50, 95]) row(`  p${p}`, figures.map((f) => percentile(f.mailWait, p)), ms);
+  heading('mail delivery (ms)');
+  for (const p of [50, 95]) row(`  p${p}`, figures.map((f) => percentile(f.mailDelivery, p)), ms);
+  const rssOf = (r: TargetReport) => (r.peakRss ? r.peakRss.kb : Number.NaN);
+  row('peak RSS, VmHWM (MiB)', reports.map(rssOf), (v) => (Number.isFinite(v) ? (v / 1024).toFixed(0) : 'n/a'));
+  rows.push(['  node processes summed', ...reports.map((r) => String(r.peakRss?.pids.length ?? '-'))]);
+  const cpu = (m: Measured<unknown>) => (m.cpuMs !== undefined && m.run.samples.length ? m.cpuMs / m.run.samples.length : Number.NaN);
+  row('provider CPU per login (ms)', reports.map((r) => cpu(r.otp)), ms);
+  const busy = (m: Measured<unknown>) => (m.cpuMs !== undefined ? (100 * m.cpuMs) / m.run.wallMs : Number.NaN);
+  row('provider CPU busy (% of 1 core)', reports.map((r) => busy(r.otp)), (v) => (Number.isFinite(v) ? v.toFixed(0) : '-'));
+  rows.push(['HTTP 5xx during run', ...reports.map((r) => String(r.otp.run.statuses5xx))]);
+  rows.push(['warn/error log lines in run', ...reports.map((r) => String(r.lines.filter((l) => l.phase === 'OTP logins').length))]);
 
-  // Where the time goes, step by step (p50 of each step on its own).
-  const stepNames = [...new Set([...ours.run.samples, ...bare.run.samples].flatMap((x) => Object.keys(x.steps)))];
-  const stepP50 = (r: TargetReport, name: string) => percentile(r.run.samples.map((x) => x.steps[name] ?? 0).sort((p, q) => p - q), 50);
-  const stepRows = stepNames.map((n): [string, string, string, string] => [`  ${n}`, ms(stepP50(ours, n)), ms(stepP50(bare, n)), ratio(stepP50(ours, n), stepP50(bare, n))]);
+  const stepNames = [...new Set(reports.flatMap((r) => r.otp.run.samples.flatMap((x) => Object.keys(x.steps))))];
+  const stepP50 = (r: TargetReport, name: string) => percentile(r.otp.run.samples.map((x) => x.steps[name] ?? 0).sort((p, q) => p - q), 50);
+  heading('p50 per step (ms)');
+  for (const n of stepNames) row(`  ${n}`, reports.map((r) => stepP50(r, n)), ms);
 
-  const widths = [0, 1, 2, 3].map((i) => Math.max(...[['', 'ours', 'bare', 'ours/bare'], ...rows, ...stepRows].map((r) => r[i]!.length)));
-  const line = (r: readonly string[]) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('   ');
+  for (const [label, key] of [
+    ['refresh_token grants', 'refresh'],
+    ['client_credentials grants', 'clientCredentials'],
+  ] as const) {
+    const ms_ = reports.map((r) => r[key]);
+    if (ms_.every((m) => m === undefined)) continue;
+    heading(label);
+    rows.push(['  ok / measured', ...ms_.map((m) => (m ? `${m.run.samples.length}/${m.run.attempted}` : '-'))]);
+    row('  grants/s', ms_.map((m) => (m ? perSecond(m.run) : Number.NaN)), (v) => (Number.isFinite(v) ? v.toFixed(0) : '-'));
+    const sorted = ms_.map((m) => (m ? [...m.run.samples].sort((p, q) => p - q) : []));
+    row('  p50 (ms)', sorted.map((xs) => percentile(xs, 50)), ms);
+    row('  p95 (ms)', sorted.map((xs) => percentile(xs, 95)), ms);
+    row('  provider CPU per grant (ms)', ms_.map((m) => (m ? cpu(m) : Number.NaN)), ms);
+  }
 
+  const ours = reports.find((r) => r.name === 'ours');
   console.log('');
-  console.log(`Login benchmark: ${opts.logins} logins per provider, ${opts.concurrency} concurrent workers, after ${opts.warmup} warm-up logins (not counted).`);
-  console.log(`  ours = tsx src/main.ts, NODE_ENV=production, PostgreSQL (${database}), in-process mail queue, no Redis`);
-  console.log('  bare = bench/bare-provider.ts: oidc-provider with its in-memory adapter, minimal user-ID + OTP interaction');
+  console.log(`Login benchmark: ${opts.logins} OTP logins per provider, ${opts.concurrency} concurrent workers, after ${opts.warmup} warm-up logins (not counted).`);
+  if (ours) {
+    const wc = opts.webConcurrency ? `WEB_CONCURRENCY=${opts.webConcurrency} (node processes seen: ${ours.processes})` : 'WEB_CONCURRENCY not set';
+    console.log(`  ours = tsx src/main.ts, NODE_ENV=production, PostgreSQL (${database}), in-process mail queue, no Redis, ${wc}`);
+  }
+  if (reports.some((r) => r.name === 'bare')) console.log('  bare = bench/bare-provider.ts: oidc-provider with its in-memory adapter, minimal user-ID + OTP interaction');
   console.log(`  Node ${process.version}, ${availableParallelism()} CPUs shared by the bench client, the SMTP sink and the provider.`);
   console.log('  One login = authorize (PKCE) → user-ID page → submit → OTP page → wait for mail → submit OTP → redirects → code grant.');
   console.log('  Latency includes mail delivery (both providers send over SMTP to a sink in the bench process, one');
   console.log('  connection per message). "excl. mail wait" subtracts the time the user sat on the loaded OTP page');
   console.log('  waiting for the mail; "mail delivery" = user-ID response → message parsed at the sink (about 100 ms');
   console.log('  of it is the fixed pre-greeting delay of the smtp-server package, the same for both).');
+  console.log('  RSS and CPU: every node process running the provider (with cluster workers: their sum; VmHWM summed');
+  console.log('  is each process\'s own peak, an upper bound of the peak together): RSS up to the end of the OTP run, CPU during it.');
+  if (opts.grants > 0) {
+    console.log(`  Grants: ${opts.grants} of each kind after ${opts.warmup} warm-up; refresh_token with one token per worker (from the`);
+    console.log(`  OTP logins, confidential client), client_credentials for scope ${MANAGEMENT_SCOPE} with ${opts.concurrency} workers.`);
+  }
   console.log('');
-  console.log(line(['', 'ours', 'bare', 'ours/bare']));
-  console.log(line(widths.map((w) => '-'.repeat(w))));
-  for (const r of rows) console.log(line(r));
+  printTable(['', ...reports.map((r) => r.name), ...(both ? ['ours/bare'] : [])], rows);
+}
 
-  console.log(line(['p50 per step (ms)', '', '', '']));
-  for (const r of stepRows) console.log(line(r));
+function printPassword(opts: Options, ours: TargetReport): void {
+  const m = ours.password;
+  if (!m) return;
+  const f = figuresOf(m.run);
+  const cpu = m.cpuMs !== undefined && m.run.samples.length ? m.cpuMs / m.run.samples.length : Number.NaN;
+  console.log('');
+  console.log(`Password logins (ours): ${opts.passwordLogins} with ${opts.concurrency} workers after ${opts.warmup} warm-up; tenant whose contract allows`);
+  console.log('  the password method, accounts with loginMethod password (hash from hashSecret, whatever src/credentials/hashing.ts uses).');
+  console.log('  One login = authorize → user-ID page → submit → password page → submit password → redirects → code grant.');
+  console.log(`  ok / measured   ${m.run.samples.length}/${m.run.attempted}`);
+  console.log(`  logins/s        ${f.throughput.toFixed(1)}   (target ≥ ${TARGETS.passwordLoginsPerSecond}: ${verdict(f.throughput >= TARGETS.passwordLoginsPerSecond)})`);
+  console.log(`  latency (ms)    p50 ${ms(percentile(f.total, 50))}   p95 ${ms(percentile(f.total, 95))}   p99 ${ms(percentile(f.total, 99))}`);
+  const steps = [...new Set(m.run.samples.flatMap((x) => Object.keys(x.steps)))];
+  console.log(`  p50 per step    ${steps.map((n) => `${n} ${ms(percentile(m.run.samples.map((x) => x.steps[n] ?? 0).sort((p, q) => p - q), 50))}`).join(', ')}`);
+  console.log(`  provider CPU    ${ms(cpu)} ms per login; HTTP 5xx: ${m.run.statuses5xx}`);
+}
 
-  if (ours.userIdStep) {
-    console.log('');
-    console.log(`User-ID step alone (ours; submit → response), ${PROBE_PER_KIND} per kind of ID, one at a time, interleaved:`);
-    for (const [kind, xs] of Object.entries(ours.userIdStep)) console.log(`  ${kind.padEnd(8)} p50 ${ms(percentile(xs, 50))} ms   p95 ${ms(percentile(xs, 95))} ms`);
+function printSql(opts: Options, sql: SqlReport): void {
+  const median = (xs: number[]) => percentile([...xs].sort((p, q) => p - q), 50);
+  const perLogin = median(sql.perLogin);
+  const idleRate = sql.idle.counts.total / sql.idle.seconds;
+  console.log('');
+  console.log(`SQL statements (ours): a separate provider instance whose DATABASE_URL goes through a counting proxy`);
+  console.log(`  (bench/lib/pg-counter.ts; the measured runs above did not go through it). ${sql.logins} OTP logins one at a time;`);
+  console.log(`  a statement = one simple Query or one Execute; every statement of the provider process counts (mail outbox`);
+  console.log(`  included). Each step is followed by ${QUIET_MS} ms without statements, so work a step leaves behind is its own;`);
+  console.log('  the mail outbox\'s statements (enqueue, claim, mark sent, and its periodic poll) are on a line of their own.');
+  console.log(`  ${sql.connections.opened} connections through the proxy${sql.connections.opaque ? `, ${sql.connections.opaque} encrypted (not counted)` : ''}.`);
+  console.log('');
+  printTable(
+    ['statements', 'median', 'min', 'max'],
+    [
+      ['per complete OTP login', String(perLogin), String(sql.perLogin[0] ?? '-'), String(sql.perLogin.at(-1) ?? '-')],
+      ...[...sql.perStep]
+        // Steps in login order; the bracketed lines (background, after the last step) last, and only if they saw any.
+        .filter(([step, xs]) => !step.startsWith('(') || xs.some((x) => x > 0))
+        .sort(([p], [q]) => Number(p.startsWith('(')) - Number(q.startsWith('(')))
+        .map(([step, xs]) => [`  ${step}`, String(median(xs)), String(Math.min(...xs)), String(Math.max(...xs))]),
+      ...sql.operations.map((o) => [`per ${o.name}`, String(median(o.counts)), String(o.counts[0] ?? '-'), String(o.counts.at(-1) ?? '-')]),
+    ],
+  );
+  console.log(`  target ≤ ${TARGETS.statementsPerLogin} per complete login: ${verdict(perLogin <= TARGETS.statementsPerLogin)}`);
+  console.log(
+    `  background while idle: ${sql.idle.counts.total} statements in ${sql.idle.seconds} s (${idleRate.toFixed(1)}/s)` +
+      (sql.idle.counts.total ? `, so about ${idleRate.toFixed(1)} per second of login time is not the login's:` : ''),
+  );
+  for (const [text, n] of [...sql.idle.counts.bySql].sort((p, q) => q[1] - p[1])) console.log(`    ${String(n).padStart(4)}x ${oneLine(text)}`);
+  if (sql.failures.size) {
+    console.log('  failures during counting:');
+    for (const [m, n] of sql.failures) console.log(`    ${n}x ${m}`);
   }
+  if (opts.sqlLog) {
+    const show = (title: string, counts: StatementCounts | undefined) => {
+      if (!counts) return;
+      console.log('');
+      console.log(`${title}: ${counts.total} statements, ${counts.bySql.size} distinct (count, first 100 characters):`);
+      for (const [text, n] of [...counts.bySql].sort((p, q) => q[1] - p[1])) console.log(`  ${String(n).padStart(4)}x ${oneLine(text)}`);
+    };
+    show('SQL of one OTP login (the median one)', sql.medianLogin);
+    for (const o of sql.operations) show(`SQL of one ${o.name}`, o.sample);
+  }
+}
 
-  for (const r of [ours, bare]) {
-    if (r.run.failures.size) {
-      console.log(`\n${r.name}: failed logins`);
-      for (const [m, n] of r.run.failures) console.log(`  ${n}x ${m}`);
+const oneLine = (sql: string) => {
+  const flat = sql.replace(/\s+/g, ' ').trim();
+  return flat.length > 100 ? `${flat.slice(0, 100)}…` : flat;
+};
+
+function printScale(opts: Options, scale: ScaleReport): void {
+  const runs = [scale.small, scale.large];
+  const round = Math.max(opts.concurrency, 10);
+  console.log('');
+  console.log(`Database size (ours): two provider instances on two new databases, one filled up to ${SMALL_ACCOUNTS.toLocaleString('en-US')} accounts, the other`);
+  console.log(`  up to ${LARGE_ACCOUNTS.toLocaleString('en-US')} (filler accounts of another tenant, one device each: one INSERT …`);
+  console.log(`  SELECT generate_series, then ANALYZE; ${scale.seeded.toLocaleString('en-US')} accounts took ${scale.seedSeconds.toFixed(1)} s). ${opts.scaleLogins} OTP logins per size with`);
+  console.log(`  ${opts.concurrency} workers after ${opts.warmup} warm-up, in ${scale.rounds} alternating rounds of ${round}; then the user-ID step alone ${SCALE_PROBES} times per`);
+  console.log('  size, one at a time, alternating.');
+  console.log('');
+  const ratio = (a: number, b: number) => (Number.isFinite(a) && Number.isFinite(b) && a > 0 ? `${(b / a).toFixed(2)}x` : '-');
+  const line = (label: string, f: (r: ScaleRun) => number, fmt: (v: number) => string) => [label, ...runs.map((r) => fmt(f(r))), ratio(f(scale.small), f(scale.large))];
+  printTable(
+    ['', ...runs.map((r) => `${r.accounts.toLocaleString('en-US')} accounts`), 'large/small'],
+    [
+      line('logins/s', (r) => r.figures.throughput, (v) => v.toFixed(1)),
+      line('p50 latency excl. mail wait (ms)', (r) => percentile(r.figures.exclMail, 50), ms),
+      line('p95 latency excl. mail wait (ms)', (r) => percentile(r.figures.exclMail, 95), ms),
+      line('p50 submit user ID in the logins (ms)', (r) => r.userIdStepP50, ms),
+      line('p50 user-ID step alone (ms)', (r) => percentile(r.probe, 50), ms),
+    ],
+  );
+  const r = percentile(scale.large.figures.exclMail, 50) / percentile(scale.small.figures.exclMail, 50);
+  const u = percentile(scale.large.probe, 50) / percentile(scale.small.probe, 50);
+  console.log(`  target: within 10 % (large/small ≤ ${TARGETS.millionRatio}): login latency ${verdict(r <= TARGETS.millionRatio)}, user-ID step alone ${verdict(u <= TARGETS.millionRatio)}`);
+  console.log('  (On a shared machine, figures under concurrency move by 10-20 % between runs; the user-ID step alone,');
+  console.log('  one request at a time, is the steadier of the two. Repeat the run before trusting a verdict near 1.1.)');
+  for (const run of runs)
+    if (run.failures.size) {
+      console.log(`  failed logins at ${run.accounts.toLocaleString('en-US')} accounts:`);
+      for (const [m, n] of run.failures) console.log(`    ${n}x ${m}`);
     }
-    const distinct = new Map<string, number>();
-    for (const l of r.lines) {
-      const key = `[${l.phase} ${l.stream}] ${l.text.length > 400 ? `${l.text.slice(0, 400)}…` : l.text}`;
-      distinct.set(key, (distinct.get(key) ?? 0) + 1);
-    }
-    if (distinct.size) {
-      console.log(`\n${r.name}: warnings and errors the provider wrote (${r.lines.length} lines, ${distinct.size} distinct)`);
-      for (const [m, n] of [...distinct].slice(0, 15)) console.log(`  ${n}x ${m}`);
+}
+
+function printTail(reports: TargetReport[]): void {
+  for (const r of reports) {
+    if (r.userIdStep) {
+      console.log('');
+      console.log(`User-ID step alone (${r.name}; submit → response), ${PROBE_PER_KIND} per kind of ID, one at a time, interleaved:`);
+      for (const [kind, xs] of Object.entries(r.userIdStep)) console.log(`  ${kind.padEnd(8)} p50 ${ms(percentile(xs, 50))} ms   p95 ${ms(percentile(xs, 95))} ms`);
     }
   }
+  for (const r of reports) {
+    for (const [label, m] of [
+      ['OTP logins', r.otp],
+      ['password logins', r.password],
+      ['refresh_token grants', r.refresh],
+      ['client_credentials grants', r.clientCredentials],
+    ] as const) {
+      if (!m?.run.failures.size) continue;
+      console.log(`\n${r.name}: failed ${label}`);
+      for (const [msg, n] of m.run.failures) console.log(`  ${n}x ${msg}`);
+    }
+    printLines(r.name, r.lines);
+  }
+}
+
+function printLines(name: string, lines: ChildLine[]): void {
+  const distinct = new Map<string, number>();
+  for (const l of lines) {
+    const key = `[${l.phase} ${l.stream}] ${l.text.length > 400 ? `${l.text.slice(0, 400)}…` : l.text}`;
+    distinct.set(key, (distinct.get(key) ?? 0) + 1);
+  }
+  if (!distinct.size) return;
+  console.log(`\n${name}: warnings and errors the provider wrote (${lines.length} lines, ${distinct.size} distinct)`);
+  for (const [m, n] of [...distinct].slice(0, 15)) console.log(`  ${n}x ${m}`);
 }
 
 // ---- main ----------------------------------------------------------------------------------------
@@ -359,7 +1016,7 @@ async function main(): Promise<void> {
 
   let databaseUrl = opts.databaseUrl;
   let database = 'given database';
-  if (!databaseUrl) {
+  if (opts.ours && !databaseUrl) {
     const created = await createBenchDatabase();
     onCleanup('drop database', () => created.drop());
     databaseUrl = created.url;
@@ -370,9 +1027,16 @@ async function main(): Promise<void> {
   const { privateKey } = await generateKeyPair('RS256', { modulusLength: 2048, extractable: true });
   const jwks = JSON.stringify({ keys: [{ ...(await exportJWK(privateKey)), kid: `bench-${runId}`, use: 'sig', alg: 'RS256' }] });
   const cookieKeys = randomBytes(32).toString('base64url');
-  const clientId = 'bench-rp';
-  const clientSecret = randomBytes(24).toString('base64url');
+  const secret = () => randomBytes(24).toString('base64url');
+  const clients = {
+    rp: { id: 'bench-rp', secret: secret() },
+    backoffice: { id: 'bench-backoffice', secret: secret() },
+    password: { id: 'bench-pw-rp', secret: secret() },
+  };
   const tenantId = `bench-${runId}`;
+  const passwordTenantId = `bench-pw-${runId}`;
+  // Filler accounts for the database-size comparison; no client needs this tenant.
+  const fillerTenantId = `bench-fill-${runId}`;
 
   const dir = mkdtempSync(join(tmpdir(), 'idp-bench-'));
   onCleanup('temp folder', async () => rmSync(dir, { recursive: true, force: true }));
@@ -384,97 +1048,157 @@ async function main(): Promise<void> {
     name: Benchmark
     contract: { login_methods: [otp] }
     clients:
-      - { client_id: ${clientId}, client_secret: ${clientSecret}, name: Benchmark site, redirect_uris: ['${REDIRECT_URI}'] }
+      - { client_id: ${clients.rp.id}, client_secret: ${clients.rp.secret}, name: Benchmark site, redirect_uris: ['${REDIRECT_URI}'] }
+      - { client_id: ${clients.backoffice.id}, client_secret: ${clients.backoffice.secret}, name: Benchmark back office, redirect_uris: ['${REDIRECT_URI}'], extra_grant_types: [client_credentials] }
+  - id: ${passwordTenantId}
+    name: Benchmark (password)
+    contract: { login_methods: [password] }
+    clients:
+      - { client_id: ${clients.password.id}, client_secret: ${clients.password.secret}, name: Benchmark site (password), redirect_uris: ['${REDIRECT_URI}'] }
 `,
   );
 
-  const userFor = (prefix: string, i: number) => {
+  const userFor = (prefix: string, i: number): User => {
     const userId = `b-${runId}-${prefix}-${i}`;
     return { userId, email: `${userId}@${MAIL_DOMAIN}` };
   };
 
-  const ours = await benchmarkTarget(
-    {
-      name: 'ours',
-      script: 'src/main.ts',
-      clientId,
-      clientSecret,
-      env: {
-        NODE_ENV: 'production',
-        HOST: '127.0.0.1',
-        DATABASE_URL: databaseUrl,
-        DATA_DIR: join(dir, 'data'),
-        SMTP_URL: sink.url,
-        TENANTS_FILE: tenantsFile,
-        JWKS: jwks,
-        COOKIE_KEYS: cookieKeys,
-        OTP_HMAC_KEY: randomBytes(32).toString('base64url'),
-        RATE_LIMIT_IP_PER_MINUTE: HIGH_LIMIT,
-        RATE_LIMIT_ACCOUNT_OTP_PER_15MIN: HIGH_LIMIT,
-        RATE_LIMIT_OTP_MAILS_PER_HOUR: HIGH_LIMIT,
-        DEV_MAILBOX: 'false',
-        DEMO_SITE: 'false',
-        SEED_DEMO: 'false',
-        LOG_LEVEL: 'warn',
-      },
-      async prepareAccounts(count) {
-        // The provider has applied the migrations by now; this only opens a pool.
-        const db = await openDatabase({ databaseUrl, dataDir: MEMORY_DATA_DIR });
-        onCleanup('bench database connection', async () => {
-          // On a database we did not create, leave nothing of ours behind (devices, flows, events cascade).
-          if (opts.databaseUrl) await db.prisma.account.deleteMany({ where: { tenantId } });
-          await db.close();
-        });
-        const accounts = new AccountRepository(db.prisma);
-        const users = Array.from({ length: count }, (_, i) => userFor('o', i));
-        for (let i = 0; i < users.length; i += 20)
-          await Promise.all(users.slice(i, i + 20).map((u) => accounts.create({ tenantId, userId: u.userId, devices: [{ email: u.email }] })));
-        return users;
-      },
-      async prepareUserIdProbe(perKind) {
-        const db = await openDatabase({ databaseUrl, dataDir: MEMORY_DATA_DIR });
-        try {
-          const accounts = new AccountRepository(db.prisma);
-          const kinds = { live: 'active', pending: 'pending_activation', unknown: undefined } as const;
-          const ids: Record<string, string[]> = {};
-          for (const [kind, status] of Object.entries(kinds)) {
-            const users = Array.from({ length: perKind }, (_, i) => userFor(`probe-${kind}`, i));
-            if (status) for (const u of users) await accounts.create({ tenantId, userId: u.userId, status, devices: [{ email: u.email }] });
-            ids[kind] = users.map((u) => u.userId);
-          }
-          return ids;
-        } finally {
-          await db.close();
-        }
-      },
-    },
-    sink,
-    opts,
-  );
+  const ourEnv: Record<string, string> = {
+    NODE_ENV: 'production',
+    HOST: '127.0.0.1',
+    DATABASE_URL: databaseUrl ?? '',
+    DATA_DIR: join(dir, 'data'),
+    SMTP_URL: sink.url,
+    TENANTS_FILE: tenantsFile,
+    JWKS: jwks,
+    COOKIE_KEYS: cookieKeys,
+    OTP_HMAC_KEY: randomBytes(32).toString('base64url'),
+    RATE_LIMIT_IP_PER_MINUTE: HIGH_LIMIT,
+    RATE_LIMIT_ACCOUNT_OTP_PER_15MIN: HIGH_LIMIT,
+    RATE_LIMIT_OTP_MAILS_PER_HOUR: HIGH_LIMIT,
+    DEV_MAILBOX: 'false',
+    DEMO_SITE: 'false',
+    SEED_DEMO: 'false',
+    LOG_LEVEL: 'warn',
+    ...(opts.webConcurrency ? { WEB_CONCURRENCY: opts.webConcurrency } : {}),
+  };
 
-  const bare = await benchmarkTarget(
-    {
-      name: 'bare',
-      script: 'bench/bare-provider.ts',
-      clientId,
-      clientSecret,
-      env: {
-        NODE_ENV: 'production',
-        SMTP_URL: sink.url,
-        CLIENT_ID: clientId,
-        CLIENT_SECRET: clientSecret,
-        REDIRECT_URI,
-        MAIL_DOMAIN,
-        JWKS: jwks,
-        COOKIE_KEYS: cookieKeys,
-      },
-      prepareAccounts: async (count) => Array.from({ length: count }, (_, i) => userFor('b', i)),
-    },
-    sink,
-    opts,
-  );
+  // One pool for the bench's own account set-up, opened once the provider has applied the migrations.
+  let db: Database | undefined;
+  const benchDb = async (): Promise<Database> => {
+    if (db) return db;
+    const opened = await openDatabase({ databaseUrl: databaseUrl!, dataDir: MEMORY_DATA_DIR });
+    db = opened;
+    onCleanup('bench database connection', async () => {
+      // On a database we did not create, leave nothing of ours behind (devices, flows, events cascade).
+      if (opts.databaseUrl) await opened.prisma.account.deleteMany({ where: { tenantId: { in: [tenantId, passwordTenantId] } } });
+      await opened.close();
+    });
+    return opened;
+  };
+  const createAccounts = async (tenant: string, prefix: string, count: number, extra: { loginMethod?: string; status?: 'active' | 'pending_activation' } = {}) => {
+    const accounts = new AccountRepository((await benchDb()).prisma);
+    const users = Array.from({ length: count }, (_, i) => userFor(prefix, i));
+    for (let i = 0; i < users.length; i += 20)
+      await Promise.all(users.slice(i, i + 20).map((u) => accounts.create({ tenantId: tenant, userId: u.userId, ...extra, devices: [{ email: u.email }] })));
+    return users;
+  };
+  let passwordHash: string | undefined;
+  const createPasswordAccounts = async (prefix: string, count: number) => {
+    const users = await createAccounts(passwordTenantId, prefix, count, { loginMethod: 'password' });
+    // One hash for all: hashing is what logins measure, not set-up.
+    passwordHash ??= await hashSecret(PASSWORD);
+    await (await benchDb()).prisma.account.updateMany({ where: { tenantId: passwordTenantId, userId: { in: users.map((u) => u.userId) } }, data: { passwordHash } });
+    return users;
+  };
 
-  printReport(opts, ours, bare, database);
+  const reports: TargetReport[] = [];
+  if (opts.ours) {
+    reports.push(
+      await benchmarkTarget(
+        {
+          name: 'ours',
+          script: 'src/main.ts',
+          client: clients.rp,
+          backoffice: clients.backoffice,
+          env: ourEnv,
+          prepareAccounts: (count) => createAccounts(tenantId, 'o', count),
+          async prepareUserIdProbe(perKind) {
+            const ids: Record<string, string[]> = {};
+            ids.live = (await createAccounts(tenantId, 'probe-live', perKind)).map((u) => u.userId);
+            ids.pending = (await createAccounts(tenantId, 'probe-pending', perKind, { status: 'pending_activation' })).map((u) => u.userId);
+            ids.unknown = Array.from({ length: perKind }, (_, i) => userFor('probe-unknown', i).userId);
+            return ids;
+          },
+          password: { client: clients.password, prepareAccounts: (count) => createPasswordAccounts('pw', count) },
+        },
+        sink,
+        opts,
+      ),
+    );
+  }
+  if (opts.bare) {
+    reports.push(
+      await benchmarkTarget(
+        {
+          name: 'bare',
+          script: 'bench/bare-provider.ts',
+          client: clients.rp,
+          backoffice: clients.backoffice,
+          env: {
+            NODE_ENV: 'production',
+            SMTP_URL: sink.url,
+            CLIENT_ID: clients.rp.id,
+            CLIENT_SECRET: clients.rp.secret,
+            BACKOFFICE_CLIENT_ID: clients.backoffice.id,
+            BACKOFFICE_CLIENT_SECRET: clients.backoffice.secret,
+            REDIRECT_URI,
+            MAIL_DOMAIN,
+            JWKS: jwks,
+            COOKIE_KEYS: cookieKeys,
+          },
+          prepareAccounts: async (count) => Array.from({ length: count }, (_, i) => userFor('b', i)),
+        },
+        sink,
+        opts,
+      ),
+    );
+  }
+
+  // The later sections run after the comparison has been measured: one failing leaves the others' figures.
+  const sectionErrors: string[] = [];
+  const section = async <T>(name: string, run: () => Promise<T>): Promise<T | undefined> => {
+    try {
+      return await run();
+    } catch (e) {
+      if (e instanceof Interrupted || interrupted) throw e;
+      sectionErrors.push(`${name} failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+      return undefined;
+    }
+  };
+  let sql: SqlReport | undefined;
+  let scale: ScaleReport | undefined;
+  if (opts.ours && databaseUrl) {
+    const url = databaseUrl;
+    if (opts.sqlLogins > 0)
+      sql = await section('SQL statements', async () => {
+        const otpUsers = await createAccounts(tenantId, 'sql', opts.sqlLogins + 3);
+        const pwUsers = opts.passwordLogins > 0 ? await createPasswordAccounts('sql-pw', Math.min(opts.sqlLogins, 10)) : [];
+        return measureSql(opts, ourEnv, url, sink, { otp: otpUsers, password: pwUsers }, clients);
+      });
+    if (opts.million) scale = await section('Database size', () => measureScale(opts, ourEnv, url, sink, clients.rp, tenantId, fillerTenantId, `b-${runId}-`));
+  }
+
+  printComparison(opts, reports, database);
+  const ours = reports.find((r) => r.name === 'ours');
+  if (ours) printPassword(opts, ours);
+  if (sql) printSql(opts, sql);
+  if (scale) printScale(opts, scale);
+  printTail(reports);
+  if (sql) printLines('ours (SQL count)', sql.lines);
+  if (scale) printLines('ours (database size runs)', scale.lines);
+  for (const e of sectionErrors) console.log(`\n${e}`);
+  if (sectionErrors.length) process.exitCode = 1;
   const s = sink.stats();
   if (s.withoutOtp || s.parseErrors) console.log(`\nSMTP sink: ${s.messages} messages, ${s.withoutOtp} without an OTP, ${s.parseErrors} unparsable`);
 }
@@ -482,6 +1206,7 @@ async function main(): Promise<void> {
 let exitCode = 0;
 try {
   await main();
+  exitCode = Number(process.exitCode ?? 0);
 } catch (e) {
   if (!interrupted) {
     console.error(`benchmark failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);

@@ -1,5 +1,5 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, readlinkSync, realpathSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { createServer } from 'node:net';
 import { createInterface } from 'node:readline';
@@ -21,10 +21,20 @@ export interface ChildHandle {
   phase: string;
   lines: ChildLine[];
   exitCode(): number | null | undefined;
-  /** Peak resident set (VmHWM, kB) of the process running the script, from /proc. */
-  peakRssKb(): { pid: number; kb: number } | undefined;
-  /** CPU time (user + system, ms) the process running the script has used so far, from /proc. */
+  /**
+   * Peak resident set (VmHWM, kB) of the processes running the script (the script's process and, in
+   * cluster mode, its workers: every node process below tsx's launcher), summed; from /proc.
+   */
+  peakRssKb(): { pids: number[]; kb: number } | undefined;
+  /** CPU time (user + system, ms) those processes have used so far, summed; from /proc. */
   cpuMs(): number | undefined;
+  /** Node processes running the script now (1, or 1 + workers with Node cluster). */
+  scriptPids(): number[];
+  /**
+   * Waits until `processes` node processes run the script (or just one: no cluster) and none of them
+   * is busy any more (start-up done), bounded by `timeoutMs`. Returns how many processes there are.
+   */
+  settle(processes: number, timeoutMs?: number): Promise<number>;
   stop(): Promise<void>;
 }
 
@@ -64,6 +74,19 @@ function vmHwmKb(pid: number): number | undefined {
   }
 }
 
+const nodeExe = realpathSync(process.execPath);
+function isNode(pid: number): boolean {
+  try {
+    return readlinkSync(`/proc/${pid}/exe`) === nodeExe;
+  } catch {
+    return false;
+  }
+}
+
+/** A process is done starting once it uses less than SETTLE_CPU_MS of CPU in SETTLE_WINDOW_MS. */
+const SETTLE_WINDOW_MS = 500;
+const SETTLE_CPU_MS = 30;
+
 let clockTicks: number | undefined;
 function cpuMsOf(pid: number): number | undefined {
   try {
@@ -100,8 +123,13 @@ export function spawnTsx(label: string, script: string, env: Record<string, stri
       resolve();
     }),
   );
-  // The deepest process is the one running the script (tsx's launcher is its parent).
-  const scriptPid = () => descendantsOf(pid).at(-1) ?? pid;
+  // tsx's launcher (pid) starts one node process running the script, which may fork cluster workers;
+  // helpers such as esbuild's service are not node and not counted.
+  const scriptPids = () => {
+    const pids = descendantsOf(pid).filter(isNode);
+    return pids.length ? pids : [pid];
+  };
+  const sum = (values: Array<number | undefined>) => (values.some((v) => v === undefined) ? undefined : values.reduce<number>((a, v) => a + v!, 0));
   const handle: ChildHandle = {
     label,
     pid,
@@ -109,11 +137,23 @@ export function spawnTsx(label: string, script: string, env: Record<string, stri
     lines: [],
     exitCode: () => code,
     peakRssKb() {
-      const target = scriptPid();
-      const kb = vmHwmKb(target);
-      return kb === undefined ? undefined : { pid: target, kb };
+      const pids = scriptPids();
+      const kb = sum(pids.map(vmHwmKb));
+      return kb === undefined ? undefined : { pids, kb };
     },
-    cpuMs: () => cpuMsOf(scriptPid()),
+    cpuMs: () => sum(scriptPids().map(cpuMsOf)),
+    scriptPids,
+    async settle(processes, timeoutMs = 60_000) {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const pids = scriptPids();
+        const before = pids.map(cpuMsOf);
+        await new Promise((r) => setTimeout(r, SETTLE_WINDOW_MS));
+        const same = scriptPids().join() === pids.join();
+        const idle = pids.every((p, i) => (cpuMsOf(p) ?? Infinity) - (before[i] ?? 0) < SETTLE_CPU_MS);
+        if ((same && idle && (pids.length >= processes || pids.length === 1)) || Date.now() > deadline || code !== undefined) return pids.length;
+      }
+    },
     async stop() {
       if (code !== undefined) return;
       const tree = descendantsOf(pid);

@@ -15,7 +15,18 @@ export interface LoginSample {
   mailDeliveryMs: number;
   /** Milliseconds per step (HTTP round trip with body; the token step includes ID token validation). */
   steps: Record<string, number>;
+  /** The refresh token of the code grant, if one was issued. */
+  refreshToken?: string;
 }
+
+/** How a login proves the user: the mailed OTP, or a password. */
+export type LoginProof = { kind: 'otp'; sink: OtpSink } | { kind: 'password'; password: string };
+
+/**
+ * Called after each step has been timed (so whatever it does is not part of any step): lets a caller
+ * attribute side effects, such as SQL statements, to the step that caused them.
+ */
+export type AfterStep = (step: string) => Promise<void>;
 
 /** A failed login, with the HTTP status when the provider answered with an unexpected one. */
 export class LoginError extends Error {
@@ -38,7 +49,10 @@ interface Page {
 class Browser {
   private readonly cookies = new Map<string, string>();
   readonly steps: Record<string, number> = {};
-  constructor(private readonly base: string) {}
+  constructor(
+    private readonly base: string,
+    private readonly afterStep?: AfterStep,
+  ) {}
 
   async request(step: string, method: 'GET' | 'POST', path: string, form?: Record<string, string>): Promise<Page> {
     const t0 = performance.now();
@@ -70,6 +84,7 @@ class Browser {
     // Reading the body is part of the page load.
     const page = { status: res.status, location: res.headers.get('location'), body: await res.text() };
     this.steps[step] = (this.steps[step] ?? 0) + performance.now() - t0;
+    await this.afterStep?.(step);
     return page;
   }
 }
@@ -90,12 +105,19 @@ function csrfOf(step: string, page: Page): string {
 const REDIRECTS = [302, 303];
 
 /**
- * One complete login: authorize (PKCE) → user-ID page → OTP page → wait for the mail → submit the
- * OTP → redirects to the callback → code exchange. The same steps against both providers.
+ * One complete login: authorize (PKCE) → user-ID page → submit → the factor's page → (OTP: wait for
+ * the mail) → submit the OTP or password → redirects to the callback → code exchange. The OTP login
+ * runs the same steps against both providers.
  */
-export async function runLogin(rp: oidc.Configuration, issuer: string, sink: OtpSink, user: { userId: string; email: string }): Promise<LoginSample> {
+export async function runLogin(
+  rp: oidc.Configuration,
+  issuer: string,
+  proof: LoginProof,
+  user: { userId: string; email: string },
+  afterStep?: AfterStep,
+): Promise<LoginSample> {
   const t0 = performance.now();
-  const browser = new Browser(issuer);
+  const browser = new Browser(issuer, afterStep);
   const verifier = oidc.randomPKCECodeVerifier();
   const state = oidc.randomState();
   const nonce = oidc.randomNonce();
@@ -120,19 +142,32 @@ export async function runLogin(rp: oidc.Configuration, issuer: string, sink: Otp
   expectStatus('submit user ID', identified, ...REDIRECTS);
   const tIdentified = performance.now();
 
-  const otpPage = await browser.request('OTP page', 'GET', identified.location ?? interaction);
-  expectStatus('OTP page', otpPage, 200);
-  const tWait = performance.now();
-  let mail;
-  try {
-    mail = await sink.waitForOtp(user.email, MAIL_TIMEOUT_MS);
-  } catch (e) {
-    throw new LoginError('wait for OTP mail', (e as Error).message);
+  let mailWaitMs = 0;
+  let mailDeliveryMs = 0;
+  let res: Page;
+  if (proof.kind === 'otp') {
+    const otpPage = await browser.request('OTP page', 'GET', identified.location ?? interaction);
+    expectStatus('OTP page', otpPage, 200);
+    const tWait = performance.now();
+    let mail;
+    try {
+      mail = await proof.sink.waitForOtp(user.email, MAIL_TIMEOUT_MS);
+    } catch (e) {
+      throw new LoginError('wait for OTP mail', (e as Error).message);
+    }
+    mailWaitMs = performance.now() - tWait;
+    mailDeliveryMs = Math.max(0, mail.receivedAt - tIdentified);
+    await afterStep?.('wait for OTP mail');
+    res = await browser.request('submit OTP', 'POST', `${interaction}/otp`, { _csrf: csrfOf('OTP page', otpPage), otp: mail.otp });
+    expectStatus('submit OTP', res, ...REDIRECTS);
+  } else {
+    const passwordPage = await browser.request('password page', 'GET', identified.location ?? interaction);
+    expectStatus('password page', passwordPage, 200);
+    if (!passwordPage.body.includes('type="password"')) throw new LoginError('password page', 'no password field on the page');
+    res = await browser.request('submit password', 'POST', `${interaction}/password`, { _csrf: csrfOf('password page', passwordPage), password: proof.password });
+    expectStatus('submit password', res, ...REDIRECTS);
   }
-  const mailWaitMs = performance.now() - tWait;
 
-  let res = await browser.request('submit OTP', 'POST', `${interaction}/otp`, { _csrf: csrfOf('OTP page', otpPage), otp: mail.otp });
-  expectStatus('submit OTP', res, ...REDIRECTS);
   let callback: URL | undefined;
   for (let hop = 0; hop < 10 && !callback; hop++) {
     const next = new URL(res.location ?? '', issuer);
@@ -147,15 +182,46 @@ export async function runLogin(rp: oidc.Configuration, issuer: string, sink: Otp
   if (!callback.searchParams.has('code')) throw new LoginError('callback', `no code: ${callback.search}`);
 
   const tToken = performance.now();
+  let tokens;
   try {
-    const tokens = await oidc.authorizationCodeGrant(rp, callback, { pkceCodeVerifier: verifier, expectedState: state, expectedNonce: nonce });
+    tokens = await oidc.authorizationCodeGrant(rp, callback, { pkceCodeVerifier: verifier, expectedState: state, expectedNonce: nonce });
     if (!tokens.claims()?.sub) throw new Error('ID token without sub');
   } catch (e) {
     const status = e instanceof oidc.ResponseBodyError ? e.status : undefined;
     throw new LoginError('token', (e as Error).message, status);
   }
   browser.steps['code grant'] = performance.now() - tToken;
-  return { totalMs: performance.now() - t0, mailWaitMs, mailDeliveryMs: Math.max(0, mail.receivedAt - tIdentified), steps: browser.steps };
+  await afterStep?.('code grant');
+  return {
+    totalMs: performance.now() - t0,
+    mailWaitMs,
+    mailDeliveryMs,
+    steps: browser.steps,
+    ...(tokens.refresh_token ? { refreshToken: tokens.refresh_token } : {}),
+  };
+}
+
+/** One refresh-token grant; returns the refresh token to use next (a rotated one, or the same). */
+export async function refreshGrant(rp: oidc.Configuration, refreshToken: string): Promise<string> {
+  try {
+    const tokens = await oidc.refreshTokenGrant(rp, refreshToken);
+    if (!tokens.access_token) throw new Error('no access token');
+    return tokens.refresh_token ?? refreshToken;
+  } catch (e) {
+    const status = e instanceof oidc.ResponseBodyError ? e.status : undefined;
+    throw new LoginError('refresh_token grant', (e as Error).message, status);
+  }
+}
+
+/** One client_credentials grant (the back office's token for the management API). */
+export async function clientCredentialsGrant(rp: oidc.Configuration, scope: string): Promise<void> {
+  try {
+    const tokens = await oidc.clientCredentialsGrant(rp, { scope });
+    if (!tokens.access_token) throw new Error('no access token');
+  } catch (e) {
+    const status = e instanceof oidc.ResponseBodyError ? e.status : undefined;
+    throw new LoginError('client_credentials grant', (e as Error).message, status);
+  }
 }
 
 /** The relying site's view of a provider (discovery once, reused by every login). */
