@@ -122,7 +122,7 @@ export function createDomainServices(opts: { config: AppConfig; db: Database; lo
     loginEvents: new LoginEventService(events),
     flows: new LoginFlowRepository(prisma, sql),
     payloads: new OidcPayloadRepository(prisma, sql),
-    loginContexts: new LoginContextRepository(sql),
+    loginContexts: new LoginContextRepository(sql, Object.fromEntries(tenants.allClients().map(({ tenant, client }) => [client.client_id, tenant.id]))),
     devMail,
     otpRepo,
     otp,

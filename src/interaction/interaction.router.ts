@@ -67,7 +67,9 @@ export function interactionRouter(deps: {
     const sessionAccount = details.session?.accountId;
     if (flow.state === 'identify' && sessionAccount && details.prompt.reasons.every((r) => STEP_UP_REASONS.has(r))) {
       const required = requiredMethod(details.params.acr_values);
-      await flows.beginStepUp(flow, { accountId: sessionAccount, amr: details.session?.amr ?? [], required }, requestInfo(ctx), flowUrl(uid));
+      // Step-up starts from a stored flow.
+      const stored = await flows.begin(uid, details.params.client_id);
+      await flows.beginStepUp(stored, { accountId: sessionAccount, amr: details.session?.amr ?? [], required }, requestInfo(ctx), flowUrl(uid));
       flow = await flows.begin(uid, details.params.client_id);
     }
     const view = await flows.view(flow, requestInfo(ctx), flowUrl(uid));

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import type { ClientConfig, LoginMethod, Tenant, TenantDirectory } from '../config/index.js';
 import type { PresentedCertificate } from '../http/client-certificate.js';
 import { BadRequestError, RateLimitedError, SessionExpiredError } from '../http/errors.js';
@@ -60,6 +61,8 @@ const NO_ACCOUNT_ID = '00000000-0000-0000-0000-000000000000';
 export class LoginFlowService {
   private readonly factors: Map<FactorName, Factor>;
   /** What the request loaded together with a flow (its account and newest code), by the flow object. */
+  /** Flows at the user-ID step not stored yet: the first submission stores them (one statement less per login). */
+  private readonly unsaved = new WeakSet<LoginFlow>();
   private readonly loadedWith = new WeakMap<LoginFlow, Pick<LoginContextData, 'account' | 'latestCode' | 'submitted'>>();
 
   constructor(
@@ -91,7 +94,8 @@ export class LoginFlowService {
 
   /**
    * The flow of an interaction, created on first sight. `loaded`: what the request already read with
-   * the interaction (LoginContextRepository); its flow, account and code are then used as they are.
+   * the interaction (LoginContextRepository); its flow, account and code are then used as they are,
+   * and an interaction without a flow gets one at the user-ID step that is stored by its submission.
    */
   async begin(interactionUid: string, clientId: string, loaded?: LoginContextData): Promise<LoginFlow> {
     const { tenant } = this.clientOf(clientId);
@@ -100,7 +104,11 @@ export class LoginFlowService {
     if (loaded?.flow) {
       flow = loaded.flow;
       this.loadedWith.set(flow, { account: loaded.account, latestCode: loaded.latestCode, ...(loaded.submitted ? { submitted: loaded.submitted } : {}) });
-    } else flow = loaded ? await this.deps.flows.create(input) : await this.deps.flows.findOrCreate(input);
+    } else if (loaded) {
+      const now = new Date();
+      flow = { id: randomUUID(), ...input, accountId: null, submittedUserId: null, method: null, completedFactors: [], state: 'identify', createdAt: now, updatedAt: now };
+      this.unsaved.add(flow);
+    } else flow = await this.deps.flows.findOrCreate(input);
     if (flow.expiresAt.getTime() <= Date.now()) throw new SessionExpiredError();
     return flow;
   }
@@ -219,16 +227,17 @@ export class LoginFlowService {
     const next = { ...flow, accountId: account?.id ?? null, submittedUserId: userId, method, state: factorState(first) };
     const factor = this.currentFactor(next);
     const ctx = await this.context(next, req, flowUrl, account);
-    await this.count(req, factor.enterLimits?.(ctx) ?? [], flowUrl);
-    const moved = await this.deps.flows.transition(flow.id, 'identify', {
-      accountId: account?.id ?? null,
-      submittedUserId: userId,
-      method,
-      completedFactors: [],
-      state: factorState(first),
-    });
-    if (!moved) throw new BadRequestError('login:errors.already_identified', {}, flowUrl);
-    await factor.enter(ctx);
+    const identified = { accountId: account?.id ?? null, submittedUserId: userId, method, completedFactors: [], state: factorState(first) };
+    if (this.unsaved.has(flow)) {
+      const id = await this.deps.flows.createIdentified(flow, identified);
+      if (!id) throw new BadRequestError('login:errors.already_identified', {}, flowUrl);
+      // A flow stored by a restart keeps its own id.
+      next.id = id;
+    } else if (!(await this.deps.flows.transition(flow.id, 'identify', identified))) {
+      throw new BadRequestError('login:errors.already_identified', {}, flowUrl);
+    }
+    // Only the submission that moved the flow counts towards the factor's limit (a double click costs one mail).
+    await this.enterFactor(factor, ctx, req);
   }
 
   /** Sends the current factor's code again, once its cool-down has passed. */
@@ -243,6 +252,7 @@ export class LoginFlowService {
 
   /** Back to the user ID page (another ID, or a fresh start). */
   async restart(flow: LoginFlow): Promise<void> {
+    if (this.unsaved.has(flow)) return;
     await this.deps.flows.update(flow.id, { state: 'identify', accountId: null, submittedUserId: null, method: null, completedFactors: [] });
   }
 

@@ -10,7 +10,11 @@ export interface OutboxOptions {
   retry?: Partial<RetryPolicy>;
   /** Messages one instance delivers at the same time. Default 5. */
   concurrency?: number;
-  /** How often the outbox is looked at for due messages (retries, other instances' mail). Default 1 s. */
+  /**
+   * How often the outbox is looked at for messages no one is sending: another instance's that died
+   * holding them, or retries it had scheduled. Default 5 s. A process sends what it queues at once and
+   * its own retries on time, without waiting for a poll.
+   */
   pollMs?: number;
   /** How long a taken message is reserved; renewed while its delivery runs, so another instance takes over this soon after a crash. Default 5 s. */
   leaseMs?: number;
@@ -52,7 +56,7 @@ export function createOutboxMailQueue(deps: { sender: MailSender; logger: Logger
   const policy = retryPolicy(options.retry);
   const sealer = mailSealer(deps.sealKeys);
   const concurrency = Math.max(1, options.concurrency ?? 5);
-  const pollMs = options.pollMs ?? 1_000;
+  const pollMs = options.pollMs ?? 5_000;
   const leaseMs = options.leaseMs ?? 5_000;
   const token = randomUUID();
   const inHand = new Map<string, Promise<void>>();

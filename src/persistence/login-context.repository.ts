@@ -33,7 +33,15 @@ interface Row {
  * flow's account with its devices and the flow's newest code (rows on the side come back as JSON).
  */
 export class LoginContextRepository {
-  constructor(private readonly sql: Sql) {}
+  private readonly tenants: string;
+
+  /** `tenantOfClient`: each client's tenant (a submitted user ID is looked up in the interaction client's tenant). */
+  constructor(
+    private readonly sql: Sql,
+    tenantOfClient: Record<string, string>,
+  ) {
+    this.tenants = JSON.stringify(tenantOfClient);
+  }
 
   /** `submittedUserId`: also look up the account of this user ID (the user-ID step). */
   async load(interactionUid: string, submittedUserId?: string): Promise<LoginContextData> {
@@ -44,10 +52,11 @@ export class LoginContextRepository {
             WHERE f.interaction_uid = $1) x) AS account,
          (SELECT row_to_json(x) FROM (SELECT ${OTP_COLUMNS} FROM login_flows f JOIN one_time_passwords o ON o.flow_id = f.id
             WHERE f.interaction_uid = $1 AND o.purpose = 'login' ORDER BY o.created_at DESC LIMIT 1) x) AS code,
-         (SELECT row_to_json(x) FROM (SELECT ${ACCOUNT_COLUMNS} FROM login_flows f JOIN accounts a ON a.tenant_id = f.tenant_id AND a.user_id = $2
-            WHERE f.interaction_uid = $1 AND $2::text IS NOT NULL) x) AS submitted
+         (SELECT row_to_json(x) FROM (SELECT ${ACCOUNT_COLUMNS} FROM accounts a
+            WHERE $2::text IS NOT NULL AND a.user_id = $2
+              AND a.tenant_id = COALESCE((SELECT f.tenant_id FROM login_flows f WHERE f.interaction_uid = $1), $3::jsonb ->> (i.payload -> 'params' ->> 'client_id'))) x) AS submitted
        FROM (SELECT 1) AS one LEFT JOIN oidc_payloads i ON i.id = $1 AND i.type = 'Interaction'`,
-      [interactionUid, submittedUserId ?? null],
+      [interactionUid, submittedUserId ?? null, this.tenants],
     );
     if (!row) throw new Error('login context query returned no row');
     return {
@@ -55,7 +64,7 @@ export class LoginContextRepository {
       flow: row.flow ? flowFromRow(row.flow) : null,
       account: row.account ? accountFromRow(row.account) : null,
       latestCode: row.code ? otpFromRow(row.code) : null,
-      ...(submittedUserId !== undefined && row.flow ? { submitted: { userId: submittedUserId, account: row.submitted ? accountFromRow(row.submitted) : null } } : {}),
+      ...(submittedUserId !== undefined && row.found ? { submitted: { userId: submittedUserId, account: row.submitted ? accountFromRow(row.submitted) : null } } : {}),
     };
   }
 }

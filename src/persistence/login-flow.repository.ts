@@ -82,6 +82,28 @@ export class LoginFlowRepository {
     throw new Error(`login flow of ${input.interactionUid} vanished twice`);
   }
 
+  /**
+   * The user-ID step of a flow that has no row yet: stores it already identified, in one statement.
+   * Also moves a stored flow that is back at the user-ID step (a restart); false when the
+   * interaction's flow has left that step already (a concurrent submission). Returns the flow's id.
+   */
+  async createIdentified(
+    input: { id: string; interactionUid: string; tenantId: string; clientId: string; expiresAt: Date },
+    data: Pick<LoginFlow, 'accountId' | 'submittedUserId' | 'method' | 'completedFactors' | 'state'>,
+  ): Promise<string | null> {
+    const rows = await this.sql.query<{ id: string }>(
+      `INSERT INTO login_flows AS f (id, interaction_uid, tenant_id, client_id, expires_at, account_id, submitted_user_id, method, completed_factors, state, updated_at)
+       VALUES ($1::uuid, $2, $3, $4, $5, $6::uuid, $7, $8, $9, $10, now())
+       ON CONFLICT (interaction_uid) DO UPDATE
+         SET account_id = EXCLUDED.account_id, submitted_user_id = EXCLUDED.submitted_user_id, method = EXCLUDED.method,
+             completed_factors = EXCLUDED.completed_factors, state = EXCLUDED.state, updated_at = now()
+         WHERE f.state = 'identify'
+       RETURNING f.id`,
+      [input.id, input.interactionUid, input.tenantId, input.clientId, input.expiresAt, data.accountId, data.submittedUserId, data.method, data.completedFactors, data.state],
+    );
+    return rows[0]?.id ?? null;
+  }
+
   /** Returns the interaction's flow, creating it on first sight. */
   async findOrCreate(input: { interactionUid: string; tenantId: string; clientId: string; expiresAt: Date }): Promise<LoginFlow> {
     return (await this.findByInteraction(input.interactionUid)) ?? this.create(input);

@@ -33,7 +33,7 @@ describe('parallel requests of one login (double clicks, several tabs)', () => {
     return { login, otp, csrf };
   }
 
-  test('eight parallel first GETs of a new interaction all answer the same page, with one flow', async () => {
+  test('eight parallel first GETs of a new interaction all answer the same page; eight parallel first user IDs store one flow', async () => {
     // A few interactions, as the collision depends on how the requests interleave.
     for (let round = 0; round < 4; round++) {
       const login = await startLogin(rp, s.issuer);
@@ -42,7 +42,18 @@ describe('parallel requests of one login (double clicks, several tabs)', () => {
       const pages = await Promise.all(responses.map(async (r) => withoutCsrf(await r.text())));
       expect(new Set(pages).size).toBe(1);
       expect(pages[0]).toContain('name="userId"');
-      expect(await s.db.prisma.loginFlow.count({ where: { interactionUid: login.uid } })).toBe(1);
+      // The user-ID page stores nothing; its submission stores the flow, once.
+      expect(await s.db.prisma.loginFlow.count({ where: { interactionUid: login.uid } })).toBe(0);
+      const u = await newAccount();
+      const csrf = csrfOf(await (await login.agent.get(login.interactionPath)).text());
+      const submits = await Promise.all(Array.from({ length: 8 }, () => login.agent.post(`${login.interactionPath}/identify`, { _csrf: csrf, userId: u.userId })));
+      const statuses = submits.map((r) => r.status);
+      // One moves the flow on; the others are told the ID was given already (and land on the same code page).
+      expect(statuses.filter((x) => x === 303)).toHaveLength(1);
+      expect(statuses.filter((x) => x !== 303)).toEqual(Array(7).fill(400));
+      expect(await s.db.prisma.loginFlow.findMany({ where: { interactionUid: login.uid }, select: { state: true, submittedUserId: true } })).toEqual([
+        { state: 'factor:email_otp', submittedUserId: u.userId },
+      ]);
     }
   });
 

@@ -57,12 +57,14 @@ describe.each(drivers)('login path SQL on %s', (_name, open) => {
     const flows = new LoginFlowRepository(db.prisma, db.sql);
     const codes = new OneTimePasswordRepository(db.prisma, db.sql);
     const payloads = new OidcPayloadRepository(db.prisma, db.sql);
-    const contexts = new LoginContextRepository(db.sql);
+    const contexts = new LoginContextRepository(db.sql, { c1: 't1' });
     const uid = `uid-${randomUUID()}`;
 
     expect(await contexts.load(uid)).toEqual({ interaction: null, flow: null, account: null, latestCode: null });
 
     await payloads.upsert('Interaction', uid, { uid, params: { client_id: 'c1' } }, 600);
+    // Before the flow is stored, the submitted ID is looked up in the tenant of the interaction's client.
+    expect((await contexts.load(uid, userId)).submitted).toEqual({ userId, account: expect.objectContaining({ id: account.id }) });
     const flow = await flows.create({ interactionUid: uid, tenantId: 't1', clientId: 'c1', expiresAt: new Date(Date.now() + 600_000) });
     expect(await flows.create({ interactionUid: uid, tenantId: 't1', clientId: 'c1', expiresAt: new Date() })).toEqual(flow);
     expect(await flows.transition(flow.id, 'identify', { accountId: account.id, submittedUserId: userId, method: 'otp', completedFactors: ['x'], state: 'factor:email_otp' })).toBe(true);
@@ -85,6 +87,20 @@ describe.each(drivers)('login path SQL on %s', (_name, open) => {
     const seen = await payloads.withPrefetched('Interaction', { [uid]: loaded.interaction }, () => payloads.find('Interaction', uid));
     expect(seen).toEqual({ uid, params: { client_id: 'c1' } });
     expect(await payloads.find('Interaction', uid)).toEqual({ changed: true });
+  });
+
+  it('stores a flow at its first user-ID submission, once, and moves a restarted one', async () => {
+    const flows = new LoginFlowRepository(db.prisma, db.sql);
+    const uid = `uid-${randomUUID()}`;
+    const input = { id: randomUUID(), interactionUid: uid, tenantId: 't1', clientId: 'c1', expiresAt: new Date(Date.now() + 600_000) };
+    const data = { accountId: null, submittedUserId: 'someone', method: 'otp', completedFactors: [], state: 'factor:email_otp' };
+    const both = await Promise.all([flows.createIdentified(input, data), flows.createIdentified({ ...input, id: randomUUID() }, data)]);
+    expect(both.filter((id) => id !== null)).toHaveLength(1);
+    const stored = await flows.findByInteraction(uid);
+    expect(stored).toMatchObject({ state: 'factor:email_otp', submittedUserId: 'someone', tenantId: 't1' });
+    await flows.update(stored!.id, { state: 'identify', submittedUserId: null, method: null });
+    expect(await flows.createIdentified({ ...input, id: randomUUID() }, { ...data, submittedUserId: 'other' })).toBe(stored!.id);
+    expect(await flows.findByInteraction(uid)).toMatchObject({ id: stored!.id, submittedUserId: 'other', state: 'factor:email_otp' });
   });
 
   it('completes a flow once: two identical submissions, one completion, one event, the code consumed', async () => {
