@@ -108,6 +108,7 @@ export class LoginFlowService {
       const now = new Date();
       flow = { id: randomUUID(), ...input, accountId: null, submittedUserId: null, method: null, completedFactors: [], state: 'identify', createdAt: now, updatedAt: now };
       this.unsaved.add(flow);
+      if (loaded.submitted) this.loadedWith.set(flow, { account: null, latestCode: null, submitted: loaded.submitted });
     } else flow = await this.deps.flows.findOrCreate(input);
     if (flow.expiresAt.getTime() <= Date.now()) throw new SessionExpiredError();
     return flow;
