@@ -34,7 +34,10 @@ function scryptDerive(secret: string, salt: Buffer, n: number, r: number, p: num
 let dummy: Promise<string> | undefined;
 /** An argon2id hash (current parameters) of a random secret nobody knows: the work done when there is no hash. */
 function dummyHash(): Promise<string> {
-  dummy ??= argon2Hash(randomBytes(32).toString('base64url'), OPTIONS);
+  dummy ??= argon2Hash(randomBytes(32).toString('base64url'), OPTIONS).catch((err: unknown) => {
+    dummy = undefined; // made again next time rather than failing every later check
+    throw err;
+  });
   return dummy;
 }
 
