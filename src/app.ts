@@ -100,7 +100,7 @@ export async function createApp(opts: CreateAppOptions): Promise<App> {
     limits,
     mail,
     tenants,
-    factors: [emailOtp, new PasswordFactor(), new ClientCertificateFactor({ certificates: domain.certificates, mtlsUrl: config.certificates.mtls.url })],
+    factors: [emailOtp, new PasswordFactor({ accounts, logger }), new ClientCertificateFactor({ certificates: domain.certificates, mtlsUrl: config.certificates.mtls.url })],
     flowTtlSeconds: config.loginFlowTtlSeconds,
     revealUnknownUser: config.revealUnknownUser,
     decoyKey: secrets.otpHmacKey,

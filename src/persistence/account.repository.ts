@@ -218,6 +218,21 @@ export class AccountRepository {
   }
 
   /**
+   * Replaces the password hash with a stronger one of the same password, only while the stored hash is
+   * still `current` (one statement), so a password changed meanwhile is never overwritten. True if replaced.
+   */
+  async upgradePasswordHash(id: string, current: string, upgraded: string): Promise<boolean> {
+    const { count } = await this.prisma.account.updateMany({ where: { id, passwordHash: current }, data: { passwordHash: upgraded } });
+    return count === 1;
+  }
+
+  /** As `upgradePasswordHash`, for the secret answer's hash. */
+  async upgradeSecretAnswerHash(id: string, current: string, upgraded: string): Promise<boolean> {
+    const { count } = await this.prisma.account.updateMany({ where: { id, secretAnswerHash: current }, data: { secretAnswerHash: upgraded } });
+    return count === 1;
+  }
+
+  /**
    * Deletes an account with all its data: devices, events, flows and codes go by cascade; the
    * provider's sessions, grants and tokens naming it are removed too.
    */

@@ -2,6 +2,7 @@ import type { AccountEventService } from '../account/account-event.service.js';
 import type { AccountLifecycleService } from '../account/account-lifecycle.service.js';
 import type { ActivationService } from '../activation/activation.service.js';
 import type { AppConfig, ClientConfig, LoginMethod, Tenant, TenantDirectory } from '../config/index.js';
+import { upgradeWeakHash } from '../credentials/hash-upgrade.js';
 import { hashSecret, normalizeAnswer, verifySecret } from '../credentials/hashing.js';
 import { checkPassword, PASSWORD_MAX_LENGTH } from '../credentials/password-policy.js';
 import type { LoginResult } from '../history/login-event.service.js';
@@ -82,7 +83,7 @@ export class RecoveryService {
       activation: ActivationService;
       tenants: TenantDirectory;
       config: Settings;
-      logger: Pick<Logger, 'error'>;
+      logger: Pick<Logger, 'error' | 'warn'>;
     },
   ) {}
 
@@ -240,6 +241,13 @@ export class RecoveryService {
     }
     if (!(await verifySecret(answer, account.secretAnswerHash)))
       await this.failure(flow, account, tenant, client, req, 'wrong_answer', 'answer', 'recovery:errors.answer_wrong', backUrl);
+    // A hash made with older (weaker) parameters is replaced now that the answer is known to be right.
+    await upgradeWeakHash(
+      answer,
+      account.secretAnswerHash,
+      (current, upgraded) => this.deps.accounts.upgradeSecretAnswerHash(account.id, current, upgraded),
+      (err) => this.deps.logger.warn({ accountId: account.id, error: err }, 'secret answer hash upgrade failed'),
+    );
 
     const completedFactors = [...flow.completedFactors, 'secret_question'];
     const method = effectiveMethod(account.loginMethod, tenant.contract);

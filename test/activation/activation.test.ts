@@ -112,7 +112,7 @@ describe('activation (初回認証 → 認証情報登録 → 認証情報登録
     const account = await fresh(u.account.id);
     expect(account.status).toBe('active');
     expect(account.secretQuestionId).toBe('first_pet');
-    expect(account.secretAnswerHash).toMatch(/^scrypt\$/);
+    expect(account.secretAnswerHash).toMatch(/^\$argon2id\$v=19\$m=19456,t=2,p=1\$/);
     expect(await verifySecret('pochi', account.secretAnswerHash)).toBe(true); // stored normalised
     expect(account.passwordHash).toBeNull();
     const audit = await s.db.prisma.accountEvent.findMany({ where: { accountId: u.account.id }, orderBy: { createdAt: 'asc' } });
@@ -345,7 +345,7 @@ describe('activation (初回認証 → 認証情報登録 → 認証情報登録
     expect(ok.status).toBe(303);
     const account = await fresh(u.account.id);
     expect(account.status).toBe('active');
-    expect(account.passwordHash).toMatch(/^scrypt\$/);
+    expect(account.passwordHash).toMatch(/^\$argon2id\$v=19\$m=19456,t=2,p=1\$/);
     expect(account.passwordHash).not.toContain(GOOD_PASSWORD);
     expect(await verifySecret(GOOD_PASSWORD, account.passwordHash)).toBe(true);
     expect(await verifySecret('password1', account.passwordHash)).toBe(false);
