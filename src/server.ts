@@ -1,25 +1,15 @@
+// One HTTP process: opens the database (applying migrations), builds the application and listens. Run
+// directly by src/main.ts, or as each worker of its cluster (WEB_CONCURRENCY > 1).
 import { createServer } from 'node:http';
 import { createApp } from './app.js';
-import { ConfigError, loadConfig } from './config/index.js';
+import type { AppConfig } from './config/index.js';
 import { DEMO_USER_ID, seedDemoAccount } from './demo/seed.js';
-import { createLogger } from './logger.js';
-import { DataDirLockedError } from './persistence/data-dir-lock.js';
+import type { Logger } from './logger.js';
 import { openDatabase } from './persistence/database.js';
 import { startHousekeeping } from './housekeeping.js';
 import { startMtlsListener } from './http/mtls-server.js';
 
-async function main() {
-  let config;
-  try {
-    config = loadConfig();
-  } catch (e) {
-    if (e instanceof ConfigError) {
-      console.error(e.message);
-      process.exit(1);
-    }
-    throw e;
-  }
-  const logger = createLogger(config.logLevel);
+export async function startServer(config: AppConfig, logger: Logger): Promise<void> {
   const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, logger });
   logger.info({ database: db.kind }, 'database ready');
   const app = await createApp({ config, db, logger });
@@ -56,13 +46,6 @@ async function main() {
   };
   process.on('SIGINT', () => void stop('SIGINT'));
   process.on('SIGTERM', () => void stop('SIGTERM'));
+  // A cluster worker whose primary is gone would keep its connections but get no new ones.
+  process.on('disconnect', () => void stop('disconnect'));
 }
-
-main().catch((e: unknown) => {
-  if (e instanceof DataDirLockedError) {
-    console.error(`${e.message}: is the provider already running? The embedded database allows one process; set DATABASE_URL to run several.`);
-    process.exit(1);
-  }
-  console.error(e);
-  process.exit(1);
-});

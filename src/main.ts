@@ -1,0 +1,40 @@
+// `npm start` / `node dist/main.js`: the HTTP provider. With WEB_CONCURRENCY > 1 this process becomes
+// a cluster primary (src/cluster.ts) forking that many HTTP workers on the same port; the modules of
+// the application are loaded only where they serve requests.
+import cluster from 'node:cluster';
+import { ConfigError, loadConfig } from './config/index.js';
+import { createLogger } from './logger.js';
+import { DataDirLockedError } from './persistence/data-dir-lock.js';
+
+async function main() {
+  let config;
+  try {
+    config = loadConfig();
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      console.error(e.message);
+      process.exit(1);
+    }
+    throw e;
+  }
+  if (cluster.isPrimary && config.webConcurrency > 1) {
+    if (!config.databaseUrl) {
+      console.error(`WEB_CONCURRENCY=${config.webConcurrency} needs DATABASE_URL (PostgreSQL): the embedded database allows one process.`);
+      process.exit(1);
+    }
+    const { runPrimary } = await import('./cluster.js');
+    runPrimary(config, createLogger(config.logLevel, 'idp-primary'));
+    return;
+  }
+  const { startServer } = await import('./server.js');
+  await startServer(config, createLogger(config.logLevel));
+}
+
+main().catch((e: unknown) => {
+  if (e instanceof DataDirLockedError) {
+    console.error(`${e.message}: is the provider already running? The embedded database allows one process; set DATABASE_URL to run several.`);
+    process.exit(1);
+  }
+  console.error(e);
+  process.exit(1);
+});
