@@ -46,6 +46,4 @@ export async function startServer(config: AppConfig, logger: Logger): Promise<vo
   };
   process.on('SIGINT', () => void stop('SIGINT'));
   process.on('SIGTERM', () => void stop('SIGTERM'));
-  // A cluster worker whose primary is gone would keep its connections but get no new ones.
-  process.on('disconnect', () => void stop('disconnect'));
 }

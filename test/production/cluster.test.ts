@@ -107,3 +107,25 @@ describe('WEB_CONCURRENCY=2 on PostgreSQL', () => {
     await eventually('every worker gone', () => (tree.some(isAlive) ? undefined : true), 2_000);
   }, 20_000);
 });
+
+test('workers whose primary is killed stop by themselves', async () => {
+  const database = await createTestDatabase('cluster-orphan');
+  const dataDir = mkdtempSync(join(tmpdir(), 'idp-cluster-'));
+  const p = startProviderProcess(
+    TSX,
+    { ...productionSecrets(), WEB_CONCURRENCY: '2', PORT: String(await freePort()), HOST: '127.0.0.1', DATABASE_URL: database.url, DATA_DIR: dataDir, TENANTS_FILE: 'test/production/tenants.yaml' },
+    process.cwd(),
+  );
+  try {
+    const workers = await eventually('two workers listening', () => (listeningWorkers(p).length >= 2 ? listeningWorkers(p) : undefined), 90_000);
+    process.kill(p.pid, 'SIGKILL');
+    await p.exited;
+    // (node:cluster ends a worker whose channel to the primary closes unexpectedly.)
+    await eventually('the orphaned workers gone', () => (workers.some(isAlive) ? undefined : true), 10_000);
+  } finally {
+    await p.kill();
+    for (const pid of listeningWorkers(p)) if (isAlive(pid)) process.kill(pid, 'SIGKILL');
+    await database.drop();
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}, 120_000);
