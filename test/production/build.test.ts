@@ -3,7 +3,7 @@
 // PostgreSQL database, signing a user in with the mailed one-time password. Slow (a compile and an
 // offline `npm ci`).
 import { execFile } from 'node:child_process';
-import { cpSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -68,7 +68,7 @@ test('the admin CLI and the mail worker run from dist/ with production dependenc
   expect(worker.stderr).toMatch(/The mail worker needs Redis/);
 });
 
-describe('node dist/main.js in production', () => {
+describe('npm run start:prod (node dist/main.js) in production', () => {
   let provider: ProviderProcess;
   let database: TestDatabase;
   let smtp: Awaited<ReturnType<typeof startSmtpServer>>;
@@ -79,7 +79,13 @@ describe('node dist/main.js in production', () => {
     smtp = await startSmtpServer();
     const port = await freePort();
     issuer = `http://127.0.0.1:${port}`;
-    provider = startProviderProcess(['dist/main.js'], {
+    // Exactly what `npm run start:prod` runs: its variables, then node's arguments.
+    const words = (JSON.parse(readFileSync('package.json', 'utf8')) as { scripts: Record<string, string> }).scripts['start:prod']!.split(/\s+/);
+    const scriptEnv = Object.fromEntries(words.slice(0, words.indexOf('node')).map((w) => w.split('=') as [string, string]));
+    const nodeArgs = words.slice(words.indexOf('node') + 1);
+    expect(nodeArgs.at(-1)).toBe('dist/main.js');
+    provider = startProviderProcess(nodeArgs, {
+      ...scriptEnv,
       ...productionSecrets(),
       PORT: String(port),
       HOST: '127.0.0.1',
