@@ -1,12 +1,10 @@
-import { createServer } from 'node:http';
-import { createApp } from './app.js';
+// `npm start` / `node dist/main.js`: the HTTP provider. With WEB_CONCURRENCY > 1 this process becomes
+// a cluster primary (src/cluster.ts) forking that many HTTP workers on the same port; the modules of
+// the application are loaded only where they serve requests.
+import cluster from 'node:cluster';
 import { ConfigError, loadConfig } from './config/index.js';
-import { DEMO_USER_ID, seedDemoAccount } from './demo/seed.js';
 import { createLogger } from './logger.js';
 import { DataDirLockedError } from './persistence/data-dir-lock.js';
-import { openDatabase } from './persistence/database.js';
-import { startHousekeeping } from './housekeeping.js';
-import { startMtlsListener } from './http/mtls-server.js';
 
 async function main() {
   let config;
@@ -19,43 +17,17 @@ async function main() {
     }
     throw e;
   }
-  const logger = createLogger(config.logLevel);
-  const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, logger });
-  logger.info({ database: db.kind }, 'database ready');
-  const app = await createApp({ config, db, logger });
-  if (config.seedDemo && (await seedDemoAccount(app.services.accounts, app.services.tenants))) logger.info({ userId: DEMO_USER_ID }, 'seeded demo account');
-  const housekeeping = startHousekeeping(app.services, logger, config);
-
-  const server = createServer(app.koa.callback());
-  server.listen(config.port, config.host, () => {
-    logger.info({ issuer: config.issuer }, 'provider listening');
-    if (config.demoSite) logger.info(`demo site:   ${config.issuer}/demo/  (user ID: ${DEMO_USER_ID})`);
-    if (config.devMailbox && !config.smtpUrl) logger.info(`dev mailbox: ${config.issuer}/dev/mailbox`);
-  });
-
-  // The mutual-TLS listener: same application, HTTPS asking for a client certificate (certificate logins).
-  let mtls: Awaited<ReturnType<typeof startMtlsListener>> | undefined;
-  if (config.certificates.mtls.port !== undefined) {
-    mtls = await startMtlsListener({ config, caPem: await app.services.certificates.caPem(), handler: app.koa.callback(), port: config.certificates.mtls.port, host: config.host });
-    logger.info({ port: mtls.port, url: config.certificates.mtls.url }, 'mutual-TLS listener ready');
+  if (cluster.isPrimary && config.webConcurrency > 1) {
+    if (!config.databaseUrl) {
+      console.error(`WEB_CONCURRENCY=${config.webConcurrency} needs DATABASE_URL (PostgreSQL): the embedded database allows one process.`);
+      process.exit(1);
+    }
+    const { runPrimary } = await import('./cluster.js');
+    runPrimary(config, createLogger(config.logLevel, 'idp-primary'));
+    return;
   }
-
-  let stopping = false;
-  const stop = async (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    logger.info({ signal }, 'shutting down');
-    housekeeping.stop();
-    server.close();
-    server.closeAllConnections();
-    mtls?.server.close();
-    mtls?.server.closeAllConnections();
-    await app.close();
-    await db.close();
-    process.exit(0);
-  };
-  process.on('SIGINT', () => void stop('SIGINT'));
-  process.on('SIGTERM', () => void stop('SIGTERM'));
+  const { startServer } = await import('./server.js');
+  await startServer(config, createLogger(config.logLevel));
 }
 
 main().catch((e: unknown) => {

@@ -113,7 +113,10 @@ function isWarnOrWorse(line: string): boolean {
 export function spawnTsx(label: string, script: string, env: Record<string, string>, cwd: string): ChildHandle {
   const base: Record<string, string> = {};
   for (const k of ['PATH', 'HOME', 'TMPDIR', 'LANG', 'TZ']) if (process.env[k]) base[k] = process.env[k]!;
-  const child: ChildProcess = spawn(process.execPath, [tsxCli, script], { cwd, env: { ...base, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  // BENCH_PROVIDER_CMD (e.g. `node dist/main.js` after `npm run build`) runs the provider instead of tsx src/main.ts.
+  const providerCmd = script === 'src/main.ts' ? process.env.BENCH_PROVIDER_CMD?.trim().split(/\s+/) : undefined;
+  const [command, ...args] = providerCmd?.length ? providerCmd : [process.execPath, tsxCli, script];
+  const child: ChildProcess = spawn(command!, args, { cwd, env: { ...base, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   if (child.pid === undefined) throw new Error(`${label}: could not spawn`);
   const pid = child.pid;
   let code: number | null | undefined;

@@ -16,6 +16,8 @@ export const envSchema = z.object({
   PORT: z.coerce.number().int().min(0).max(65535).default(3000),
   /** Address the provider listens on. */
   HOST: z.string().default('0.0.0.0'),
+  /** HTTP worker processes sharing PORT (node:cluster); above 1 needs DATABASE_URL. Each worker runs the whole application. */
+  WEB_CONCURRENCY: z.coerce.number().int().min(1).max(256).default(1),
   /** Public issuer URL (what relying sites see); defaults to http://localhost:PORT. */
   ISSUER: z.url().optional(),
   /** PostgreSQL connection string. Unset: an embedded PGlite database under DATA_DIR. */

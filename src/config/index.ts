@@ -12,6 +12,7 @@ export interface AppConfig {
   env: Env['NODE_ENV'];
   port: number;
   host: string;
+  webConcurrency: number;
   issuer: string;
   databaseUrl: string | undefined;
   dataDir: string;
@@ -68,6 +69,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     env: e.NODE_ENV,
     port: e.PORT,
     host: e.HOST,
+    webConcurrency: e.WEB_CONCURRENCY,
     issuer,
     databaseUrl: e.DATABASE_URL,
     dataDir: resolve(e.DATA_DIR),

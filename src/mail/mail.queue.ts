@@ -1,4 +1,5 @@
-import { Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
+import { createRequire } from 'node:module';
+import type { Job } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { AppConfig } from '../config/index.js';
 import type { Logger } from '../logger.js';
@@ -7,6 +8,9 @@ import { isMailEnvelope, mailSealer, type MailEnvelope, type MailSealer } from '
 import { createOutboxMailQueue, undeliveredOf, type OutboxOptions } from './mail.outbox.js';
 import { errorMessage } from './mail.sender.js';
 import { deliverByOf, parseMailJob, retryDelayMs, type MailQueue, type MailSender, type MailTemplate, type RetryPolicy, type UndeliveredMail } from './mail.types.js';
+
+/** BullMQ, loaded only when Redis is configured: without REDIS_URL it would cost every process about 10 MiB. */
+const bullmq = () => createRequire(import.meta.url)('bullmq') as typeof import('bullmq');
 
 export type { MailStore } from './mail.delivery.js';
 
@@ -113,6 +117,7 @@ export function startMailWorker(deps: Omit<MailQueueDeps, 'config'> & { config: 
   const sealer = mailSealer(deps.sealKeys);
   const connection = redisConnection(deps.config.redisUrl, logger);
   const closeGraceMs = options.closeGraceMs ?? DEFAULT_CLOSE_GRACE_MS;
+  const { Worker, UnrecoverableError } = bullmq();
   const worker = new Worker<unknown>(
     options.queueName ?? DEFAULT_QUEUE_NAME,
     async (job: Job<unknown>) => {
@@ -190,6 +195,7 @@ function createBullMailQueue(deps: MailQueueDeps, redisUrl: string): MailQueue {
   const policy = retryPolicy(options.retry);
   const sealer = mailSealer(deps.sealKeys);
   const connection = redisConnection(redisUrl, logger, { failFast: true });
+  const { Queue } = bullmq();
   const queue = new Queue<MailEnvelope>(options.queueName ?? DEFAULT_QUEUE_NAME, {
     connection,
     prefix: options.prefix,

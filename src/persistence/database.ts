@@ -2,10 +2,9 @@
 // under the data folder, so the provider starts with nothing installed. Migrations run before use.
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { PGlite } from '@electric-sql/pglite';
+import type { PGlite } from '@electric-sql/pglite';
 import { PrismaPg } from '@prisma/adapter-pg';
 import pg from 'pg';
-import { PrismaPGlite } from 'pglite-prisma-adapter';
 import { PrismaClient } from './generated/client.js';
 import { lockDataDir, type DataDirLock } from './data-dir-lock.js';
 import { applyMigrations, type MigrationLogger, type SqlExecutor } from './migrate.js';
@@ -72,6 +71,8 @@ async function openPglite(opts: OpenDatabaseOptions): Promise<Database> {
     // One process per folder (DataDirLockedError otherwise), before PGlite reads anything.
     lock = await lockDataDir(opts.dataDir);
   }
+  // Loaded only here: with DATABASE_URL set, the embedded database's WASM never enters the process.
+  const [{ PGlite }, { PrismaPGlite }] = await Promise.all([import('@electric-sql/pglite'), import('pglite-prisma-adapter')]);
   let db: PGlite | undefined;
   try {
     db = await PGlite.create(dataDir);
