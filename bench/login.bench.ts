@@ -3,8 +3,9 @@
 // logins, refresh_token and client_credentials grants, SQL statements per login (through a counting
 // proxy, in a separate provider instance) and latency with a million accounts.
 // `npm run bench -- --logins 500 --concurrency 20`; see usage() for every option.
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -58,6 +59,8 @@ interface Options {
   million: boolean;
   scaleLogins: number;
   webConcurrency: string | undefined;
+  /** Run our provider from source with tsx instead of the production build (`npm run start:prod`). */
+  tsx: boolean;
 }
 
 function usage(): string {
@@ -79,6 +82,9 @@ function usage(): string {
                          on the same server (the large one seeded in about 35-50 s), dropped afterwards
   --no-million           skip that comparison
   --scale-logins N       OTP logins per database size in that comparison (default 100)
+  --tsx                  run our provider from source (tsx src/main.ts) instead of the production build:
+                         by default the bench runs \`npm run build\` and starts what \`npm run start:prod\` runs
+                         (BENCH_PROVIDER_CMD, when set, is started instead of either)
   --web-concurrency N    WEB_CONCURRENCY for our provider (Node cluster workers); RSS and CPU are summed
                          over all its node processes (default: not set; env BENCH_WEB_CONCURRENCY)
   -h, --help             this text`;
@@ -101,6 +107,7 @@ function parseOptions(): Options {
       'no-million': { type: 'boolean' },
       'scale-logins': { type: 'string' },
       'web-concurrency': { type: 'string' },
+      tsx: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -137,6 +144,7 @@ function parseOptions(): Options {
     million: !values['no-million'],
     scaleLogins: int('--scale-logins', values['scale-logins'], 100, 1),
     webConcurrency,
+    tsx: values.tsx === true,
   };
 }
 
@@ -850,7 +858,7 @@ function printComparison(opts: Options, reports: TargetReport[], database: strin
   console.log(`Login benchmark: ${opts.logins} OTP logins per provider, ${opts.concurrency} concurrent workers, after ${opts.warmup} warm-up logins (not counted).`);
   if (ours) {
     const wc = opts.webConcurrency ? `WEB_CONCURRENCY=${opts.webConcurrency} (node processes seen: ${ours.processes})` : 'WEB_CONCURRENCY not set';
-    console.log(`  ours = tsx src/main.ts, NODE_ENV=production, PostgreSQL (${database}), in-process mail queue, no Redis, ${wc}`);
+    console.log(`  ours = ${providerCommand}, NODE_ENV=production, PostgreSQL (${database}), in-process mail queue, no Redis, ${wc}`);
   }
   if (reports.some((r) => r.name === 'bare')) console.log('  bare = bench/bare-provider.ts: oidc-provider with its in-memory adapter, minimal user-ID + OTP interaction');
   console.log(`  Node ${process.version}, ${availableParallelism()} CPUs shared by the bench client, the SMTP sink and the provider.`);
@@ -1007,9 +1015,29 @@ function printLines(name: string, lines: ChildLine[]): void {
 
 // ---- main ----------------------------------------------------------------------------------------
 
+/** How our provider is started (printed in the report). */
+let providerCommand = 'tsx src/main.ts';
+
+/**
+ * Builds dist/ and returns the command of `npm run start:prod` for spawnTsx (BENCH_PROVIDER_CMD):
+ * production runs compiled JavaScript with its memory settings, and that is what is measured.
+ */
+function productionCommand(): string {
+  process.stderr.write('ours: npm run build… ');
+  execFileSync(process.execPath, ['scripts/build.mjs'], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] });
+  process.stderr.write('done\n');
+  const scripts = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts;
+  const startProd = scripts['start:prod'];
+  if (!startProd) throw new Error('package.json has no start:prod script');
+  // `VAR=value node …` as a command line: env(1) sets the variables, as the shell does for npm.
+  return `env ${startProd}`;
+}
+
 async function main(): Promise<void> {
   const opts = parseOptions();
   const runId = randomBytes(3).toString('hex');
+  if (opts.ours && !opts.tsx && !process.env.BENCH_PROVIDER_CMD) process.env.BENCH_PROVIDER_CMD = productionCommand();
+  providerCommand = process.env.BENCH_PROVIDER_CMD ?? 'tsx src/main.ts';
 
   const sink = await startOtpSink();
   onCleanup('SMTP sink', () => sink.close());

@@ -6,7 +6,7 @@ import { X509Certificate as NodeX509Certificate, createPrivateKey, webcrypto } f
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError, type AppConfig } from '../config/index.js';
-import { x509 } from './x509.js';
+import { loadX509, type X509 } from './x509.js';
 
 /** RSA with SHA-256: every browser, OS key store and TLS stack accepts it (PKCS#12 writing needs RSA too). */
 export const RSA_SIGNING = { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' } as const;
@@ -14,7 +14,7 @@ const rsaKeyGen = (modulusLength: number): RsaHashedKeyGenParams => ({ ...RSA_SI
 
 /** The internal certificate authority that issues the devices' client certificates. */
 export interface CertificateAuthority {
-  certificate: x509.X509Certificate;
+  certificate: X509.X509Certificate;
   /** Node's (OpenSSL's) view of the same certificate, for verifying presented certificates. */
   node: NodeX509Certificate;
   pem: string;
@@ -46,6 +46,7 @@ async function fromPem(certPem: string, keyPem: string, source: string): Promise
   if (keyObject.asymmetricKeyType !== 'rsa') throw new ConfigError(`${source}: the CA key must be an RSA key (PKCS#12 files are written with RSA)`);
   if (!node.ca) throw new ConfigError(`${source}: the CA certificate lacks basicConstraints cA=true`);
   if (!node.checkPrivateKey(keyObject)) throw new ConfigError(`${source}: the CA key does not match the CA certificate`);
+  const x509 = await loadX509();
   const der = keyObject.export({ type: 'pkcs8', format: 'der' });
   const signingKey = await webcrypto.subtle.importKey('pkcs8', der, RSA_SIGNING, false, ['sign']);
   const certificate = new x509.X509Certificate(node.raw);
@@ -54,6 +55,7 @@ async function fromPem(certPem: string, keyPem: string, source: string): Promise
 
 /** A fresh CA (RSA 3072, 10 years), for development and tests. */
 export async function generateCertificateAuthority(commonName: string): Promise<{ certPem: string; keyPem: string }> {
+  const x509 = await loadX509();
   const keys = (await webcrypto.subtle.generateKey(rsaKeyGen(3072), true, ['sign', 'verify'])) as CryptoKeyPair;
   const now = Date.now();
   const cert = await x509.X509CertificateGenerator.createSelfSigned({
@@ -103,4 +105,4 @@ export function randomSerial(): string {
   return Buffer.from(bytes).toString('hex');
 }
 
-export { x509 };
+export { loadX509 };

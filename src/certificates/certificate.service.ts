@@ -2,19 +2,20 @@ import { X509Certificate as NodeX509Certificate, createHash, webcrypto } from 'n
 import type { TenantDirectory } from '../config/index.js';
 import type { AccountRepository, AccountWithDevices, Device } from '../persistence/account.repository.js';
 import type { Certificate, CertificateRepository } from '../persistence/certificate.repository.js';
-import { RSA_SIGNING, randomSerial, x509, type CertificateAuthority } from './certificate-authority.js';
+import { RSA_SIGNING, randomSerial, loadX509, type CertificateAuthority } from './certificate-authority.js';
+import type { X509 } from './x509.js';
 import { DownloadPasswordBox, randomDownloadPassword } from './download-password.js';
-import { writePkcs12 } from './pkcs12.js';
 
 /** Why a certificate was revoked (shown in the device table; mapped to CRL reason codes). */
 export type RevocationReason = 'device_deleted' | 'method_changed' | 'superseded' | 'account_deleted' | 'admin';
 
-const CRL_REASON: Record<string, x509.X509CrlReason> = {
-  device_deleted: x509.X509CrlReason.cessationOfOperation,
-  method_changed: x509.X509CrlReason.cessationOfOperation,
-  account_deleted: x509.X509CrlReason.cessationOfOperation,
-  superseded: x509.X509CrlReason.superseded,
-  admin: x509.X509CrlReason.unspecified,
+/** CRL reason (RFC 5280) per revocation reason. */
+const CRL_REASON: Record<string, keyof typeof X509.X509CrlReason> = {
+  device_deleted: 'cessationOfOperation',
+  method_changed: 'cessationOfOperation',
+  account_deleted: 'cessationOfOperation',
+  superseded: 'superseded',
+  admin: 'unspecified',
 };
 
 /** Days before expiry from which the account area offers renewal. */
@@ -116,6 +117,7 @@ export class CertificateService {
     const { account, device } = await this.accountAndDevice(accountId, deviceId);
     const tenant = this.deps.tenants.tenant(account.tenantId);
     const ca = await this.authority();
+    const x509 = await loadX509();
     const now = Date.now();
     // Backdated a little so clocks slightly behind ours accept a fresh certificate.
     const notBefore = validity?.notBefore ?? new Date(now - 5 * 60_000);
@@ -144,6 +146,8 @@ export class CertificateService {
     const certificatePem = cert.toString('pem');
     const keyPkcs8Pem = x509.PemConverter.encode(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey), 'PRIVATE KEY');
     const downloadPassword = randomDownloadPassword();
+    // node-forge, loaded with the first certificate issued.
+    const { writePkcs12 } = await import('./pkcs12.js');
     const pkcs12 = writePkcs12({ keyPkcs8Pem, certificatePem, chainPems: [ca.pem], password: downloadPassword, friendlyName: `${account.userId} (${device.email})` });
     const certificate = await this.deps.repo.createReplacing(
       {
@@ -270,6 +274,7 @@ export class CertificateService {
     const cached = this.crlCache;
     if (cached && cached.state === state && now.getTime() - cached.signedAt < CRL_REFRESH_SECONDS * 1000) return cached.der;
     const ca = await this.authority();
+    const x509 = await loadX509();
     // CRL numbers must increase (RFC 5280 5.2.3): seconds since the epoch do across restarts and instances.
     this.crlNumber = Math.max(this.crlNumber + 1, Math.floor(now.getTime() / 1000));
     const crl = await x509.X509CrlGenerator.create({
@@ -281,7 +286,7 @@ export class CertificateService {
       entries: entries.map((e) => ({
         serialNumber: e.serial,
         revocationDate: e.revokedAt ?? e.createdAt,
-        reason: CRL_REASON[e.reason ?? 'device_deleted'] ?? x509.X509CrlReason.cessationOfOperation,
+        reason: x509.X509CrlReason[CRL_REASON[e.reason ?? 'device_deleted'] ?? 'cessationOfOperation'],
       })),
       extensions: [await authorityKeyId(ca), new x509.Extension('2.5.29.20', false, derInteger(this.crlNumber))],
     });
@@ -292,7 +297,8 @@ export class CertificateService {
 }
 
 /** The CA's own key identifier when its certificate has one (an operator's CA may use another method than ours). */
-async function authorityKeyId(ca: CertificateAuthority): Promise<x509.AuthorityKeyIdentifierExtension> {
+async function authorityKeyId(ca: CertificateAuthority): Promise<X509.AuthorityKeyIdentifierExtension> {
+  const x509 = await loadX509();
   const ski = ca.certificate.getExtension(x509.SubjectKeyIdentifierExtension);
   return ski ? new x509.AuthorityKeyIdentifierExtension(ski.keyId) : x509.AuthorityKeyIdentifierExtension.create(ca.certificate.publicKey);
 }

@@ -4,7 +4,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createServer, type Server } from 'node:https';
 import { isIP, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { x509 } from '../certificates/x509.js';
+import { loadX509 } from '../certificates/x509.js';
 import { ConfigError, type AppConfig } from '../config/index.js';
 
 export interface TlsCredentials {
@@ -61,6 +61,7 @@ export async function loadMtlsCredentials(config: Pick<AppConfig, 'env' | 'dataD
 }
 
 export async function generateSelfSignedServerCertificate(hostname: string): Promise<TlsCredentials> {
+  const x509 = await loadX509();
   const alg = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' };
   const keys = (await webcrypto.subtle.generateKey(alg, true, ['sign', 'verify'])) as CryptoKeyPair;
   const names = new Set([hostname, 'localhost', '127.0.0.1', '::1']);

@@ -8,7 +8,9 @@ import { join } from 'node:path';
 import { connect } from 'node:tls';
 import * as oidc from 'openid-client';
 import { RSA_SIGNING, generateCertificateAuthority } from '../../src/certificates/certificate-authority.js';
-import { x509 } from '../../src/certificates/x509.js';
+import { loadX509 } from '../../src/certificates/x509.js';
+
+const x509 = await loadX509();
 import { parseTenants } from '../../src/config/tenants.js';
 import { hashSecret } from '../../src/credentials/hashing.js';
 import { clientCertificateReader } from '../../src/http/client-certificate.js';

@@ -1,5 +1,5 @@
-// What a provider on PostgreSQL without Redis does not load: the embedded database (PGlite and its
-// WASM) and BullMQ. Checked in a process of its own, which records every module it loads.
+// What a provider on PostgreSQL without Redis, whose contracts use no client certificates, does not
+// load: the embedded database (PGlite and its WASM), BullMQ, and the certificate libraries. Checked in a process of its own, which records every module it loads.
 import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -49,7 +49,7 @@ afterAll(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-test('with DATABASE_URL and no REDIS_URL, neither PGlite nor BullMQ is loaded', async () => {
+test('with DATABASE_URL, no REDIS_URL and no certificate method, neither PGlite, BullMQ nor the X.509 and PKCS#12 libraries are loaded', async () => {
   const loadedFile = join(dir, 'loaded.txt');
   const { DATABASE_URL: _parent, REDIS_URL: _redis, ...env } = process.env;
   const { stdout } = await run(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', SCRIPT(loadedFile, join(dir, 'data'))], {
@@ -63,5 +63,5 @@ test('with DATABASE_URL and no REDIS_URL, neither PGlite nor BullMQ is loaded', 
   expect(esm.some((u) => u.includes('/node_modules/oidc-provider/'))).toBe(true);
   expect(cjs.some((p) => p.includes('/node_modules/ioredis/'))).toBe(true);
   // ...and none of these.
-  expect([...esm, ...cjs].filter((u) => /\/node_modules\/(@electric-sql\/pglite|pglite-prisma-adapter|bullmq)\//.test(u))).toEqual([]);
+  expect([...esm, ...cjs].filter((u) => /\/node_modules\/(@electric-sql\/pglite|pglite-prisma-adapter|bullmq|@peculiar\/x509|node-forge|reflect-metadata)\//.test(u))).toEqual([]);
 }, 120_000);
