@@ -104,6 +104,10 @@ export const envSchema = z.object({
     .string()
     .default('')
     .refine((v) => v.split(',').map((p) => p.trim()).filter(Boolean).every((p) => /^[0-9a-fA-F:.]+(\/\d{1,3})?$/.test(p) && isIP(p.split('/')[0]!) !== 0), 'comma-separated IP addresses or CIDR ranges'),
+  /** How long start-up keeps trying to reach PostgreSQL (DATABASE_URL) and Redis (REDIS_URL), with exponential backoff from 0.5 s, before it gives up. */
+  STARTUP_TIMEOUT_SECONDS: z.coerce.number().int().min(0).max(600).default(30),
+  /** On SIGTERM/SIGINT, how long requests in flight may take to finish before their connections are closed; the process then closes its queue and pools and exits. */
+  SHUTDOWN_TIMEOUT_SECONDS: z.coerce.number().min(0).max(120).default(8),
   /** Log level (pino). */
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });

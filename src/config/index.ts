@@ -2,6 +2,7 @@ import { resolve } from 'node:path';
 import { envSchema, type Env } from './env.js';
 import { ConfigError, formatIssues, loadTenants, type ClientConfig, type Tenant } from './tenants.js';
 import { loadSecretQuestions, type SecretQuestion } from './secret-questions.js';
+import { productionProblems } from './production.js';
 
 export { ConfigError, isResourceServer } from './tenants.js';
 export type { ClientConfig, Contract, LoginMethod, Tenant } from './tenants.js';
@@ -40,6 +41,9 @@ export interface AppConfig {
   accountArea: { reauthAgeSeconds: number; sessionTtlSeconds: number };
   loginEventRetentionDays: number;
   certificates: CertificateConfig;
+  /** STARTUP_TIMEOUT_SECONDS and SHUTDOWN_TIMEOUT_SECONDS. */
+  startupTimeoutSeconds: number;
+  shutdownTimeoutSeconds: number;
 }
 
 /** Client certificates: the internal CA, the mutual-TLS listener and a TLS-terminating proxy's header. */
@@ -58,13 +62,13 @@ export function loadConfig(source: Record<string, string | undefined> = process.
   const parsed = envSchema.safeParse(cleaned);
   if (!parsed.success) throw new ConfigError(formatIssues('environment', parsed.error));
   const e = parsed.data;
-  const dev = e.NODE_ENV !== 'production';
-  if (!dev) {
-    const missing = (['COOKIE_KEYS', 'OTP_HMAC_KEY'] as const).filter((k) => !e[k]);
-    if (!e.JWKS && !e.JWKS_FILE) missing.push('JWKS or JWKS_FILE' as never);
-    if (missing.length) throw new ConfigError(`environment is invalid:\n  ${missing.join(', ')}: required in production`);
-  }
   const issuer = (e.ISSUER ?? `http://localhost:${e.PORT}`).replace(/\/$/, '');
+  const tenants = overrides.tenants ?? loadTenants(e.TENANTS_FILE);
+  if (e.NODE_ENV === 'production') {
+    // Every problem at once, so an operator fixes them in one round.
+    const problems = productionProblems(e, issuer, tenants, overrides.tenants ? 'tenants' : e.TENANTS_FILE);
+    if (problems.length) throw new ConfigError(`configuration is not fit for production:\n  ${problems.join('\n  ')}`);
+  }
   const config: AppConfig = {
     env: e.NODE_ENV,
     port: e.PORT,
@@ -94,7 +98,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
       otpMailsPerHour: e.RATE_LIMIT_OTP_MAILS_PER_HOUR,
     },
     logLevel: e.LOG_LEVEL,
-    tenants: overrides.tenants ?? loadTenants(e.TENANTS_FILE),
+    tenants,
     activationTtlSeconds: e.ACTIVATION_TTL,
     passwordMinLength: e.PASSWORD_MIN_LENGTH,
     secretQuestions: overrides.secretQuestions ?? loadSecretQuestions(e.SECRET_QUESTIONS_FILE),
@@ -108,6 +112,8 @@ export function loadConfig(source: Record<string, string | undefined> = process.
       clientCertHeader: e.CLIENT_CERT_HEADER?.toLowerCase(),
       trustedProxies: e.TRUSTED_PROXIES.split(',').map((p) => p.trim()).filter(Boolean),
     },
+    startupTimeoutSeconds: e.STARTUP_TIMEOUT_SECONDS,
+    shutdownTimeoutSeconds: e.SHUTDOWN_TIMEOUT_SECONDS,
   };
   return { ...config, ...overrides };
 }

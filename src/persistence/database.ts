@@ -6,6 +6,7 @@ import type { PGlite } from '@electric-sql/pglite';
 import { PrismaPg } from '@prisma/adapter-pg';
 import pg from 'pg';
 import { PrismaClient } from './generated/client.js';
+import { describeUrl, waitUntilReachable } from '../startup-checks.js';
 import { lockDataDir, type DataDirLock } from './data-dir-lock.js';
 import { applyMigrations, type MigrationLogger, type SqlExecutor } from './migrate.js';
 import type { Sql } from './sql.js';
@@ -26,6 +27,11 @@ export interface OpenDatabaseOptions {
   logger?: MigrationLogger;
   /** Overrides the migrations folder (tests). */
   migrationsDir?: string;
+  /**
+   * PostgreSQL only: keep trying to connect for this long (exponential backoff) before failing with a
+   * StartupError (the provider's start). Unset: one attempt, its error as it comes.
+   */
+  connectTimeoutMs?: number;
 }
 
 export const MEMORY_DATA_DIR = 'memory://';
@@ -35,6 +41,7 @@ export async function openDatabase(opts: OpenDatabaseOptions): Promise<Database>
 }
 
 async function openPostgres(url: string, opts: OpenDatabaseOptions): Promise<Database> {
+  if (opts.connectTimeoutMs !== undefined) await waitForPostgres(url, opts.connectTimeoutMs, opts.logger);
   const pool = new pg.Pool({ connectionString: url });
   // An idle client losing its server must not crash the process; the next query reports the error.
   pool.on('error', (err) => opts.logger?.info({ err: err.message }, 'postgres pool client error'));
@@ -94,6 +101,21 @@ async function openPglite(opts: OpenDatabaseOptions): Promise<Database> {
       await lock?.release();
     },
   };
+}
+
+/** Connects (and disconnects) until the server accepts a session; see waitUntilReachable. */
+async function waitForPostgres(url: string, timeoutMs: number, logger: MigrationLogger | undefined): Promise<void> {
+  const where = describeUrl(url, 5432);
+  const onRetry = (reason: string, delayMs: number) => logger?.info({ database: where, reason, retryInMs: delayMs }, 'database not reachable yet');
+  await waitUntilReachable({ what: 'the database', where, timeoutMs, onRetry }, async (timeLeftMs) => {
+    const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: Math.min(timeLeftMs, 5_000) });
+    client.on('error', () => {});
+    try {
+      await client.connect();
+    } finally {
+      await client.end().catch(() => undefined);
+    }
+  });
 }
 
 function pgExecutor(client: pg.PoolClient): SqlExecutor {
