@@ -33,7 +33,8 @@ export function isTransient(error: unknown): boolean {
 export function describeUrl(url: string, defaultPort: number): string {
   try {
     const u = new URL(url);
-    const host = u.hostname || u.searchParams.get('host') || 'localhost';
+    // libpq's ?host= (a socket folder) wins over the URL's host part.
+    const host = u.searchParams.get('host') || u.hostname || 'localhost';
     return `${host}:${u.port || defaultPort}`;
   } catch {
     return '(an unparsable URL)';
@@ -64,7 +65,11 @@ export async function waitUntilReachable<T>(opts: WaitOptions, attempt: (timeLef
       return await attempt(Math.max(deadline - Date.now(), 1_000));
     } catch (error) {
       const reason = errorReason(error);
-      if (!isTransient(error)) throw new StartupError(`cannot connect to ${opts.what} at ${opts.where}: ${reason}`);
+      if (!isTransient(error)) {
+        // A refusal by the service itself (a wrong password, a missing database): its own words.
+        const message = error instanceof Error && error.message !== reason ? `${error.message} (${reason})` : reason;
+        throw new StartupError(`cannot connect to ${opts.what} at ${opts.where}: ${message}`);
+      }
       const left = deadline - Date.now();
       if (left <= 0) throw new StartupError(`cannot reach ${opts.what} at ${opts.where} after ${Math.round(opts.timeoutMs / 1000)} s: ${reason}`);
       const wait = Math.min(delay, left, MAX_DELAY_MS);

@@ -1,3 +1,4 @@
+import { accessSync, constants } from 'node:fs';
 import type { Env } from './env.js';
 import type { Tenant } from './tenants.js';
 
@@ -19,7 +20,8 @@ export function isLoopbackHost(hostname: string): boolean {
  * - an http ISSUER, unless its host is a loopback address (a local test or benchmark run);
  * - a client secret from the bundled examples (containing "change-me");
  * - client certificates (a contract allowing password_certificate) without CA_CERT_FILE, CA_KEY_FILE
- *   and CERTIFICATE_SECRET; a mutual-TLS listener (MTLS_PORT) without MTLS_KEY_FILE and MTLS_CERT_FILE.
+ *   and CERTIFICATE_SECRET; a mutual-TLS listener (MTLS_PORT) without MTLS_KEY_FILE and MTLS_CERT_FILE;
+ * - a key or certificate file that is set but cannot be read (its contents are checked where it is loaded).
  */
 export function productionProblems(e: Env, issuer: string, tenants: Tenant[], tenantsSource: string): string[] {
   const problems: string[] = [];
@@ -44,6 +46,15 @@ export function productionProblems(e: Env, issuer: string, tenants: Tenant[], te
   if (e.MTLS_PORT !== undefined) {
     const tls = (['MTLS_KEY_FILE', 'MTLS_CERT_FILE'] as const).filter((k) => !e[k]);
     if (tls.length) problems.push(`${tls.join(', ')}: required in production when MTLS_PORT is set`);
+  }
+  for (const key of ['JWKS_FILE', 'CA_CERT_FILE', 'CA_KEY_FILE', 'MTLS_KEY_FILE', 'MTLS_CERT_FILE'] as const) {
+    const file = e[key];
+    if (!file) continue;
+    try {
+      accessSync(file, constants.R_OK);
+    } catch (error) {
+      problems.push(`${key}: cannot read ${file} (${(error as NodeJS.ErrnoException).code ?? String(error)})`);
+    }
   }
   return problems;
 }
