@@ -15,9 +15,10 @@ export function restartDelayMs(recentExits: number): number {
 }
 
 const CRASH_WINDOW_MS = 60_000;
-const SHUTDOWN_TIMEOUT_MS = 9_000;
+// Past a worker's own limit (SHUTDOWN_TIMEOUT_SECONDS of draining, then 2 s to close; src/server.ts).
+const shutdownLimitMs = (config: Pick<AppConfig, 'shutdownTimeoutSeconds'>) => config.shutdownTimeoutSeconds * 1000 + 3_000;
 
-export function runPrimary(config: Pick<AppConfig, 'webConcurrency'>, logger: Logger): void {
+export function runPrimary(config: Pick<AppConfig, 'webConcurrency' | 'shutdownTimeoutSeconds'>, logger: Logger): void {
   let stopping = false;
   let started = false;
   const crashes: number[] = [];
@@ -69,7 +70,7 @@ export function runPrimary(config: Pick<AppConfig, 'webConcurrency'>, logger: Lo
       logger.warn('workers did not stop in time; killing them');
       for (const w of live) w.process.kill('SIGKILL');
       process.exit(1);
-    }, SHUTDOWN_TIMEOUT_MS).unref();
+    }, shutdownLimitMs(config)).unref();
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
