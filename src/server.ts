@@ -38,7 +38,8 @@ export async function startServer(config: AppConfig, logger: Logger): Promise<vo
   }
 
   // Stop accepting connections, let the requests in flight finish (for at most SHUTDOWN_TIMEOUT_SECONDS),
-  // then close the mail queue (which hands over what it holds) and the pools, and exit.
+  // then close the mail queue (it gives the messages this process queued one more try) and the pools,
+  // and exit; a close that hangs ends with exit code 1 two seconds after that.
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;
