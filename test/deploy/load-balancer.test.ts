@@ -197,12 +197,11 @@ describe('two instances behind HAProxy (deploy/haproxy.cfg)', () => {
     };
     const ports = [await freePort(), await freePort()];
     const start = (i: number) => startProviderProcess(['--import', 'tsx', 'src/main.ts'], { ...shared, PORT: String(ports[i]), DATA_DIR: join(dir, `data${i}`) }, process.cwd());
-    // The first applies the migrations; the others start on a ready database.
-    providers = [start(0)];
-    await providers[0]!.waitForRecord((r) => r.msg === 'provider listening', 60_000);
-    providers.push(start(1));
+    // All at once on the empty database, as an orchestrator starts them: one applies the migrations
+    // while the other waits for it.
+    providers = [start(0), start(1)];
     worker = startProviderProcess(['--import', 'tsx', 'src/worker.ts'], { ...shared, DATA_DIR: join(dir, 'worker') }, process.cwd());
-    await Promise.all([providers[1]!.waitForRecord((r) => r.msg === 'provider listening', 60_000), worker.waitForRecord((r) => r.msg === 'mail worker started', 60_000)]);
+    await Promise.all([...providers.map((p) => p.waitForRecord((r) => r.msg === 'provider listening', 60_000)), worker.waitForRecord((r) => r.msg === 'mail worker started', 60_000)]);
 
     // The deployment's configuration as it is, plus an admin socket for the test to read counters.
     statsSocket = join(dir, 'haproxy.sock');
@@ -253,6 +252,11 @@ describe('two instances behind HAProxy (deploy/haproxy.cfg)', () => {
     const tokens = await oidc.authorizationCodeGrant(u.rp, callback, { pkceCodeVerifier: login.verifier, expectedState: login.state, expectedNonce: login.nonce });
     expect(tokens.claims()?.preferred_username).toBe(userId);
   }
+
+  test('started together on an empty database, one instance applied the migrations', () => {
+    const migrated = providers.map((p) => p.records().filter((r) => r.msg === 'migration applied').length);
+    expect(migrated.filter((n) => n > 0)).toHaveLength(1);
+  });
 
   test('complete logins through the load balancer: the steps of each land on both instances; https and the client IP come from the proxy headers', async () => {
     for (let i = 0; i < 3; i++) {
