@@ -159,7 +159,11 @@ describe('two instances behind HAProxy (deploy/haproxy.cfg)', () => {
     return u;
   }
 
-  /** Requests GET /health through the load balancer until the next request goes to `instance`. */
+  /**
+   * Requests GET /health through the load balancer until the next request goes to `instance`: with
+   * two instances, round robin sends each request to the other one than the last (nothing else
+   * talks to this HAProxy; its health checks do not take turns).
+   */
   async function steerTo(agent: Agent, served: Served[], instance: string): Promise<void> {
     for (let i = 0; i < 4; i++) {
       const last = served.at(-1)?.by;
