@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { LoginFlow, PrismaClient } from './generated/client.js';
+import { batchDelete, purgeInBatches, type PurgeOptions } from './purge.js';
 import { asDate, sqlThroughPrisma, type Sql } from './sql.js';
 
 export type { LoginFlow } from './generated/client.js';
@@ -238,5 +239,13 @@ export class LoginFlowRepository {
   async deleteExpired(now = new Date()): Promise<number> {
     const r = await this.prisma.loginFlow.deleteMany({ where: { expiresAt: { lt: now } } });
     return r.count;
+  }
+
+  /**
+   * Deletes flows that expired before `before`, in batches (housekeeping). Their codes go with them
+   * (ON DELETE CASCADE); OneTimePasswordRepository.purgeExpired takes them first, so they are counted.
+   */
+  purgeExpired(before: Date, opts: PurgeOptions): Promise<number> {
+    return purgeInBatches(this.sql, batchDelete('login_flows', 'SELECT ctid FROM login_flows WHERE expires_at < $2 LIMIT $1'), [before], opts);
   }
 }

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { OneTimePassword, PrismaClient } from './generated/client.js';
+import { batchDelete, purgeInBatches, type PurgeOptions } from './purge.js';
 import { asDate, sqlThroughPrisma, type Sql } from './sql.js';
 
 export type { OneTimePassword } from './generated/client.js';
@@ -104,5 +105,45 @@ export class OneTimePasswordRepository {
       [id, now],
     );
     return rows.length === 1;
+  }
+
+  /**
+   * Deletes, in batches (housekeeping), the codes nothing reads any more:
+   * - the codes of login and recovery flows that expired before `flowsExpiredBefore` (the flows go
+   *   next; their steps are what tells an expired or used code from a wrong one);
+   * - account-level codes of `supersededPurposes` (activation) that expired before `supersededBefore`
+   *   and have a newer code of the same account and purpose: only the newest one is ever checked.
+   * Other account-level codes stay: a device proof counts its failures from its first code, and the
+   * newest activation code is what answers "expired". Those are removed when a new procedure starts,
+   * the device goes or the account is deleted.
+   */
+  async purgeExpired(
+    input: { flowsExpiredBefore: Date; supersededBefore: Date; supersededPurposes: readonly string[] },
+    opts: PurgeOptions,
+  ): Promise<number> {
+    const ofFlows = await purgeInBatches(
+      this.sql,
+      batchDelete(
+        'one_time_passwords',
+        'SELECT o.ctid FROM one_time_passwords o JOIN login_flows f ON f.id = o.flow_id WHERE f.expires_at < $2 LIMIT $1',
+      ),
+      [input.flowsExpiredBefore],
+      opts,
+    );
+    if (input.supersededPurposes.length === 0) return ofFlows;
+    const superseded = await purgeInBatches(
+      this.sql,
+      batchDelete(
+        'one_time_passwords',
+        `SELECT o.ctid FROM one_time_passwords o
+          WHERE o.flow_id IS NULL AND o.purpose = ANY($3::text[]) AND o.expires_at < $2
+            AND EXISTS (SELECT 1 FROM one_time_passwords n
+                         WHERE n.account_id = o.account_id AND n.purpose = o.purpose AND n.flow_id IS NULL AND n.created_at > o.created_at)
+          LIMIT $1`,
+      ),
+      [input.supersededBefore, [...input.supersededPurposes]],
+      opts,
+    );
+    return ofFlows + superseded;
   }
 }
