@@ -108,30 +108,16 @@ export class OneTimePasswordRepository {
   }
 
   /**
-   * Deletes, in batches (housekeeping), the codes nothing reads any more:
-   * - the codes of login and recovery flows that expired before `flowsExpiredBefore` (the flows go
-   *   next; their steps are what tells an expired or used code from a wrong one);
-   * - account-level codes of `supersededPurposes` (activation) that expired before `supersededBefore`
-   *   and have a newer code of the same account and purpose: only the newest one is ever checked.
-   * Other account-level codes stay: a device proof counts its failures from its first code, and the
-   * newest activation code is what answers "expired". Those are removed when a new procedure starts,
-   * the device goes or the account is deleted.
+   * Deletes, in batches (housekeeping), account-level codes of `purposes` (activation) that expired
+   * before `expiredBefore` and have a newer code of the same account and purpose: only the newest one
+   * is ever checked. Other account-level codes stay: the newest activation code is what answers
+   * "expired", and a device proof counts its failures from its first code; they go when a new
+   * procedure starts, the device goes or the account is deleted. Codes of flows go with their flows
+   * (LoginFlowRepository.purgeExpired).
    */
-  async purgeExpired(
-    input: { flowsExpiredBefore: Date; supersededBefore: Date; supersededPurposes: readonly string[] },
-    opts: PurgeOptions,
-  ): Promise<number> {
-    const ofFlows = await purgeInBatches(
-      this.sql,
-      batchDelete(
-        'one_time_passwords',
-        'SELECT o.ctid FROM one_time_passwords o JOIN login_flows f ON f.id = o.flow_id WHERE f.expires_at < $2 LIMIT $1',
-      ),
-      [input.flowsExpiredBefore],
-      opts,
-    );
-    if (input.supersededPurposes.length === 0) return ofFlows;
-    const superseded = await purgeInBatches(
+  purgeSuperseded(input: { expiredBefore: Date; purposes: readonly string[] }, opts: PurgeOptions): Promise<number> {
+    if (input.purposes.length === 0) return Promise.resolve(0);
+    return purgeInBatches(
       this.sql,
       batchDelete(
         'one_time_passwords',
@@ -141,9 +127,8 @@ export class OneTimePasswordRepository {
                          WHERE n.account_id = o.account_id AND n.purpose = o.purpose AND n.flow_id IS NULL AND n.created_at > o.created_at)
           LIMIT $1`,
       ),
-      [input.supersededBefore, [...input.supersededPurposes]],
+      [input.expiredBefore, [...input.purposes]],
       opts,
     );
-    return ofFlows + superseded;
   }
 }

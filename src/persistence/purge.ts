@@ -21,16 +21,24 @@ const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve,
  * Runs a `DELETE … WHERE ctid IN (SELECT ctid … LIMIT $1)` statement until a batch deletes fewer rows
  * than the batch size. The statement must take the batch size as `$1`, its own parameters from `$2`,
  * and answer one row `{ n }` with the number of rows it deleted (`WITH d AS (DELETE … RETURNING 1)
- * SELECT count(*)::int AS n FROM d`). Returns the total.
+ * SELECT count(*)::int AS n FROM d`), and any other figures the caller wants from each batch
+ * (`onRow`). Returns the total of `n`.
  */
-export async function purgeInBatches(sql: Sql, statement: string, params: readonly unknown[], opts: PurgeOptions): Promise<number> {
+export async function purgeInBatches<Row extends { n: number }>(
+  sql: Sql,
+  statement: string,
+  params: readonly unknown[],
+  opts: PurgeOptions,
+  onRow?: (row: Row) => void,
+): Promise<number> {
   const batchSize = Math.max(1, Math.floor(opts.batchSize));
   const pause = opts.pause ?? sleep;
   let total = 0;
   for (;;) {
-    const [row] = await sql.query<{ n: number }>(statement, [batchSize, ...params]);
+    const [row] = await sql.query<Row>(statement, [batchSize, ...params]);
     const n = Number(row?.n ?? 0);
     total += n;
+    if (row) onRow?.(row);
     opts.onBatch?.(n);
     if (n < batchSize || opts.shouldStop?.()) return total;
     await pause(opts.pauseMs);
