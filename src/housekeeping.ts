@@ -117,7 +117,10 @@ export function startHousekeeping(services: HousekeepingServices, logger: Logger
   timer.unref();
   const first = options.runAtStart === false ? Promise.resolve() : run();
   return {
-    /** Stops the timer; a run in progress ends after its current batch. */
+    /**
+     * Stops the timer. A run in progress is cut short: each table it has yet to reach gets at most
+     * one batch, so a shutdown waits for a few statements, not for a backlog.
+     */
     stop: () => {
       stopped = true;
       clearInterval(timer);
