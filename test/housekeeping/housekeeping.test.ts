@@ -227,6 +227,17 @@ describe('housekeeping on PostgreSQL', () => {
     }
   });
 
+  test('stopping cuts a run through a backlog short: at most one batch per table', async () => {
+    await seed(a);
+    const { batches, onBatch } = recorder();
+    // The shutdown arrives during the first pause, after the first batch of flows.
+    const hk = startHousekeeping(servicesOf(a), silent, config, 3600_000, { batchSize: BATCH, runAtStart: false, onBatch, pause: async () => hk.stop() });
+    await hk.run();
+    expect(batches).toEqual({ flows: [50], codes: [1], payloads: [50], loginEvents: [50] });
+    expect(hk.stats()).toMatchObject({ runs: 1, purged: { flows: 50, codes: 51, payloads: 50, loginEvents: 50 } });
+    expect(await advisoryLocks()).toBe(0);
+  });
+
   test('a failing run releases the lock and is reported, not thrown', async () => {
     await seed(a, 10, 1);
     // Only the one method housekeeping calls is replaced, hence the cast.
