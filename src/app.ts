@@ -122,7 +122,7 @@ export async function createApp(opts: CreateAppOptions): Promise<App> {
   );
 
   const koa = new Koa();
-  koa.keys = secrets.cookieKeys; // must equal the provider's cookie keys (DESIGN.md)
+  koa.keys = secrets.cookieKeys; // must equal the provider's cookie keys (docs/architecture.md)
   koa.proxy = config.trustProxy;
   koa.silent = true; // errors are logged by errorHandler
   const secure = config.issuer.startsWith('https:');

@@ -55,6 +55,8 @@ export interface DomainServices {
   providerSessions: SessionRepository;
   /** Accounts of logins just completed here, for the same login's resume and code exchange. */
   loginHandoff: LoginHandoff;
+  /** Background work that one instance at a time should do (housekeeping): see Database.tryExclusive. */
+  exclusive: Pick<Database, 'tryExclusive'>;
 }
 
 export function createDomainServices(opts: { config: AppConfig; db: Database; logger: Logger; mail?: MailQueue; mailQueue?: MailQueueOptions }): DomainServices {
@@ -111,6 +113,7 @@ export function createDomainServices(opts: { config: AppConfig; db: Database; lo
   });
   const accountService = new AccountService({ accounts, loginEvents: events, events: accountEvents, activation, mail, tenants, lifecycle, certificates });
   return {
+    exclusive: { tryExclusive: db.tryExclusive.bind(db) },
     loginHandoff,
     certificates,
     lifecycle,

@@ -3,7 +3,7 @@ import { z } from 'zod';
 
 /**
  * Every setting read from the environment, with its default and meaning. This is the only code that
- * reads process.env (DESIGN.md). Durations are in seconds.
+ * reads process.env (docs/architecture.md). Durations are in seconds.
  */
 const bool = z
   .enum(['true', 'false', '1', '0', 'yes', 'no', 'on', 'off'])

@@ -285,7 +285,7 @@ export function createProvider(deps: ProviderDeps): Provider {
       // The redirect and the code exchange right after a login use the account the login left.
       const justLoggedIn = ctx.oidc?.route === 'resume' || (ctx.oidc?.route === 'token' && ctx.oidc.params?.grant_type === 'authorization_code');
       const account = (justLoggedIn ? deps.loginHandoff?.take(sub) : undefined) ?? (await accounts.findById(sub));
-      // Refresh, userinfo and silent sign-in stop for accounts that can't sign in (DESIGN.md, lifecycle).
+      // Refresh, userinfo and silent sign-in stop for accounts that can't sign in (docs/failure-modes.md, lifecycle).
       if (!account || !isSignInAllowed(account)) return undefined;
       return {
         accountId: account.id,

@@ -16,8 +16,18 @@ export interface Database {
   /** Raw SQL on the same connections as `prisma`, for measured hot paths (see sql.ts). */
   sql: Sql;
   kind: 'postgres' | 'pglite';
+  /**
+   * Runs `fn` unless work under the same key is running already, in any process on this database: a
+   * PostgreSQL advisory lock (`pg_try_advisory_lock`) taken and released on a connection of its own,
+   * held for the whole call while `fn` uses the pool as usual. PGlite serves one process only (the
+   * data folder is locked), so there an in-process guard is the same thing. Answers
+   * `{ acquired: false }` at once when the key is taken; a lost connection releases its lock.
+   */
+  tryExclusive<T>(key: number, fn: () => Promise<T>): Promise<Exclusive<T>>;
   close(): Promise<void>;
 }
+
+export type Exclusive<T> = { acquired: true; value: T } | { acquired: false };
 
 export interface OpenDatabaseOptions {
   /** PostgreSQL connection string; without it the embedded PGlite is used. */
@@ -62,6 +72,7 @@ async function openPostgres(url: string, opts: OpenDatabaseOptions): Promise<Dat
     prisma,
     sql: { query: async <Row extends object>(text: string, params: readonly unknown[] = []) => (await pool.query<Row>(text, [...params])).rows },
     kind: 'postgres',
+    tryExclusive: (key, fn) => tryAdvisoryLock(pool, key, fn),
     async close() {
       await prisma.$disconnect();
       await pool.end();
@@ -90,11 +101,21 @@ async function openPglite(opts: OpenDatabaseOptions): Promise<Database> {
     throw error;
   }
   const pglite = db;
+  const running = new Set<number>();
   const prisma = new PrismaClient({ adapter: new PrismaPGlite(pglite) });
   return {
     prisma,
     sql: { query: async <Row extends object>(text: string, params: readonly unknown[] = []) => (await pglite.query<Row>(text, [...params])).rows },
     kind: 'pglite',
+    async tryExclusive<T>(key: number, fn: () => Promise<T>): Promise<Exclusive<T>> {
+      if (running.has(key)) return { acquired: false };
+      running.add(key);
+      try {
+        return { acquired: true, value: await fn() };
+      } finally {
+        running.delete(key);
+      }
+    },
     async close() {
       await prisma.$disconnect();
       if (!pglite.closed) await pglite.close();
@@ -116,6 +137,33 @@ async function waitForPostgres(url: string, timeoutMs: number, logger: Migration
       await client.end().catch(() => undefined);
     }
   });
+}
+
+/**
+ * A session-level advisory lock on a dedicated pool client: taken and released on the same connection
+ * (the pool would otherwise hand the unlock to another session). The client is destroyed rather than
+ * returned when anything failed, so a lock whose release is uncertain ends with its session.
+ */
+async function tryAdvisoryLock<T>(pool: pg.Pool, key: number, fn: () => Promise<T>): Promise<Exclusive<T>> {
+  const client = await pool.connect();
+  let healthy = false;
+  try {
+    const { rows } = await client.query<{ locked: boolean }>('SELECT pg_try_advisory_lock($1::bigint) AS locked', [key]);
+    if (!rows[0]?.locked) {
+      healthy = true;
+      return { acquired: false };
+    }
+    try {
+      return { acquired: true, value: await fn() };
+    } finally {
+      // A failed unlock must not hide fn's outcome; the destroyed session releases the lock instead.
+      healthy = await client
+        .query<{ unlocked: boolean }>('SELECT pg_advisory_unlock($1::bigint) AS unlocked', [key])
+        .then((r) => r.rows[0]?.unlocked === true, () => false);
+    }
+  } finally {
+    client.release(!healthy);
+  }
 }
 
 function pgExecutor(client: pg.PoolClient): SqlExecutor {

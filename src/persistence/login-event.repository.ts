@@ -1,4 +1,6 @@
 import type { LoginEvent, PrismaClient } from './generated/client.js';
+import { batchDelete, purgeInBatches, type PurgeOptions } from './purge.js';
+import { sqlThroughPrisma } from './sql.js';
 
 export type { LoginEvent } from './generated/client.js';
 
@@ -49,5 +51,15 @@ export class LoginEventRepository {
   async deleteOlderThan(cutoff: Date): Promise<number> {
     const r = await this.prisma.loginEvent.deleteMany({ where: { createdAt: { lt: cutoff } } });
     return r.count;
+  }
+
+  /** deleteOlderThan in batches (housekeeping: LOGIN_EVENT_RETENTION_DAYS). */
+  purgeOlderThan(cutoff: Date, opts: PurgeOptions): Promise<number> {
+    return purgeInBatches(
+      sqlThroughPrisma(this.prisma),
+      batchDelete('login_events', 'SELECT ctid FROM login_events WHERE created_at < $2 LIMIT $1'),
+      [cutoff],
+      opts,
+    );
   }
 }

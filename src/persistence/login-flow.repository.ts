@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { LoginFlow, PrismaClient } from './generated/client.js';
+import { purgeInBatches, type PurgeOptions } from './purge.js';
 import { asDate, sqlThroughPrisma, type Sql } from './sql.js';
 
 export type { LoginFlow } from './generated/client.js';
@@ -238,5 +239,23 @@ export class LoginFlowRepository {
   async deleteExpired(now = new Date()): Promise<number> {
     const r = await this.prisma.loginFlow.deleteMany({ where: { expiresAt: { lt: now } } });
     return r.count;
+  }
+
+  /**
+   * Deletes login and recovery flows that expired before `before`, in batches (housekeeping). Their
+   * codes go with them (ON DELETE CASCADE, by the flow_id index); each batch counts them first, in
+   * the same statement.
+   */
+  async purgeExpired(before: Date, opts: PurgeOptions): Promise<{ flows: number; codes: number }> {
+    let codes = 0;
+    const flows = await purgeInBatches<{ n: number; codes: number }>(
+      this.sql,
+      `WITH d AS (DELETE FROM login_flows WHERE ctid IN (SELECT ctid FROM login_flows WHERE expires_at < $2 LIMIT $1) RETURNING id)
+       SELECT (SELECT count(*) FROM d)::int AS n, (SELECT count(*) FROM one_time_passwords o JOIN d ON o.flow_id = d.id)::int AS codes`,
+      [before],
+      opts,
+      (row) => (codes += Number(row.codes)),
+    );
+    return { flows, codes };
   }
 }

@@ -1,5 +1,6 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { PrismaClient } from './generated/client.js';
+import { batchDelete, purgeInBatches, type PurgeOptions } from './purge.js';
 import { sqlThroughPrisma, type Sql } from './sql.js';
 
 /** A stored oidc-provider model instance (session, interaction, code, token, grant...). */
@@ -91,5 +92,10 @@ export class OidcPayloadRepository {
   async deleteExpired(now = new Date()): Promise<number> {
     const [row] = await this.sql.query<{ n: number }>('WITH d AS (DELETE FROM oidc_payloads WHERE expires_at < $1 RETURNING 1) SELECT count(*)::int AS n FROM d', [now]);
     return row?.n ?? 0;
+  }
+
+  /** deleteExpired in batches (housekeeping): rows of any model whose expiry is before `before`. */
+  purgeExpired(before: Date, opts: PurgeOptions): Promise<number> {
+    return purgeInBatches(this.sql, batchDelete('oidc_payloads', 'SELECT ctid FROM oidc_payloads WHERE expires_at < $2 LIMIT $1'), [before], opts);
   }
 }

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { OneTimePassword, PrismaClient } from './generated/client.js';
+import { batchDelete, purgeInBatches, type PurgeOptions } from './purge.js';
 import { asDate, sqlThroughPrisma, type Sql } from './sql.js';
 
 export type { OneTimePassword } from './generated/client.js';
@@ -104,5 +105,30 @@ export class OneTimePasswordRepository {
       [id, now],
     );
     return rows.length === 1;
+  }
+
+  /**
+   * Deletes, in batches (housekeeping), account-level codes of `purposes` (activation) that expired
+   * before `expiredBefore` and have a newer code of the same account and purpose: only the newest one
+   * is ever checked. Other account-level codes stay: the newest activation code is what answers
+   * "expired", and a device proof counts its failures from its first code; they go when a new
+   * procedure starts, the device goes or the account is deleted. Codes of flows go with their flows
+   * (LoginFlowRepository.purgeExpired).
+   */
+  purgeSuperseded(input: { expiredBefore: Date; purposes: readonly string[] }, opts: PurgeOptions): Promise<number> {
+    if (input.purposes.length === 0) return Promise.resolve(0);
+    return purgeInBatches(
+      this.sql,
+      batchDelete(
+        'one_time_passwords',
+        `SELECT o.ctid FROM one_time_passwords o
+          WHERE o.flow_id IS NULL AND o.purpose = ANY($3::text[]) AND o.expires_at < $2
+            AND EXISTS (SELECT 1 FROM one_time_passwords n
+                         WHERE n.account_id = o.account_id AND n.purpose = o.purpose AND n.flow_id IS NULL AND n.created_at > o.created_at)
+          LIMIT $1`,
+      ),
+      [input.expiredBefore, [...input.purposes]],
+      opts,
+    );
   }
 }
