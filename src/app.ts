@@ -6,60 +6,40 @@ import serve from 'koa-static';
 import views from 'koa-views';
 import { join } from 'node:path';
 import type { AppConfig } from './config/index.js';
-import { createDomainServices, type DomainServices } from './services.js';
+import { createAppServices, type AppServices } from './services.js';
 import { csrf } from './http/csrf.js';
 import { errorHandler } from './http/error-handler.js';
 import { MethodNotAllowedError } from './http/errors.js';
 import { inputGuard, parsedBodyGuard } from './http/input-guard.js';
 import { locale } from './http/locale.js';
 import { VIEWS_DIR } from './http/pages.js';
-import { createRateLimits, type RateLimits } from './http/rate-limit.js';
 import { interactionRouter } from './interaction/interaction.router.js';
-import { EmailOtpFactor } from './login/factors/email-otp.factor.js';
-import { PasswordFactor } from './login/factors/password.factor.js';
-import { ClientCertificateFactor } from './login/factors/client-certificate.factor.js';
 import { certificateRouter } from './certificates/certificate.router.js';
-import { certificatesInUse } from './certificates/certificate-authority.js';
-import { clientCertificateReader } from './http/client-certificate.js';
-import { LoginFlowService } from './login/login-flow.service.js';
 import type { Logger } from './logger.js';
 import { devMailboxRouter } from './mail/dev-mailbox.router.js';
 import type { MailQueueOptions } from './mail/mail.queue.js';
 import type { MailQueue } from './mail/mail.types.js';
-import { OidcInteractions } from './oidc/interactions.js';
-import { loadSigningKeys } from './oidc/keys.js';
-import { acceptsHttpPost, createProvider, type Provider } from './oidc/provider.js';
+import { acceptsHttpPost, type Provider } from './oidc/provider.js';
 import type { Database } from './persistence/database.js';
 import { demoRouter } from './demo/demo.router.js';
 import { activationRouter } from './activation/activation.router.js';
 import { healthRouter } from './http/health.router.js';
 import { accountAreaRouter } from './account/area/account-area.router.js';
 import { devicesRouter } from './account/area/devices.router.js';
-import { DeviceService } from './account/device.service.js';
-import { DeviceRepository } from './persistence/device.repository.js';
 import { dropEndedAreaSessions } from './account/area/area-session.js';
 import { sessionsRouter } from './account/area/sessions.router.js';
 import { loginMethodRouter } from './account/area/login-method.router.js';
-import { LoginMethodService } from './account/login-method.service.js';
-import { AccountSessionService } from './account/account-session.service.js';
-import { BackchannelLogout } from './oidc/backchannel.js';
 import { secretQuestionRouter } from './account/area/secret-question.router.js';
 import { historyRouter } from './account/area/history.router.js';
-import { SecretQuestionService } from './account/secret-question.service.js';
-import { LoginHistoryService } from './history/login-history.service.js';
 import { recoveryRouter } from './recovery/recovery.router.js';
-import { RecoveryService } from './recovery/recovery.service.js';
 import { managementRouter } from './admin/management.router.js';
 import { renderProblem } from './admin/problem.js';
-import { ClientCredentialsTokens } from './oidc/access-tokens.js';
 
 /** Path prefixes served by our own routers; everything else belongs to oidc-provider. */
 const OWN_PREFIXES = ['/interaction', '/demo', '/dev', '/static', '/account', '/activation', '/recovery', '/api', '/health', '/certificates'];
 const isOwn = (path: string) => OWN_PREFIXES.some((p) => path === p || path.startsWith(`${p}/`));
 
-export interface AppServices extends DomainServices {
-  limits: RateLimits;
-}
+export type { AppServices };
 
 export interface App {
   koa: Koa;
@@ -83,43 +63,10 @@ export interface CreateAppOptions {
 /** Builds the whole HTTP application: OIDC endpoints, login screens, demo site and dev tools. */
 export async function createApp(opts: CreateAppOptions): Promise<App> {
   const { config, db, logger } = opts;
-  const domain = createDomainServices({ config, db, logger, mail: opts.mail, mailQueue: opts.mailQueue });
-  const { tenants, secrets, accounts, events, flows: flowRepo, payloads, devMail, otp, lockout, accountEvents, activation, accountService, mail, loginEvents } = domain;
-  const jwks = await loadSigningKeys(config);
-  const limits = await createRateLimits({
-    config,
-    keyPrefix: opts.rateLimitKeyPrefix,
-    onStoreError: (err, kind) => logger.warn({ err, kind }, 'rate-limit store error'),
-  });
-  const emailOtp = new EmailOtpFactor({ otp, mail, otpLength: config.otp.length, otpTtlSeconds: config.otp.ttlSeconds, logger });
-  const loginFlows = new LoginFlowService({
-    flows: flowRepo,
-    accounts,
-    events: loginEvents,
-    lockout,
-    limits,
-    mail,
-    tenants,
-    factors: [emailOtp, new PasswordFactor({ accounts, logger }), new ClientCertificateFactor({ certificates: domain.certificates, mtlsUrl: config.certificates.mtls.url })],
-    flowTtlSeconds: config.loginFlowTtlSeconds,
-    revealUnknownUser: config.revealUnknownUser,
-    decoyKey: secrets.otpHmacKey,
-    handoff: domain.loginHandoff,
-  });
-
-  // Production fails at start, not at the first certificate login, when the CA is missing.
-  if (config.env === 'production' && certificatesInUse(config)) await domain.certificates.ready();
-  const clientCertificate = clientCertificateReader({ header: config.certificates.clientCertHeader, trustedProxies: config.certificates.trustedProxies });
-  const provider = createProvider({ config, tenants, accounts, payloads, loginHandoff: domain.loginHandoff, jwks, cookieKeys: secrets.cookieKeys, clientCertificate });
-  const interactions = new OidcInteractions(provider);
-  const backchannel = new BackchannelLogout(provider);
-  domain.lifecycle.useNotifier(backchannel);
-  // oidc-provider answers its own errors (our error handler never sees them): its server errors must
-  // reach the log like ours.
-  provider.on('server_error', (ctx: Koa.Context, err: unknown) => logger.error({ err, path: ctx.path, method: ctx.method }, 'oidc-provider server error'));
-  provider.on('backchannel.error', (_ctx: unknown, err: unknown, client: { clientId?: string } | undefined) =>
-    logger.warn({ err, clientId: client?.clientId }, 'back-channel logout failed'),
-  );
+  // Every service is built in one place (src/services.ts); here only the HTTP pipeline and the routers.
+  const services = await createAppServices(opts);
+  const { tenants, secrets, accounts, events, payloads, devMail, accountEvents, activation, accountService, mail, loginEvents, limits, provider, interactions } = services;
+  const clientCertificate = services.clientCertificate;
 
   const koa = new Koa();
   koa.keys = secrets.cookieKeys; // must equal the provider's cookie keys (docs/architecture.md)
@@ -173,59 +120,24 @@ export async function createApp(opts: CreateAppOptions): Promise<App> {
   koa.use(csrf({ exempt: (path) => !isOwn(path) || path.startsWith('/api/') || path.startsWith('/static/') || path.startsWith('/health') || path.startsWith('/certificates/'), secure }));
 
   const routers = [
-    recoveryRouter({ interactions, tenants, limits, recovery: new RecoveryService({ flows: flowRepo, accounts, loginEvents: events, accountEvents, lockout, lifecycle: domain.lifecycle, limits, mail, otp, activation, tenants, config, logger }) }),
-    interactionRouter({ interactions, flows: loginFlows, tenants, limits, otpTtlSeconds: config.otp.ttlSeconds, contexts: domain.loginContexts, payloads }),
+    recoveryRouter({ interactions, tenants, limits, recovery: services.recovery }),
+    interactionRouter({ interactions, flows: services.loginFlows, tenants, limits, otpTtlSeconds: config.otp.ttlSeconds, contexts: services.loginContexts, payloads }),
     healthRouter({ db }),
-    managementRouter({ accounts: accountService, tokens: new ClientCredentialsTokens(provider), tenants, issuer: config.issuer }),
-    activationRouter({ activation, accounts, tenants, limits, loginEvents, certificates: domain.certificates, passwordMinLength: config.passwordMinLength, secure }),
+    managementRouter({ accounts: accountService, tokens: services.clientCredentialsTokens, tenants, issuer: config.issuer }),
+    activationRouter({ activation, accounts, tenants, limits, loginEvents, certificates: services.certificates, passwordMinLength: config.passwordMinLength, secure }),
   ];
-  const providerSessions = domain.providerSessions;
+  const providerSessions = services.providerSessions;
   // Before the account-area routers: an area session whose provider session ended is dropped.
   koa.use(dropEndedAreaSessions({ sessions: providerSessions, secure }));
-  routers.push(accountAreaRouter({ config, tenants, accounts, loginEvents: events, sessions: providerSessions, certificates: domain.certificates, secure }));
+  routers.push(accountAreaRouter({ config, tenants, accounts, loginEvents: events, sessions: providerSessions, certificates: services.certificates, secure }));
+  routers.push(devicesRouter({ config, tenants, accounts, devices: services.devices, secure }));
+  routers.push(loginMethodRouter({ config, tenants, accounts, methods: services.loginMethods, certificates: services.certificates, events: accountEvents, secure }));
+  routers.push(sessionsRouter({ config, tenants, accounts, sessions: services.accountSessions, secure }));
   routers.push(
-    devicesRouter({
-      config,
-      tenants,
-      accounts,
-      devices: new DeviceService({
-        devices: new DeviceRepository(db.prisma),
-        otp,
-        events: accountEvents,
-        mail,
-        limits,
-        otpTtlSeconds: config.otp.ttlSeconds,
-        resendCooldownSeconds: config.otp.resendCooldownSeconds,
-        certificates: domain.certificates,
-      }),
-      secure,
-    }),
+    secretQuestionRouter({ config, tenants, accounts, secretQuestions: services.secretQuestions, cookieKeys: secrets.cookieKeys, secure }),
+    historyRouter({ tenants, accounts, history: services.loginHistory, secure }),
   );
-  routers.push(
-    loginMethodRouter({
-      config,
-      tenants,
-      accounts,
-      methods: new LoginMethodService({ accounts, certificates: domain.certificates, events: accountEvents, mail, lifecycle: domain.lifecycle, passwordMinLength: config.passwordMinLength }),
-      certificates: domain.certificates,
-      events: accountEvents,
-      secure,
-    }),
-  );
-  routers.push(
-    sessionsRouter({
-      config,
-      tenants,
-      accounts,
-      sessions: new AccountSessionService({ sessions: providerSessions, backchannel, events: accountEvents, tenants, logger, mail }),
-      secure,
-    }),
-  );
-  routers.push(
-    secretQuestionRouter({ config, tenants, accounts, secretQuestions: new SecretQuestionService({ accounts, activation, events: accountEvents, mail }), cookieKeys: secrets.cookieKeys, secure }),
-    historyRouter({ tenants, accounts, history: new LoginHistoryService(events), secure }),
-  );
-  routers.push(certificateRouter({ certificates: domain.certificates }));
+  routers.push(certificateRouter({ certificates: services.certificates }));
   if (config.devMailbox) routers.push(devMailboxRouter({ repo: devMail }));
   if (config.demoSite) routers.push(demoRouter({ config, tenants }));
   for (const r of routers) koa.use(r.routes()).use(r.allowedMethods());
@@ -242,7 +154,7 @@ export async function createApp(opts: CreateAppOptions): Promise<App> {
   return {
     koa,
     provider,
-    services: { ...domain, limits },
+    services,
     async close() {
       await mail.close();
       await limits.close();

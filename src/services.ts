@@ -1,3 +1,23 @@
+import type { Context as KoaContext } from 'koa';
+import { AccountSessionService } from './account/account-session.service.js';
+import { DeviceService } from './account/device.service.js';
+import { LoginMethodService } from './account/login-method.service.js';
+import { SecretQuestionService } from './account/secret-question.service.js';
+import { certificatesInUse } from './certificates/certificate-authority.js';
+import { LoginHistoryService } from './history/login-history.service.js';
+import { clientCertificateReader, type ClientCertificateReader } from './http/client-certificate.js';
+import { createRateLimits, type RateLimits } from './http/rate-limit.js';
+import { ClientCertificateFactor } from './login/factors/client-certificate.factor.js';
+import { EmailOtpFactor } from './login/factors/email-otp.factor.js';
+import { PasswordFactor } from './login/factors/password.factor.js';
+import { LoginFlowService } from './login/login-flow.service.js';
+import { ClientCredentialsTokens } from './oidc/access-tokens.js';
+import { BackchannelLogout } from './oidc/backchannel.js';
+import { OidcInteractions } from './oidc/interactions.js';
+import { loadSigningKeys } from './oidc/keys.js';
+import { createProvider, type Provider } from './oidc/provider.js';
+import { DeviceRepository } from './persistence/device.repository.js';
+import { RecoveryService } from './recovery/recovery.service.js';
 import { TenantDirectory, type AppConfig } from './config/index.js';
 import { resolveSecrets } from './config/secrets.js';
 import { AccountEventService } from './account/account-event.service.js';
@@ -134,5 +154,103 @@ export function createDomainServices(opts: { config: AppConfig; db: Database; lo
     activation,
     accountService,
     mail,
+  };
+}
+
+/**
+ * Everything the HTTP application uses, wired once: the domain services, the rate limits, the login
+ * flow with its factors, the OIDC provider and the services bound to it, and the account area's and
+ * recovery's services. src/app.ts builds only the HTTP pipeline and the routers from it.
+ */
+export interface AppServices extends DomainServices {
+  limits: RateLimits;
+  loginFlows: LoginFlowService;
+  provider: Provider;
+  interactions: OidcInteractions;
+  backchannel: BackchannelLogout;
+  clientCredentialsTokens: ClientCredentialsTokens;
+  /** Reads the TLS client certificate of a request (mutual-TLS listener or trusted proxy header). */
+  clientCertificate: ClientCertificateReader;
+  recovery: RecoveryService;
+  devices: DeviceService;
+  loginMethods: LoginMethodService;
+  accountSessions: AccountSessionService;
+  secretQuestions: SecretQuestionService;
+  loginHistory: LoginHistoryService;
+}
+
+export async function createAppServices(opts: {
+  config: AppConfig;
+  db: Database;
+  logger: Logger;
+  mail?: MailQueue;
+  mailQueue?: MailQueueOptions;
+  rateLimitKeyPrefix?: string;
+}): Promise<AppServices> {
+  const { config, db, logger } = opts;
+  const domain = createDomainServices({ config, db, logger, mail: opts.mail, mailQueue: opts.mailQueue });
+  const { tenants, secrets, accounts, events, flows, payloads, otp, lockout, accountEvents, activation, mail, loginEvents, certificates, lifecycle } = domain;
+  const jwks = await loadSigningKeys(config);
+  const limits = await createRateLimits({
+    config,
+    keyPrefix: opts.rateLimitKeyPrefix,
+    onStoreError: (err, kind) => logger.warn({ err, kind }, 'rate-limit store error'),
+  });
+  const loginFlows = new LoginFlowService({
+    flows,
+    accounts,
+    events: loginEvents,
+    lockout,
+    limits,
+    mail,
+    tenants,
+    factors: [
+      new EmailOtpFactor({ otp, mail, otpLength: config.otp.length, otpTtlSeconds: config.otp.ttlSeconds, logger }),
+      new PasswordFactor({ accounts, logger }),
+      new ClientCertificateFactor({ certificates, mtlsUrl: config.certificates.mtls.url }),
+    ],
+    flowTtlSeconds: config.loginFlowTtlSeconds,
+    revealUnknownUser: config.revealUnknownUser,
+    decoyKey: secrets.otpHmacKey,
+    handoff: domain.loginHandoff,
+  });
+
+  // Production fails at start, not at the first certificate login, when the CA is missing.
+  if (config.env === 'production' && certificatesInUse(config)) await certificates.ready();
+  const clientCertificate = clientCertificateReader({ header: config.certificates.clientCertHeader, trustedProxies: config.certificates.trustedProxies });
+  const provider = createProvider({ config, tenants, accounts, payloads, loginHandoff: domain.loginHandoff, jwks, cookieKeys: secrets.cookieKeys, clientCertificate });
+  const backchannel = new BackchannelLogout(provider);
+  lifecycle.useNotifier(backchannel);
+  // oidc-provider answers its own errors (our error handler never sees them): its server errors must
+  // reach the log like ours.
+  provider.on('server_error', (ctx: KoaContext, err: unknown) => logger.error({ err, path: ctx.path, method: ctx.method }, 'oidc-provider server error'));
+  provider.on('backchannel.error', (_ctx: unknown, err: unknown, client: { clientId?: string } | undefined) =>
+    logger.warn({ err, clientId: client?.clientId }, 'back-channel logout failed'),
+  );
+
+  return {
+    ...domain,
+    limits,
+    loginFlows,
+    provider,
+    interactions: new OidcInteractions(provider),
+    backchannel,
+    clientCredentialsTokens: new ClientCredentialsTokens(provider),
+    clientCertificate,
+    recovery: new RecoveryService({ flows, accounts, loginEvents: events, accountEvents, lockout, lifecycle, limits, mail, otp, activation, tenants, config, logger }),
+    devices: new DeviceService({
+      devices: new DeviceRepository(db.prisma),
+      otp,
+      events: accountEvents,
+      mail,
+      limits,
+      otpTtlSeconds: config.otp.ttlSeconds,
+      resendCooldownSeconds: config.otp.resendCooldownSeconds,
+      certificates,
+    }),
+    loginMethods: new LoginMethodService({ accounts, certificates, events: accountEvents, mail, lifecycle, passwordMinLength: config.passwordMinLength }),
+    accountSessions: new AccountSessionService({ sessions: domain.providerSessions, backchannel, events: accountEvents, tenants, logger, mail }),
+    secretQuestions: new SecretQuestionService({ accounts, activation, events: accountEvents, mail }),
+    loginHistory: new LoginHistoryService(events),
   };
 }
