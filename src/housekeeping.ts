@@ -121,9 +121,11 @@ export function startHousekeeping(services: HousekeepingServices, logger: Logger
      * Stops the timer. A run in progress is cut short: each table it has yet to reach gets at most
      * one batch, so a shutdown waits for a few statements, not for a backlog.
      */
-    stop: () => {
+    /** No further runs; resolves once a run in progress has finished its current batches. */
+    stop: async (): Promise<void> => {
       stopped = true;
       clearInterval(timer);
+      await inFlight;
     },
     run,
     first,

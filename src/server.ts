@@ -49,7 +49,8 @@ export async function startServer(config: AppConfig, logger: Logger): Promise<vo
       logger.error({ afterMs: drainMs + CLOSE_BUDGET_MS }, 'shutdown did not finish in time; exiting');
       process.exit(1);
     }, drainMs + CLOSE_BUDGET_MS).unref();
-    housekeeping.stop();
+    // A purge in progress ends after its current batch; the pools are closed only after it.
+    const housekeepingStopped = housekeeping.stop();
     // The listeners are closed when drain() returns: from this log line on, connections are refused.
     const draining = Promise.all([drain(server, drainMs), mtls ? drain(mtls.server, drainMs) : 0]);
     logger.info({ signal, drainMs }, 'shutting down');
@@ -57,6 +58,7 @@ export async function startServer(config: AppConfig, logger: Logger): Promise<vo
     const cut = forced[0] + forced[1];
     if (cut) logger.warn({ connections: cut }, 'requests still running at the shutdown timeout were cut');
     try {
+      await housekeepingStopped;
       await app.close();
       await db.close();
     } catch (error) {

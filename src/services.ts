@@ -11,11 +11,11 @@ import { ClientCertificateFactor } from './login/factors/client-certificate.fact
 import { EmailOtpFactor } from './login/factors/email-otp.factor.js';
 import { PasswordFactor } from './login/factors/password.factor.js';
 import { LoginFlowService } from './login/login-flow.service.js';
-import { ClientCredentialsTokens } from './oidc/access-tokens.js';
-import { BackchannelLogout } from './oidc/backchannel.js';
-import { OidcInteractions } from './oidc/interactions.js';
+import type { ClientCredentialsTokens } from './oidc/access-tokens.js';
+import type { BackchannelLogout } from './oidc/backchannel.js';
+import type { OidcInteractions } from './oidc/interactions.js';
 import { loadSigningKeys } from './oidc/keys.js';
-import { createProvider, type Provider } from './oidc/provider.js';
+import type { Provider } from './oidc/provider.js';
 import { DeviceRepository } from './persistence/device.repository.js';
 import { RecoveryService } from './recovery/recovery.service.js';
 import { TenantDirectory, type AppConfig } from './config/index.js';
@@ -188,6 +188,13 @@ export async function createAppServices(opts: {
   rateLimitKeyPrefix?: string;
 }): Promise<AppServices> {
   const { config, db, logger } = opts;
+  // oidc-provider loads here, not with the domain services: the admin CLI uses those without it.
+  const [{ createProvider }, { OidcInteractions }, { BackchannelLogout }, { ClientCredentialsTokens }] = await Promise.all([
+    import('./oidc/provider.js'),
+    import('./oidc/interactions.js'),
+    import('./oidc/backchannel.js'),
+    import('./oidc/access-tokens.js'),
+  ]);
   const domain = createDomainServices({ config, db, logger, mail: opts.mail, mailQueue: opts.mailQueue });
   const { tenants, secrets, accounts, events, flows, payloads, otp, lockout, accountEvents, activation, mail, loginEvents, certificates, lifecycle } = domain;
   const jwks = await loadSigningKeys(config);

@@ -231,7 +231,7 @@ describe('housekeeping on PostgreSQL', () => {
     await seed(a);
     const { batches, onBatch } = recorder();
     // The shutdown arrives during the first pause, after the first batch of flows.
-    const hk = startHousekeeping(servicesOf(a), silent, config, 3600_000, { batchSize: BATCH, runAtStart: false, onBatch, pause: async () => hk.stop() });
+    const hk = startHousekeeping(servicesOf(a), silent, config, 3600_000, { batchSize: BATCH, runAtStart: false, onBatch, pause: async () => void hk.stop() });
     await hk.run();
     expect(batches).toEqual({ flows: [50], codes: [1], payloads: [50], loginEvents: [50] });
     expect(hk.stats()).toMatchObject({ runs: 1, purged: { flows: 50, codes: 51, payloads: 50, loginEvents: 50 } });
