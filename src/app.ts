@@ -32,7 +32,11 @@ import { acceptsHttpPost, createProvider, type Provider } from './oidc/provider.
 import type { Database } from './persistence/database.js';
 import { demoRouter } from './demo/demo.router.js';
 import { activationRouter } from './activation/activation.router.js';
-import { healthRouter } from './http/health.router.js';
+import { healthRouter, redisProbe } from './http/health.router.js';
+import { bullmqMailBacklog, Metrics, metricsEndpoint } from './http/metrics.js';
+import { requestContext, requestIdOf } from './http/request-id.js';
+import { mailOutboxFigures } from './persistence/health.js';
+import { DEFAULT_QUEUE_NAME } from './mail/mail.queue.js';
 import { accountAreaRouter } from './account/area/account-area.router.js';
 import { devicesRouter } from './account/area/devices.router.js';
 import { DeviceService } from './account/device.service.js';
@@ -83,14 +87,24 @@ export interface CreateAppOptions {
 /** Builds the whole HTTP application: OIDC endpoints, login screens, demo site and dev tools. */
 export async function createApp(opts: CreateAppOptions): Promise<App> {
   const { config, db, logger } = opts;
-  const domain = createDomainServices({ config, db, logger, mail: opts.mail, mailQueue: opts.mailQueue });
+  const metrics = new Metrics();
+  const domain = createDomainServices({ config, db, logger, mail: opts.mail, mailQueue: opts.mailQueue, metrics });
   const { tenants, secrets, accounts, events, flows: flowRepo, payloads, devMail, otp, lockout, accountEvents, activation, accountService, mail, loginEvents } = domain;
   const jwks = await loadSigningKeys(config);
   const limits = await createRateLimits({
     config,
     keyPrefix: opts.rateLimitKeyPrefix,
     onStoreError: (err, kind) => logger.warn({ err, kind }, 'rate-limit store error'),
+    onRefused: (kind) => metrics.rateLimitRefused(kind),
   });
+  // Mail and pool gauges are read at scrape time: waiting mail from BullMQ with Redis, else the outbox.
+  const backlog = config.redisUrl && !opts.mail ? bullmqMailBacklog({ redisUrl: config.redisUrl, queueName: opts.mailQueue?.queueName ?? DEFAULT_QUEUE_NAME, prefix: opts.mailQueue?.prefix }) : undefined;
+  metrics.readMailQueueFrom(async () => {
+    const [outbox, bull] = await Promise.all([mailOutboxFigures(db), backlog?.read()]);
+    return bull ? { ...outbox, ...bull } : outbox;
+  });
+  metrics.readPoolFrom(() => db.pool && { total: db.pool.totalCount, idle: db.pool.idleCount, waiting: db.pool.waitingCount });
+  const redisHealth = config.redisUrl ? redisProbe(config.redisUrl) : undefined;
   const emailOtp = new EmailOtpFactor({ otp, mail, otpLength: config.otp.length, otpTtlSeconds: config.otp.ttlSeconds, logger });
   const loginFlows = new LoginFlowService({
     flows: flowRepo,
@@ -116,7 +130,7 @@ export async function createApp(opts: CreateAppOptions): Promise<App> {
   domain.lifecycle.useNotifier(backchannel);
   // oidc-provider answers its own errors (our error handler never sees them): its server errors must
   // reach the log like ours.
-  provider.on('server_error', (ctx: Koa.Context, err: unknown) => logger.error({ err, path: ctx.path, method: ctx.method }, 'oidc-provider server error'));
+  provider.on('server_error', (ctx: Koa.Context, err: unknown) => logger.error({ err, path: ctx.path, method: ctx.method, requestId: requestIdOf(ctx) }, 'oidc-provider server error'));
   provider.on('backchannel.error', (_ctx: unknown, err: unknown, client: { clientId?: string } | undefined) =>
     logger.warn({ err, clientId: client?.clientId }, 'back-channel logout failed'),
   );
@@ -127,6 +141,8 @@ export async function createApp(opts: CreateAppOptions): Promise<App> {
   koa.silent = true; // errors are logged by errorHandler
   const secure = config.issuer.startsWith('https:');
 
+  // First: the request id and the request's log line and timing cover everything after it.
+  koa.use(requestContext({ logger, metrics }));
   // Browsers enforce form-action on the redirects that follow a form post, so the relying sites'
   // redirect targets must be allowed too.
   const formTargets = new Set<string>(["'self'"]);
@@ -164,6 +180,7 @@ export async function createApp(opts: CreateAppOptions): Promise<App> {
     return next();
   });
   koa.use(errorHandler(logger, [renderProblem])); // problem+json under /api/v1
+  koa.use(metricsEndpoint({ metrics, token: config.metricsToken }));
   // PostgreSQL refuses a NUL byte: such input is the client's mistake (400), never a query error.
   koa.use(inputGuard({ isProviderPath: (path) => !isOwn(path) }));
   koa.use(mount('/static', serve(join(VIEWS_DIR, '..', 'public'), { maxage: 3600_000 })));
@@ -173,9 +190,9 @@ export async function createApp(opts: CreateAppOptions): Promise<App> {
   koa.use(csrf({ exempt: (path) => !isOwn(path) || path.startsWith('/api/') || path.startsWith('/static/') || path.startsWith('/health') || path.startsWith('/certificates/'), secure }));
 
   const routers = [
-    recoveryRouter({ interactions, tenants, limits, recovery: new RecoveryService({ flows: flowRepo, accounts, loginEvents: events, accountEvents, lockout, lifecycle: domain.lifecycle, limits, mail, otp, activation, tenants, config, logger }) }),
+    recoveryRouter({ interactions, tenants, limits, recovery: new RecoveryService({ flows: flowRepo, accounts, loginEvents, accountEvents, lockout, lifecycle: domain.lifecycle, limits, mail, otp, activation, tenants, config, logger }) }),
     interactionRouter({ interactions, flows: loginFlows, tenants, limits, otpTtlSeconds: config.otp.ttlSeconds, contexts: domain.loginContexts, payloads }),
-    healthRouter({ db }),
+    healthRouter({ db, redis: redisHealth }),
     managementRouter({ accounts: accountService, tokens: new ClientCredentialsTokens(provider), tenants, issuer: config.issuer }),
     activationRouter({ activation, accounts, tenants, limits, loginEvents, certificates: domain.certificates, passwordMinLength: config.passwordMinLength, secure }),
   ];
@@ -246,6 +263,8 @@ export async function createApp(opts: CreateAppOptions): Promise<App> {
     async close() {
       await mail.close();
       await limits.close();
+      await backlog?.close();
+      await redisHealth?.close();
     },
   };
 }

@@ -5,6 +5,7 @@ import { AccountLifecycleService } from './account/account-lifecycle.service.js'
 import { AccountService } from './account/account.service.js';
 import { ActivationService } from './activation/activation.service.js';
 import { LoginEventService } from './history/login-event.service.js';
+import { countingCodeMails, Metrics } from './http/metrics.js';
 import { LoginHandoff } from './login/login-handoff.js';
 import { LockoutService } from './lockout/lockout.service.js';
 import type { Logger } from './logger.js';
@@ -55,10 +56,12 @@ export interface DomainServices {
   providerSessions: SessionRepository;
   /** Accounts of logins just completed here, for the same login's resume and code exchange. */
   loginHandoff: LoginHandoff;
+  metrics: Metrics;
 }
 
-export function createDomainServices(opts: { config: AppConfig; db: Database; logger: Logger; mail?: MailQueue; mailQueue?: MailQueueOptions }): DomainServices {
+export function createDomainServices(opts: { config: AppConfig; db: Database; logger: Logger; mail?: MailQueue; mailQueue?: MailQueueOptions; metrics?: Metrics }): DomainServices {
   const { config, db, logger } = opts;
+  const metrics = opts.metrics ?? new Metrics({ defaultMetrics: false });
   const prisma = db.prisma;
   const sql = db.sql;
   const tenants = new TenantDirectory(config.tenants, config.issuer);
@@ -69,9 +72,9 @@ export function createDomainServices(opts: { config: AppConfig; db: Database; lo
   const providerSessions = new SessionRepository(prisma);
   const loginHandoff = new LoginHandoff();
   const lifecycle = new AccountLifecycleService({ sessions: providerSessions, logger, onEnd: (id) => loginHandoff.forget(id) });
-  const lockout = new LockoutService(accounts, lifecycle);
+  const lockout = new LockoutService(accounts, lifecycle, metrics);
   const otpRepo = new OneTimePasswordRepository(prisma, sql);
-  const mail =
+  const mail = countingCodeMails(
     opts.mail ??
     unavailableWhenQueueDown(
       createMailQueue({
@@ -83,7 +86,9 @@ export function createDomainServices(opts: { config: AppConfig; db: Database; lo
         options: { ...opts.mailQueue, retry: { codeTtlMs: config.otp.ttlSeconds * 1000, ...opts.mailQueue?.retry } },
       }),
       logger,
-    );
+    ),
+    metrics,
+  );
   const otp = new OtpService(otpRepo, secrets.otpHmacKey, config.otp);
   const accountEvents = new AccountEventService(new AccountEventRepository(prisma));
   const certificates = new CertificateService({
@@ -111,6 +116,7 @@ export function createDomainServices(opts: { config: AppConfig; db: Database; lo
   });
   const accountService = new AccountService({ accounts, loginEvents: events, events: accountEvents, activation, mail, tenants, lifecycle, certificates });
   return {
+    metrics,
     loginHandoff,
     certificates,
     lifecycle,
@@ -119,7 +125,7 @@ export function createDomainServices(opts: { config: AppConfig; db: Database; lo
     secrets,
     accounts,
     events,
-    loginEvents: new LoginEventService(events),
+    loginEvents: new LoginEventService(events, metrics),
     flows: new LoginFlowRepository(prisma, sql),
     payloads: new OidcPayloadRepository(prisma, sql),
     loginContexts: new LoginContextRepository(sql, Object.fromEntries(tenants.allClients().map(({ tenant, client }) => [client.client_id, tenant.id]))),

@@ -104,6 +104,8 @@ export const envSchema = z.object({
     .string()
     .default('')
     .refine((v) => v.split(',').map((p) => p.trim()).filter(Boolean).every((p) => /^[0-9a-fA-F:.]+(\/\d{1,3})?$/.test(p) && isIP(p.split('/')[0]!) !== 0), 'comma-separated IP addresses or CIDR ranges'),
+  /** Bearer token that GET /metrics (Prometheus text format) requires, at least 16 characters. Unset: /metrics answers 404. */
+  METRICS_TOKEN: z.string().min(16).optional(),
   /** Log level (pino). */
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });

@@ -15,6 +15,8 @@ export interface Database {
   /** Raw SQL on the same connections as `prisma`, for measured hot paths (see sql.ts). */
   sql: Sql;
   kind: 'postgres' | 'pglite';
+  /** PostgreSQL's connection pool counters (metrics); the embedded database has none. */
+  pool?: Pick<pg.Pool, 'totalCount' | 'idleCount' | 'waitingCount'>;
   close(): Promise<void>;
 }
 
@@ -55,6 +57,7 @@ async function openPostgres(url: string, opts: OpenDatabaseOptions): Promise<Dat
     prisma,
     sql: { query: async <Row extends object>(text: string, params: readonly unknown[] = []) => (await pool.query<Row>(text, [...params])).rows },
     kind: 'postgres',
+    pool,
     async close() {
       await prisma.$disconnect();
       await pool.end();
