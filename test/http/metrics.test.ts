@@ -178,3 +178,39 @@ describe('/metrics: rate-limit refusals', () => {
     expect(sample(after, 'idp_rate_limit_refusals_total', { kind: 'ip' })).toBe(statuses.filter((x) => x === 429).length);
   });
 });
+
+describe('/metrics with Redis: the mail backlog is the BullMQ queue', () => {
+  const prefix = `metrics-test-${process.pid}-${Date.now().toString(36)}`;
+  let s: TestServer;
+  let rp: oidc.Configuration;
+  beforeAll(async () => {
+    s = await startTestServer({ database: 'pglite', env: { METRICS_TOKEN: TOKEN, REDIS_URL: 'redis://127.0.0.1:6379' }, mailQueue: { prefix } });
+    rp = await discover(s.issuer, 'rp-basic', 'rp-basic-secret-0123456789');
+  });
+  afterAll(async () => {
+    await s?.close();
+    const { Redis } = await import('ioredis');
+    const redis = new Redis('redis://127.0.0.1:6379');
+    const keys = await redis.keys(`${prefix}:*`);
+    if (keys.length) await redis.del(...keys);
+    await redis.quit();
+  });
+
+  test('a code mail waiting while SMTP is down is counted, and gone once delivered', async () => {
+    await scrapeUntil(s, (t) => sample(t, 'idp_mail_queue_depth') === 0);
+    const u = uniqueUser('metr');
+    await s.app.services.accounts.create({ tenantId: 't1', userId: u.userId, devices: [{ email: u.email }] });
+    await s.smtp.stop();
+    try {
+      const login = await startLogin(rp, s.issuer);
+      expect((await submit(login, 'identify', { userId: u.userId })).status).toBe(303);
+      // Waiting for its retry (delayed) or its next attempt (waiting): either way not delivered.
+      const waiting = await scrapeUntil(s, (t) => sample(t, 'idp_mail_queue_depth') === 1);
+      expect(sample(waiting, 'idp_mail_oldest_undelivered_seconds')).toBeGreaterThan(0);
+    } finally {
+      await s.smtp.start();
+    }
+    await s.smtp.otpFor(u.email);
+    await scrapeUntil(s, (t) => sample(t, 'idp_mail_queue_depth') === 0 && sample(t, 'idp_mail_oldest_undelivered_seconds') === 0);
+  });
+});
