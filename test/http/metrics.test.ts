@@ -2,6 +2,7 @@
 // what really happens on a running provider (logins, codes, lockouts, rate limits, mail backlog).
 import * as oidc from 'openid-client';
 import { startTestServer, uniqueUser, type TestServer } from '../support/harness.js';
+import { MailOutboxRepository } from '../../src/persistence/mail-outbox.repository.js';
 import { discover, followToCallback, startLogin, submit, type StartedLogin } from '../support/browser-less.js';
 
 const TOKEN = 'metrics-token-0123456789abcdef';
@@ -155,6 +156,24 @@ describe('/metrics', () => {
     }
     await s.smtp.otpFor(u.email);
     await scrapeUntil(s, (t) => sample(t, 'idp_mail_queue_depth') === 0 && sample(t, 'idp_mail_oldest_undelivered_seconds') === 0);
+  });
+});
+
+describe('/metrics: mail given up', () => {
+  let s: TestServer;
+  beforeAll(async () => {
+    s = await startTestServer({ database: 'pglite', env: { METRICS_TOKEN: TOKEN } });
+  });
+  afterAll(() => s?.close());
+
+  test('a mail recorded as given up is counted', async () => {
+    expect(sample(await scrape(s), 'idp_mail_delivery_failures_total')).toBe(0);
+    // As the delivery records a message it gives up (a permanent SMTP refusal, or BullMQ's last attempt).
+    const outbox = new MailOutboxRepository(s.db.prisma, s.db.sql);
+    await outbox.recordFailed({ template: 'account-locked', tenantId: 't1', otpId: null, recipients: 1, maskedTo: ['u***@example.test'], deliverBy: new Date(), attempts: 3, lastError: '550 no such user', createdAt: new Date() });
+    const text = await scrape(s);
+    expect(sample(text, 'idp_mail_delivery_failures_total')).toBe(1);
+    expect(sample(text, 'idp_mail_queue_depth')).toBe(0);
   });
 });
 
