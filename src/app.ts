@@ -33,7 +33,7 @@ import type { Database } from './persistence/database.js';
 import { demoRouter } from './demo/demo.router.js';
 import { activationRouter } from './activation/activation.router.js';
 import { healthRouter, redisProbe } from './http/health.router.js';
-import { bullmqMailBacklog, Metrics, metricsEndpoint } from './http/metrics.js';
+import { bullmqMailBacklog, createPrometheusMetrics, metricsEndpoint, noMetrics } from './http/metrics.js';
 import { requestContext, requestIdOf } from './http/request-id.js';
 import { mailOutboxFigures } from './persistence/health.js';
 import { DEFAULT_QUEUE_NAME } from './mail/mail.queue.js';
@@ -87,7 +87,9 @@ export interface CreateAppOptions {
 /** Builds the whole HTTP application: OIDC endpoints, login screens, demo site and dev tools. */
 export async function createApp(opts: CreateAppOptions): Promise<App> {
   const { config, db, logger } = opts;
-  const metrics = new Metrics();
+  // prom-client is loaded only when /metrics is served.
+  const scraped = config.metricsToken ? await createPrometheusMetrics() : undefined;
+  const metrics = scraped ?? noMetrics();
   const domain = createDomainServices({ config, db, logger, mail: opts.mail, mailQueue: opts.mailQueue, metrics });
   const { tenants, secrets, accounts, events, flows: flowRepo, payloads, devMail, otp, lockout, accountEvents, activation, accountService, mail, loginEvents } = domain;
   const jwks = await loadSigningKeys(config);
@@ -98,7 +100,7 @@ export async function createApp(opts: CreateAppOptions): Promise<App> {
     onRefused: (kind) => metrics.rateLimitRefused(kind),
   });
   // Mail and pool gauges are read at scrape time: waiting mail from BullMQ with Redis, else the outbox.
-  const backlog = config.redisUrl && !opts.mail ? bullmqMailBacklog({ redisUrl: config.redisUrl, queueName: opts.mailQueue?.queueName ?? DEFAULT_QUEUE_NAME, prefix: opts.mailQueue?.prefix }) : undefined;
+  const backlog = scraped && config.redisUrl && !opts.mail ? bullmqMailBacklog({ redisUrl: config.redisUrl, queueName: opts.mailQueue?.queueName ?? DEFAULT_QUEUE_NAME, prefix: opts.mailQueue?.prefix }) : undefined;
   metrics.readMailQueueFrom(async () => {
     const [outbox, bull] = await Promise.all([mailOutboxFigures(db), backlog?.read()]);
     return bull ? { ...outbox, ...bull } : outbox;
@@ -180,7 +182,7 @@ export async function createApp(opts: CreateAppOptions): Promise<App> {
     return next();
   });
   koa.use(errorHandler(logger, [renderProblem])); // problem+json under /api/v1
-  koa.use(metricsEndpoint({ metrics, token: config.metricsToken }));
+  koa.use(metricsEndpoint({ metrics: scraped, token: config.metricsToken }));
   // PostgreSQL refuses a NUL byte: such input is the client's mistake (400), never a query error.
   koa.use(inputGuard({ isProviderPath: (path) => !isOwn(path) }));
   koa.use(mount('/static', serve(join(VIEWS_DIR, '..', 'public'), { maxage: 3600_000 })));

@@ -5,7 +5,7 @@ import { AccountLifecycleService } from './account/account-lifecycle.service.js'
 import { AccountService } from './account/account.service.js';
 import { ActivationService } from './activation/activation.service.js';
 import { LoginEventService } from './history/login-event.service.js';
-import { countingCodeMails, Metrics } from './http/metrics.js';
+import { countingCodeMails, noMetrics, type Metrics } from './http/metrics.js';
 import { LoginHandoff } from './login/login-handoff.js';
 import { LockoutService } from './lockout/lockout.service.js';
 import type { Logger } from './logger.js';
@@ -61,7 +61,7 @@ export interface DomainServices {
 
 export function createDomainServices(opts: { config: AppConfig; db: Database; logger: Logger; mail?: MailQueue; mailQueue?: MailQueueOptions; metrics?: Metrics }): DomainServices {
   const { config, db, logger } = opts;
-  const metrics = opts.metrics ?? new Metrics({ defaultMetrics: false });
+  const metrics = opts.metrics ?? noMetrics();
   const prisma = db.prisma;
   const sql = db.sql;
   const tenants = new TenantDirectory(config.tenants, config.issuer);

@@ -1,12 +1,11 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Context, Next } from 'koa';
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { MailJob, MailQueue } from '../mail/mail.types.js';
 import { isCodeTemplate } from '../mail/mail.types.js';
 
 /** What the mail gauges read at scrape time. */
 export interface MailQueueFigures {
-  /** Messages waiting for delivery (outbox `pending`, or BullMQ waiting + delayed). */
+  /** Messages not delivered yet (outbox `pending`, or BullMQ waiting, delayed, prioritized and active). */
   pending: number;
   /** Age of the oldest message waiting, in seconds; 0 when none waits. */
   oldestSeconds: number;
@@ -22,99 +21,103 @@ export interface PoolFigures {
 }
 
 /**
- * The provider's Prometheus metrics, one registry per application (several apps in one process, as in
- * the tests, keep their own figures). Counters are moved by the services through the small methods
- * below; the mail and pool gauges are read only when scraped.
+ * What the services report (counters) and where the scrape-time gauges come from. Threaded through
+ * the services as one object; without METRICS_TOKEN it is `noMetrics()`, and prom-client is never loaded.
  */
-export class Metrics {
-  readonly registry = new Registry();
-  private readonly logins: Counter<'result' | 'method'>;
-  private readonly codesSent: Counter<'template'>;
-  private readonly lockouts: Counter;
-  private readonly refusals: Counter<'kind'>;
-  private readonly requests: Histogram<'method' | 'route' | 'status'>;
-  private mailSource?: () => Promise<MailQueueFigures>;
-  private poolSource?: () => PoolFigures | undefined;
+export interface Metrics {
+  /** A login event (also the ones a repository inserts itself). */
+  login(result: string, method: string | null): void;
+  codeMailed(template: string): void;
+  lockout(): void;
+  rateLimitRefused(kind: string): void;
+  request(method: string, route: string, status: number, seconds: number): void;
+  /** Where the mail gauges come from (read at scrape time). */
+  readMailQueueFrom(source: () => Promise<MailQueueFigures>): void;
+  /** Where the pool gauge comes from; an embedded database has none. */
+  readPoolFrom(source: () => PoolFigures | undefined): void;
+}
 
-  constructor(opts: { defaultMetrics?: boolean } = {}) {
-    const registers = [this.registry];
-    if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry });
-    this.logins = new Counter({ name: 'idp_logins_total', help: 'Login events recorded, by result and login method', labelNames: ['result', 'method'], registers });
-    this.codesSent = new Counter({ name: 'idp_otp_codes_sent_total', help: 'Mails carrying a one-time password queued for delivery, by template', labelNames: ['template'], registers });
-    this.lockouts = new Counter({ name: 'idp_lockouts_total', help: 'Accounts locked after too many consecutive failures', registers });
-    this.refusals = new Counter({ name: 'idp_rate_limit_refusals_total', help: 'Requests refused by a rate limit, by limit', labelNames: ['kind'], registers });
-    this.requests = new Histogram({
-      name: 'idp_http_request_duration_seconds',
-      help: 'HTTP requests by method, route (path template or oidc-provider route name) and status',
-      labelNames: ['method', 'route', 'status'],
-      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
-      registers,
-    });
-    const self = this;
-    // One query serves the three mail gauges of a scrape: the first gauge collected runs it.
-    let figures: Promise<MailQueueFigures | undefined> | undefined;
-    const mailFigures = () => {
-      figures ??= (self.mailSource?.() ?? Promise.resolve(undefined)).catch(() => undefined).finally(() => setImmediate(() => (figures = undefined)));
-      return figures;
-    };
-    const mailGauge = (name: string, help: string, pick: (f: MailQueueFigures) => number) =>
-      new Gauge({
-        name,
-        help,
-        registers,
-        async collect() {
-          const f = await mailFigures();
-          if (f) this.set(pick(f));
-        },
-      });
-    mailGauge('idp_mail_queue_depth', 'Mails waiting for delivery', (f) => f.pending);
-    mailGauge('idp_mail_delivery_failures_total', 'Mails given up (kept listed for 30 days)', (f) => f.failed);
-    mailGauge('idp_mail_oldest_undelivered_seconds', 'Age of the oldest mail waiting for delivery (0: none)', (f) => f.oldestSeconds);
+/** Metrics that can be scraped. */
+export interface ScrapedMetrics extends Metrics {
+  readonly contentType: string;
+  /** The Prometheus text exposition of every metric, gauges read now. */
+  render(): Promise<string>;
+}
+
+export function noMetrics(): Metrics {
+  const none = () => {};
+  return { login: none, codeMailed: none, lockout: none, rateLimitRefused: none, request: none, readMailQueueFrom: none, readPoolFrom: none };
+}
+
+/**
+ * The provider's Prometheus metrics, on a registry of their own per application (several apps in one
+ * process, as in the tests, keep their own figures), with prom-client's default process metrics.
+ * Counters move through the methods of `Metrics`; the mail and pool gauges are read when scraped.
+ */
+export async function createPrometheusMetrics(): Promise<ScrapedMetrics> {
+  const { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } = await import('prom-client');
+  const registry = new Registry();
+  const registers = [registry];
+  collectDefaultMetrics({ register: registry });
+  let mailSource: (() => Promise<MailQueueFigures>) | undefined;
+  let poolSource: (() => PoolFigures | undefined) | undefined;
+
+  const logins = new Counter({ name: 'idp_logins_total', help: 'Login events recorded, by result and login method', labelNames: ['result', 'method'] as const, registers });
+  const codesSent = new Counter({ name: 'idp_otp_codes_sent_total', help: 'Mails carrying a one-time password queued for delivery, by template', labelNames: ['template'] as const, registers });
+  const lockouts = new Counter({ name: 'idp_lockouts_total', help: 'Accounts locked after too many consecutive failures', registers });
+  const refusals = new Counter({ name: 'idp_rate_limit_refusals_total', help: 'Requests refused by a rate limit, by limit', labelNames: ['kind'] as const, registers });
+  const requests = new Histogram({
+    name: 'idp_http_request_duration_seconds',
+    help: 'HTTP requests by method, route (path template or oidc-provider route name) and status',
+    labelNames: ['method', 'route', 'status'] as const,
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers,
+  });
+  // One query serves the three mail gauges of a scrape: the first gauge collected runs it.
+  let figures: Promise<MailQueueFigures | undefined> | undefined;
+  const mailFigures = () => {
+    figures ??= (mailSource?.() ?? Promise.resolve(undefined)).catch(() => undefined).finally(() => setImmediate(() => (figures = undefined)));
+    return figures;
+  };
+  const mailGauge = (name: string, help: string, pick: (f: MailQueueFigures) => number) =>
     new Gauge({
-      name: 'idp_db_pool_connections',
-      help: 'PostgreSQL pool connections by state (total, idle, waiting clients)',
-      labelNames: ['state'],
+      name,
+      help,
       registers,
-      collect() {
-        const p = self.poolSource?.();
-        if (!p) return;
-        this.set({ state: 'total' }, p.total);
-        this.set({ state: 'idle' }, p.idle);
-        this.set({ state: 'waiting' }, p.waiting);
+      async collect() {
+        const f = await mailFigures();
+        // A failed read (database or Redis down) shows as NaN, not as a stale or a zero figure.
+        this.set(f ? pick(f) : Number.NaN);
       },
     });
-  }
+  mailGauge('idp_mail_queue_depth', 'Mails waiting for delivery', (f) => f.pending);
+  mailGauge('idp_mail_delivery_failures_total', 'Mails given up (kept listed for 30 days)', (f) => f.failed);
+  mailGauge('idp_mail_oldest_undelivered_seconds', 'Age of the oldest mail waiting for delivery (0: none)', (f) => f.oldestSeconds);
+  new Gauge({
+    name: 'idp_db_pool_connections',
+    help: 'PostgreSQL pool connections by state (total, idle, waiting clients)',
+    labelNames: ['state'] as const,
+    registers,
+    collect() {
+      const p = poolSource?.();
+      if (!p) return;
+      this.set({ state: 'total' }, p.total);
+      this.set({ state: 'idle' }, p.idle);
+      this.set({ state: 'waiting' }, p.waiting);
+    },
+  });
 
-  /** A login event (also the ones a repository inserts itself). */
-  login(result: string, method: string | null): void {
-    this.logins.inc({ result, method: method ?? 'none' });
-  }
-
-  codeMailed(template: string): void {
-    this.codesSent.inc({ template });
-  }
-
-  lockout(): void {
-    this.lockouts.inc();
-  }
-
-  rateLimitRefused(kind: string): void {
-    this.refusals.inc({ kind });
-  }
-
-  request(method: string, route: string, status: number, seconds: number): void {
-    this.requests.observe({ method, route, status: String(status) }, seconds);
-  }
-
-  /** Where the mail gauges come from (read at scrape time). */
-  readMailQueueFrom(source: () => Promise<MailQueueFigures>): void {
-    this.mailSource = source;
-  }
-
-  /** Where the pool gauge comes from; an embedded database has none. */
-  readPoolFrom(source: () => PoolFigures | undefined): void {
-    this.poolSource = source;
-  }
+  return {
+    contentType: registry.contentType,
+    render: () => registry.metrics(),
+    login: (result, method) => logins.inc({ result, method: method ?? 'none' }),
+    codeMailed: (template) => codesSent.inc({ template }),
+    lockout: () => lockouts.inc(),
+    rateLimitRefused: (kind) => refusals.inc({ kind }),
+    request: (method, route, status, seconds) => requests.observe({ method, route, status: String(status) }, seconds),
+    readMailQueueFrom: (source) => void (mailSource = source),
+    readPoolFrom: (source) => void (poolSource = source),
+  };
 }
 
 /** The mail queue, counting the code mails it accepts (login, recovery, activation, device proof). */
@@ -139,10 +142,11 @@ function digest(s: string): Buffer {
  * GET /metrics in Prometheus' text format, for a caller presenting `Authorization: Bearer <token>`.
  * Without a configured token the path does not exist (404 from the handlers after this one).
  */
-export function metricsEndpoint(opts: { metrics: Metrics; token: string | undefined }) {
+export function metricsEndpoint(opts: { metrics: ScrapedMetrics | undefined; token: string | undefined }) {
   const expected = opts.token ? digest(opts.token) : undefined;
+  const metrics = opts.metrics;
   return async (ctx: Context, next: Next) => {
-    if (ctx.path !== METRICS_PATH || !expected) return next();
+    if (ctx.path !== METRICS_PATH || !expected || !metrics) return next();
     ctx.set('Cache-Control', 'no-store');
     if (ctx.method !== 'GET' && ctx.method !== 'HEAD') {
       ctx.status = 405;
@@ -158,13 +162,13 @@ export function metricsEndpoint(opts: { metrics: Metrics; token: string | undefi
       ctx.body = { error: 'unauthorized' };
       return;
     }
-    ctx.type = opts.metrics.registry.contentType;
-    ctx.body = await opts.metrics.registry.metrics();
+    ctx.type = metrics.contentType;
+    ctx.body = await metrics.render();
   };
 }
 
 /**
- * Waiting mail of a BullMQ queue (waiting, delayed, prioritized) and the age of the oldest such job,
+ * Undelivered mail of a BullMQ queue (waiting, delayed, prioritized or being attempted) and the age of the oldest such job,
  * on a connection of its own opened at the first scrape; bullmq itself is loaded only then.
  */
 export function bullmqMailBacklog(opts: { redisUrl: string; queueName: string; prefix?: string }): { read(): Promise<{ pending: number; oldestSeconds: number }>; close(): Promise<void> } {
@@ -178,7 +182,8 @@ export function bullmqMailBacklog(opts: { redisUrl: string; queueName: string; p
       await connection.connect().catch(() => undefined);
       return { queue: new Queue(opts.queueName, { connection, prefix: opts.prefix }), connection };
     })());
-  const kinds = ['waiting', 'delayed', 'prioritized'] as const;
+  // A job being attempted counts too, as an outbox row stays `pending` during its attempts.
+  const kinds = ['waiting', 'delayed', 'prioritized', 'active'] as const;
   return {
     async read() {
       const { queue } = await open();

@@ -231,7 +231,6 @@ export async function createRateLimits(opts: CreateRateLimitsOptions): Promise<R
     if (!d.allowed) opts.onRefused?.(kind);
     return d;
   };
-  const consume = async (kind: LimitKind, key: string, points = 1): Promise<LimitDecision> => counted(kind, await decide(kind, key, points));
   const decide = async (kind: LimitKind, key: string, points: number): Promise<LimitDecision> => {
     const limiter = limiters[kind];
     const k = storageKey(key);
@@ -249,6 +248,7 @@ export async function createRateLimits(opts: CreateRateLimitsOptions): Promise<R
       }
     }
   };
+  const consume = async (kind: LimitKind, key: string, points = 1): Promise<LimitDecision> => counted(kind, await decide(kind, key, points));
 
   return {
     consume,
