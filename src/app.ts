@@ -24,6 +24,8 @@ import type { Database } from './persistence/database.js';
 import { demoRouter } from './demo/demo.router.js';
 import { activationRouter } from './activation/activation.router.js';
 import { healthRouter } from './http/health.router.js';
+import { metricsEndpoint } from './http/metrics.js';
+import { requestContext } from './http/request-id.js';
 import { accountAreaRouter } from './account/area/account-area.router.js';
 import { devicesRouter } from './account/area/devices.router.js';
 import { dropEndedAreaSessions } from './account/area/area-session.js';
@@ -66,7 +68,7 @@ export async function createApp(opts: CreateAppOptions): Promise<App> {
   // Every service is built in one place (src/services.ts); here only the HTTP pipeline and the routers.
   const services = await createAppServices(opts);
   const { tenants, secrets, accounts, events, payloads, devMail, accountEvents, activation, accountService, mail, loginEvents, limits, provider, interactions } = services;
-  const clientCertificate = services.clientCertificate;
+  const { clientCertificate, metrics, scrapedMetrics, redisHealth } = services;
 
   const koa = new Koa();
   koa.keys = secrets.cookieKeys; // must equal the provider's cookie keys (docs/architecture.md)
@@ -74,6 +76,8 @@ export async function createApp(opts: CreateAppOptions): Promise<App> {
   koa.silent = true; // errors are logged by errorHandler
   const secure = config.issuer.startsWith('https:');
 
+  // First: the request id and the request's log line and timing cover everything after it.
+  koa.use(requestContext({ logger, metrics }));
   // Browsers enforce form-action on the redirects that follow a form post, so the relying sites'
   // redirect targets must be allowed too.
   const formTargets = new Set<string>(["'self'"]);
@@ -111,6 +115,7 @@ export async function createApp(opts: CreateAppOptions): Promise<App> {
     return next();
   });
   koa.use(errorHandler(logger, [renderProblem])); // problem+json under /api/v1
+  koa.use(metricsEndpoint({ metrics: scrapedMetrics, token: config.metricsToken }));
   // PostgreSQL refuses a NUL byte: such input is the client's mistake (400), never a query error.
   koa.use(inputGuard({ isProviderPath: (path) => !isOwn(path) }));
   koa.use(mount('/static', serve(join(VIEWS_DIR, '..', 'public'), { maxage: 3600_000 })));
@@ -158,6 +163,7 @@ export async function createApp(opts: CreateAppOptions): Promise<App> {
     async close() {
       await mail.close();
       await limits.close();
+      await services.closeObservers();
     },
   };
 }

@@ -6,7 +6,10 @@ import { SecretQuestionService } from './account/secret-question.service.js';
 import { certificatesInUse } from './certificates/certificate-authority.js';
 import { LoginHistoryService } from './history/login-history.service.js';
 import { clientCertificateReader, type ClientCertificateReader } from './http/client-certificate.js';
+import { redisProbe } from './http/health.router.js';
 import { createRateLimits, type RateLimits } from './http/rate-limit.js';
+import { requestIdOf } from './http/request-id.js';
+import { mailOutboxFigures } from './persistence/health.js';
 import { ClientCertificateFactor } from './login/factors/client-certificate.factor.js';
 import { EmailOtpFactor } from './login/factors/email-otp.factor.js';
 import { PasswordFactor } from './login/factors/password.factor.js';
@@ -25,11 +28,12 @@ import { AccountLifecycleService } from './account/account-lifecycle.service.js'
 import { AccountService } from './account/account.service.js';
 import { ActivationService } from './activation/activation.service.js';
 import { LoginEventService } from './history/login-event.service.js';
+import { bullmqMailBacklog, countingCodeMails, createPrometheusMetrics, noMetrics, type Metrics, type ScrapedMetrics } from './http/metrics.js';
 import { LoginHandoff } from './login/login-handoff.js';
 import { LockoutService } from './lockout/lockout.service.js';
 import type { Logger } from './logger.js';
 import { unavailableWhenQueueDown } from './mail/mail-queue.guard.js';
-import { createMailQueue, type MailQueueOptions } from './mail/mail.queue.js';
+import { createMailQueue, DEFAULT_QUEUE_NAME, type MailQueueOptions } from './mail/mail.queue.js';
 import { createMailSender } from './mail/mail.sender.js';
 import { createMailTransport } from './mail/mail.transport.js';
 import type { MailQueue } from './mail/mail.types.js';
@@ -77,10 +81,12 @@ export interface DomainServices {
   loginHandoff: LoginHandoff;
   /** Background work that one instance at a time should do (housekeeping): see Database.tryExclusive. */
   exclusive: Pick<Database, 'tryExclusive'>;
+  metrics: Metrics;
 }
 
-export function createDomainServices(opts: { config: AppConfig; db: Database; logger: Logger; mail?: MailQueue; mailQueue?: MailQueueOptions }): DomainServices {
+export function createDomainServices(opts: { config: AppConfig; db: Database; logger: Logger; mail?: MailQueue; mailQueue?: MailQueueOptions; metrics?: Metrics }): DomainServices {
   const { config, db, logger } = opts;
+  const metrics = opts.metrics ?? noMetrics();
   const prisma = db.prisma;
   const sql = db.sql;
   const tenants = new TenantDirectory(config.tenants, config.issuer);
@@ -91,9 +97,9 @@ export function createDomainServices(opts: { config: AppConfig; db: Database; lo
   const providerSessions = new SessionRepository(prisma);
   const loginHandoff = new LoginHandoff();
   const lifecycle = new AccountLifecycleService({ sessions: providerSessions, logger, onEnd: (id) => loginHandoff.forget(id) });
-  const lockout = new LockoutService(accounts, lifecycle);
+  const lockout = new LockoutService(accounts, lifecycle, metrics);
   const otpRepo = new OneTimePasswordRepository(prisma, sql);
-  const mail =
+  const mail = countingCodeMails(
     opts.mail ??
     unavailableWhenQueueDown(
       createMailQueue({
@@ -105,7 +111,9 @@ export function createDomainServices(opts: { config: AppConfig; db: Database; lo
         options: { ...opts.mailQueue, retry: { codeTtlMs: config.otp.ttlSeconds * 1000, ...opts.mailQueue?.retry } },
       }),
       logger,
-    );
+    ),
+    metrics,
+  );
   const otp = new OtpService(otpRepo, secrets.otpHmacKey, config.otp);
   const accountEvents = new AccountEventService(new AccountEventRepository(prisma));
   const certificates = new CertificateService({
@@ -134,6 +142,7 @@ export function createDomainServices(opts: { config: AppConfig; db: Database; lo
   const accountService = new AccountService({ accounts, loginEvents: events, events: accountEvents, activation, mail, tenants, lifecycle, certificates });
   return {
     exclusive: { tryExclusive: db.tryExclusive.bind(db) },
+    metrics,
     loginHandoff,
     certificates,
     lifecycle,
@@ -142,7 +151,7 @@ export function createDomainServices(opts: { config: AppConfig; db: Database; lo
     secrets,
     accounts,
     events,
-    loginEvents: new LoginEventService(events),
+    loginEvents: new LoginEventService(events, metrics),
     flows: new LoginFlowRepository(prisma, sql),
     payloads: new OidcPayloadRepository(prisma, sql),
     loginContexts: new LoginContextRepository(sql, Object.fromEntries(tenants.allClients().map(({ tenant, client }) => [client.client_id, tenant.id]))),
@@ -177,6 +186,12 @@ export interface AppServices extends DomainServices {
   accountSessions: AccountSessionService;
   secretQuestions: SecretQuestionService;
   loginHistory: LoginHistoryService;
+  /** The Prometheus registry behind /metrics; undefined without METRICS_TOKEN (nothing is counted then). */
+  scrapedMetrics: ScrapedMetrics | undefined;
+  /** Redis' PING for /health/ready, when Redis is configured. */
+  redisHealth: ReturnType<typeof redisProbe> | undefined;
+  /** Closes the connections the metrics and the readiness probe opened. */
+  closeObservers(): Promise<void>;
 }
 
 export async function createAppServices(opts: {
@@ -195,14 +210,29 @@ export async function createAppServices(opts: {
     import('./oidc/backchannel.js'),
     import('./oidc/access-tokens.js'),
   ]);
-  const domain = createDomainServices({ config, db, logger, mail: opts.mail, mailQueue: opts.mailQueue });
+  // prom-client is loaded only when /metrics is served.
+  const scrapedMetrics = config.metricsToken ? await createPrometheusMetrics() : undefined;
+  const metrics = scrapedMetrics ?? noMetrics();
+  const domain = createDomainServices({ config, db, logger, mail: opts.mail, mailQueue: opts.mailQueue, metrics });
   const { tenants, secrets, accounts, events, flows, payloads, otp, lockout, accountEvents, activation, mail, loginEvents, certificates, lifecycle } = domain;
   const jwks = await loadSigningKeys(config);
   const limits = await createRateLimits({
     config,
     keyPrefix: opts.rateLimitKeyPrefix,
     onStoreError: (err, kind) => logger.warn({ err, kind }, 'rate-limit store error'),
+    onRefused: (kind) => metrics.rateLimitRefused(kind),
   });
+  // Mail and pool gauges are read at scrape time: waiting mail from BullMQ with Redis, else the outbox.
+  const backlog =
+    scrapedMetrics && config.redisUrl && !opts.mail
+      ? bullmqMailBacklog({ redisUrl: config.redisUrl, queueName: opts.mailQueue?.queueName ?? DEFAULT_QUEUE_NAME, prefix: opts.mailQueue?.prefix })
+      : undefined;
+  metrics.readMailQueueFrom(async () => {
+    const [outbox, bull] = await Promise.all([mailOutboxFigures(db), backlog?.read()]);
+    return bull ? { ...outbox, ...bull } : outbox;
+  });
+  metrics.readPoolFrom(() => db.pool && { total: db.pool.totalCount, idle: db.pool.idleCount, waiting: db.pool.waitingCount });
+  const redisHealth = config.redisUrl ? redisProbe(config.redisUrl) : undefined;
   const loginFlows = new LoginFlowService({
     flows,
     accounts,
@@ -230,7 +260,7 @@ export async function createAppServices(opts: {
   lifecycle.useNotifier(backchannel);
   // oidc-provider answers its own errors (our error handler never sees them): its server errors must
   // reach the log like ours.
-  provider.on('server_error', (ctx: KoaContext, err: unknown) => logger.error({ err, path: ctx.path, method: ctx.method }, 'oidc-provider server error'));
+  provider.on('server_error', (ctx: KoaContext, err: unknown) => logger.error({ err, path: ctx.path, method: ctx.method, requestId: requestIdOf(ctx) }, 'oidc-provider server error'));
   provider.on('backchannel.error', (_ctx: unknown, err: unknown, client: { clientId?: string } | undefined) =>
     logger.warn({ err, clientId: client?.clientId }, 'back-channel logout failed'),
   );
@@ -259,5 +289,11 @@ export async function createAppServices(opts: {
     accountSessions: new AccountSessionService({ sessions: domain.providerSessions, backchannel, events: accountEvents, tenants, logger, mail }),
     secretQuestions: new SecretQuestionService({ accounts, activation, events: accountEvents, mail }),
     loginHistory: new LoginHistoryService(events),
+    scrapedMetrics,
+    redisHealth,
+    async closeObservers() {
+      await backlog?.close();
+      await redisHealth?.close();
+    },
   };
 }

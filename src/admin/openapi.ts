@@ -287,6 +287,7 @@ export function openApiDocument(issuer: string) {
             title: { type: 'string' },
             status: { type: 'integer', minimum: 400, maximum: 599 },
             detail: { type: 'string' },
+            request_id: { type: 'string', description: 'The request\'s id (also in the X-Request-Id header): quote it when reporting a problem.' },
             errors: {
               type: 'array',
               description: 'For validation failures: each invalid field, named like `devices[0].email`.',

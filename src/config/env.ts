@@ -108,6 +108,8 @@ export const envSchema = z.object({
   STARTUP_TIMEOUT_SECONDS: z.coerce.number().int().min(0).max(600).default(30),
   /** On SIGTERM/SIGINT, how long requests in flight may take to finish before their connections are closed; the process then closes its queue and pools and exits. */
   SHUTDOWN_TIMEOUT_SECONDS: z.coerce.number().min(0).max(120).default(8),
+  /** Bearer token that GET /metrics (Prometheus text format) requires, at least 16 characters. Unset: /metrics answers 404. */
+  METRICS_TOKEN: z.string().min(16).optional(),
   /** Log level (pino). */
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });

@@ -34,6 +34,7 @@ export interface AppConfig {
   loginFlowTtlSeconds: number;
   rateLimits: { ipPerMinute: number; accountOtpPer15Min: number; otpMailsPerHour: number };
   logLevel: Env['LOG_LEVEL'];
+  metricsToken: string | undefined;
   tenants: Tenant[];
   activationTtlSeconds: number;
   passwordMinLength: number;
@@ -98,6 +99,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
       otpMailsPerHour: e.RATE_LIMIT_OTP_MAILS_PER_HOUR,
     },
     logLevel: e.LOG_LEVEL,
+    metricsToken: e.METRICS_TOKEN,
     tenants,
     activationTtlSeconds: e.ACTIVATION_TTL,
     passwordMinLength: e.PASSWORD_MIN_LENGTH,

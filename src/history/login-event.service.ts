@@ -1,3 +1,4 @@
+import type { Metrics } from '../http/metrics.js';
 import type { LoginEventRepository, NewLoginEvent } from '../persistence/login-event.repository.js';
 
 /** Results of a login attempt, as stored and shown in the login history. */
@@ -5,10 +6,20 @@ export const LOGIN_RESULTS = ['success', 'wrong_otp', 'expired_otp', 'used_otp',
 export type LoginResult = (typeof LOGIN_RESULTS)[number];
 
 export class LoginEventService {
-  constructor(private readonly repo: LoginEventRepository) {}
+  constructor(
+    private readonly repo: LoginEventRepository,
+    private readonly metrics?: Pick<Metrics, 'login'>,
+  ) {}
 
-  record(event: Omit<NewLoginEvent, 'result'> & { result: LoginResult }) {
-    return this.repo.record(event);
+  async record(event: Omit<NewLoginEvent, 'result'> & { result: LoginResult }) {
+    const recorded = await this.repo.record(event);
+    this.metrics?.login(event.result, event.method);
+    return recorded;
+  }
+
+  /** Counts an event a repository inserted itself (the one-statement login completion). */
+  recordedElsewhere(result: LoginResult, method: string | null): void {
+    this.metrics?.login(result, method);
   }
 
   hasSucceededFrom(accountId: string, ip: string) {

@@ -2,6 +2,7 @@ import type { Context, Next } from 'koa';
 import type { Logger } from '../logger.js';
 import { AppError, MethodNotAllowedError, NotFoundError, RateLimitedError, ServiceUnavailableError } from './errors.js';
 import { TooManyRequestsError } from './rate-limit.js';
+import { requestIdOf } from './request-id.js';
 
 function toAppError(err: unknown): AppError | undefined {
   if (err instanceof AppError) return err;
@@ -36,18 +37,23 @@ export function errorHandler(logger: Logger, renderers: ErrorRenderer[] = []) {
     } catch (err) {
       let appError = toAppError(err);
       if (!appError) {
-        logger.error({ err, path: ctx.path, method: ctx.method }, 'unhandled error');
+        logger.error({ err, path: ctx.path, method: ctx.method, requestId: requestIdOf(ctx) }, 'unhandled error');
         appError = new AppError('internal', 500, 'common:errors.internal');
       }
       ctx.status = appError.status;
       if (appError instanceof RateLimitedError || appError instanceof ServiceUnavailableError) ctx.set('Retry-After', String(appError.retryAfterSeconds));
       const rendered = appError;
-      if (renderers.some((render) => render(ctx, rendered, err))) return;
+      const requestId = requestIdOf(ctx);
+      if (renderers.some((render) => render(ctx, rendered, err))) {
+        // The id a user or site quotes in a report, to find the request's log lines.
+        if (requestId && ctx.body && typeof ctx.body === 'object' && !Buffer.isBuffer(ctx.body)) ctx.body = { ...(ctx.body as object), request_id: requestId };
+        return;
+      }
       const wantsJson = ctx.path.startsWith('/api/') || (ctx.accepts('html', 'json') === 'json' && !ctx.get('accept').includes('html'));
       const t = ctx.state.t as ((key: string, params?: object) => string) | undefined;
       const message = t ? t(appError.messageKey, appError.params) : appError.code;
       if (wantsJson || typeof ctx.render !== 'function') {
-        ctx.body = { error: appError.code, message };
+        ctx.body = { error: appError.code, message, ...(requestId ? { request_id: requestId } : {}) };
         return;
       }
       await ctx.render('error', { messageKey: appError.messageKey, messageParams: appError.params, backUrl: appError.backUrl, errorCode: appError.code });

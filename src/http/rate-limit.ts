@@ -91,6 +91,8 @@ export interface CreateRateLimitsOptions {
   storeTimeoutMs?: number;
   /** Told about every store failure so the caller can log it (kind is unset for pool/sweeper errors). */
   onStoreError?: (error: unknown, kind?: LimitKind) => void;
+  /** Told about every refused decision (metrics). */
+  onRefused?: (kind: LimitKind) => void;
 }
 
 /** Table the PostgreSQL store keeps its counters in (created by rate-limiter-flexible). */
@@ -225,7 +227,11 @@ export async function createRateLimits(opts: CreateRateLimitsOptions): Promise<R
   const guard = <T>(p: Promise<T>): Promise<T> => (store === 'memory' ? p : withTimeout(p, timeoutMs));
   let closed = false;
 
-  const consume = async (kind: LimitKind, key: string, points = 1): Promise<LimitDecision> => {
+  const counted = (kind: LimitKind, d: LimitDecision): LimitDecision => {
+    if (!d.allowed) opts.onRefused?.(kind);
+    return d;
+  };
+  const decide = async (kind: LimitKind, key: string, points: number): Promise<LimitDecision> => {
     const limiter = limiters[kind];
     const k = storageKey(key);
     try {
@@ -242,6 +248,7 @@ export async function createRateLimits(opts: CreateRateLimitsOptions): Promise<R
       }
     }
   };
+  const consume = async (kind: LimitKind, key: string, points = 1): Promise<LimitDecision> => counted(kind, await decide(kind, key, points));
 
   return {
     consume,
@@ -252,7 +259,7 @@ export async function createRateLimits(opts: CreateRateLimitsOptions): Promise<R
       let decisions: LimitDecision[] | undefined;
       if (consumeInOneStatement && unique.length > 1) {
         try {
-          decisions = await guard(consumeInOneStatement(unique));
+          decisions = (await guard(consumeInOneStatement(unique))).map((d, i) => counted(unique[i]!.kind, d));
         } catch (err) {
           // Counted one by one instead, each with its own rule for an unreachable store.
           report(err);

@@ -337,6 +337,7 @@ export class LoginFlowService {
       event: { tenantId: flow.tenantId, submittedUserId: flow.submittedUserId, clientId: flow.clientId, method: flow.method, sourceIp: req.ip, userAgent: req.userAgent },
     });
     if (!done) return this.settled(flow, account, flowUrl);
+    this.deps.events.recordedElsewhere(done.succeeded ? 'success' : 'locked', flow.method);
     if (!done.succeeded) throw new AccountLockedError(flowUrl);
     if (done.account) this.deps.handoff?.put({ ...account, ...done.account, failedAttempts: 0, lastLoginIp: req.ip });
     if (!done.seenIp && done.previousLoginAt) await this.notifyNewIp(account, ctx);

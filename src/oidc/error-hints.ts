@@ -139,5 +139,5 @@ export function requestOf(ctx: KoaContextWithOIDC): OidcErrorRequest {
 export function renderOidcError(ctx: KoaContextWithOIDC, out: OidcErrorOut, locale: Locale, supported: SupportedValues): void {
   const view = describeOidcError(out, requestOf(ctx), supported);
   ctx.type = 'html';
-  ctx.body = renderPage('oidc-error', { ...pageLocals(locale), ...view, pageTitle: undefined });
+  ctx.body = renderPage('oidc-error', { ...pageLocals(locale), ...view, pageTitle: undefined, requestId: ctx.state?.requestId });
 }

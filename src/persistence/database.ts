@@ -24,6 +24,8 @@ export interface Database {
    * `{ acquired: false }` at once when the key is taken; a lost connection releases its lock.
    */
   tryExclusive<T>(key: number, fn: () => Promise<T>): Promise<Exclusive<T>>;
+  /** PostgreSQL's connection pool counters (metrics); the embedded database has none. */
+  pool?: Pick<pg.Pool, 'totalCount' | 'idleCount' | 'waitingCount'>;
   close(): Promise<void>;
 }
 
@@ -73,6 +75,7 @@ async function openPostgres(url: string, opts: OpenDatabaseOptions): Promise<Dat
     sql: { query: async <Row extends object>(text: string, params: readonly unknown[] = []) => (await pool.query<Row>(text, [...params])).rows },
     kind: 'postgres',
     tryExclusive: (key, fn) => tryAdvisoryLock(pool, key, fn),
+    pool,
     async close() {
       await prisma.$disconnect();
       await pool.end();

@@ -5,7 +5,7 @@ import type { AppConfig, ClientConfig, LoginMethod, Tenant, TenantDirectory } fr
 import { upgradeWeakHash } from '../credentials/hash-upgrade.js';
 import { hashSecret, normalizeAnswer, verifySecret } from '../credentials/hashing.js';
 import { checkPassword, PASSWORD_MAX_LENGTH } from '../credentials/password-policy.js';
-import type { LoginResult } from '../history/login-event.service.js';
+import type { LoginEventService, LoginResult } from '../history/login-event.service.js';
 import { RateLimitedError, SessionExpiredError } from '../http/errors.js';
 import type { RateLimits } from '../http/rate-limit.js';
 import { translator, type Locale } from '../i18n/index.js';
@@ -19,7 +19,6 @@ import { enqueueAfterResponse } from '../mail/mail.after-response.js';
 import type { MailQueue } from '../mail/mail.types.js';
 import type { OtpService } from '../otp/otp.service.js';
 import type { AccountRepository, AccountWithDevices } from '../persistence/account.repository.js';
-import type { LoginEventRepository } from '../persistence/login-event.repository.js';
 import type { LoginFlow, LoginFlowRepository } from '../persistence/login-flow.repository.js';
 import { RecoveryFieldError, RecoveryLockedError, RecoveryStepError, RecoveryUnavailableError } from './recovery-errors.js';
 
@@ -73,7 +72,7 @@ export class RecoveryService {
     private readonly deps: {
       flows: LoginFlowRepository;
       accounts: AccountRepository;
-      loginEvents: LoginEventRepository;
+      loginEvents: Pick<LoginEventService, 'record'>;
       accountEvents: AccountEventService;
       lockout: LockoutService;
       lifecycle: Pick<AccountLifecycleService, 'endAccess'>;
