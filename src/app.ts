@@ -127,7 +127,7 @@ export async function createApp(opts: CreateAppOptions): Promise<App> {
   const routers = [
     recoveryRouter({ interactions, tenants, limits, recovery: services.recovery }),
     interactionRouter({ interactions, flows: services.loginFlows, tenants, limits, otpTtlSeconds: config.otp.ttlSeconds, contexts: services.loginContexts, payloads }),
-    healthRouter({ db }),
+    healthRouter({ db, redis: redisHealth }),
     managementRouter({ accounts: accountService, tokens: services.clientCredentialsTokens, tenants, issuer: config.issuer }),
     activationRouter({ activation, accounts, tenants, limits, loginEvents, certificates: services.certificates, passwordMinLength: config.passwordMinLength, secure }),
   ];
