@@ -22,6 +22,10 @@ export async function startServer(config: AppConfig, logger: Logger): Promise<vo
   const app = await createApp({ config, db, logger });
   if (config.seedDemo && (await seedDemoAccount(app.services.accounts, app.services.tenants))) logger.info({ userId: DEMO_USER_ID }, 'seeded demo account');
   const housekeeping = startHousekeeping(app.services, logger, config);
+  app.services.metrics.readHousekeepingFrom(() => {
+    const stats = housekeeping.stats();
+    return { ...stats, purged: { ...stats.purged } };
+  });
 
   const server = createServer(app.koa.callback());
   server.listen(config.port, config.host, () => {

@@ -35,6 +35,16 @@ export interface Metrics {
   readMailQueueFrom(source: () => Promise<MailQueueFigures>): void;
   /** Where the pool gauge comes from; an embedded database has none. */
   readPoolFrom(source: () => PoolFigures | undefined): void;
+  /** Where the housekeeping figures come from (this process's purges). */
+  readHousekeepingFrom(source: () => HousekeepingFigures): void;
+}
+
+/** What this process's housekeeping has done since it started. */
+export interface HousekeepingFigures {
+  runs: number;
+  skippedBecauseLocked: number;
+  lastDurationMs: number | null;
+  purged: Record<string, number>;
 }
 
 /** Metrics that can be scraped. */
@@ -46,7 +56,7 @@ export interface ScrapedMetrics extends Metrics {
 
 export function noMetrics(): Metrics {
   const none = () => {};
-  return { login: none, codeMailed: none, lockout: none, rateLimitRefused: none, request: none, readMailQueueFrom: none, readPoolFrom: none };
+  return { login: none, codeMailed: none, lockout: none, rateLimitRefused: none, request: none, readMailQueueFrom: none, readPoolFrom: none, readHousekeepingFrom: none };
 }
 
 /**
@@ -61,6 +71,7 @@ export async function createPrometheusMetrics(): Promise<ScrapedMetrics> {
   collectDefaultMetrics({ register: registry });
   let mailSource: (() => Promise<MailQueueFigures>) | undefined;
   let poolSource: (() => PoolFigures | undefined) | undefined;
+  let housekeepingSource: (() => HousekeepingFigures) | undefined;
 
   const logins = new Counter({ name: 'idp_logins_total', help: 'Login events recorded, by result and login method', labelNames: ['result', 'method'] as const, registers });
   const codesSent = new Counter({ name: 'idp_otp_codes_sent_total', help: 'Mails carrying a one-time password queued for delivery, by template', labelNames: ['template'] as const, registers });
@@ -107,6 +118,40 @@ export async function createPrometheusMetrics(): Promise<ScrapedMetrics> {
     },
   });
 
+  // Housekeeping: counters kept by the housekeeper, read when scraped (one instance at a time purges).
+  new Gauge({
+    name: 'idp_housekeeping_purged_rows',
+    help: 'Rows purged by this process since it started, by table (expired flows, codes, oidc-provider records, old login events)',
+    labelNames: ['table'] as const,
+    registers,
+    collect() {
+      const h = housekeepingSource?.();
+      if (!h) return;
+      for (const [table, n] of Object.entries(h.purged)) this.set({ table }, n);
+    },
+  });
+  new Gauge({
+    name: 'idp_housekeeping_runs',
+    help: 'Housekeeping runs of this process: done, or skipped because another instance held the lock',
+    labelNames: ['outcome'] as const,
+    registers,
+    collect() {
+      const h = housekeepingSource?.();
+      if (!h) return;
+      this.set({ outcome: 'done' }, h.runs);
+      this.set({ outcome: 'skipped' }, h.skippedBecauseLocked);
+    },
+  });
+  new Gauge({
+    name: 'idp_housekeeping_last_duration_seconds',
+    help: "Duration of this process's last housekeeping run",
+    registers,
+    collect() {
+      const ms = housekeepingSource?.().lastDurationMs;
+      if (ms !== null && ms !== undefined) this.set(ms / 1000);
+    },
+  });
+
   return {
     contentType: registry.contentType,
     render: () => registry.metrics(),
@@ -117,6 +162,7 @@ export async function createPrometheusMetrics(): Promise<ScrapedMetrics> {
     request: (method, route, status, seconds) => requests.observe({ method, route, status: String(status) }, seconds),
     readMailQueueFrom: (source) => void (mailSource = source),
     readPoolFrom: (source) => void (poolSource = source),
+    readHousekeepingFrom: (source) => void (housekeepingSource = source),
   };
 }
 
