@@ -5,8 +5,7 @@ import mount from 'koa-mount';
 import serve from 'koa-static';
 import views from 'koa-views';
 import { join } from 'node:path';
-import type { AppConfig } from './config/index.js';
-import { createAppServices, type AppServices } from './services.js';
+import { createAppServices, type AppServices, type AppServicesOptions } from './services.js';
 import { csrf } from './http/csrf.js';
 import { errorHandler } from './http/error-handler.js';
 import { MethodNotAllowedError } from './http/errors.js';
@@ -15,12 +14,8 @@ import { locale } from './http/locale.js';
 import { VIEWS_DIR } from './http/pages.js';
 import { interactionRouter } from './interaction/interaction.router.js';
 import { certificateRouter } from './certificates/certificate.router.js';
-import type { Logger } from './logger.js';
 import { devMailboxRouter } from './mail/dev-mailbox.router.js';
-import type { MailQueueOptions } from './mail/mail.queue.js';
-import type { MailQueue } from './mail/mail.types.js';
 import { acceptsHttpPost, type Provider } from './oidc/provider.js';
-import type { Database } from './persistence/database.js';
 import { demoRouter } from './demo/demo.router.js';
 import { activationRouter } from './activation/activation.router.js';
 import { healthRouter } from './http/health.router.js';
@@ -51,16 +46,8 @@ export interface App {
   close(): Promise<void>;
 }
 
-export interface CreateAppOptions {
-  config: AppConfig;
-  db: Database;
-  logger: Logger;
-  /** Replaces the mail queue (benchmarks); tests use the real one with a real SMTP server. */
-  mail?: MailQueue;
-  /** Options of the mail queue created otherwise (e.g. a BullMQ key prefix). */
-  mailQueue?: MailQueueOptions;
-  rateLimitKeyPrefix?: string;
-}
+/** What the application is built from: the same as its services. */
+export type CreateAppOptions = AppServicesOptions;
 
 /** Builds the whole HTTP application: OIDC endpoints, login screens, demo site and dev tools. */
 export async function createApp(opts: CreateAppOptions): Promise<App> {

@@ -194,14 +194,18 @@ export interface AppServices extends DomainServices {
   closeObservers(): Promise<void>;
 }
 
-export async function createAppServices(opts: {
+export interface AppServicesOptions {
   config: AppConfig;
   db: Database;
   logger: Logger;
+  /** Replaces the mail queue (benchmarks); tests use the real one with a real SMTP server. */
   mail?: MailQueue;
+  /** Options of the mail queue created otherwise (e.g. a BullMQ key prefix). */
   mailQueue?: MailQueueOptions;
   rateLimitKeyPrefix?: string;
-}): Promise<AppServices> {
+}
+
+export async function createAppServices(opts: AppServicesOptions): Promise<AppServices> {
   const { config, db, logger } = opts;
   // oidc-provider loads here, not with the domain services: the admin CLI uses those without it.
   const [{ createProvider }, { OidcInteractions }, { BackchannelLogout }, { ClientCredentialsTokens }] = await Promise.all([

@@ -19,6 +19,7 @@ import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { freePort } from '../support/relying-party.js';
 import { startSmtpServer } from '../support/smtp.js';
 import { eventually, productionSecrets, startProviderProcess, type ProviderProcess } from '../production/provider-process.js';
+import { startRedis } from '../support/redis-server.js';
 
 const run = promisify(execFile);
 const CLIENT_ID = 'lb-site';
@@ -33,19 +34,6 @@ const TENANTS = `tenants:
       - { client_id: ${CLIENT_ID}, client_secret: ${CLIENT_SECRET}, name: 利用サイト, redirect_uris: ['http://127.0.0.1/cb'] }
 `;
 
-/** A throwaway redis-server on `port` (never the shared one); resolves once it accepts connections. */
-async function startRedis(port: number): Promise<ChildProcess> {
-  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: ['ignore', 'pipe', 'inherit'] });
-  let out = '';
-  const exited = once(child, 'exit').then(() => Promise.reject(new Error(`redis-server exited: ${out}`)));
-  exited.catch(() => {});
-  while (!out.includes('Ready to accept connections')) {
-    const [chunk] = (await Promise.race([once(child.stdout!, 'data'), exited])) as [Buffer];
-    out += chunk.toString('utf8');
-  }
-  child.stdout!.resume();
-  return child;
-}
 
 async function stop(child: ChildProcess | undefined): Promise<void> {
   if (!child || child.exitCode !== null || child.signalCode !== null) return;

@@ -1,11 +1,9 @@
 // Probes: /health/live answers while the process serves; /health/ready (and /health) only while the
 // database answers with every migration applied and Redis, when configured, answers PING.
-import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
-import { createServer } from 'node:net';
-import type { AddressInfo } from 'node:net';
+import type { ChildProcess } from 'node:child_process';
 import pg from 'pg';
 import { startTestServer, type TestServer } from '../support/harness.js';
+import { freePort, startRedis, stopRedis } from '../support/redis-server.js';
 
 async function get(s: TestServer, path: string): Promise<{ status: number; body: Record<string, unknown> }> {
   const res = await fetch(new URL(path, s.issuer));
@@ -22,35 +20,8 @@ async function admin<T>(fn: (c: pg.Client) => Promise<T>): Promise<T> {
   }
 }
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as AddressInfo;
-  await new Promise((r) => server.close(r));
-  return port;
-}
 
-/** A throwaway redis-server on `port`; resolves once it accepts connections. */
-async function startRedis(port: number): Promise<ChildProcess> {
-  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: ['ignore', 'pipe', 'inherit'] });
-  let out = '';
-  const exited = once(child, 'exit').then(() => Promise.reject(new Error(`redis-server exited: ${out}`)));
-  exited.catch(() => {});
-  while (!out.includes('Ready to accept connections')) {
-    const [chunk] = (await Promise.race([once(child.stdout!, 'data'), exited])) as [Buffer];
-    out += chunk.toString('utf8');
-  }
-  child.stdout!.resume();
-  return child;
-}
 
-async function stopRedis(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = once(child, 'exit');
-  child.kill('SIGKILL');
-  await exited;
-}
 
 describe('health probes on PostgreSQL', () => {
   let s: TestServer;

@@ -1,41 +1,12 @@
 // Redis goes away under a running provider (a private redis-server, never the shared one) and comes back.
-import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
-import { createServer } from 'node:net';
-import type { AddressInfo } from 'node:net';
+import type { ChildProcess } from 'node:child_process';
 import * as oidc from 'openid-client';
 import { startTestServer, uniqueUser, type TestServer } from '../support/harness.js';
 import { discover, followToCallback, startLogin, submit } from '../support/browser-less.js';
+import { freePort, startRedis, stopRedis } from '../support/redis-server.js';
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as AddressInfo;
-  await new Promise((r) => server.close(r));
-  return port;
-}
 
-/** A throwaway redis-server on `port`; resolves once it accepts connections. */
-async function startRedis(port: number): Promise<ChildProcess> {
-  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: ['ignore', 'pipe', 'inherit'] });
-  let out = '';
-  const exited = once(child, 'exit').then(() => Promise.reject(new Error(`redis-server exited: ${out}`)));
-  exited.catch(() => {});
-  while (!out.includes('Ready to accept connections')) {
-    const [chunk] = (await Promise.race([once(child.stdout!, 'data'), exited])) as [Buffer];
-    out += chunk.toString('utf8');
-  }
-  child.stdout!.resume();
-  return child;
-}
 
-async function stopRedis(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = once(child, 'exit');
-  child.kill('SIGKILL');
-  await exited;
-}
 
 describe('Redis outage', () => {
   let redis: ChildProcess | undefined;
