@@ -38,6 +38,8 @@ beforeAll(async () => {
     await run('npm', ['prune', '--omit=dev', '--offline', '--ignore-scripts', '--no-audit', '--no-fund'], { cwd: root, maxBuffer: 16 << 20 });
     install = 'cp -al node_modules && npm prune --omit=dev';
   }
+  // As the Dockerfile does: the optional peers npm added (the prisma CLI, typescript) go.
+  await run(process.execPath, [join(process.cwd(), 'scripts/prune-production.mjs'), root]);
 }, 600_000);
 
 afterAll(() => {
@@ -49,8 +51,10 @@ test('the build holds the compiled entry points and the files read beside the mo
     expect(existsSync(join(root, f))).toBe(true);
   }
   expect(existsSync(join(root, 'dist/persistence/generated/client.ts'))).toBe(false);
-  // (typescript and prisma stay: npm installs them as optional peers of @prisma/client and i18next.)
-  for (const dev of ['tsx', 'jest', '@swc/core', 'playwright-core', 'smtp-server']) expect([install, dev, existsSync(join(root, 'node_modules', dev))]).toEqual([install, dev, false]);
+  // Nor the optional peers npm installs with @prisma/client and i18next (scripts/prune-production.mjs).
+  for (const dev of ['tsx', 'jest', '@swc/core', 'playwright-core', 'smtp-server', 'typescript', 'prisma', '@prisma/studio-core']) {
+    expect([install, dev, existsSync(join(root, 'node_modules', dev))]).toEqual([install, dev, false]);
+  }
   // Imported at run time by the demo site and the account area.
   expect(existsSync(join(root, 'node_modules/openid-client'))).toBe(true);
 });
