@@ -21,8 +21,4 @@ export class LoginEventService {
   recordedElsewhere(result: LoginResult, method: string | null): void {
     this.metrics?.login(result, method);
   }
-
-  hasSucceededFrom(accountId: string, ip: string) {
-    return this.repo.hasSucceededFrom(accountId, ip);
-  }
 }

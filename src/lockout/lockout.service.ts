@@ -25,11 +25,6 @@ export class LockoutService {
     return { locked: true, justLocked: true };
   }
 
-  /** Resets the counter on success; null means a lock won the race and the login must not finish. */
-  registerSuccess(accountId: string, ip: string | null, locale?: string) {
-    return this.accounts.registerSuccess(accountId, ip, locale);
-  }
-
   unlock(tenantId: string, userId: string) {
     return this.accounts.unlock(tenantId, userId);
   }

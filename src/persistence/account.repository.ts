@@ -142,23 +142,6 @@ export class AccountRepository {
     return row ? { failedAttempts: row.failed_attempts, locked: row.locked_at !== null } : null;
   }
 
-  /**
-   * Records a successful login: resets the failure counter, but only while the account is not
-   * locked (a lock that landed in the meantime wins). Returns the previous login's time and IP, or
-   * null when the account is locked. `locale`: the language the login's pages were in, kept as the
-   * account's locale (it becomes the OpenID `locale` claim); without one the stored locale stays.
-   */
-  async registerSuccess(accountId: string, ip: string | null, locale?: string): Promise<{ previousLoginAt: Date | null; previousLoginIp: string | null } | null> {
-    const rows = await this.prisma.$queryRaw<Array<{ prev_at: Date | null; prev_ip: string | null }>>`
-      UPDATE accounts a
-         SET failed_attempts = 0, last_login_at = now(), last_login_ip = ${ip}, locale = COALESCE(${locale ?? null}, a.locale), updated_at = now()
-        FROM (SELECT id, last_login_at, last_login_ip FROM accounts WHERE id = ${accountId}::uuid FOR UPDATE) prev
-       WHERE a.id = prev.id AND a.locked_at IS NULL
-   RETURNING prev.last_login_at AS prev_at, prev.last_login_ip AS prev_ip`;
-    const row = rows[0];
-    return row ? { previousLoginAt: row.prev_at, previousLoginIp: row.prev_ip } : null;
-  }
-
   /** Accounts of a tenant, newest first, optionally by status (`locked` means locked, whatever the status). */
   async list(tenantId: string, opts: { status?: 'pending_activation' | 'active' | 'locked'; skip: number; take: number }): Promise<{ items: AccountWithDevices[]; total: number }> {
     const where =

@@ -42,12 +42,6 @@ export class LoginEventRepository {
     return this.prisma.loginEvent.findMany({ where: { accountId, result: 'success' }, orderBy: { createdAt: 'desc' }, take });
   }
 
-  /** Whether the account has signed in successfully from this IP before. */
-  async hasSucceededFrom(accountId: string, ip: string): Promise<boolean> {
-    const found = await this.prisma.loginEvent.findFirst({ where: { accountId, sourceIp: ip, result: 'success' }, select: { id: true } });
-    return found !== null;
-  }
-
   async deleteOlderThan(cutoff: Date): Promise<number> {
     const r = await this.prisma.loginEvent.deleteMany({ where: { createdAt: { lt: cutoff } } });
     return r.count;

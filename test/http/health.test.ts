@@ -3,7 +3,8 @@
 import type { ChildProcess } from 'node:child_process';
 import pg from 'pg';
 import { startTestServer, type TestServer } from '../support/harness.js';
-import { freePort, startRedis, stopRedis } from '../support/redis-server.js';
+import { startRedis, stopRedis } from '../support/redis-server.js';
+import { freePort } from '../support/relying-party.js';
 
 async function get(s: TestServer, path: string): Promise<{ status: number; body: Record<string, unknown> }> {
   const res = await fetch(new URL(path, s.issuer));

@@ -3,7 +3,8 @@ import type { ChildProcess } from 'node:child_process';
 import * as oidc from 'openid-client';
 import { startTestServer, uniqueUser, type TestServer } from '../support/harness.js';
 import { discover, followToCallback, startLogin, submit } from '../support/browser-less.js';
-import { freePort, startRedis, stopRedis } from '../support/redis-server.js';
+import { startRedis, stopRedis } from '../support/redis-server.js';
+import { freePort } from '../support/relying-party.js';
 
 
 

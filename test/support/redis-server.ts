@@ -1,17 +1,6 @@
 // A private redis-server for tests that stop Redis or need their own (never the shared one on 6379).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { createServer, type AddressInfo } from 'node:net';
-
-/** A free TCP port on 127.0.0.1 (released before use). */
-export async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as AddressInfo;
-  await new Promise((r) => server.close(r));
-  return port;
-}
 
 /** A throwaway redis-server on `port`; resolves once it accepts connections. */
 export async function startRedis(port: number): Promise<ChildProcess> {
