@@ -1,7 +1,7 @@
 import { ACCOUNT_COLUMNS, accountFromRow, type AccountRow, type AccountWithDevices } from './account.repository.js';
 import { FLOW_COLUMNS, flowFromRow, type FlowRow, type LoginFlow } from './login-flow.repository.js';
 import type { StoredPayloadRow } from './oidc-payload.repository.js';
-import { OTP_COLUMNS, otpFromRow, type OtpRow, type OneTimePassword } from './one-time-password.repository.js';
+import { NEWEST_CODE_FIRST, OTP_COLUMNS, otpFromRow, type OtpRow, type OneTimePassword } from './one-time-password.repository.js';
 import type { Sql } from './sql.js';
 
 /** Everything a login step needs from the database, loaded together at the start of the request. */
@@ -51,7 +51,7 @@ export class LoginContextRepository {
          (SELECT row_to_json(x) FROM (SELECT ${ACCOUNT_COLUMNS} FROM login_flows f JOIN accounts a ON a.id = f.account_id
             WHERE f.interaction_uid = $1) x) AS account,
          (SELECT row_to_json(x) FROM (SELECT ${OTP_COLUMNS} FROM login_flows f JOIN one_time_passwords o ON o.flow_id = f.id
-            WHERE f.interaction_uid = $1 AND o.purpose = 'login' ORDER BY o.created_at DESC LIMIT 1) x) AS code,
+            WHERE f.interaction_uid = $1 AND o.purpose = 'login' ORDER BY ${NEWEST_CODE_FIRST} LIMIT 1) x) AS code,
          (SELECT row_to_json(x) FROM (SELECT ${ACCOUNT_COLUMNS} FROM accounts a
             WHERE $2::text IS NOT NULL AND a.user_id = $2
               AND a.tenant_id = COALESCE((SELECT f.tenant_id FROM login_flows f WHERE f.interaction_uid = $1), $3::jsonb ->> (i.payload -> 'params' ->> 'client_id'))) x) AS submitted

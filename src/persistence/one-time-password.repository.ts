@@ -5,6 +5,12 @@ import { asDate, sqlThroughPrisma, type Sql } from './sql.js';
 
 export type { OneTimePassword } from './generated/client.js';
 
+/**
+ * Newest first. Two codes of one flow stored in the same millisecond (timestamps keep ms) are told
+ * apart by what the later one did to the earlier: it retired it, so the earlier was consumed first.
+ */
+export const NEWEST_CODE_FIRST = 'o.created_at DESC, o.consumed_at DESC NULLS FIRST';
+
 /** The columns of `one_time_passwords o` for otpFromRow. */
 export const OTP_COLUMNS = 'o.id, o.flow_id, o.account_id, o.purpose, o.code_hmac, o.expires_at, o.consumed_at, o.delivery_failed_at, o.created_at';
 
@@ -82,7 +88,7 @@ export class OneTimePasswordRepository {
   /** The newest code of a flow, consumed or not (the caller tells wrong, expired and used apart). */
   async latestForFlow(flowId: string, purpose: string): Promise<OneTimePassword | null> {
     const rows = await this.sql.query<OtpRow>(
-      `SELECT ${OTP_COLUMNS} FROM one_time_passwords o WHERE o.flow_id = $1::uuid AND o.purpose = $2 ORDER BY o.created_at DESC LIMIT 1`,
+      `SELECT ${OTP_COLUMNS} FROM one_time_passwords o WHERE o.flow_id = $1::uuid AND o.purpose = $2 ORDER BY ${NEWEST_CODE_FIRST} LIMIT 1`,
       [flowId, purpose],
     );
     return rows[0] ? otpFromRow(rows[0]) : null;

@@ -72,6 +72,9 @@ describe.each(drivers)('login path SQL on %s', (_name, open) => {
     await codes.issue({ flowId: flow.id, accountId: account.id, purpose: 'login', codeHmac: 'first', expiresAt: new Date(Date.now() + 600_000) });
     const second = await codes.issue({ flowId: flow.id, accountId: account.id, purpose: 'login', codeHmac: 'second', expiresAt: new Date(Date.now() + 600_000) });
 
+    // Two codes of the same millisecond: the later is still the newest (it retired the earlier).
+    await db.sql.query('UPDATE one_time_passwords SET created_at = $2 WHERE flow_id = $1::uuid', [flow.id, second.createdAt]);
+    expect((await codes.latestForFlow(flow.id, 'login'))?.id).toBe(second.id);
     const loaded = await contexts.load(uid, userId);
     expect(loaded.flow).toEqual(await db.prisma.loginFlow.findUnique({ where: { id: flow.id } }));
     expect(loaded.flow?.completedFactors).toEqual(['x']);
