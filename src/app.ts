@@ -9,6 +9,7 @@ import { createAppServices, type AppServices, type AppServicesOptions } from './
 import { csrf } from './http/csrf.js';
 import { errorHandler } from './http/error-handler.js';
 import { MethodNotAllowedError } from './http/errors.js';
+import { vendorAssets } from './http/vendor-assets.js';
 import { inputGuard, parsedBodyGuard } from './http/input-guard.js';
 import { locale } from './http/locale.js';
 import { VIEWS_DIR } from './http/pages.js';
@@ -105,6 +106,7 @@ export async function createApp(opts: CreateAppOptions): Promise<App> {
   koa.use(metricsEndpoint({ metrics: scrapedMetrics, token: config.metricsToken }));
   // PostgreSQL refuses a NUL byte: such input is the client's mistake (400), never a query error.
   koa.use(inputGuard({ isProviderPath: (path) => !isOwn(path) }));
+  koa.use(vendorAssets());
   koa.use(mount('/static', serve(join(VIEWS_DIR, '..', 'public'), { maxage: 3600_000 })));
   const parse = bodyParser({ enableTypes: ['form', 'json'], formLimit: '16kb', jsonLimit: '64kb', encoding: 'utf-8' });
   koa.use(async (ctx, next) => (isOwn(ctx.path) ? parse(ctx, next) : next()));

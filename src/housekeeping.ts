@@ -12,7 +12,7 @@ export const HOUSEKEEPING_LOCK_KEY = 72707370;
 export interface PurgeCounts {
   /** Login and recovery flows. */
   flows: number;
-  /** One-time codes: those of the purged flows, and superseded activation codes. */
+  /** One-time codes: those of the purged flows, superseded activation codes, and expired passkey challenges. */
   codes: number;
   payloads: number;
   loginEvents: number;
@@ -46,11 +46,11 @@ export interface HousekeepingOptions {
   runAtStart?: boolean;
 }
 
-export type HousekeepingServices = Pick<AppServices, 'flows' | 'payloads' | 'events' | 'otpRepo' | 'exclusive'>;
+export type HousekeepingServices = Pick<AppServices, 'flows' | 'payloads' | 'events' | 'otpRepo' | 'passkeys' | 'exclusive'>;
 
 /**
  * Purges expired login flows with their codes, superseded activation codes, expired oidc-provider
- * records and login events past their retention (LOGIN_EVENT_RETENTION_DAYS), in batches, on one
+ * records, expired passkey challenges and login events past their retention (LOGIN_EVENT_RETENTION_DAYS), in batches, on one
  * instance at a time: every instance ticks, the one that gets the advisory lock does the work and the
  * others count a skip. Runs once at start too, so a rarely running instance still purges. (Rate-limit
  * rows and finished outbox mail have their own sweepers: src/http/rate-limit.ts, src/mail/mail.outbox.ts.)
@@ -79,6 +79,7 @@ export function startHousekeeping(services: HousekeepingServices, logger: Logger
     const flows = await services.flows.purgeExpired(new Date(now), purgeOptions('flows'));
     counts.flows = flows.flows;
     counts.codes = flows.codes + (await services.otpRepo.purgeSuperseded({ expiredBefore: new Date(now - codeGraceMs), purposes: [ACTIVATION_PURPOSE] }, purgeOptions('codes')));
+    counts.codes += await services.passkeys.purgeExpiredChallenges(new Date(now), purgeOptions('codes'));
     counts.payloads = await services.payloads.purgeExpired(new Date(now), purgeOptions('payloads'));
     counts.loginEvents = await services.events.purgeOlderThan(new Date(now - config.loginEventRetentionDays * DAY_MS), purgeOptions('loginEvents'));
     return counts;

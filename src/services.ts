@@ -52,6 +52,8 @@ import { LoginFlowRepository } from './persistence/login-flow.repository.js';
 import { MailOutboxRepository } from './persistence/mail-outbox.repository.js';
 import { OidcPayloadRepository } from './persistence/oidc-payload.repository.js';
 import { OneTimePasswordRepository } from './persistence/one-time-password.repository.js';
+import { PasskeyRepository } from './persistence/passkey.repository.js';
+import { PasskeyService, relyingPartyOf } from './passkey/passkey.service.js';
 import { SessionRepository } from './persistence/session.repository.js';
 
 /** The domain services and repositories, wired once; the HTTP app and the admin CLI share them. */
@@ -68,6 +70,9 @@ export interface DomainServices {
   devMail: DevMailRepository;
   otpRepo: OneTimePasswordRepository;
   otp: OtpService;
+  /** Passkeys (WebAuthn credentials) and their ceremonies' challenges. */
+  passkeys: PasskeyRepository;
+  passkeyService: PasskeyService;
   lockout: LockoutService;
   accountEvents: AccountEventService;
   activation: ActivationService;
@@ -115,6 +120,8 @@ export function createDomainServices(opts: { config: AppConfig; db: Database; lo
     metrics,
   );
   const otp = new OtpService(otpRepo, secrets.otpHmacKey, config.otp);
+  const passkeys = new PasskeyRepository(prisma, sql);
+  const passkeyService = new PasskeyService({ passkeys, rp: relyingPartyOf(config.issuer, config.passkeyRpName), decoyKey: secrets.otpHmacKey });
   const accountEvents = new AccountEventService(new AccountEventRepository(prisma));
   const certificates = new CertificateService({
     repo: new CertificateRepository(prisma),
@@ -158,6 +165,8 @@ export function createDomainServices(opts: { config: AppConfig; db: Database; lo
     devMail,
     otpRepo,
     otp,
+    passkeys,
+    passkeyService,
     lockout,
     accountEvents,
     activation,

@@ -32,6 +32,11 @@ export const envSchema = z.object({
   MAIL_WORKER: z.enum(['inline', 'external']).default('inline'),
   /** Sender address of all mail. */
   MAIL_FROM: z.string().default('"Anshin Login" <no-reply@localhost>'),
+  /**
+   * The name an authenticator shows when a passkey is made for this provider (WebAuthn's RP name). The
+   * RP ID is always the ISSUER's host name, so passkeys work only on that host (not on an IP address).
+   */
+  PASSKEY_RP_NAME: z.string().min(1).max(64).default('Anshin Login'),
   /** Tenants and clients file. */
   TENANTS_FILE: z.string().default('config/tenants.yaml'),
   /** Signing keys as a JWKS JSON string (private keys). Takes precedence over JWKS_FILE. */

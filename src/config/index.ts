@@ -20,6 +20,7 @@ export interface AppConfig {
   redisUrl: string | undefined;
   smtpUrl: string | undefined;
   mailFrom: string;
+  passkeyRpName: string;
   mailWorker: 'inline' | 'external';
   jwks: string | undefined;
   jwksFile: string | undefined;
@@ -81,6 +82,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     redisUrl: e.REDIS_URL,
     smtpUrl: e.SMTP_URL,
     mailFrom: e.MAIL_FROM,
+    passkeyRpName: e.PASSKEY_RP_NAME,
     mailWorker: e.MAIL_WORKER,
     jwks: e.JWKS,
     jwksFile: e.JWKS_FILE,

@@ -4,7 +4,7 @@ import { z } from 'zod';
 // Runtime import is safe: login-methods.ts only imports types from config.
 import { ACR_VALUES } from '../login/login-methods.js';
 
-export const LOGIN_METHODS = ['otp', 'password', 'password_otp', 'password_certificate'] as const;
+export const LOGIN_METHODS = ['otp', 'password', 'password_otp', 'password_certificate', 'passkey', 'otp_passkey'] as const;
 export type LoginMethod = (typeof LOGIN_METHODS)[number];
 
 /** A tenant's feature set (ご契約の内容). Defaults are what a new contract gets. */
@@ -24,6 +24,12 @@ export const contractSchema = z
     lockout_threshold: z.number().int().min(1).max(100).default(5),
     /** Validity of the devices' client certificates (password_certificate method), in days. */
     certificate_validity_days: z.number().int().min(1).max(3650).default(365),
+    /**
+     * Whether an account of a passkey method (`passkey`, `otp_passkey`) that lost its passkey may sign in
+     * through the recovery flow (mailed code + secret question) and register a new one. Default true:
+     * the mailed code is the way back; false leaves it to the support desk.
+     */
+    passkey_recovery: z.boolean().default(true),
   })
   .strict();
 

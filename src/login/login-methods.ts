@@ -1,7 +1,7 @@
 import { createHmac } from 'node:crypto';
 import type { Contract, LoginMethod } from '../config/index.js';
 
-export type FactorName = 'password' | 'email_otp' | 'client_certificate';
+export type FactorName = 'password' | 'email_otp' | 'client_certificate' | 'passkey';
 
 /** The ordered factors each login method requires. */
 export const METHOD_FACTORS: Record<LoginMethod, FactorName[]> = {
@@ -9,6 +9,8 @@ export const METHOD_FACTORS: Record<LoginMethod, FactorName[]> = {
   password: ['password'],
   password_otp: ['password', 'email_otp'],
   password_certificate: ['password', 'client_certificate'],
+  passkey: ['passkey'],
+  otp_passkey: ['email_otp', 'passkey'],
 };
 
 /** `acr` value a completed login method asserts in the ID token. */
@@ -17,6 +19,8 @@ export const METHOD_ACR: Record<LoginMethod, string> = {
   password: 'urn:anshin-login:acr:password',
   password_otp: 'urn:anshin-login:acr:password-otp',
   password_certificate: 'urn:anshin-login:acr:password-certificate',
+  passkey: 'urn:anshin-login:acr:passkey',
+  otp_passkey: 'urn:anshin-login:acr:otp-passkey',
 };
 
 export const ACR_VALUES = Object.values(METHOD_ACR);
@@ -45,9 +49,13 @@ export function decoyMethod(secret: string, tenantId: string, userId: string, co
 
 /**
  * Strength order of the methods, weakest first, for step-up: a session whose method ranks at least
- * as high as the one a client asks for satisfies it.
+ * as high as the one a client asks for satisfies it. A passkey (phishing-resistant, user verified)
+ * ranks above password + certificate; the mailed code and a passkey together rank highest.
  */
-export const METHOD_STRENGTH: LoginMethod[] = ['otp', 'password', 'password_otp', 'password_certificate'];
+export const METHOD_STRENGTH: LoginMethod[] = ['otp', 'password', 'password_otp', 'password_certificate', 'passkey', 'otp_passkey'];
+
+/** Methods with a passkey step: offered once the account has a passkey, or at activation. */
+export const PASSKEY_METHODS: readonly LoginMethod[] = ['passkey', 'otp_passkey'];
 
 export function methodOfAcr(acr: string | undefined): LoginMethod | undefined {
   return (Object.keys(METHOD_ACR) as LoginMethod[]).find((m) => METHOD_ACR[m] === acr);

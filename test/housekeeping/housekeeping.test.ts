@@ -7,6 +7,7 @@ import { openDatabase, MEMORY_DATA_DIR, type Database } from '../../src/persiste
 import { LoginEventRepository } from '../../src/persistence/login-event.repository.js';
 import { LoginFlowRepository } from '../../src/persistence/login-flow.repository.js';
 import { OidcPayloadRepository } from '../../src/persistence/oidc-payload.repository.js';
+import { PasskeyRepository } from '../../src/persistence/passkey.repository.js';
 import { OneTimePasswordRepository } from '../../src/persistence/one-time-password.repository.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 
@@ -23,6 +24,7 @@ function servicesOf(db: Database): HousekeepingServices {
     payloads: new OidcPayloadRepository(db.prisma, db.sql),
     events: new LoginEventRepository(db.prisma),
     otpRepo: new OneTimePasswordRepository(db.prisma, db.sql),
+    passkeys: new PasskeyRepository(db.prisma, db.sql),
     exclusive: db,
   };
 }
@@ -31,7 +33,7 @@ interface Seeded {
   /** Rows housekeeping must delete, per table. */
   expired: PurgeCounts;
   /** Ids of rows that must stay. */
-  kept: { flows: string[]; codes: string[]; payloads: string[]; events: string[] };
+  kept: { flows: string[]; codes: string[]; challenges: string[]; payloads: string[]; events: string[] };
 }
 
 /** `expired` of each kind past their time, `live` ones not, and the account-level codes that must stay. */
@@ -57,6 +59,13 @@ async function seed(db: Database, expired = EXPIRED, live = LIVE): Promise<Seede
     );
   }
   await q(`INSERT INTO oidc_payloads (id, type, payload) VALUES ($1, 'Client', '{}'::jsonb)`, [`${tag}-no-expiry`]);
+  // Passkey challenges: expired a minute ago (go, counted with the codes), or valid for five more.
+  for (const [n, offset] of [[expired, '-1 minute'], [live, '5 minutes']] as const) {
+    await q(
+      `INSERT INTO webauthn_challenges (challenge, purpose, binding, expires_at) SELECT $1 || i, 'login', 'b', now() + $2::interval FROM generate_series(1, $3::int) i`,
+      [`${tag}-${offset}-`, offset, n],
+    );
+  }
   for (const [n, offset] of [[expired, '-91 days'], [live, '-89 days']] as const) {
     await q(
       `INSERT INTO login_events (id, tenant_id, result, created_at) SELECT gen_random_uuid(), 't1', 'success', now() + $1::interval FROM generate_series(1, $2::int) i`,
@@ -84,10 +93,11 @@ async function seed(db: Database, expired = EXPIRED, live = LIVE): Promise<Seede
 
   const ids = async (sql: string) => (await q<{ id: string }>(sql)).map((r) => r.id).sort();
   return {
-    expired: { flows: expired, codes: expired + 1, payloads: expired, loginEvents: expired },
+    expired: { flows: expired, codes: expired + 1 + expired, payloads: expired, loginEvents: expired },
     kept: {
       flows: await ids(`SELECT id::text FROM login_flows WHERE expires_at > now()`),
       codes: [...(await ids(`SELECT id::text FROM one_time_passwords WHERE flow_id IS NOT NULL AND expires_at > now()`)), graced!, newest!, ...proof].sort(),
+      challenges: await ids(`SELECT challenge AS id FROM webauthn_challenges WHERE expires_at > now()`),
       payloads: await ids(`SELECT id FROM oidc_payloads WHERE expires_at IS NULL OR expires_at > now()`),
       events: await ids(`SELECT id::text FROM login_events WHERE created_at > now() - interval '90 days'`),
     },
@@ -99,6 +109,7 @@ async function remaining(db: Database): Promise<Seeded['kept']> {
   return {
     flows: await ids('SELECT id::text FROM login_flows'),
     codes: await ids('SELECT id::text FROM one_time_passwords'),
+    challenges: await ids('SELECT challenge AS id FROM webauthn_challenges'),
     payloads: await ids('SELECT id FROM oidc_payloads'),
     events: await ids('SELECT id::text FROM login_events'),
   };
@@ -131,7 +142,7 @@ describe('housekeeping on PostgreSQL', () => {
     await t?.drop();
   });
   afterEach(async () => {
-    await a.sql.query('TRUNCATE login_flows, one_time_passwords, oidc_payloads, login_events');
+    await a.sql.query('TRUNCATE login_flows, one_time_passwords, webauthn_challenges, oidc_payloads, login_events');
   });
 
   // Housekeeping's lock in this test's database (pg_locks lists the whole server's, other suites' migration locks too).
@@ -154,8 +165,9 @@ describe('housekeeping on PostgreSQL', () => {
       await hk.run();
       expect(await remaining(a)).toEqual(seeded.kept);
       // 180 rows in batches of 50: three full ones and the rest. The flows' codes go with their flows
-      // (and are counted there); the superseded activation code takes one statement of its own.
-      expect(batches).toEqual({ flows: [50, 50, 50, 30], codes: [1], payloads: [50, 50, 50, 30], loginEvents: [50, 50, 50, 30] });
+      // (and are counted there); the superseded activation code takes one statement of its own, then
+      // the expired passkey challenges are counted with the codes.
+      expect(batches).toEqual({ flows: [50, 50, 50, 30], codes: [1, 50, 50, 50, 30], payloads: [50, 50, 50, 30], loginEvents: [50, 50, 50, 30] });
       const stats = hk.stats();
       expect(stats).toMatchObject({ runs: 1, purged: seeded.expired, lastRun: seeded.expired, skippedBecauseLocked: 0 });
       expect(stats.lastRunAt!.getTime()).toBeGreaterThanOrEqual(before);
@@ -233,8 +245,8 @@ describe('housekeeping on PostgreSQL', () => {
     // The shutdown arrives during the first pause, after the first batch of flows.
     const hk = startHousekeeping(servicesOf(a), silent, config, 3600_000, { batchSize: BATCH, runAtStart: false, onBatch, pause: async () => void hk.stop() });
     await hk.run();
-    expect(batches).toEqual({ flows: [50], codes: [1], payloads: [50], loginEvents: [50] });
-    expect(hk.stats()).toMatchObject({ runs: 1, purged: { flows: 50, codes: 51, payloads: 50, loginEvents: 50 } });
+    expect(batches).toEqual({ flows: [50], codes: [1, 50], payloads: [50], loginEvents: [50] });
+    expect(hk.stats()).toMatchObject({ runs: 1, purged: { flows: 50, codes: 101, payloads: 50, loginEvents: 50 } });
     expect(await advisoryLocks()).toBe(0);
   });
 

@@ -60,6 +60,11 @@ export interface TestServerOptions {
   mailQueue?: MailQueueOptions;
   /** Serve over TLS (a self-signed certificate for 127.0.0.1): an https issuer. */
   tls?: boolean;
+  /**
+   * The issuer's host name (default 127.0.0.1; the server listens on 127.0.0.1 either way). Passkey
+   * tests use `localhost`: WebAuthn refuses an IP address as relying-party ID.
+   */
+  issuerHost?: string;
 }
 
 export interface TestServer {
@@ -83,7 +88,7 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
   const server: Server = tlsCredentials ? createHttpsServer(tlsCredentials) : createServer();
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const port = (server.address() as AddressInfo).port;
-  const issuer = `${tlsCredentials ? 'https' : 'http'}://127.0.0.1:${port}`;
+  const issuer = `${tlsCredentials ? 'https' : 'http'}://${opts.issuerHost ?? '127.0.0.1'}:${port}`;
   const config = loadConfig(
     {
       NODE_ENV: 'test',
