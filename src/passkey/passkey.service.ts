@@ -125,7 +125,7 @@ export class PasskeyService {
     return (await this.deps.passkeys.countForAccount(accountId)) > 0;
   }
 
-  rename(accountId: string, id: string, name: string): Promise<boolean> {
+  async rename(accountId: string, id: string, name: string): Promise<boolean> {
     return this.deps.passkeys.rename(accountId, id, validName(name));
   }
 

@@ -17,6 +17,8 @@ export interface NewPasskey {
   name: string;
 }
 
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
 export type ChallengePurpose = 'login' | 'register';
 
 /** A passkey with its account's tenant, as an assertion finds it by credential ID. */
@@ -51,12 +53,15 @@ export class PasskeyRepository {
     }
   }
 
+  /** False when the account has no such passkey (an id that is not even a UUID included). */
   async rename(accountId: string, id: string, name: string): Promise<boolean> {
+    if (!UUID.test(id)) return false;
     const r = await this.prisma.passkey.updateMany({ where: { id, accountId }, data: { name } });
     return r.count === 1;
   }
 
   async delete(accountId: string, id: string): Promise<Passkey | null> {
+    if (!UUID.test(id)) return null;
     return this.prisma.$transaction(async (tx) => {
       const found = await tx.passkey.findFirst({ where: { id, accountId } });
       if (!found) return null;
