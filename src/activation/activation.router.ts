@@ -10,6 +10,8 @@ import { NotFoundError } from '../http/errors.js';
 import type { RateLimits } from '../http/rate-limit.js';
 import type { AccountRepository, AccountWithDevices } from '../persistence/account.repository.js';
 import type { ActivationService, RegistrationProblem } from './activation.service.js';
+import { isLocked, minutesUntilUnlock } from '../lockout/account-lock.js';
+import { lockLiftsMessage } from '../login/login-errors.js';
 
 const COOKIE = 'activation';
 /** After completion: names the account whose new certificates this browser may download. */
@@ -90,7 +92,7 @@ export function activationRouter(deps: ActivationRouterDeps) {
     }
     if (typeof s.accountId !== 'string' || s.tenant !== tenant || typeof s.exp !== 'number' || s.exp * 1000 <= Date.now()) return undefined;
     const account = await deps.accounts.findById(s.accountId);
-    return account && account.tenantId === tenant && account.status === 'active' && !account.lockedAt ? account : undefined;
+    return account && account.tenantId === tenant && account.status === 'active' && !isLocked(account) ? account : undefined;
   }
 
   /** The verified step 1 of this tenant, if the signed cookie names one that has not run out. */
@@ -112,7 +114,7 @@ export function activationRouter(deps: ActivationRouterDeps) {
     const session = readSession(ctx, tenant);
     if (!session) return undefined;
     const account = await deps.accounts.findById(session.accountId);
-    if (!account || account.tenantId !== tenant || account.status !== 'pending_activation' || account.lockedAt) return undefined;
+    if (!account || account.tenantId !== tenant || account.status !== 'pending_activation' || isLocked(account)) return undefined;
     return { session, account };
   }
 
@@ -196,7 +198,9 @@ export function activationRouter(deps: ActivationRouterDeps) {
     });
     if (check.reason === 'locked') {
       ctx.status = 403;
-      await renderVerify(ctx, tenant, { userIdValue: userId, message: t(ctx, check.byCode ? 'activation:errors.locked' : 'activation:errors.locked_any'), locked: true });
+      const minutes = minutesUntilUnlock(check.lockedUntil);
+      const message = minutes !== null ? t(ctx, ...lockLiftsMessage('activation:errors', minutes)) : t(ctx, check.byCode ? 'activation:errors.locked' : 'activation:errors.locked_any');
+      await renderVerify(ctx, tenant, { userIdValue: userId, message, locked: true });
       return;
     }
     const message = t(ctx, check.reason === 'expired' ? 'activation:errors.otp_expired' : 'activation:errors.otp_mismatch');

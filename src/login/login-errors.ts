@@ -1,4 +1,5 @@
 import { AppError } from '../http/errors.js';
+import { minutesUntilUnlock } from '../lockout/account-lock.js';
 
 /** 認証に失敗しました: a wrong code (or password), or an unknown user ID. */
 export class AuthFailedError extends AppError {
@@ -23,11 +24,23 @@ const LOCKED_BY: Partial<Record<string, string>> = { email_otp: 'login:errors.lo
 /**
  * アカウントをロックしました. `cause`: the factor whose wrong entry locked the account just now; without
  * one (an account found locked) the page names no cause, as wrong passwords, codes or answers all lock.
+ * `lockedUntil`: when a temporary lock lifts; its page says in about how long, instead of sending the
+ * user to the support desk (null or absent: a permanent lock).
  */
 export class AccountLockedError extends AppError {
-  constructor(backUrl?: string, cause?: string) {
-    super('account_locked', 403, (cause && LOCKED_BY[cause]) || 'login:errors.locked_any', {}, backUrl);
+  constructor(backUrl?: string, cause?: string, lockedUntil?: Date | null) {
+    const minutes = minutesUntilUnlock(lockedUntil ?? null);
+    const [key, params] = minutes !== null ? lockLiftsMessage('login:errors', minutes) : [(cause && LOCKED_BY[cause]) || 'login:errors.locked_any', {}];
+    super('account_locked', 403, key, params, backUrl);
   }
+}
+
+/**
+ * A temporary lock's message under `prefix` (`<prefix>.locked_temporary`, or `…_hours` past two
+ * hours), with the remaining time rounded up as its `count` (plural forms).
+ */
+export function lockLiftsMessage(prefix: string, minutes: number): [string, { count: number }] {
+  return minutes > 120 ? [`${prefix}.locked_temporary_hours`, { count: Math.ceil(minutes / 60) }] : [`${prefix}.locked_temporary`, { count: minutes }];
 }
 
 /** ワンタイムパスワードが送信できませんでした (only when the deployment reveals unknown user IDs). */

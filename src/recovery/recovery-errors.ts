@@ -1,4 +1,6 @@
 import { AppError } from '../http/errors.js';
+import { minutesUntilUnlock } from '../lockout/account-lock.js';
+import { lockLiftsMessage } from '../login/login-errors.js';
 
 /**
  * A problem with one field of the current step (missing, malformed or wrong). The router shows the
@@ -24,8 +26,11 @@ export class RecoveryStepError extends AppError {
 
 /** Repeated wrong codes or answers locked the account (or it was locked already). */
 export class RecoveryLockedError extends AppError {
-  constructor(backUrl?: string) {
-    super('account_locked', 403, 'recovery:errors.locked', {}, backUrl);
+  /** `lockedUntil`: when a temporary lock lifts (the page says in about how long); null or absent: permanent. */
+  constructor(backUrl?: string, lockedUntil?: Date | null) {
+    const minutes = minutesUntilUnlock(lockedUntil ?? null);
+    const [key, params] = minutes !== null ? lockLiftsMessage('recovery:errors', minutes) : ['recovery:errors.locked', {}];
+    super('account_locked', 403, key, params, backUrl);
   }
 }
 
