@@ -1,6 +1,6 @@
 import * as oidc from 'openid-client';
 import { startTestServer, uniqueUser, TEST_TENANTS_YAML, type TestServer } from '../support/harness.js';
-import { csrfOf, discover, followToCallback, startLogin, submit, type StartedLogin } from '../support/browser-less.js';
+import { Agent, csrfOf, discover, followToCallback, startLogin, submit, type StartedLogin } from '../support/browser-less.js';
 import { ConfigError, parseTenants } from '../../src/config/tenants.js';
 import { toView } from '../../src/account/account.service.js';
 import { formatEventTime } from '../../src/history/event-time.js';
@@ -191,6 +191,49 @@ describe('temporary lockout', () => {
     expect(unlocked.lockedUntil).toBeNull();
     const { login: next, otp } = await atCode(u);
     await signIn(next, otp);
+  });
+
+  test('recovery refuses a temporarily locked account with the remaining time, and mails its code again once the lock lifted', async () => {
+    const u = await newAccount();
+    const { login } = await atCode(u);
+    for (let i = 1; i <= THRESHOLD; i++) await submit(login, 'otp', { otp: '11111111' });
+    const recover = async () => {
+      const l = await startLogin(rp, s.issuer);
+      const entry = await l.agent.get(`${l.interactionPath}/recovery`);
+      await l.agent.get(entry.headers.get('location')!);
+      const csrf = l.agent.cookies.get('csrf')!;
+      const before = s.smtp.messages.length;
+      expect((await l.agent.post(`${l.interactionPath}/recovery/identify`, { _csrf: csrf, userId: u.userId })).status).toBe(303);
+      return { l, csrf, before };
+    };
+    const locked = await recover();
+    const refused = await locked.l.agent.post(`${locked.l.interactionPath}/recovery/code`, { _csrf: locked.csrf, otp: '12345678' });
+    expect(refused.status).toBe(403);
+    expect(await refused.text()).toContain(`あと約${DURATION_MINUTES}分でロックが解除されます`);
+
+    await age(u.account.id, DURATION_MINUTES);
+    const lifted = await recover();
+    const otp = await s.smtp.otpFor(u.email, lifted.before);
+    const coded = await lifted.l.agent.post(`${lifted.l.interactionPath}/recovery/code`, { _csrf: lifted.csrf, otp });
+    expect(coded.status).toBe(303);
+    expect(coded.headers.get('location')).toMatch(/\/question$/);
+  });
+
+  test('activation locks temporarily too, and its page says when the lock lifts', async () => {
+    const u = uniqueUser('tmpact');
+    const { activation } = await s.app.services.accountService.create('t1', { userId: u.userId, devices: [{ email: u.email }] }, { actor: 'api' });
+    const path = new URL(activation.url).pathname + new URL(activation.url).search;
+    const agent = new Agent(s.issuer);
+    const post = async (otp: string) => {
+      const page = await agent.get(path);
+      return agent.post(new URL(path, s.issuer).pathname, { _csrf: csrfOf(await page.text()), userId: u.userId, otp });
+    };
+    for (let i = 1; i < THRESHOLD; i++) expect((await post('00000000')).status).toBe(401);
+    const locked = await post('00000000');
+    expect(locked.status).toBe(403);
+    expect(await locked.text()).toContain(`あと約${DURATION_MINUTES}分でロックが解除されます`);
+    const mail = await s.smtp.waitFor((m) => m.to.includes(u.email) && m.subject.includes('ロック'));
+    expect(mail.text).toContain('自動的に解除されます');
   });
 
   test('a contract without a duration keeps the permanent lock with its support-desk message', async () => {
