@@ -42,15 +42,16 @@ export interface AccountView {
 }
 
 export function toView(a: AccountWithDevices): AccountView {
+  // A lock that lifted by itself is shown as none.
+  const locked = isLocked(a);
   return {
     tenant: a.tenantId,
     userId: a.userId,
-    status: isLocked(a) ? 'locked' : a.status,
+    status: locked ? 'locked' : a.status,
     loginMethod: a.loginMethod,
     failedAttempts: a.failedAttempts,
-    // A lock that lifted by itself is shown as none.
-    lockedAt: isLocked(a) ? (a.lockedAt?.toISOString() ?? null) : null,
-    lockedUntil: isLocked(a) ? (a.lockedUntil?.toISOString() ?? null) : null,
+    lockedAt: locked ? (a.lockedAt?.toISOString() ?? null) : null,
+    lockedUntil: locked ? (a.lockedUntil?.toISOString() ?? null) : null,
     activatedAt: a.activatedAt?.toISOString() ?? null,
     lastLoginAt: a.lastLoginAt?.toISOString() ?? null,
     createdAt: a.createdAt.toISOString(),

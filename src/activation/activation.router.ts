@@ -10,8 +10,7 @@ import { NotFoundError } from '../http/errors.js';
 import type { RateLimits } from '../http/rate-limit.js';
 import type { AccountRepository, AccountWithDevices } from '../persistence/account.repository.js';
 import type { ActivationService, RegistrationProblem } from './activation.service.js';
-import { isLocked, minutesUntilUnlock } from '../lockout/account-lock.js';
-import { lockLiftsMessage } from '../login/login-errors.js';
+import { isLocked, temporaryLockMessage } from '../lockout/account-lock.js';
 
 const COOKIE = 'activation';
 /** After completion: names the account whose new certificates this browser may download. */
@@ -198,8 +197,8 @@ export function activationRouter(deps: ActivationRouterDeps) {
     });
     if (check.reason === 'locked') {
       ctx.status = 403;
-      const minutes = minutesUntilUnlock(check.lockedUntil);
-      const message = minutes !== null ? t(ctx, ...lockLiftsMessage('activation:errors', minutes)) : t(ctx, check.byCode ? 'activation:errors.locked' : 'activation:errors.locked_any');
+      const temporary = temporaryLockMessage('activation:errors', check.lockedUntil);
+      const message = temporary ? t(ctx, ...temporary) : t(ctx, check.byCode ? 'activation:errors.locked' : 'activation:errors.locked_any');
       await renderVerify(ctx, tenant, { userIdValue: userId, message, locked: true });
       return;
     }

@@ -15,8 +15,13 @@ export function isLocked(account: LockState, now: Date = new Date()): boolean {
   return account.lockedAt !== null && (account.lockedUntil === null || account.lockedUntil.getTime() > now.getTime());
 }
 
-/** Whole minutes, rounded up and at least 1, until a temporary lock lifts at `lockedUntil`; null for a permanent lock. */
-export function minutesUntilUnlock(lockedUntil: Date | null, now: Date = new Date()): number | null {
+/**
+ * The message of a temporary lock's page, under an i18n prefix (`<prefix>.locked_temporary`, or
+ * `…_hours` past two hours), with the remaining time rounded up (at least 1) as its plural `count`.
+ * Null for a permanent lock: its page keeps the manual's wording (ask the support desk).
+ */
+export function temporaryLockMessage(prefix: string, lockedUntil: Date | null | undefined, now: Date = new Date()): [string, { count: number }] | null {
   if (!lockedUntil) return null;
-  return Math.max(1, Math.ceil((lockedUntil.getTime() - now.getTime()) / 60_000));
+  const minutes = Math.max(1, Math.ceil((lockedUntil.getTime() - now.getTime()) / 60_000));
+  return minutes > 120 ? [`${prefix}.locked_temporary_hours`, { count: Math.ceil(minutes / 60) }] : [`${prefix}.locked_temporary`, { count: minutes }];
 }

@@ -1,5 +1,5 @@
 import { AppError } from '../http/errors.js';
-import { minutesUntilUnlock } from '../lockout/account-lock.js';
+import { temporaryLockMessage } from '../lockout/account-lock.js';
 
 /** 認証に失敗しました: a wrong code (or password), or an unknown user ID. */
 export class AuthFailedError extends AppError {
@@ -29,18 +29,9 @@ const LOCKED_BY: Partial<Record<string, string>> = { email_otp: 'login:errors.lo
  */
 export class AccountLockedError extends AppError {
   constructor(backUrl?: string, cause?: string, lockedUntil?: Date | null) {
-    const minutes = minutesUntilUnlock(lockedUntil ?? null);
-    const [key, params] = minutes !== null ? lockLiftsMessage('login:errors', minutes) : [(cause && LOCKED_BY[cause]) || 'login:errors.locked_any', {}];
+    const [key, params] = temporaryLockMessage('login:errors', lockedUntil) ?? [(cause && LOCKED_BY[cause]) || 'login:errors.locked_any', {}];
     super('account_locked', 403, key, params, backUrl);
   }
-}
-
-/**
- * A temporary lock's message under `prefix` (`<prefix>.locked_temporary`, or `…_hours` past two
- * hours), with the remaining time rounded up as its `count` (plural forms).
- */
-export function lockLiftsMessage(prefix: string, minutes: number): [string, { count: number }] {
-  return minutes > 120 ? [`${prefix}.locked_temporary_hours`, { count: Math.ceil(minutes / 60) }] : [`${prefix}.locked_temporary`, { count: minutes }];
 }
 
 /** ワンタイムパスワードが送信できませんでした (only when the deployment reveals unknown user IDs). */

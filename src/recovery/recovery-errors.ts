@@ -1,6 +1,5 @@
 import { AppError } from '../http/errors.js';
-import { minutesUntilUnlock } from '../lockout/account-lock.js';
-import { lockLiftsMessage } from '../login/login-errors.js';
+import { temporaryLockMessage } from '../lockout/account-lock.js';
 
 /**
  * A problem with one field of the current step (missing, malformed or wrong). The router shows the
@@ -28,8 +27,7 @@ export class RecoveryStepError extends AppError {
 export class RecoveryLockedError extends AppError {
   /** `lockedUntil`: when a temporary lock lifts (the page says in about how long); null or absent: permanent. */
   constructor(backUrl?: string, lockedUntil?: Date | null) {
-    const minutes = minutesUntilUnlock(lockedUntil ?? null);
-    const [key, params] = minutes !== null ? lockLiftsMessage('recovery:errors', minutes) : ['recovery:errors.locked', {}];
+    const [key, params] = temporaryLockMessage('recovery:errors', lockedUntil) ?? ['recovery:errors.locked', {}];
     super('account_locked', 403, key, params, backUrl);
   }
 }
