@@ -12,6 +12,7 @@ import type { CertificateService } from '../certificates/certificate.service.js'
 import type { AccountEventService } from './account-event.service.js';
 import type { AccountLifecycleService } from './account-lifecycle.service.js';
 import { AccountExistsError, AccountNotFoundError, AccountValidationError } from './account-errors.js';
+import { isLocked } from '../lockout/account-lock.js';
 
 export type DeviceKind = 'pc' | 'mobile' | 'smartphone';
 export const DEVICE_KINDS: readonly DeviceKind[] = ['pc', 'mobile', 'smartphone'];
@@ -32,6 +33,8 @@ export interface AccountView {
   loginMethod: string;
   failedAttempts: number;
   lockedAt: string | null;
+  /** When a temporary lock lifts by itself; null: not locked, or locked until an administrator unlocks. */
+  lockedUntil: string | null;
   activatedAt: string | null;
   lastLoginAt: string | null;
   createdAt: string;
@@ -39,13 +42,16 @@ export interface AccountView {
 }
 
 export function toView(a: AccountWithDevices): AccountView {
+  // A lock that lifted by itself is shown as none.
+  const locked = isLocked(a);
   return {
     tenant: a.tenantId,
     userId: a.userId,
-    status: a.lockedAt ? 'locked' : a.status,
+    status: locked ? 'locked' : a.status,
     loginMethod: a.loginMethod,
     failedAttempts: a.failedAttempts,
-    lockedAt: a.lockedAt?.toISOString() ?? null,
+    lockedAt: locked ? (a.lockedAt?.toISOString() ?? null) : null,
+    lockedUntil: locked ? (a.lockedUntil?.toISOString() ?? null) : null,
     activatedAt: a.activatedAt?.toISOString() ?? null,
     lastLoginAt: a.lastLoginAt?.toISOString() ?? null,
     createdAt: a.createdAt.toISOString(),
@@ -201,9 +207,9 @@ export class AccountService {
   async unlock(tenantId: string, userId: string, who: Actor & { locale?: Locale }): Promise<AccountWithDevices> {
     const account = await this.find(tenantId, userId);
     await this.deps.accounts.unlock(tenantId, userId);
-    await this.deps.events.record({ tenantId, accountId: account.id, type: 'unlocked', actor: who.actor, sourceIp: who.ip ?? null, detail: { wasLocked: account.lockedAt !== null } });
+    await this.deps.events.record({ tenantId, accountId: account.id, type: 'unlocked', actor: who.actor, sourceIp: who.ip ?? null, detail: { wasLocked: isLocked(account) } });
     const to = deliverableAddresses(account);
-    if (account.lockedAt && to.length) await this.deps.mail.enqueue({ to, template: 'account-unlocked', locale: who.locale ?? 'ja', params: { userId } });
+    if (isLocked(account) && to.length) await this.deps.mail.enqueue({ to, template: 'account-unlocked', locale: who.locale ?? 'ja', params: { userId } });
     return (await this.deps.accounts.findById(account.id))!;
   }
 

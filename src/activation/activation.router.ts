@@ -10,6 +10,7 @@ import { NotFoundError } from '../http/errors.js';
 import type { RateLimits } from '../http/rate-limit.js';
 import type { AccountRepository, AccountWithDevices } from '../persistence/account.repository.js';
 import type { ActivationService, RegistrationProblem } from './activation.service.js';
+import { isLocked, temporaryLockMessage } from '../lockout/account-lock.js';
 
 const COOKIE = 'activation';
 /** After completion: names the account whose new certificates this browser may download. */
@@ -90,7 +91,7 @@ export function activationRouter(deps: ActivationRouterDeps) {
     }
     if (typeof s.accountId !== 'string' || s.tenant !== tenant || typeof s.exp !== 'number' || s.exp * 1000 <= Date.now()) return undefined;
     const account = await deps.accounts.findById(s.accountId);
-    return account && account.tenantId === tenant && account.status === 'active' && !account.lockedAt ? account : undefined;
+    return account && account.tenantId === tenant && account.status === 'active' && !isLocked(account) ? account : undefined;
   }
 
   /** The verified step 1 of this tenant, if the signed cookie names one that has not run out. */
@@ -112,7 +113,7 @@ export function activationRouter(deps: ActivationRouterDeps) {
     const session = readSession(ctx, tenant);
     if (!session) return undefined;
     const account = await deps.accounts.findById(session.accountId);
-    if (!account || account.tenantId !== tenant || account.status !== 'pending_activation' || account.lockedAt) return undefined;
+    if (!account || account.tenantId !== tenant || account.status !== 'pending_activation' || isLocked(account)) return undefined;
     return { session, account };
   }
 
@@ -196,7 +197,9 @@ export function activationRouter(deps: ActivationRouterDeps) {
     });
     if (check.reason === 'locked') {
       ctx.status = 403;
-      await renderVerify(ctx, tenant, { userIdValue: userId, message: t(ctx, check.byCode ? 'activation:errors.locked' : 'activation:errors.locked_any'), locked: true });
+      const temporary = temporaryLockMessage('activation:errors', check.lockedUntil);
+      const message = temporary ? t(ctx, ...temporary) : t(ctx, check.byCode ? 'activation:errors.locked' : 'activation:errors.locked_any');
+      await renderVerify(ctx, tenant, { userIdValue: userId, message, locked: true });
       return;
     }
     const message = t(ctx, check.reason === 'expired' ? 'activation:errors.otp_expired' : 'activation:errors.otp_mismatch');

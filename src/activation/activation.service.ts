@@ -5,7 +5,7 @@ import type { TenantDirectory } from '../config/index.js';
 import type { AccountEventService } from '../account/account-event.service.js';
 import type { AccountLifecycleService } from '../account/account-lifecycle.service.js';
 import type { CertificateService, IssuedCertificate } from '../certificates/certificate.service.js';
-import type { LockoutService } from '../lockout/lockout.service.js';
+import { lockNotice, type LockoutService } from '../lockout/lockout.service.js';
 import type { Locale } from '../i18n/index.js';
 import type { MailQueue } from '../mail/mail.types.js';
 import type { OtpService } from '../otp/otp.service.js';
@@ -17,6 +17,8 @@ import { METHOD_FACTORS } from '../login/login-methods.js';
 import type { LoginMethod } from '../config/index.js';
 import { deliverableAddresses } from '../login/factors/email-otp.factor.js';
 import type { SecretQuestion } from '../config/index.js';
+import { isLocked } from '../lockout/account-lock.js';
+import { DEFAULT_LOCKOUT_THRESHOLD } from '../config/tenants.js';
 
 export const ACTIVATION_PURPOSE = 'activation';
 /** Longest secret answer accepted, counted after normalisation. */
@@ -40,7 +42,7 @@ export type ActivationCheck =
   | { ok: true; account: AccountWithDevices; otpId: string }
   | { ok: false; reason: 'mismatch' | 'expired' }
   /** `byCode`: wrong codes of this activation locked it (else a lock from before, e.g. wrong passwords). */
-  | { ok: false; reason: 'locked'; byCode: boolean };
+  | { ok: false; reason: 'locked'; byCode: boolean; lockedUntil: Date | null };
 
 export type RegistrationProblem = { field: 'questionId' | 'answer' | 'password'; problem: 'required' | 'unknown_question' | 'too_long' | PasswordProblem };
 
@@ -132,15 +134,16 @@ export class ActivationService {
     const expected = Buffer.from(latest?.codeHmac ?? this.deps.otp.hmac(ACTIVATION_PURPOSE, ''), 'hex');
     const same = timingSafeEqual(candidate, expected);
     if (!account || account.status !== 'pending_activation') return { ok: false, reason: 'mismatch' };
-    if (account.lockedAt) return { ok: false, reason: 'locked', byCode: !!latest && account.lockedAt >= latest.createdAt };
+    if (account.lockedAt && isLocked(account))
+      return { ok: false, reason: 'locked', byCode: !!latest && account.lockedAt >= latest.createdAt, lockedUntil: account.lockedUntil };
     if (!latest || !same || latest.consumedAt) {
-      const threshold = this.deps.tenants.tenant(tenantId)?.contract.lockout_threshold ?? 5;
-      const failure = await this.deps.lockout.registerFailure(account.id, threshold);
+      const lockout = this.deps.tenants.tenant(tenantId)?.contract.lockout ?? { threshold: DEFAULT_LOCKOUT_THRESHOLD, duration_minutes: null };
+      const failure = await this.deps.lockout.registerFailure(account.id, lockout);
       if (failure.locked && failure.justLocked) {
         const to = deliverableAddresses(account);
-        if (to.length) await this.deps.mail.enqueue({ to, template: 'account-locked', locale, params: { userId: account.userId, clientName: this.siteName(tenantId) }, tenantId });
+        if (to.length) await this.deps.mail.enqueue(lockNotice(to, { userId: account.userId, clientName: this.siteName(tenantId), locale, lockedUntil: failure.lockedUntil, tenantId }));
       }
-      return failure.locked ? { ok: false, reason: 'locked', byCode: true } : { ok: false, reason: 'mismatch' };
+      return failure.locked ? { ok: false, reason: 'locked', byCode: true, lockedUntil: failure.lockedUntil } : { ok: false, reason: 'mismatch' };
     }
     if (latest.expiresAt.getTime() <= Date.now()) return { ok: false, reason: 'expired' };
     return { ok: true, account, otpId: latest.id };

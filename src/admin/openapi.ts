@@ -15,10 +15,11 @@ const json = (schema: object) => ({ 'application/json': { schema } });
 const accountProperties = {
   tenant: { type: 'string', description: 'The tenant the account belongs to (the token\'s tenant).' },
   userId: { type: 'string', description: 'The user ID (ユーザID), unique within the tenant.' },
-  status: { type: 'string', enum: ['pending_activation', 'active', 'locked'], description: '`locked` whenever the account is locked, whatever its activation state.' },
+  status: { type: 'string', enum: ['pending_activation', 'active', 'locked'], description: '`locked` whenever the account is locked, whatever its activation state. A temporary lock that has lifted by itself is no lock.' },
   loginMethod: { type: 'string', enum: [...LOGIN_METHODS] },
   failedAttempts: { type: 'integer', minimum: 0 },
-  lockedAt: nullableDateTime,
+  lockedAt: { ...nullableDateTime, description: 'When the lock in force was taken; null when the account is not locked.' },
+  lockedUntil: { ...nullableDateTime, description: 'When a temporary lock (the contract\'s `lockout.duration_minutes`) lifts by itself; null when not locked, or locked until an administrator unlocks.' },
   activatedAt: nullableDateTime,
   lastLoginAt: nullableDateTime,
   createdAt: dateTime,

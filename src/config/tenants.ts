@@ -7,6 +7,9 @@ import { ACR_VALUES } from '../login/login-methods.js';
 export const LOGIN_METHODS = ['otp', 'password', 'password_otp', 'password_certificate', 'passkey', 'otp_passkey'] as const;
 export type LoginMethod = (typeof LOGIN_METHODS)[number];
 
+/** Failures that lock an account when the contract names no threshold. */
+export const DEFAULT_LOCKOUT_THRESHOLD = 5;
+
 /** A tenant's feature set (ご契約の内容). Defaults are what a new contract gets. */
 export const contractSchema = z
   .object({
@@ -20,8 +23,25 @@ export const contractSchema = z
     device_delete: z.boolean().default(false),
     /** Most devices one account may have. */
     max_devices: z.number().int().min(1).max(50).default(5),
-    /** Consecutive failures that lock an account. */
-    lockout_threshold: z.number().int().min(1).max(100).default(5),
+    /**
+     * Consecutive failures that lock an account, permanently (the older key, kept working). Default 5
+     * when neither this nor `lockout` is given. Giving both is a configuration error: set
+     * `lockout.threshold` instead.
+     */
+    lockout_threshold: z.number().int().min(1).max(100).optional(),
+    /**
+     * The lockout: `threshold` consecutive failures (1..100) lock the account. With `duration_minutes`
+     * (1..10080, a week) the lock lifts by itself that long after it was taken, and the next failure
+     * counts from 1 again; without it (the default) the lock is permanent and only an administrator
+     * unlocks (the manual's behaviour). Default: `{ threshold: 5 }`, permanent.
+     */
+    lockout: z
+      .object({
+        threshold: z.number().int().min(1).max(100),
+        duration_minutes: z.number().int().min(1).max(10080).optional(),
+      })
+      .strict()
+      .optional(),
     /** Validity of the devices' client certificates (password_certificate method), in days. */
     certificate_validity_days: z.number().int().min(1).max(3650).default(365),
     /**
@@ -31,7 +51,17 @@ export const contractSchema = z
      */
     passkey_recovery: z.boolean().default(true),
   })
-  .strict();
+  .strict()
+  .superRefine((c, ctx) => {
+    if (c.lockout_threshold !== undefined && c.lockout !== undefined)
+      ctx.addIssue({ code: 'custom', path: ['lockout_threshold'], message: 'give either lockout_threshold or lockout, not both (lockout.threshold replaces lockout_threshold)' });
+  })
+  // Parsed, the contract always holds the lockout in full (duration null: permanent), and
+  // lockout_threshold the same threshold for readers of the older key.
+  .transform(({ lockout_threshold, lockout, ...rest }) => {
+    const threshold = lockout?.threshold ?? lockout_threshold ?? DEFAULT_LOCKOUT_THRESHOLD;
+    return { ...rest, lockout_threshold: threshold, lockout: { threshold, duration_minutes: lockout?.duration_minutes ?? null } };
+  });
 
 const urlString = z.url({ protocol: /^https?$/ });
 

@@ -1,4 +1,5 @@
 import { AppError } from '../http/errors.js';
+import { temporaryLockMessage } from '../lockout/account-lock.js';
 
 /** 認証に失敗しました: a wrong code (or password), or an unknown user ID. */
 export class AuthFailedError extends AppError {
@@ -23,10 +24,13 @@ const LOCKED_BY: Partial<Record<string, string>> = { email_otp: 'login:errors.lo
 /**
  * アカウントをロックしました. `cause`: the factor whose wrong entry locked the account just now; without
  * one (an account found locked) the page names no cause, as wrong passwords, codes or answers all lock.
+ * `lockedUntil`: when a temporary lock lifts; its page says in about how long, instead of sending the
+ * user to the support desk (null or absent: a permanent lock).
  */
 export class AccountLockedError extends AppError {
-  constructor(backUrl?: string, cause?: string) {
-    super('account_locked', 403, (cause && LOCKED_BY[cause]) || 'login:errors.locked_any', {}, backUrl);
+  constructor(backUrl?: string, cause?: string, lockedUntil?: Date | null) {
+    const [key, params] = temporaryLockMessage('login:errors', lockedUntil) ?? [(cause && LOCKED_BY[cause]) || 'login:errors.locked_any', {}];
+    super('account_locked', 403, key, params, backUrl);
   }
 }
 

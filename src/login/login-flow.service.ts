@@ -5,7 +5,8 @@ import { BadRequestError, RateLimitedError, SessionExpiredError } from '../http/
 import type { LimitBatch, LimitCheck, RateLimits } from '../http/rate-limit.js';
 import type { LoginEventService, LoginResult } from '../history/login-event.service.js';
 import type { Locale } from '../i18n/index.js';
-import type { LockoutService } from '../lockout/lockout.service.js';
+import { isLocked } from '../lockout/account-lock.js';
+import { lockNotice, type LockoutService } from '../lockout/lockout.service.js';
 import type { MailQueue } from '../mail/mail.types.js';
 import type { AccountRepository, AccountWithDevices } from '../persistence/account.repository.js';
 import type { LoginHandoff } from './login-handoff.js';
@@ -128,7 +129,7 @@ export class LoginFlowService {
       ...(loaded ? { latestCode: loaded.latestCode } : {}),
       flow,
       account,
-      live: !!account && account.status === 'active' && !account.lockedAt,
+      live: !!account && account.status === 'active' && !isLocked(account),
       tenant,
       client,
       locale: req.locale,
@@ -272,9 +273,9 @@ export class LoginFlowService {
     const limitKey = `${tenant.id}:${flow.submittedUserId ?? ''}`;
     await this.count(req, [{ kind: 'account_otp', key: limitKey }], flowUrl);
 
-    if (account?.lockedAt) {
+    if (account && isLocked(account)) {
       await this.event(flow, req, 'locked', account.id);
-      throw new AccountLockedError(flowUrl);
+      throw new AccountLockedError(flowUrl, undefined, account.lockedUntil);
     }
     await this.assertDelivered(factor, ctx);
     const outcome = await factor.submit(ctx, input);
@@ -297,11 +298,11 @@ export class LoginFlowService {
     }
     if (outcome.kind === 'rejected') {
       if (outcome.countsAsFailure) {
-        const failure = await this.deps.lockout.registerFailure(account.id, tenant.contract.lockout_threshold);
+        const failure = await this.deps.lockout.registerFailure(account.id, tenant.contract.lockout);
         if (failure.locked) {
           await this.event(flow, req, 'locked', account.id);
-          if (failure.justLocked) await this.notifyLocked(account, ctx);
-          throw new AccountLockedError(flowUrl, failure.justLocked ? factor.name : undefined);
+          if (failure.justLocked) await this.notifyLocked(account, ctx, failure.lockedUntil);
+          throw new AccountLockedError(flowUrl, failure.justLocked ? factor.name : undefined, failure.lockedUntil);
         }
       }
       await this.event(flow, req, outcome.result, account.id);
@@ -338,8 +339,8 @@ export class LoginFlowService {
     });
     if (!done) return this.settled(flow, account, flowUrl);
     this.deps.events.recordedElsewhere(done.succeeded ? 'success' : 'locked', flow.method);
-    if (!done.succeeded) throw new AccountLockedError(flowUrl);
-    if (done.account) this.deps.handoff?.put({ ...account, ...done.account, failedAttempts: 0, lastLoginIp: req.ip });
+    if (!done.succeeded) throw new AccountLockedError(flowUrl, undefined, done.lockedUntil);
+    if (done.account) this.deps.handoff?.put({ ...account, ...done.account, failedAttempts: 0, lockedAt: null, lockedUntil: null, lastLoginIp: req.ip });
     if (!done.seenIp && done.previousLoginAt) await this.notifyNewIp(account, ctx);
     const amr = METHOD_FACTORS[method].map((name) => this.factors.get(name)?.amr ?? name);
     return { accountId: account.id, amr, acr: METHOD_ACR[method], method };
@@ -357,7 +358,7 @@ export class LoginFlowService {
     if (!now || !movedOn) throw new SessionExpiredError();
     if (now.state !== 'complete') return { next: now.state.slice(7) as FactorName };
     const current = await this.deps.accounts.findById(account.id);
-    if (!current || current.lockedAt) throw new AccountLockedError(flowUrl);
+    if (!current || isLocked(current)) throw new AccountLockedError(flowUrl, undefined, current?.lockedUntil);
     const method = (now.method ?? 'otp') as LoginMethod;
     const amr = METHOD_FACTORS[method].map((name) => this.factors.get(name)?.amr ?? name);
     return { accountId: account.id, amr, acr: METHOD_ACR[method], method };
@@ -381,7 +382,7 @@ export class LoginFlowService {
     const account = await this.deps.accounts.findById(session.accountId);
     // Another tenant's session (or a deleted account) gets the ordinary login.
     if (!account || account.tenantId !== tenant.id || account.status !== 'active') return;
-    if (account.lockedAt) throw new AccountLockedError(flowUrl);
+    if (isLocked(account)) throw new AccountLockedError(flowUrl, undefined, account.lockedUntil);
     const method = strongerMethod(effectiveMethod(account.loginMethod, tenant.contract), session.required);
     const all = METHOD_FACTORS[method];
     const proved = all.filter((name) => session.amr.includes(this.factors.get(name)?.amr ?? name));
@@ -407,9 +408,9 @@ export class LoginFlowService {
     await this.enterFactor(this.currentFactor(next), { ...(await this.context(next, req, flowUrl)), account }, req);
   }
 
-  private async notifyLocked(account: AccountWithDevices, ctx: FactorContext) {
+  private async notifyLocked(account: AccountWithDevices, ctx: FactorContext, lockedUntil: Date | null) {
     const to = deliverableAddresses(account);
-    if (to.length) await this.deps.mail.enqueue({ to, template: 'account-locked', locale: ctx.locale, params: { userId: account.userId, clientName: ctx.client.name }, tenantId: ctx.tenant.id });
+    if (to.length) await this.deps.mail.enqueue(lockNotice(to, { userId: account.userId, clientName: ctx.client.name, locale: ctx.locale, lockedUntil, tenantId: ctx.tenant.id }));
   }
 
   private async notifyNewIp(account: AccountWithDevices, ctx: FactorContext) {

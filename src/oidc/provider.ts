@@ -12,6 +12,7 @@ import { createAdapterFactory } from './adapter.js';
 import { renderOidcError } from './error-hints.js';
 import { createOutboundFetch } from './outbound-fetch.js';
 import { signingAlgs, type Jwks } from './keys.js';
+import { isLocked, type LockState } from '../lockout/account-lock.js';
 
 export type { Provider };
 
@@ -69,8 +70,8 @@ export function acceptsHttpPost(issuer: string): boolean {
 }
 
 /** Only an activated, unlocked account may hold sessions and tokens. */
-export function isSignInAllowed(account: { status: string; lockedAt: Date | null }): boolean {
-  return account.status === 'active' && !account.lockedAt;
+export function isSignInAllowed(account: { status: string } & LockState): boolean {
+  return account.status === 'active' && !isLocked(account);
 }
 
 function localeOf(ctx: KoaContextWithOIDC) {

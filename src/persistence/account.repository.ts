@@ -1,4 +1,4 @@
-import type { Account, Device, PrismaClient } from './generated/client.js';
+import type { Account, Device, Prisma, PrismaClient } from './generated/client.js';
 import { asDate, sqlThroughPrisma, type Sql } from './sql.js';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -15,10 +15,24 @@ export interface NewAccount {
 }
 
 /**
+ * Whether the lock of `accounts a` is in force: taken, and (if temporary) not lifted yet. The one
+ * rule in SQL; `isLocked` (src/lockout/account-lock.ts) is the same in TypeScript, and
+ * `lockInForceWhere` below the same as a Prisma filter.
+ */
+export const LOCK_IN_FORCE = `(a.locked_at IS NOT NULL AND (a.locked_until IS NULL OR a.locked_until > now()))`;
+
+/** LOCK_IN_FORCE as a Prisma filter (`true`: locked accounts; `false`: the others). */
+export function lockInForceWhere(locked: boolean, now = new Date()): Prisma.AccountWhereInput {
+  return locked
+    ? { lockedAt: { not: null }, OR: [{ lockedUntil: null }, { lockedUntil: { gt: now } }] }
+    : { OR: [{ lockedAt: null }, { lockedUntil: { lte: now } }] };
+}
+
+/**
  * The columns of `accounts a` with its devices as one JSON array (ordered by number), for
  * accountFromRow. Other statements (the login context) select the same to load an account on the side.
  */
-export const ACCOUNT_COLUMNS = `a.id, a.tenant_id, a.user_id, a.status::text AS status, a.login_method, a.failed_attempts, a.locked_at,
+export const ACCOUNT_COLUMNS = `a.id, a.tenant_id, a.user_id, a.status::text AS status, a.login_method, a.failed_attempts, a.locked_at, a.locked_until,
   a.password_hash, a.secret_question_id, a.secret_answer_hash, a.locale, a.last_login_at, a.last_login_ip, a.activated_at,
   a.created_at, a.updated_at,
   COALESCE((SELECT json_agg(json_build_object('id', d.id, 'number', d.number, 'email', d.email, 'kind', d.kind::text,
@@ -33,6 +47,7 @@ export interface AccountRow {
   login_method: string;
   failed_attempts: number;
   locked_at: Date | null;
+  locked_until: Date | null;
   password_hash: string | null;
   secret_question_id: string | null;
   secret_answer_hash: string | null;
@@ -56,6 +71,7 @@ export function accountFromRow(r: AccountRow): AccountWithDevices {
     loginMethod: r.login_method,
     failedAttempts: r.failed_attempts,
     lockedAt: asDate(r.locked_at),
+    lockedUntil: asDate(r.locked_until),
     passwordHash: r.password_hash,
     secretQuestionId: r.secret_question_id,
     secretAnswerHash: r.secret_answer_hash,
@@ -127,28 +143,40 @@ export class AccountRepository {
   }
 
   /**
-   * Counts one failure and locks the account when the count reaches `threshold`, in one statement.
-   * Returns null when the account was already locked (the counter then stays where it stopped).
+   * Counts one failure and locks the account when the count reaches `threshold`, in one statement:
+   * for `durationMinutes` (lifting at `lockedUntil`), or for good when null. A lock that has lifted
+   * by itself counts as none, and the failure after it counts from 1 again. Returns null when the
+   * account's lock is in force (the counter then stays where it stopped). Parallel failures queue on
+   * the row and each sees the one before it, so the count is exact.
    */
-  async registerFailure(accountId: string, threshold: number): Promise<{ failedAttempts: number; locked: boolean } | null> {
-    const rows = await this.prisma.$queryRaw<Array<{ failed_attempts: number; locked_at: Date | null }>>`
-      UPDATE accounts
-         SET failed_attempts = failed_attempts + 1,
-             locked_at = CASE WHEN failed_attempts + 1 >= ${threshold} THEN now() ELSE NULL END,
-             updated_at = now()
-       WHERE id = ${accountId}::uuid AND locked_at IS NULL
-   RETURNING failed_attempts, locked_at`;
+  async registerFailure(
+    accountId: string,
+    threshold: number,
+    durationMinutes: number | null,
+  ): Promise<{ failedAttempts: number; locked: boolean; lockedUntil: Date | null } | null> {
+    // The count after this failure: from 1 again after a lock that lifted by itself.
+    const count = `CASE WHEN a.locked_at IS NULL THEN a.failed_attempts + 1 ELSE 1 END`;
+    const rows = await this.sql.query<{ failed_attempts: number; locked_at: Date | null; locked_until: Date | null }>(
+      `UPDATE accounts a
+          SET failed_attempts = ${count},
+              locked_at = CASE WHEN ${count} >= $2 THEN now() ELSE NULL END,
+              locked_until = CASE WHEN ${count} >= $2 THEN now() + make_interval(mins => $3::int) ELSE NULL END,
+              updated_at = now()
+        WHERE a.id = $1::uuid AND NOT ${LOCK_IN_FORCE}
+    RETURNING a.failed_attempts, a.locked_at, a.locked_until`,
+      [accountId, threshold, durationMinutes],
+    );
     const row = rows[0];
-    return row ? { failedAttempts: row.failed_attempts, locked: row.locked_at !== null } : null;
+    return row ? { failedAttempts: row.failed_attempts, locked: row.locked_at !== null, lockedUntil: asDate(row.locked_until) } : null;
   }
 
-  /** Accounts of a tenant, newest first, optionally by status (`locked` means locked, whatever the status). */
+  /** Accounts of a tenant, newest first, optionally by status (`locked` means locked now, whatever the status). */
   async list(tenantId: string, opts: { status?: 'pending_activation' | 'active' | 'locked'; skip: number; take: number }): Promise<{ items: AccountWithDevices[]; total: number }> {
-    const where =
+    const where: Prisma.AccountWhereInput =
       opts.status === 'locked'
-        ? { tenantId, lockedAt: { not: null } }
+        ? { tenantId, ...lockInForceWhere(true) }
         : opts.status
-          ? { tenantId, status: opts.status, lockedAt: null }
+          ? { tenantId, status: opts.status, ...lockInForceWhere(false) }
           : { tenantId };
     const [items, total] = await this.prisma.$transaction([
       this.prisma.account.findMany({ where, orderBy: [{ createdAt: 'desc' }, { userId: 'asc' }], skip: opts.skip, take: opts.take, include: { devices: { orderBy: { number: 'asc' } } } }),
@@ -229,7 +257,7 @@ export class AccountRepository {
 
   /** Unlocks an account and clears its failure counter. Returns false when there is no such account. */
   async unlock(tenantId: string, userId: string): Promise<boolean> {
-    const r = await this.prisma.account.updateMany({ where: { tenantId, userId }, data: { lockedAt: null, failedAttempts: 0 } });
+    const r = await this.prisma.account.updateMany({ where: { tenantId, userId }, data: { lockedAt: null, lockedUntil: null, failedAttempts: 0 } });
     return r.count > 0;
   }
 }

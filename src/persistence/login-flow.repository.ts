@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { LoginFlow, PrismaClient } from './generated/client.js';
+import { LOCK_IN_FORCE } from './account.repository.js';
 import { purgeInBatches, type PurgeOptions } from './purge.js';
 import { asDate, sqlThroughPrisma, type Sql } from './sql.js';
 
@@ -187,19 +188,21 @@ export class LoginFlowRepository {
     previousLoginAt: Date | null;
     previousLoginIp: string | null;
     seenIp: boolean;
+    /** When the lock that won lifts (null: it succeeded, or the lock is permanent). */
+    lockedUntil: Date | null;
     /** The account's columns the completion changed, as they are now (when it succeeded). */
     account: { locale: string | null; lastLoginAt: Date | null; updatedAt: Date } | null;
   } | null> {
     const e = input.event;
-    const [row] = await this.sql.query<{ moved: boolean; succeeded: boolean; prev_at: Date | null; prev_ip: string | null; seen: boolean; locale: string | null; last_login_at: Date | null; updated_at: Date | null }>(
+    const [row] = await this.sql.query<{ moved: boolean; succeeded: boolean; prev_at: Date | null; prev_ip: string | null; locked_until: Date | null; seen: boolean; locale: string | null; last_login_at: Date | null; updated_at: Date | null }>(
       `WITH code AS (${input.consumeCodeId ? CONSUME_CODE('$13') : 'SELECT 1'}), moved AS (
          UPDATE login_flows SET completed_factors = $3, state = 'complete', updated_at = now()
           WHERE id = $1::uuid AND state = $2 AND EXISTS (SELECT 1 FROM code) RETURNING id
        ), prev AS (
-         SELECT id, last_login_at, last_login_ip FROM accounts WHERE id = $4::uuid AND EXISTS (SELECT 1 FROM moved) FOR UPDATE
+         SELECT id, last_login_at, last_login_ip, locked_until FROM accounts WHERE id = $4::uuid AND EXISTS (SELECT 1 FROM moved) FOR UPDATE
        ), done AS (
-         UPDATE accounts a SET failed_attempts = 0, last_login_at = now(), last_login_ip = $6, locale = COALESCE($5, a.locale), updated_at = now()
-           FROM prev WHERE a.id = prev.id AND a.locked_at IS NULL
+         UPDATE accounts a SET failed_attempts = 0, locked_at = NULL, locked_until = NULL, last_login_at = now(), last_login_ip = $6, locale = COALESCE($5, a.locale), updated_at = now()
+           FROM prev WHERE a.id = prev.id AND NOT ${LOCK_IN_FORCE}
          RETURNING prev.last_login_at AS prev_at, prev.last_login_ip AS prev_ip, a.locale, a.last_login_at, a.updated_at
        ), event AS (
          INSERT INTO login_events (id, tenant_id, account_id, submitted_user_id, client_id, method, result, source_ip, user_agent)
@@ -208,7 +211,7 @@ export class LoginFlowRepository {
        )
        SELECT EXISTS (SELECT 1 FROM moved) AS moved, EXISTS (SELECT 1 FROM done) AS succeeded,
               (SELECT prev_at FROM done) AS prev_at, (SELECT prev_ip FROM done) AS prev_ip,
-              (SELECT locale FROM done) AS locale, (SELECT last_login_at FROM done) AS last_login_at, (SELECT updated_at FROM done) AS updated_at,
+              (SELECT locked_until FROM prev) AS locked_until, (SELECT locale FROM done) AS locale, (SELECT last_login_at FROM done) AS last_login_at, (SELECT updated_at FROM done) AS updated_at,
               $6::text IS NULL OR EXISTS (SELECT 1 FROM login_events WHERE account_id = $4::uuid AND source_ip = $6 AND result = 'success') AS seen`,
       [
         input.flowId,
@@ -232,6 +235,7 @@ export class LoginFlowRepository {
       previousLoginAt: row.prev_at,
       previousLoginIp: row.prev_ip,
       seenIp: row.seen,
+      lockedUntil: row.succeeded ? null : asDate(row.locked_until),
       account: row.succeeded && row.updated_at ? { locale: row.locale, lastLoginAt: row.last_login_at, updatedAt: row.updated_at } : null,
     };
   }

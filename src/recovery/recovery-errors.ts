@@ -1,4 +1,5 @@
 import { AppError } from '../http/errors.js';
+import { temporaryLockMessage } from '../lockout/account-lock.js';
 
 /**
  * A problem with one field of the current step (missing, malformed or wrong). The router shows the
@@ -24,8 +25,10 @@ export class RecoveryStepError extends AppError {
 
 /** Repeated wrong codes or answers locked the account (or it was locked already). */
 export class RecoveryLockedError extends AppError {
-  constructor(backUrl?: string) {
-    super('account_locked', 403, 'recovery:errors.locked', {}, backUrl);
+  /** `lockedUntil`: when a temporary lock lifts (the page says in about how long); null or absent: permanent. */
+  constructor(backUrl?: string, lockedUntil?: Date | null) {
+    const [key, params] = temporaryLockMessage('recovery:errors', lockedUntil) ?? ['recovery:errors.locked', {}];
+    super('account_locked', 403, key, params, backUrl);
   }
 }
 

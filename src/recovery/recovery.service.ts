@@ -9,7 +9,7 @@ import type { LoginEventService, LoginResult } from '../history/login-event.serv
 import { RateLimitedError, SessionExpiredError } from '../http/errors.js';
 import type { RateLimits } from '../http/rate-limit.js';
 import { translator, type Locale } from '../i18n/index.js';
-import type { LockoutService } from '../lockout/lockout.service.js';
+import { lockNotice, type LockoutService } from '../lockout/lockout.service.js';
 import { deliverableAddresses, normalizeOtp } from '../login/factors/email-otp.factor.js';
 import { USER_ID_MAX, normalizeUserId, type RequestInfo } from '../login/login-flow.service.js';
 import { NotActivatedError } from '../login/login-errors.js';
@@ -21,6 +21,7 @@ import type { OtpService } from '../otp/otp.service.js';
 import type { AccountRepository, AccountWithDevices } from '../persistence/account.repository.js';
 import type { LoginFlow, LoginFlowRepository } from '../persistence/login-flow.repository.js';
 import { RecoveryFieldError, RecoveryLockedError, RecoveryStepError, RecoveryUnavailableError } from './recovery-errors.js';
+import { isLocked } from '../lockout/account-lock.js';
 
 /** OTP purpose of recovery codes: a login code can never pass for one, nor the reverse. */
 export const RECOVERY_OTP_PURPOSE = 'recovery';
@@ -193,9 +194,9 @@ export class RecoveryService {
     await this.limitAttempts(flow, tenant, backUrl);
 
     const account = flow.accountId ? await this.deps.accounts.findById(flow.accountId) : null;
-    if (account?.lockedAt) {
+    if (account && isLocked(account)) {
       await this.event(flow, req, 'locked', account.id);
-      throw new RecoveryLockedError(backUrl);
+      throw new RecoveryLockedError(backUrl, account.lockedUntil);
     }
     const check = await this.deps.otp.verifyForFlow(flow.id, code, RECOVERY_OTP_PURPOSE);
     if (!account) {
@@ -234,9 +235,9 @@ export class RecoveryService {
     if (!answer) throw new RecoveryFieldError('answer', 400, 'recovery:errors.answer_required');
     if (answer.length > ANSWER_MAX) throw new RecoveryFieldError('answer', 400, 'recovery:errors.answer_too_long', { max: ANSWER_MAX });
     await this.limitAttempts(flow, tenant, backUrl);
-    if (account.lockedAt) {
+    if (isLocked(account)) {
       await this.event(flow, req, 'locked', account.id);
-      throw new RecoveryLockedError(backUrl);
+      throw new RecoveryLockedError(backUrl, account.lockedUntil);
     }
     if (!(await verifySecret(answer, account.secretAnswerHash)))
       await this.failure(flow, account, tenant, client, req, 'wrong_answer', 'answer', 'recovery:errors.answer_wrong', backUrl);
@@ -265,7 +266,7 @@ export class RecoveryService {
   async setPassword(flow: LoginFlow, input: Record<string, unknown>, req: RequestInfo, backUrl: string): Promise<void> {
     this.expect(flow, 'password', backUrl);
     const account = await this.account(flow);
-    if (account.lockedAt) throw new RecoveryLockedError(backUrl);
+    if (isLocked(account)) throw new RecoveryLockedError(backUrl, account.lockedUntil);
     const password = typeof input.password === 'string' ? input.password : '';
     const confirm = typeof input.confirm === 'string' ? input.confirm : '';
     if (!password) throw new RecoveryFieldError('password', 400, 'recovery:errors.password_required');
@@ -312,7 +313,7 @@ export class RecoveryService {
     if (!decision.allowed) throw new RateLimitedError(decision.retryAfterSeconds, backUrl);
     const ttl = this.deps.config.otp.ttlSeconds;
     const { id, code, expiresAt } = await this.deps.otp.issueForFlow(flow.id, account?.id ?? null, RECOVERY_OTP_PURPOSE, ttl);
-    if (!account || account.lockedAt || account.status !== 'active') return;
+    if (!account || isLocked(account) || account.status !== 'active') return;
     const to = deliverableAddresses(account);
     if (to.length === 0) return;
     // The login code mail fits: it is a code for getting into this site, and says so.
@@ -344,13 +345,13 @@ export class RecoveryService {
     messageKey: string,
     backUrl: string,
   ): Promise<never> {
-    const outcome = await this.deps.lockout.registerFailure(account.id, tenant.contract.lockout_threshold);
+    const outcome = await this.deps.lockout.registerFailure(account.id, tenant.contract.lockout);
     if (outcome.locked) {
       await this.event(flow, req, 'locked', account.id);
       const to = deliverableAddresses(account);
       if (outcome.justLocked && to.length)
-        await this.deps.mail.enqueue({ to, template: 'account-locked', locale: req.locale, params: { userId: account.userId, clientName: client.name }, tenantId: tenant.id });
-      throw new RecoveryLockedError(backUrl);
+        await this.deps.mail.enqueue(lockNotice(to, { userId: account.userId, clientName: client.name, locale: req.locale, lockedUntil: outcome.lockedUntil, tenantId: tenant.id }));
+      throw new RecoveryLockedError(backUrl, outcome.lockedUntil);
     }
     await this.event(flow, req, result, account.id);
     throw new RecoveryFieldError(field, 401, messageKey);

@@ -231,7 +231,7 @@ describe('activation (初回認証 → 認証情報登録 → 認証情報登録
 
   test('an account locked before this activation (e.g. by wrong passwords) sees a lock page that blames no code', async () => {
     const u = await newPending();
-    await s.app.services.lockout.registerFailure(u.account.id, 1);
+    await s.app.services.lockout.registerFailure(u.account.id, { threshold: 1, duration_minutes: null });
     const again = await s.app.services.accountService.issueActivation('t1', u.userId, { actor: 'api' });
     for (const lang of ['ja', 'en']) {
       const agent = new Agent(s.issuer);

@@ -6,6 +6,7 @@ import { MAIL_TEMPLATES, PermanentMailError, type MailTemplate } from '../../src
 const SAMPLE_PARAMS: Record<MailTemplate, Record<string, string>> = {
   'login-otp': { userId: 'p-01-usr012', otp: '48213907', expiresMinutes: '10', clientName: 'デモサイト' },
   'account-locked': { userId: 'p-01-usr012', clientName: 'デモサイト' },
+  'account-locked-temporary': { userId: 'p-01-usr012', clientName: 'デモサイト', unlockAt: '2025/04/01 09:45:00' },
   'new-ip-login': { userId: 'p-01-usr012', ip: '203.0.113.7', time: '2025-04-01 09:30', clientName: 'デモサイト' },
   activation: { userId: 'p-01-usr007', url: 'https://idp.example/activation/t1?user=p-01-usr007', otp: '90817263', expiresAt: '2025-04-08 09:30 UTC', siteName: 'デモ株式会社' },
   'activation-completed': { userId: 'p-01-usr007', siteName: 'デモ株式会社' },

@@ -2,6 +2,7 @@ import type { Context, Next } from 'koa';
 import type { AppConfig, Tenant, TenantDirectory } from '../../config/index.js';
 import { ForbiddenError } from '../../http/errors.js';
 import type { AccountRepository, AccountWithDevices } from '../../persistence/account.repository.js';
+import { isLocked } from '../../lockout/account-lock.js';
 
 const COOKIE = 'account_area';
 
@@ -73,7 +74,7 @@ export function requireAreaSession(deps: { accounts: AccountRepository; tenants:
     const session = readAreaSession(ctx);
     const account = session ? await deps.accounts.findById(session.sub) : null;
     const tenant = session ? deps.tenants.tenant(session.tenant) : undefined;
-    if (!session || !account || !tenant || account.tenantId !== tenant.id || account.lockedAt || !tenant.contract.account_area) {
+    if (!session || !account || !tenant || account.tenantId !== tenant.id || isLocked(account) || !tenant.contract.account_area) {
       if (session) writeAreaSession(ctx, undefined, deps.secure);
       const back = ctx.method === 'GET' ? ctx.originalUrl : '/account/';
       ctx.status = 303;
