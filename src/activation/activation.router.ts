@@ -199,7 +199,7 @@ export function activationRouter(deps: ActivationRouterDeps) {
       ctx.status = 403;
       const temporary = temporaryLockMessage('activation:errors', check.lockedUntil);
       const message = temporary ? t(ctx, ...temporary) : t(ctx, check.byCode ? 'activation:errors.locked' : 'activation:errors.locked_any');
-      await renderVerify(ctx, tenant, { userIdValue: userId, message, locked: true });
+      await renderVerify(ctx, tenant, { userIdValue: userId, message, locked: !temporary });
       return;
     }
     const message = t(ctx, check.reason === 'expired' ? 'activation:errors.otp_expired' : 'activation:errors.otp_mismatch');

@@ -231,7 +231,11 @@ describe('temporary lockout', () => {
     for (let i = 1; i < THRESHOLD; i++) expect((await post('00000000')).status).toBe(401);
     const locked = await post('00000000');
     expect(locked.status).toBe(403);
-    expect(await locked.text()).toContain(`あと約${DURATION_MINUTES}分でロックが解除されます`);
+    const lockedPage = await locked.text();
+    expect(lockedPage).toContain(`あと約${DURATION_MINUTES}分でロックが解除されます`);
+    // The lock lifts by itself: the page keeps the form for then, without "cannot continue".
+    expect(lockedPage).not.toContain('初回認証を続けられません');
+    expect(lockedPage).toContain('name="otp"');
     const mail = await s.smtp.waitFor((m) => m.to.includes(u.email) && m.subject.includes('ロック'));
     expect(mail.text).toContain('自動的に解除されます');
   });
