@@ -52,6 +52,7 @@ import { LoginFlowRepository } from './persistence/login-flow.repository.js';
 import { MailOutboxRepository } from './persistence/mail-outbox.repository.js';
 import { OidcPayloadRepository } from './persistence/oidc-payload.repository.js';
 import { OneTimePasswordRepository } from './persistence/one-time-password.repository.js';
+import { AccountPasskeyService } from './account/account-passkey.service.js';
 import { PasskeyRepository } from './persistence/passkey.repository.js';
 import { PasskeyService, relyingPartyOf } from './passkey/passkey.service.js';
 import { SessionRepository } from './persistence/session.repository.js';
@@ -194,6 +195,8 @@ export interface AppServices extends DomainServices {
   loginMethods: LoginMethodService;
   accountSessions: AccountSessionService;
   secretQuestions: SecretQuestionService;
+  /** パスキー in the account area (register, rename, delete, with notices). */
+  accountPasskeys: AccountPasskeyService;
   loginHistory: LoginHistoryService;
   /** The Prometheus registry behind /metrics; undefined without METRICS_TOKEN (nothing is counted then). */
   scrapedMetrics: ScrapedMetrics | undefined;
@@ -301,6 +304,7 @@ export async function createAppServices(opts: AppServicesOptions): Promise<AppSe
     loginMethods: new LoginMethodService({ accounts, certificates, events: accountEvents, mail, lifecycle, passwordMinLength: config.passwordMinLength }),
     accountSessions: new AccountSessionService({ sessions: domain.providerSessions, backchannel, events: accountEvents, tenants, logger, mail }),
     secretQuestions: new SecretQuestionService({ accounts, activation, events: accountEvents, mail }),
+    accountPasskeys: new AccountPasskeyService({ passkeys: domain.passkeyService, events: accountEvents, mail }),
     loginHistory: new LoginHistoryService(events),
     scrapedMetrics,
     redisHealth,
