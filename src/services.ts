@@ -147,7 +147,7 @@ export function createDomainServices(opts: { config: AppConfig; db: Database; lo
     passwordMinLength: config.passwordMinLength,
     secretQuestions: config.secretQuestions,
   });
-  const accountService = new AccountService({ accounts, loginEvents: events, events: accountEvents, activation, mail, tenants, lifecycle, certificates });
+  const accountService = new AccountService({ accounts, loginEvents: events, events: accountEvents, activation, mail, tenants, lifecycle, certificates, passkeys: passkeyService });
   return {
     exclusive: { tryExclusive: db.tryExclusive.bind(db) },
     metrics,
@@ -301,7 +301,7 @@ export async function createAppServices(opts: AppServicesOptions): Promise<AppSe
       resendCooldownSeconds: config.otp.resendCooldownSeconds,
       certificates,
     }),
-    loginMethods: new LoginMethodService({ accounts, certificates, events: accountEvents, mail, lifecycle, passwordMinLength: config.passwordMinLength }),
+    loginMethods: new LoginMethodService({ accounts, certificates, events: accountEvents, mail, lifecycle, passkeys: domain.passkeyService, passwordMinLength: config.passwordMinLength }),
     accountSessions: new AccountSessionService({ sessions: domain.providerSessions, backchannel, events: accountEvents, tenants, logger, mail }),
     secretQuestions: new SecretQuestionService({ accounts, activation, events: accountEvents, mail }),
     accountPasskeys: new AccountPasskeyService({ passkeys: domain.passkeyService, events: accountEvents, mail }),
