@@ -138,6 +138,7 @@ export function createDomainServices(opts: { config: AppConfig; db: Database; lo
     certificates,
     otpRepo,
     otp,
+    passkeys: passkeyService,
     lockout,
     events: accountEvents,
     mail,
