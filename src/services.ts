@@ -291,7 +291,7 @@ export async function createAppServices(opts: AppServicesOptions): Promise<AppSe
     backchannel,
     clientCredentialsTokens: new ClientCredentialsTokens(provider),
     clientCertificate,
-    recovery: new RecoveryService({ flows, accounts, loginEvents: events, accountEvents, lockout, lifecycle, limits, mail, otp, activation, tenants, config, logger }),
+    recovery: new RecoveryService({ flows, accounts, loginEvents: events, accountEvents, lockout, lifecycle, limits, mail, otp, activation, tenants, config, logger, passkeys: domain.passkeyService }),
     devices: new DeviceService({
       devices: new DeviceRepository(db.prisma),
       otp,
