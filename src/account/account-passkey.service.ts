@@ -1,4 +1,5 @@
 import type { PublicKeyCredentialCreationOptionsJSON } from '@simplewebauthn/server';
+import { LOGIN_METHODS } from '../config/tenants.js';
 import type { LoginMethod, Tenant } from '../config/index.js';
 import { formatEventTime } from '../history/event-time.js';
 import { AppError } from '../http/errors.js';
@@ -16,6 +17,12 @@ export const needsPasskey = (method: string): boolean => (PASSKEY_METHODS as rea
 
 /** Whether the tenant's contract allows a method with a passkey step (the passkey screens exist only then). */
 export const passkeysOffered = (tenant: Tenant): boolean => tenant.contract.login_methods.some((m: LoginMethod) => needsPasskey(m));
+
+/**
+ * The stored login methods under which an account must keep a passkey: the passkey methods, and any
+ * method the contract no longer allows when it falls back to a passkey method (effectiveMethod).
+ */
+export const methodsKeepingOne = (tenant: Tenant): LoginMethod[] => LOGIN_METHODS.filter((m) => needsPasskey(m) || needsPasskey(effectiveMethod(m, tenant.contract)));
 
 /** The last passkey of an account whose login method needs one: deleting it would leave no way in. */
 export class LastPasskeyError extends AppError {
@@ -37,7 +44,7 @@ export interface PasskeyRequest {
 export class AccountPasskeyService {
   constructor(
     private readonly deps: {
-      passkeys: PasskeyService;
+      passkeys: Pick<PasskeyService, 'list' | 'registrationOptions' | 'register' | 'rename' | 'deleteUnlessLast'>;
       events: AccountEventService;
       mail: MailQueue;
     },
@@ -79,9 +86,9 @@ export class AccountPasskeyService {
     return done;
   }
 
-  /** Whether deleting this passkey would leave an account of a passkey method with none. */
+  /** Whether deleting one passkey would leave an account of a passkey method with none (for the confirmation page). */
   async isLastNeeded(account: AccountWithDevices, tenant: Tenant): Promise<boolean> {
-    if (!needsPasskey(effectiveMethod(account.loginMethod, tenant.contract)) && !needsPasskey(account.loginMethod)) return false;
+    if (!(methodsKeepingOne(tenant) as string[]).includes(account.loginMethod)) return false;
     return (await this.deps.passkeys.list(account.id)).length <= 1;
   }
 
@@ -90,10 +97,9 @@ export class AccountPasskeyService {
    * passkey method is refused (LastPasskeyError): the user changes the method or registers another first.
    */
   async delete(account: AccountWithDevices, tenant: Tenant, id: string, req: PasskeyRequest): Promise<Passkey | null> {
-    const own = (await this.deps.passkeys.list(account.id)).find((p) => p.id === id);
-    if (!own) return null;
-    if (await this.isLastNeeded(account, tenant)) throw new LastPasskeyError();
-    const removed = await this.deps.passkeys.delete(account.id, id);
+    // Decided under a lock on the account: two deletes at once cannot both take "not the last one".
+    const removed = await this.deps.passkeys.deleteUnlessLast(account.id, id, methodsKeepingOne(tenant));
+    if (removed === 'last') throw new LastPasskeyError();
     if (!removed) return null;
     await this.deps.events.record({
       tenantId: account.tenantId,

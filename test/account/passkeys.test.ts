@@ -111,6 +111,19 @@ describe('account area: passkeys (HTTP)', () => {
     expect(notice.text).toContain('first');
   });
 
+  test('two deletes at once of the two passkeys of a passkey method leave one of them', async () => {
+    for (let round = 0; round < 5; round++) {
+      const u = uniqueUser('pkrace');
+      const account = await s.app.services.accounts.create({ tenantId: 't1', userId: u.userId, loginMethod: 'passkey', devices: [{ email: u.email }] });
+      const [a, b] = [(await addPasskey(s, account.id, 'a'))!, (await addPasskey(s, account.id, 'b'))!];
+      const tenant = s.config.tenants.find((t) => t.id === 't1')!;
+      const req = { ip: '127.0.0.1', locale: 'ja' as const };
+      const results = await Promise.allSettled([a, b].map((p) => s.app.services.accountPasskeys.delete(account, tenant, p.id, req)));
+      expect(results.map((r) => r.status).sort()).toEqual(['fulfilled', 'rejected']);
+      expect(await s.db.prisma.passkey.count({ where: { accountId: account.id } })).toBe(1);
+    }
+  });
+
   test('login method: passkey methods are offered once the account has a passkey; choosing one without is refused', async () => {
     const me = await signedIn(s);
     const choose = await (await me.agent.get('/account/login-method')).text();
