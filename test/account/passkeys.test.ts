@@ -111,6 +111,34 @@ describe('account area: passkeys (HTTP)', () => {
     expect(notice.text).toContain('first');
   });
 
+  test('malformed registrations and names are a 400 in the area, never a 5xx, and store nothing', async () => {
+    const me = await signedIn(s);
+    const mine = (await addPasskey(s, me.account.id))!;
+    const page = await (await me.agent.get('/account/passkeys/new')).text();
+    expect(page).toMatch(/<script id="passkey-options" type="application\/json">\{"challenge":/);
+    const csrf = csrfOf(page);
+    const bodies: Array<Record<string, string>> = [
+      { name: 'PC', response: '' },
+      { name: 'PC', response: 'null' },
+      { name: 'PC', response: '[]' },
+      { name: 'PC', response: '{"id":"'.padEnd(12_000, 'A') },
+      { name: 'PC', device: '99', response: '{}' },
+      { name: 'PC', device: '../1', response: '{}' },
+      { name: '', response: '{}' },
+      { name: 'x'.repeat(500), response: '{}' },
+      { name: 'a\u0007b', response: '{}' },
+    ];
+    for (const b of bodies) {
+      const res = await me.agent.post('/account/passkeys/new', { _csrf: csrf, ...b });
+      expect([JSON.stringify(b).slice(0, 60), res.status]).toEqual([JSON.stringify(b).slice(0, 60), 400]);
+    }
+    // Past the form limit: the body parser's 413.
+    expect((await me.agent.post('/account/passkeys/new', { _csrf: csrf, name: 'PC', response: 'A'.repeat(20_000) })).status).toBe(413);
+    for (const name of ['', 'a\u0001b', 'x'.repeat(65)]) expect((await me.agent.post(`/account/passkeys/${mine.id}/rename`, { _csrf: csrf, name })).status).toBe(400);
+    expect(await s.db.prisma.passkey.count({ where: { accountId: me.account.id } })).toBe(1);
+    expect((await s.db.prisma.passkey.findUnique({ where: { id: mine.id } }))!.name).toBe('ノートPC');
+  });
+
   test('two deletes at once of the two passkeys of a passkey method leave one of them', async () => {
     for (let round = 0; round < 5; round++) {
       const u = uniqueUser('pkrace');
