@@ -27,6 +27,7 @@ import { devicesRouter } from './account/area/devices.router.js';
 import { dropEndedAreaSessions } from './account/area/area-session.js';
 import { sessionsRouter } from './account/area/sessions.router.js';
 import { loginMethodRouter } from './account/area/login-method.router.js';
+import { passkeysRouter } from './account/area/passkeys.router.js';
 import { secretQuestionRouter } from './account/area/secret-question.router.js';
 import { historyRouter } from './account/area/history.router.js';
 import { recoveryRouter } from './recovery/recovery.router.js';
@@ -126,6 +127,7 @@ export async function createApp(opts: CreateAppOptions): Promise<App> {
   routers.push(accountAreaRouter({ config, tenants, accounts, loginEvents: events, sessions: providerSessions, certificates: services.certificates, secure }));
   routers.push(devicesRouter({ config, tenants, accounts, devices: services.devices, secure }));
   routers.push(loginMethodRouter({ config, tenants, accounts, methods: services.loginMethods, certificates: services.certificates, events: accountEvents, secure }));
+  routers.push(passkeysRouter({ config, tenants, accounts, passkeys: services.accountPasskeys, secure }));
   routers.push(sessionsRouter({ config, tenants, accounts, sessions: services.accountSessions, secure }));
   routers.push(
     secretQuestionRouter({ config, tenants, accounts, secretQuestions: services.secretQuestions, cookieKeys: secrets.cookieKeys, secure }),

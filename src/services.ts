@@ -52,6 +52,7 @@ import { LoginFlowRepository } from './persistence/login-flow.repository.js';
 import { MailOutboxRepository } from './persistence/mail-outbox.repository.js';
 import { OidcPayloadRepository } from './persistence/oidc-payload.repository.js';
 import { OneTimePasswordRepository } from './persistence/one-time-password.repository.js';
+import { AccountPasskeyService } from './account/account-passkey.service.js';
 import { PasskeyRepository } from './persistence/passkey.repository.js';
 import { PasskeyService, relyingPartyOf } from './passkey/passkey.service.js';
 import { SessionRepository } from './persistence/session.repository.js';
@@ -137,6 +138,7 @@ export function createDomainServices(opts: { config: AppConfig; db: Database; lo
     certificates,
     otpRepo,
     otp,
+    passkeys: passkeyService,
     lockout,
     events: accountEvents,
     mail,
@@ -146,7 +148,7 @@ export function createDomainServices(opts: { config: AppConfig; db: Database; lo
     passwordMinLength: config.passwordMinLength,
     secretQuestions: config.secretQuestions,
   });
-  const accountService = new AccountService({ accounts, loginEvents: events, events: accountEvents, activation, mail, tenants, lifecycle, certificates });
+  const accountService = new AccountService({ accounts, loginEvents: events, events: accountEvents, activation, mail, tenants, lifecycle, certificates, passkeys: passkeyService });
   return {
     exclusive: { tryExclusive: db.tryExclusive.bind(db) },
     metrics,
@@ -194,6 +196,8 @@ export interface AppServices extends DomainServices {
   loginMethods: LoginMethodService;
   accountSessions: AccountSessionService;
   secretQuestions: SecretQuestionService;
+  /** パスキー in the account area (register, rename, delete, with notices). */
+  accountPasskeys: AccountPasskeyService;
   loginHistory: LoginHistoryService;
   /** The Prometheus registry behind /metrics; undefined without METRICS_TOKEN (nothing is counted then). */
   scrapedMetrics: ScrapedMetrics | undefined;
@@ -287,7 +291,7 @@ export async function createAppServices(opts: AppServicesOptions): Promise<AppSe
     backchannel,
     clientCredentialsTokens: new ClientCredentialsTokens(provider),
     clientCertificate,
-    recovery: new RecoveryService({ flows, accounts, loginEvents: events, accountEvents, lockout, lifecycle, limits, mail, otp, activation, tenants, config, logger }),
+    recovery: new RecoveryService({ flows, accounts, loginEvents: events, accountEvents, lockout, lifecycle, limits, mail, otp, activation, tenants, config, logger, passkeys: domain.passkeyService }),
     devices: new DeviceService({
       devices: new DeviceRepository(db.prisma),
       otp,
@@ -298,9 +302,10 @@ export async function createAppServices(opts: AppServicesOptions): Promise<AppSe
       resendCooldownSeconds: config.otp.resendCooldownSeconds,
       certificates,
     }),
-    loginMethods: new LoginMethodService({ accounts, certificates, events: accountEvents, mail, lifecycle, passwordMinLength: config.passwordMinLength }),
+    loginMethods: new LoginMethodService({ accounts, certificates, events: accountEvents, mail, lifecycle, passkeys: domain.passkeyService, passwordMinLength: config.passwordMinLength }),
     accountSessions: new AccountSessionService({ sessions: domain.providerSessions, backchannel, events: accountEvents, tenants, logger, mail }),
     secretQuestions: new SecretQuestionService({ accounts, activation, events: accountEvents, mail }),
+    accountPasskeys: new AccountPasskeyService({ passkeys: domain.passkeyService, events: accountEvents, mail }),
     loginHistory: new LoginHistoryService(events),
     scrapedMetrics,
     redisHealth,

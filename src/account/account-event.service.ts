@@ -19,6 +19,9 @@ export const ACCOUNT_EVENT_TYPES = [
   'secret_question_changed',
   'login_method_changed',
   'certificate_renewed',
+  'passkey_registered',
+  'passkey_renamed',
+  'passkey_deleted',
 ] as const;
 export type AccountEventType = (typeof ACCOUNT_EVENT_TYPES)[number];
 

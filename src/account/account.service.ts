@@ -8,6 +8,7 @@ import type { AccountRepository, AccountWithDevices } from '../persistence/accou
 import type { LoginEvent, LoginEventRepository } from '../persistence/login-event.repository.js';
 import { deliverableAddresses } from '../login/factors/email-otp.factor.js';
 import { METHOD_FACTORS } from '../login/login-methods.js';
+import type { PasskeyService } from '../passkey/passkey.service.js';
 import type { CertificateService } from '../certificates/certificate.service.js';
 import type { AccountEventService } from './account-event.service.js';
 import type { AccountLifecycleService } from './account-lifecycle.service.js';
@@ -74,6 +75,7 @@ export class AccountService {
       tenants: TenantDirectory;
       lifecycle: Pick<AccountLifecycleService, 'endAccess'>;
       certificates: Pick<CertificateService, 'hasLiveCertificate'>;
+      passkeys: Pick<PasskeyService, 'hasPasskey'>;
     },
   ) {}
 
@@ -154,7 +156,7 @@ export class AccountService {
 
   /**
    * Changes the login method and/or replaces the devices. A new method whose credentials the account
-   * lacks (no password, no live certificate) sends it through activation again, where the user sets
+   * lacks (no password, no live certificate, no passkey) sends it through activation again, where the user sets
    * them: the result then carries the fresh activation. Any method change ends the account's sessions.
    */
   async update(
@@ -191,6 +193,8 @@ export class AccountService {
   private async lacksCredentials(account: AccountWithDevices, method: LoginMethod): Promise<boolean> {
     const factors = METHOD_FACTORS[method];
     if (factors.includes('password') && !account.passwordHash) return true;
+    // A passkey is registered at the fresh activation, as a password is set there.
+    if (factors.includes('passkey') && !(await this.deps.passkeys.hasPasskey(account.id))) return true;
     return factors.includes('client_certificate') && !(await this.deps.certificates.hasLiveCertificate(account.id));
   }
 

@@ -6,11 +6,12 @@ import { translator, type Locale } from '../i18n/index.js';
 import { deliverableAddresses } from '../login/factors/email-otp.factor.js';
 import { effectiveMethod, METHOD_FACTORS } from '../login/login-methods.js';
 import type { MailQueue } from '../mail/mail.types.js';
+import type { PasskeyService } from '../passkey/passkey.service.js';
 import type { AccountRepository, AccountWithDevices } from '../persistence/account.repository.js';
 import type { AccountEventService } from './account-event.service.js';
 import type { AccountLifecycleService } from './account-lifecycle.service.js';
 
-export type MethodChangeProblem = { field: 'method'; problem: 'not_allowed' } | { field: 'password'; problem: 'required' | PasswordProblem };
+export type MethodChangeProblem = { field: 'method'; problem: 'not_allowed' | 'passkey_required' } | { field: 'password'; problem: 'required' | PasswordProblem };
 
 export interface MethodChangeResult {
   from: LoginMethod;
@@ -32,6 +33,7 @@ export class LoginMethodService {
       events: AccountEventService;
       mail: MailQueue;
       lifecycle: Pick<AccountLifecycleService, 'endAccess'>;
+      passkeys: Pick<PasskeyService, 'hasPasskey'>;
       passwordMinLength: number;
     },
   ) {}
@@ -48,11 +50,34 @@ export class LoginMethodService {
     return METHOD_FACTORS[method].includes('client_certificate');
   }
 
+  needsPasskey(method: LoginMethod): boolean {
+    return METHOD_FACTORS[method].includes('passkey');
+  }
+
   /** The methods offered (the contract's), or an empty list when there is nothing to choose. */
   choices(tenant: Tenant): LoginMethod[] {
     return tenant.contract.login_methods.length > 1 ? [...tenant.contract.login_methods] : [];
   }
 
+  /**
+   * The methods this account may choose now: the contract's, without the passkey methods until the
+   * account has a passkey (registered under パスキー first). `withheld`: the passkey methods left out.
+   */
+  async choicesFor(account: AccountWithDevices, tenant: Tenant): Promise<{ choices: LoginMethod[]; withheld: LoginMethod[] }> {
+    const all = this.choices(tenant);
+    if (!all.some((m) => this.needsPasskey(m)) || (await this.deps.passkeys.hasPasskey(account.id))) return { choices: all, withheld: [] };
+    return { choices: all.filter((m) => !this.needsPasskey(m)), withheld: all.filter((m) => this.needsPasskey(m)) };
+  }
+
+  /** Like `check`, and a passkey method is refused while the account has no passkey. */
+  async checkFor(account: AccountWithDevices, tenant: Tenant, method: unknown, password?: string, confirm?: string): Promise<MethodChangeProblem | undefined> {
+    const problem = this.check(account, tenant, method, password, confirm);
+    if (problem) return problem;
+    if (this.needsPasskey(method as LoginMethod) && !(await this.deps.passkeys.hasPasskey(account.id))) return { field: 'method', problem: 'passkey_required' };
+    return undefined;
+  }
+
+  /** The contract's rules and the password's (use `checkFor`, which adds the passkey rule). */
   check(account: AccountWithDevices, tenant: Tenant, method: unknown, password?: string, confirm?: string): MethodChangeProblem | undefined {
     if (typeof method !== 'string' || !this.choices(tenant).includes(method as LoginMethod)) return { field: 'method', problem: 'not_allowed' };
     if (this.needsPassword(method as LoginMethod)) {
@@ -64,7 +89,8 @@ export class LoginMethodService {
   }
 
   /**
-   * Applies a checked change (call `check` first). Every other session of the account ends with its
+   * Applies a checked change (call `checkFor` first). The account's passkeys stay whatever the method:
+   * they are the user's to delete under パスキー. Every other session of the account ends with its
    * tokens; the one that made the change (`sessionUid`, just re-authenticated) stays, so its owner can
    * download the new certificates.
    */

@@ -6,7 +6,8 @@ import type { TenantDirectory } from '../config/index.js';
 import { PASSWORD_MAX_LENGTH } from '../credentials/password-policy.js';
 import type { LoginEventService } from '../history/login-event.service.js';
 import { clientIp } from '../http/client-ip.js';
-import { NotFoundError } from '../http/errors.js';
+import { AppError, NotFoundError } from '../http/errors.js';
+import { PASSKEY_NAME_MAX } from '../passkey/passkey.service.js';
 import type { RateLimits } from '../http/rate-limit.js';
 import type { AccountRepository, AccountWithDevices } from '../persistence/account.repository.js';
 import type { ActivationService, RegistrationProblem } from './activation.service.js';
@@ -30,7 +31,7 @@ interface ActivationSession {
   exp: number;
 }
 
-type FieldErrors = Partial<Record<'userId' | 'otp' | 'questionId' | 'answer' | 'password' | 'confirm', string>>;
+type FieldErrors = Partial<Record<'userId' | 'otp' | 'questionId' | 'answer' | 'password' | 'confirm' | 'passkey', string>>;
 
 export interface ActivationRouterDeps {
   activation: ActivationService;
@@ -137,8 +138,17 @@ export function activationRouter(deps: ActivationRouterDeps) {
     return { field: p.field, message: t(ctx, `activation:errors.${p.field}_${p.problem}`, { max: ANSWER_MAX }) };
   }
 
-  async function renderRegister(ctx: Context, tenant: string, account: AccountWithDevices, locals: { questionId?: string; errors?: FieldErrors }) {
+  /** A passkey ceremony belongs to the verified activation code it follows. */
+  const passkeyBinding = (session: ActivationSession) => `activation:${session.otpId}`;
+
+  async function renderRegister(ctx: Context, tenant: string, account: AccountWithDevices, session: ActivationSession, locals: { questionId?: string; passkeyName?: string; errors?: FieldErrors }) {
+    const needsPasskey = activation.needsPasskey(account);
     await ctx.render('activation/register', {
+      needsPasskey,
+      // The options are JSON in a data block; `<` escaped so no text in them can end the element.
+      passkeyOptions: needsPasskey ? JSON.stringify(await activation.passkeyOptions(account, passkeyBinding(session))).replace(/</g, '\\u003c') : undefined,
+      passkeyNameMax: PASSKEY_NAME_MAX,
+      passkeyName: t(ctx, 'activation:register.passkey_default_name'),
       pageTitle: t(ctx, 'activation:register.title'),
       step: 1,
       action: `${base(tenant)}/register`,
@@ -212,7 +222,7 @@ export function activationRouter(deps: ActivationRouterDeps) {
     const tenant = tenantOf(ctx);
     const found = await sessionAccount(ctx, tenant);
     if (!found) return renderRestart(ctx, tenant, 400, 'activation:errors.session_expired');
-    await renderRegister(ctx, tenant, found.account, {});
+    await renderRegister(ctx, tenant, found.account, found.session, {});
   });
 
   router.post('/:tenant/register', async (ctx) => {
@@ -228,8 +238,21 @@ export function activationRouter(deps: ActivationRouterDeps) {
       const { field: name, message } = problemMessage(ctx, problem);
       ctx.status = 400;
       // The chosen question stays; the answer and passwords are secrets and are never sent back.
-      await renderRegister(ctx, tenant, account, { questionId: input.questionId, errors: { [name]: message } });
+      await renderRegister(ctx, tenant, account, session, { questionId: input.questionId, passkeyName: field(ctx, 'passkeyName'), errors: { [name]: message } });
       return;
+    }
+
+    if (activation.needsPasskey(account)) {
+      try {
+        await activation.registerPasskey(account, passkeyBinding(session), field(ctx, 'response'), field(ctx, 'passkeyName'), { actor: 'user', ip: clientIp(ctx) });
+      } catch (e) {
+        if (!(e instanceof AppError) || e.status !== 400) throw e;
+        // The same answer posted twice (a double click): the first used the challenge, and leads the way.
+        if (e.messageKey === 'passkey:errors.challenge' && (await activation.completedMeanwhile(account.id))) return redirectDone(ctx, tenant);
+        ctx.status = 400;
+        await renderRegister(ctx, tenant, account, session, { questionId: input.questionId, passkeyName: field(ctx, 'passkeyName'), errors: { passkey: t(ctx, e.messageKey, e.params) } });
+        return;
+      }
     }
 
     const done = await activation.complete(account, session.otpId, input, { actor: 'user', ip: clientIp(ctx), locale: ctx.state.locale });
@@ -241,9 +264,13 @@ export function activationRouter(deps: ActivationRouterDeps) {
       const value = Buffer.from(JSON.stringify({ accountId: account.id, tenant, exp: Math.floor(Date.now() / 1000) + SESSION_SECONDS })).toString('base64url');
       ctx.cookies.set(DONE_COOKIE, value, { ...cookieOptions(ctx), maxAge: SESSION_SECONDS * 1000 });
     }
+    redirectDone(ctx, tenant);
+  });
+
+  function redirectDone(ctx: Context, tenant: string) {
     ctx.status = 303;
     ctx.redirect(`${base(tenant)}/done`);
-  });
+  }
 
   // Step 3: 認証情報登録完了. Only a certificate account's own browser sees its devices' certificates.
   router.get('/:tenant/done', async (ctx) => {

@@ -9,6 +9,8 @@ import { lockNotice, type LockoutService } from '../lockout/lockout.service.js';
 import type { Locale } from '../i18n/index.js';
 import type { MailQueue } from '../mail/mail.types.js';
 import type { OtpService } from '../otp/otp.service.js';
+import type { PasskeyService } from '../passkey/passkey.service.js';
+import type { PublicKeyCredentialCreationOptionsJSON } from '@simplewebauthn/server';
 import type { AccountRepository, AccountWithDevices } from '../persistence/account.repository.js';
 import type { OneTimePasswordRepository } from '../persistence/one-time-password.repository.js';
 import { hashSecret, normalizeAnswer } from '../credentials/hashing.js';
@@ -54,7 +56,7 @@ export interface Actor {
 /**
  * First-time authentication (初回認証 → 認証情報登録 → 認証情報登録完了): an activation code the
  * site hands out (or that is mailed), valid for days, single use, stored as an HMAC; then the
- * secret question and, for password methods, a password.
+ * secret question and, for password methods, a password, or for passkey methods, a passkey.
  */
 export class ActivationService {
   constructor(
@@ -64,6 +66,7 @@ export class ActivationService {
       certificates: Pick<CertificateService, 'issue'>;
       otpRepo: OneTimePasswordRepository;
       otp: OtpService;
+      passkeys: Pick<PasskeyService, 'registrationOptions' | 'register'>;
       lockout: LockoutService;
       events: AccountEventService;
       mail: MailQueue;
@@ -82,6 +85,32 @@ export class ActivationService {
   /** Whether the account's login method needs a password to be set at activation. */
   needsPassword(account: Pick<AccountWithDevices, 'loginMethod'>): boolean {
     return (METHOD_FACTORS[account.loginMethod as LoginMethod] ?? []).includes('password');
+  }
+
+  /** Whether the account's login method has a passkey step: a passkey is registered at activation (instead of a password). */
+  needsPasskey(account: Pick<AccountWithDevices, 'loginMethod'>): boolean {
+    return (METHOD_FACTORS[account.loginMethod as LoginMethod] ?? []).includes('passkey');
+  }
+
+  /** Options for the activation's passkey ceremony; `binding` names the verified activation code. */
+  passkeyOptions(account: AccountWithDevices, binding: string): Promise<PublicKeyCredentialCreationOptionsJSON> {
+    return this.deps.passkeys.registrationOptions(account, binding);
+  }
+
+  /**
+   * Step 2's passkey (passkey methods): verifies and stores it before the activation completes, so an
+   * account never becomes active without one. BadRequestError (the user's language) when it fails.
+   */
+  async registerPasskey(account: AccountWithDevices, binding: string, raw: unknown, name: string, who: Actor): Promise<void> {
+    const passkey = await this.deps.passkeys.register(account, binding, raw, { name, deviceId: null });
+    await this.deps.events.record({
+      tenantId: account.tenantId,
+      accountId: account.id,
+      type: 'passkey_registered',
+      actor: who.actor,
+      sourceIp: who.ip ?? null,
+      detail: { passkey: passkey.id, name: passkey.name, via: 'activation' },
+    });
   }
 
   /** Whether the account's login method needs its devices' client certificates, issued at activation. */

@@ -106,7 +106,7 @@ export function openApiDocument(issuer: string) {
           description:
             "A login-method change ends the account's sessions at the provider and revokes its tokens (sites registered for back-channel logout are told). " +
             'When an active account has no credentials for the new method (no password for `password`, `password_otp`, `password_certificate`; ' +
-            'no valid certificate for `password_certificate`), it goes back to waiting for activation, where the user sets them: the answer then ' +
+            'no valid certificate for `password_certificate`; no passkey for `passkey`, `otp_passkey`), it goes back to waiting for activation, where the user sets them: the answer then ' +
             'carries a fresh `activation` as `POST /accounts/{userId}/activation` returns it (mailed instead with `sendActivation`).',
           requestBody: { required: true, content: json(ref('UpdateAccountRequest')) },
           responses: {

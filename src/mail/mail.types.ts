@@ -6,7 +6,7 @@ import { emailAddressSchema } from './email-address.js';
  * Every mail the provider sends. Adding one = one entry here plus `templates/<name>.ja.txt` and
  * `templates/<name>.en.txt` (test/mail/mail.renderer.test.ts fails if a file is missing).
  */
-export const MAIL_TEMPLATES = ['login-otp', 'account-locked', 'account-locked-temporary', 'new-ip-login', 'activation', 'activation-completed', 'account-unlocked', 'recovery-used', 'device-verify', 'devices-changed', 'secret-question-changed', 'login-method-changed', 'activation-reissued', 'signed-out-everywhere'] as const;
+export const MAIL_TEMPLATES = ['login-otp', 'account-locked', 'account-locked-temporary', 'new-ip-login', 'activation', 'activation-completed', 'account-unlocked', 'recovery-used', 'device-verify', 'devices-changed', 'secret-question-changed', 'login-method-changed', 'activation-reissued', 'signed-out-everywhere', 'passkey-registered', 'passkey-deleted'] as const;
 
 /** One of MAIL_TEMPLATES. */
 export type MailTemplate = (typeof MAIL_TEMPLATES)[number];

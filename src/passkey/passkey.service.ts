@@ -133,6 +133,11 @@ export class PasskeyService {
     return this.deps.passkeys.delete(accountId, id);
   }
 
+  /** Like `delete`, but keeps the last passkey when the account's login method is one of `keepOneFor` (`'last'`). */
+  deleteUnlessLast(accountId: string, id: string, keepOneFor: readonly string[]): Promise<Passkey | 'last' | null> {
+    return this.deps.passkeys.deleteUnlessLast(accountId, id, keepOneFor);
+  }
+
   private async challenge(purpose: ChallengePurpose, binding: string, accountId: string | null, challenge: string): Promise<void> {
     const ttl = this.deps.challengeTtlSeconds ?? CHALLENGE_TTL_SECONDS;
     await this.deps.passkeys.issueChallenge({ challenge, purpose, binding, accountId, expiresAt: new Date(Date.now() + ttl * 1000) });

@@ -71,6 +71,22 @@ export class PasskeyRepository {
   }
 
   /**
+   * Deletes one passkey of an account, unless the account's login method (read under a lock on the
+   * account row, so two deletes at once take turns) is one of `keepOneFor` and it is the last one.
+   * Null when the account has no such passkey.
+   */
+  async deleteUnlessLast(accountId: string, id: string, keepOneFor: readonly string[]): Promise<Passkey | 'last' | null> {
+    return this.prisma.$transaction(async (tx) => {
+      const rows = await tx.$queryRaw<Array<{ login_method: string }>>`SELECT login_method FROM accounts WHERE id = ${accountId}::uuid FOR UPDATE`;
+      const found = rows[0] ? await tx.passkey.findFirst({ where: { id, accountId } }) : null;
+      if (!found) return null;
+      if (keepOneFor.includes(rows[0]!.login_method) && (await tx.passkey.count({ where: { accountId } })) <= 1) return 'last';
+      await tx.passkey.delete({ where: { id } });
+      return found;
+    });
+  }
+
+  /**
    * Records a use: the counter moves from `from` to `to` only if no other assertion moved it first
    * (compare-and-set), so two uses of a cloned authenticator cannot both pass.
    */

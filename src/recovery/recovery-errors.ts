@@ -32,9 +32,9 @@ export class RecoveryLockedError extends AppError {
   }
 }
 
-/** The account has no usable secret question, so only the site's support desk can help. */
+/** The account has no usable secret question (or lost its passkey where the contract has no passkey recovery): only the site's support desk can help. */
 export class RecoveryUnavailableError extends AppError {
-  constructor(backUrl?: string) {
-    super('recovery_unavailable', 409, 'recovery:errors.no_question', {}, backUrl);
+  constructor(backUrl?: string, messageKey = 'recovery:errors.no_question') {
+    super('recovery_unavailable', 409, messageKey, {}, backUrl);
   }
 }

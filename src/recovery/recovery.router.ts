@@ -7,7 +7,7 @@ import type { RateLimits } from '../http/rate-limit.js';
 import { formBody, loadInteraction, requestInfo } from '../interaction/interaction-context.js';
 import type { InteractionDetails, OidcInteractions } from '../oidc/interactions.js';
 import { RecoveryFieldError } from './recovery-errors.js';
-import { RECOVERY_STEPS, stepOf, type RecoveryService, type RecoveryStep } from './recovery.service.js';
+import { RECOVERY_PAGES, RECOVERY_STEPS, stepOf, type RecoveryService, type RecoveryStep } from './recovery.service.js';
 
 /**
  * The "can't log in?" screens. They live under /interaction/:uid/ because oidc-provider scopes the
@@ -41,7 +41,8 @@ export function recoveryRouter(deps: { interactions: OidcInteractions; recovery:
       base: base(uid),
       clientName: deps.tenants.client(details.params.client_id)?.client.name,
       steps: RECOVERY_STEPS,
-      current: view.step,
+      // A new passkey takes the password's place (再設定) in the step indicator.
+      current: view.step === 'passkey' ? 'password' : view.step,
       pageTitle: t('recovery:title'),
       error: error ? { field: error.field, message: t(error.messageKey, error.params) } : undefined,
       values,
@@ -82,7 +83,7 @@ export function recoveryRouter(deps: { interactions: OidcInteractions; recovery:
 
   router.get('/interaction/:uid/recovery/:step', async (ctx) => {
     const step = ctx.params.step ?? '';
-    if (!(RECOVERY_STEPS as readonly string[]).includes(step)) throw new NotFoundError();
+    if (!(RECOVERY_PAGES as readonly string[]).includes(step)) throw new NotFoundError();
     const details = await load(ctx);
     const flow = await flowOf(details);
     const current = stepOf(flow.state);
@@ -131,6 +132,11 @@ export function recoveryRouter(deps: { interactions: OidcInteractions; recovery:
   router.post(
     '/interaction/:uid/recovery/password',
     post(async (ctx, details) => recovery.setPassword(await flowOf(details), formBody(ctx), requestInfo(ctx), base(details.uid))),
+  );
+
+  router.post(
+    '/interaction/:uid/recovery/passkey',
+    post(async (ctx, details) => recovery.registerPasskey(await flowOf(details), formBody(ctx), requestInfo(ctx), base(details.uid)), ['name']),
   );
 
   router.post(

@@ -6,7 +6,8 @@ import { upgradeWeakHash } from '../credentials/hash-upgrade.js';
 import { hashSecret, normalizeAnswer, verifySecret } from '../credentials/hashing.js';
 import { checkPassword, PASSWORD_MAX_LENGTH } from '../credentials/password-policy.js';
 import type { LoginEventService, LoginResult } from '../history/login-event.service.js';
-import { RateLimitedError, SessionExpiredError } from '../http/errors.js';
+import { AppError, RateLimitedError, SessionExpiredError } from '../http/errors.js';
+import { PASSKEY_NAME_MAX, type PasskeyService } from '../passkey/passkey.service.js';
 import type { RateLimits } from '../http/rate-limit.js';
 import { translator, type Locale } from '../i18n/index.js';
 import { lockNotice, type LockoutService } from '../lockout/lockout.service.js';
@@ -32,17 +33,22 @@ export const RECOVERY_EVENT_METHOD = 'recovery';
 /** Longest answer accepted (activation refuses to register longer ones). */
 export const ANSWER_MAX = 100;
 
-export type RecoveryState = 'identify' | 'code' | 'question' | 'password' | 'done:password' | 'done:activation';
+export type RecoveryState = 'identify' | 'code' | 'question' | 'password' | 'passkey' | 'done:password' | 'done:passkey' | 'done:activation';
 /** The pages of the flow, in order (the step indicator shows them all). */
 export const RECOVERY_STEPS = ['identify', 'code', 'question', 'password', 'done'] as const;
-export type RecoveryStep = (typeof RECOVERY_STEPS)[number];
-export type RecoveryOutcome = 'password' | 'activation';
+/**
+ * Every page's step: a passkey method's account registers a new passkey where others set a password
+ * (the step indicator shows it in the password's place, 再設定).
+ */
+export const RECOVERY_PAGES = [...RECOVERY_STEPS, 'passkey'] as const;
+export type RecoveryStep = (typeof RECOVERY_PAGES)[number];
+export type RecoveryOutcome = 'password' | 'passkey' | 'activation';
 /** Login-history results recovery adds to the login's own. */
 export type RecoveryResult = LoginResult | 'wrong_answer';
 
 export function stepOf(state: string): RecoveryStep {
-  if (state === 'done:password' || state === 'done:activation') return 'done';
-  if ((RECOVERY_STEPS as readonly string[]).includes(state)) return state as RecoveryStep;
+  if (state === 'done:password' || state === 'done:passkey' || state === 'done:activation') return 'done';
+  if ((RECOVERY_PAGES as readonly string[]).includes(state)) return state as RecoveryStep;
   // A state this version doesn't know (or a login flow's): start over rather than guess.
   return 'identify';
 }
@@ -50,9 +56,14 @@ export function stepOf(state: string): RecoveryStep {
 export type RecoveryView =
   | { step: 'identify' }
   | { step: 'code'; userId: string; otpLength: number; otpMinutes: number }
-  /** `question` is null when the account has none registered: the page says to contact the site. */
-  | { step: 'question'; userId: string; question: string | null }
+  /**
+   * `question` is null when the account has none registered, or when it signs in with a passkey and
+   * the contract has no passkey recovery (`unavailable: 'passkey'`): the page says to contact the site.
+   */
+  | { step: 'question'; userId: string; question: string | null; unavailable?: 'passkey' }
   | { step: 'password'; userId: string; minLength: number }
+  /** `options`: the registration ceremony's options as JSON. */
+  | { step: 'passkey'; userId: string; options: string; nameMax: number }
   | { step: 'done'; outcome: RecoveryOutcome };
 
 type Settings = Pick<AppConfig, 'otp' | 'loginFlowTtlSeconds' | 'passwordMinLength' | 'secretQuestions' | 'revealUnknownUser'>;
@@ -63,6 +74,7 @@ type Settings = Pick<AppConfig, 'otp' | 'loginFlowTtlSeconds' | 'passwordMinLeng
  *
  * ```
  * identify --user ID, code mailed--> code --right code--> question --right answer--+--> password --new password--> done:password
+ *                                                                                 +--> passkey --new passkey--> done:passkey
  *                                                                                 +--> done:activation (fresh activation mailed)
  * ```
  * Wrong codes and wrong answers count towards the account's lockout shared with the login. Unknown,
@@ -84,6 +96,7 @@ export class RecoveryService {
       tenants: TenantDirectory;
       config: Settings;
       logger: Pick<Logger, 'error' | 'warn'>;
+      passkeys: Pick<PasskeyService, 'registrationOptions' | 'register'>;
     },
   ) {}
 
@@ -117,12 +130,18 @@ export class RecoveryService {
         return { step, userId, otpLength: this.deps.config.otp.length, otpMinutes: Math.round(this.deps.config.otp.ttlSeconds / 60) };
       case 'question': {
         const account = await this.account(flow);
+        if (this.passkeyRecoveryRefused(account, flow)) return { step, userId, question: null, unavailable: 'passkey' };
         return { step, userId, question: this.questionOf(account, locale) };
       }
       case 'password':
         return { step, userId, minLength: this.deps.config.passwordMinLength };
+      case 'passkey': {
+        const account = await this.account(flow);
+        const options = await this.deps.passkeys.registrationOptions(account, this.passkeyBinding(flow));
+        return { step, userId, options: JSON.stringify(options).replace(/</g, '\\u003c'), nameMax: PASSKEY_NAME_MAX };
+      }
       case 'done':
-        return { step, outcome: flow.state === 'done:password' ? 'password' : 'activation' };
+        return { step, outcome: flow.state === 'done:password' ? 'password' : flow.state === 'done:passkey' ? 'passkey' : 'activation' };
     }
   }
 
@@ -230,6 +249,7 @@ export class RecoveryService {
     this.expect(flow, 'question', backUrl);
     const { tenant, client } = this.clientOf(flow.clientId);
     const account = await this.account(flow);
+    if (this.passkeyRecoveryRefused(account, flow)) throw new RecoveryUnavailableError(backUrl, 'recovery:errors.passkey_recovery_off');
     if (!this.questionOf(account, req.locale)) throw new RecoveryUnavailableError(backUrl);
     const answer = normalizeAnswer(typeof input.answer === 'string' ? input.answer : '');
     if (!answer) throw new RecoveryFieldError('answer', 400, 'recovery:errors.answer_required');
@@ -254,6 +274,10 @@ export class RecoveryService {
     if (METHOD_FACTORS[method].includes('password')) {
       if (!(await this.deps.flows.transition(flow.id, 'question', { completedFactors, state: 'password' satisfies RecoveryState }))) throw new RecoveryStepError(backUrl);
       return 'password';
+    }
+    if (METHOD_FACTORS[method].includes('passkey')) {
+      if (!(await this.deps.flows.transition(flow.id, 'question', { completedFactors, state: 'passkey' satisfies RecoveryState }))) throw new RecoveryStepError(backUrl);
+      return 'passkey';
     }
     // The transition comes first so a double submission can't issue (and mail) two activations.
     if (!(await this.deps.flows.transition(flow.id, 'question', { completedFactors, state: 'done:activation' satisfies RecoveryState }))) throw new RecoveryStepError(backUrl);
@@ -282,6 +306,47 @@ export class RecoveryService {
     await this.deps.lifecycle.endAccess(account.id, 'password_reset');
     await this.deps.accountEvents.record({ tenantId: account.tenantId, accountId: account.id, type: 'password_reset', actor: 'user', sourceIp: req.ip, detail: { via: 'recovery' } });
     await this.recovered(account, 'password_reset', req);
+  }
+
+  /**
+   * Step 4 (passkey methods): a new passkey in place of the lost one. The old passkeys stay: they are
+   * the user's to delete in the account area (one may only be out of reach, not in other hands). The
+   * account's other sessions end, as after a password reset.
+   */
+  async registerPasskey(flow: LoginFlow, input: Record<string, unknown>, req: RequestInfo, backUrl: string): Promise<void> {
+    this.expect(flow, 'passkey', backUrl);
+    const account = await this.account(flow);
+    if (isLocked(account)) throw new RecoveryLockedError(backUrl, account.lockedUntil);
+    const name = typeof input.name === 'string' ? input.name.slice(0, PASSKEY_NAME_MAX * 2) : '';
+    let passkey;
+    try {
+      passkey = await this.deps.passkeys.register(account, this.passkeyBinding(flow), input.response, { name, deviceId: null });
+    } catch (e) {
+      if (e instanceof AppError && e.status === 400) throw new RecoveryFieldError('passkey', 400, e.messageKey, e.params);
+      throw e;
+    }
+    if (!(await this.deps.flows.transition(flow.id, 'passkey', { state: 'done:passkey' satisfies RecoveryState }))) throw new RecoveryStepError(backUrl);
+    await this.deps.lifecycle.endAccess(account.id, 'password_reset');
+    await this.deps.accountEvents.record({
+      tenantId: account.tenantId,
+      accountId: account.id,
+      type: 'passkey_registered',
+      actor: 'user',
+      sourceIp: req.ip,
+      detail: { passkey: passkey.id, name: passkey.name, via: 'recovery' },
+    });
+    await this.recovered(account, 'passkey_registered', req);
+  }
+
+  /** A passkey ceremony belongs to the recovery flow that asked for it. */
+  private passkeyBinding(flow: LoginFlow): string {
+    return `recovery:${flow.id}`;
+  }
+
+  /** A passkey method's account whose contract leaves a lost passkey to the support desk (`passkey_recovery: false`). */
+  private passkeyRecoveryRefused(account: AccountWithDevices, flow: LoginFlow): boolean {
+    const { tenant } = this.clientOf(flow.clientId);
+    return METHOD_FACTORS[effectiveMethod(account.loginMethod, tenant.contract)].includes('passkey') && !tenant.contract.passkey_recovery;
   }
 
   /** Refuses a step the flow is not at: pages can be replayed or skipped, the state can't. */
@@ -358,7 +423,7 @@ export class RecoveryService {
   }
 
   /** Audit trail and notice mail for a recovery that changed the account. */
-  private async recovered(account: AccountWithDevices, action: 'password_reset' | 'activation_issued', req: RequestInfo): Promise<void> {
+  private async recovered(account: AccountWithDevices, action: 'password_reset' | 'passkey_registered' | 'activation_issued', req: RequestInfo): Promise<void> {
     await this.deps.accountEvents.record({ tenantId: account.tenantId, accountId: account.id, type: 'recovery_used', actor: 'user', sourceIp: req.ip, detail: { action } });
     const to = deliverableAddresses(account);
     if (to.length === 0) return;

@@ -18,6 +18,8 @@ const SAMPLE_PARAMS: Record<MailTemplate, Record<string, string>> = {
   'login-method-changed': { userId: 'p-01-usr012', from: 'ワンタイムパスワード', to: 'パスワード＋ワンタイムパスワード' },
   'activation-reissued': { userId: 'p-01-usr012' },
   'signed-out-everywhere': { userId: 'p-01-usr012', ip: '203.0.113.7' },
+  'passkey-registered': { userId: 'p-01-usr012', name: '会社のパソコン', time: '2025/04/01 09:30:00', ip: '203.0.113.7' },
+  'passkey-deleted': { userId: 'p-01-usr012', name: '会社のパソコン', time: '2025/04/01 09:30:00', ip: '203.0.113.7' },
 };
 
 describe('mail templates', () => {

@@ -42,10 +42,12 @@ export function loginMethodRouter(deps: {
   async function renderChoose(ctx: Context, selected: string, problem?: MethodChangeProblem) {
     const { account, tenant } = area(ctx);
     ctx.status = problem ? 400 : 200;
+    const { choices, withheld } = await deps.methods.choicesFor(account, tenant);
     await ctx.render('account/login-method/choose', {
       area: area(ctx),
       menu: 'method',
-      choices: deps.methods.choices(tenant),
+      choices,
+      withheld,
       currentMethodName: deps.methods.current(account, tenant),
       selected,
       problem,
@@ -62,6 +64,7 @@ export function loginMethodRouter(deps: {
       to,
       needsPassword: deps.methods.needsPassword(to),
       needsCertificate: deps.methods.needsCertificate(to),
+      needsPasskey: deps.methods.needsPasskey(to),
       passwordMinLength: deps.config.passwordMinLength,
       problem,
     });
@@ -74,7 +77,10 @@ export function loginMethodRouter(deps: {
   // 次へ: the confirmation page (before/after, user ID, devices; a new password when the method has one).
   router.post('/login-method', session, offered, fresh, async (ctx) => {
     const method = str(body(ctx).method);
-    if (!method || !deps.methods.choices(area(ctx).tenant).includes(method as LoginMethod)) return renderChoose(ctx, method ?? '', { field: 'method', problem: 'not_allowed' });
+    const { account, tenant } = area(ctx);
+    if (!method || !deps.methods.choices(tenant).includes(method as LoginMethod)) return renderChoose(ctx, method ?? '', { field: 'method', problem: 'not_allowed' });
+    const problem = await deps.methods.checkFor(account, tenant, method, undefined, undefined);
+    if (problem?.field === 'method') return renderChoose(ctx, method, problem);
     await renderConfirm(ctx, method as LoginMethod);
   });
 
@@ -83,7 +89,7 @@ export function loginMethodRouter(deps: {
     const { account, tenant } = area(ctx);
     const b = body(ctx);
     const method = str(b.method);
-    const problem = deps.methods.check(account, tenant, method, str(b.password), str(b.confirm));
+    const problem = await deps.methods.checkFor(account, tenant, method, str(b.password), str(b.confirm));
     if (problem?.field === 'method') return renderChoose(ctx, method ?? '', problem);
     if (problem) return renderConfirm(ctx, method as LoginMethod, problem);
     const result = await deps.methods.change(account, tenant, method as LoginMethod, str(b.password), { ip: clientIp(ctx), locale: ctx.state.locale, sessionUid: area(ctx).session.sessionUid });
