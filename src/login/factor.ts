@@ -53,10 +53,14 @@ export type FactorOutcome =
 /** One step of a login method (like a Keycloak authenticator). */
 export interface Factor {
   readonly name: FactorName;
-  /** RFC 8176 `amr` value this factor contributes (unless its outcome names the values it proved). */
-  readonly amr: string;
-  /** Every `amr` value by which a session shows this factor proved (step-up); default: `amr` alone. */
-  readonly provedBy?: readonly string[];
+  /**
+   * RFC 8176 `amr` values this factor contributes. A factor whose values depend on the answer (a
+   * passkey) names them in its outcome; these then stand for it only when it was passed at an earlier
+   * step of the flow, where the answer is no longer at hand.
+   */
+  readonly amr: readonly string[];
+  /** Whether a session's `amr` shows this factor proved (step-up); default: it holds all of `amr`. */
+  provedIn?(sessionAmr: readonly string[]): boolean;
   /** Whether the account can pass this factor at all (checked when a client asks for more than the account's method). */
   isConfiguredFor(account: AccountWithDevices): boolean | Promise<boolean>;
   /** Runs when the flow reaches this step (e.g. mails the code), once `enterLimits` allowed it. */
@@ -91,6 +95,6 @@ export interface FactorPage {
 }
 
 /** Whether a session's `amr` shows that `factor` was proved. */
-export function provedInSession(factor: Pick<Factor, 'amr' | 'provedBy'>, amr: readonly string[]): boolean {
-  return (factor.provedBy ?? [factor.amr]).some((v) => amr.includes(v));
+export function provedInSession(factor: Pick<Factor, 'amr' | 'provedIn'>, amr: readonly string[]): boolean {
+  return factor.provedIn ? factor.provedIn(amr) : factor.amr.every((v) => amr.includes(v));
 }

@@ -391,7 +391,7 @@ export class LoginFlowService {
     if (!done.succeeded) throw new AccountLockedError(flowUrl);
     if (done.account) this.deps.handoff?.put({ ...account, ...done.account, failedAttempts: 0, lastLoginIp: req.ip });
     if (!done.seenIp && done.previousLoginAt) await this.notifyNewIp(account, ctx);
-    const amr = METHOD_FACTORS[method].flatMap((name) => (name === factor.name && outcome.amr ? outcome.amr : [this.factors.get(name)?.amr ?? name]));
+    const amr = METHOD_FACTORS[method].flatMap((name) => (name === factor.name && outcome.amr ? outcome.amr : (this.factors.get(name)?.amr ?? [name])));
     return { accountId: account.id, amr, acr: METHOD_ACR[method], method };
   }
 
@@ -409,7 +409,7 @@ export class LoginFlowService {
     const current = await this.deps.accounts.findById(account.id);
     if (!current || current.lockedAt) throw new AccountLockedError(flowUrl);
     const method = (now.method ?? 'otp') as LoginMethod;
-    const amr = METHOD_FACTORS[method].map((name) => this.factors.get(name)?.amr ?? name);
+    const amr = METHOD_FACTORS[method].flatMap((name) => this.factors.get(name)?.amr ?? [name]);
     return { accountId: account.id, amr, acr: METHOD_ACR[method], method };
   }
 

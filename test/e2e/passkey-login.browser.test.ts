@@ -249,7 +249,8 @@ describeBrowser('passkey login in Chromium (virtual authenticator)', () => {
     await page.locator('form[action$="/otp"]').getByRole('button', { name: t.otpSubmit, exact: true }).click();
     const claims = await login.claims();
     expect(claims).toMatchObject({ acr: ACR.otpPasskey, sub: expect.any(String) });
-    expect(claims.amr).toEqual(['otp', 'swk']);
+    // The passkey came first: its device-bound key is no longer at hand, so the ID token claims no hardware.
+    expect(claims.amr).toEqual(['otp', 'swk', 'user']);
     expect(await eventsOf(u.id)).toEqual(['otp_passkey:success']);
   });
 
@@ -278,6 +279,25 @@ describeBrowser('passkey login in Chromium (virtual authenticator)', () => {
     const third = await authorize(page, 'rp-basic', { acr_values: ACR.passkey });
     expect(await third.claims()).toMatchObject({ acr: ACR.passkey });
     expect(await eventsOf(u.id)).toEqual(['otp:success', 'passkey:success']);
+  });
+
+  test('step-up: a session signed in with a passkey, asked for otp_passkey, gets only the mailed code', async () => {
+    const t = TEXTS.ja;
+    const u = await newAccount('passkey');
+    const page = await openPage(t.browserLocale);
+    await addVirtualAuthenticator(page);
+    await registerPasskey(page, s.app.services.passkeyService, u);
+    const first = await authorize(page);
+    await identify(page, t, u.userId);
+    await page.locator('#passkey-submit').click();
+    expect(await first.claims()).toMatchObject({ acr: ACR.passkey, amr: ['hwk', 'user'] });
+
+    const before = s.smtp.messages.length;
+    const second = await authorize(page, 'rp-basic', { acr_values: ACR.otpPasskey });
+    await page.locator('#otp').fill(await s.smtp.otpFor(u.email, before));
+    await page.locator('form[action$="/otp"]').getByRole('button', { name: t.otpSubmit, exact: true }).click();
+    expect(await second.claims()).toMatchObject({ acr: ACR.otpPasskey, amr: ['otp', 'swk', 'user'] });
+    expect(await eventsOf(u.id)).toEqual(['passkey:success', 'otp_passkey:success']);
   });
 
   describe.each(['ja', 'en'] as const)('%s refusals', (lang) => {

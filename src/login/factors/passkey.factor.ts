@@ -29,11 +29,19 @@ export class PasskeyFactor implements Factor {
   readonly name = 'passkey' as const;
   /**
    * What a passkey answer proves is in its outcome (`hwk` for a device-bound key, `swk` for a synced
-   * one, and `user`). This value stands only for a passkey proved at an earlier step of the flow (a
-   * discoverable login of otp_passkey): `swk`, which claims neither hardware nor more than was seen.
+   * one, and `user`: verification is always required). These stand only for a passkey passed at an
+   * earlier step of the flow (a login without a user ID of otp_passkey): `swk`, which does not claim
+   * hardware it did not see, and `user`.
    */
-  readonly amr = 'swk';
-  readonly provedBy = PASSKEY_AMR_VALUES;
+  readonly amr = ['swk', 'user'];
+
+  /**
+   * A session proved a passkey when its amr has a key (`hwk`/`swk`) and `user`: a client certificate
+   * alone asserts `swk` too, but never `user`.
+   */
+  provedIn(sessionAmr: readonly string[]): boolean {
+    return sessionAmr.includes('user') && PASSKEY_AMR_VALUES.some((v) => sessionAmr.includes(v));
+  }
 
   constructor(private readonly deps: { passkeys: PasskeyService }) {}
 
