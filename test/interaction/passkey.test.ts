@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import * as oidc from 'openid-client';
 import { parseTenants } from '../../src/config/tenants.js';
-import { startTestServer, uniqueUser, TEST_TENANTS_YAML, type TestServer } from '../support/harness.js';
+import { REDIRECT_URI, startTestServer, uniqueUser, TEST_TENANTS_YAML, type TestServer } from '../support/harness.js';
 import { csrfOf, discover, startLogin, submit } from '../support/browser-less.js';
 
 /**
@@ -12,12 +12,21 @@ describe('passkey factor and the login without a user ID (no browser)', () => {
   let s: TestServer;
   let rp: oidc.Configuration;
   let rpOtpOnly: oidc.Configuration;
+  let rpPasskeyOnly: oidc.Configuration;
   beforeAll(async () => {
-    // t1 allows passkeys; t2 keeps the default contract (otp only).
-    const tenants = parseTenants('t', TEST_TENANTS_YAML.replace('login_methods: [otp]', 'login_methods: [otp, passkey, otp_passkey]'));
+    // t1 allows passkeys; t2 keeps the default contract (otp only); t3 has the passkey method alone.
+    const t3 = `
+  - id: t3
+    name: テナント3
+    contract: { login_methods: [passkey] }
+    clients:
+      - { client_id: rp-t3, client_secret: rp-t3-secret-01234567890, name: パスキーのサイト, redirect_uris: ['${REDIRECT_URI}'] }
+`;
+    const tenants = parseTenants('t', TEST_TENANTS_YAML.replace('login_methods: [otp]', 'login_methods: [otp, passkey, otp_passkey]') + t3);
     s = await startTestServer({ tenants });
     rp = await discover(s.issuer, 'rp-basic', 'rp-basic-secret-0123456789');
     rpOtpOnly = await discover(s.issuer, 'rp-t2', 'rp-t2-secret-01234567890');
+    rpPasskeyOnly = await discover(s.issuer, 'rp-t3', 'rp-t3-secret-01234567890');
   });
   afterAll(async () => {
     await s?.close();
@@ -102,5 +111,32 @@ describe('passkey factor and the login without a user ID (no browser)', () => {
     const res = await login.agent.post(`${login.interactionPath}/passkey-discover`, { _csrf: csrfOf(identifyPage), response: madeUpAssertion(optionsOn(identifyPage)!.challenge) });
     expect(res.status).toBe(400);
     expect(await res.text()).toContain('ユーザIDは入力済みです');
+  });
+
+  test('unknown, pending, locked and passkey-less IDs get the same passkey page (stand-in options, shaped alike)', async () => {
+    const seen: Record<string, { page: string; allow: number; idLength: number }> = {};
+    for (const kind of ['live', 'unknown', 'pending', 'locked'] as const) {
+      const u = uniqueUser(kind);
+      if (kind !== 'unknown') {
+        const a = await s.app.services.accounts.create({ tenantId: 't3', userId: u.userId, loginMethod: 'passkey', status: kind === 'pending' ? 'pending_activation' : 'active', devices: [{ email: u.email }] });
+        if (kind === 'locked') await s.db.prisma.account.update({ where: { id: a.id }, data: { lockedAt: new Date() } });
+      }
+      const login = await startLogin(rpPasskeyOnly, s.issuer);
+      expect((await submit(login, 'identify', { userId: u.userId })).status).toBe(303);
+      const html = await (await login.agent.get(login.interactionPath)).text();
+      const options = optionsOn(html)!;
+      seen[kind] = {
+        page: html
+          .replace(/<script id="passkey-options" type="application\/json">[^<]*<\/script>/, 'OPTIONS')
+          .replaceAll(login.uid, 'UID')
+          .replaceAll(u.userId, 'USER')
+          .replace(/name="_csrf" value="[^"]+"/g, 'CSRF'),
+        allow: options.allowCredentials?.length ?? 0,
+        idLength: options.allowCredentials?.[0]?.id.length ?? 0,
+      };
+    }
+    expect(seen.live!.page).toContain('id="passkey-form"');
+    expect(seen.live!.allow).toBe(1);
+    for (const kind of ['unknown', 'pending', 'locked']) expect(seen[kind]).toEqual(seen.live);
   });
 });
