@@ -11,6 +11,7 @@ import { createRateLimits, type RateLimits } from './http/rate-limit.js';
 import { requestIdOf } from './http/request-id.js';
 import { mailOutboxFigures } from './persistence/health.js';
 import { ClientCertificateFactor } from './login/factors/client-certificate.factor.js';
+import { PasskeyFactor } from './login/factors/passkey.factor.js';
 import { EmailOtpFactor } from './login/factors/email-otp.factor.js';
 import { PasswordFactor } from './login/factors/password.factor.js';
 import { LoginFlowService } from './login/login-flow.service.js';
@@ -262,6 +263,7 @@ export async function createAppServices(opts: AppServicesOptions): Promise<AppSe
       new EmailOtpFactor({ otp, mail, otpLength: config.otp.length, otpTtlSeconds: config.otp.ttlSeconds, logger }),
       new PasswordFactor({ accounts, logger }),
       new ClientCertificateFactor({ certificates, mtlsUrl: config.certificates.mtls.url }),
+      new PasskeyFactor({ passkeys: domain.passkeyService }),
     ],
     flowTtlSeconds: config.loginFlowTtlSeconds,
     revealUnknownUser: config.revealUnknownUser,

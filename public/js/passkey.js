@@ -3,6 +3,9 @@
 //   data-passkey="register" | "authenticate"   runs the ceremony on submit, then posts the form;
 //   data-passkey="autofill"                    offers passkeys in the user-ID field's autofill
 //                                               (conditional mediation) and posts when one is picked;
+//                                               its own submit button runs the ceremony as "authenticate"
+//                                               does (browsers without autofill). A `hidden` autofill
+//                                               form is shown once the browser supports passkeys;
 //   data-passkey-options="<id>"                the id of a <script type="application/json"> holding
 //                                               the server's options (a data block, not a script);
 //   data-passkey-field="<name>"                the hidden input receiving the browser's answer (JSON);
@@ -50,11 +53,11 @@
     var kind = form.getAttribute('data-passkey');
     if (kind === 'autofill') {
       if (!supported()) return;
+      form.hidden = false;
       lib.browserSupportsWebAuthnAutofill().then(function (ok) {
         // A cancelled or abandoned autofill is not an error: the user simply typed an ID instead.
         if (ok) ceremony(form, true).catch(function () {});
       });
-      return;
     }
     form.addEventListener('submit', function (event) {
       if (form.getAttribute('data-passkey-done')) return;

@@ -5,6 +5,7 @@ import { clientIp } from '../http/client-ip.js';
 import { BadRequestError, RateLimitedError } from '../http/errors.js';
 import { LimitBatch, type RateLimits } from '../http/rate-limit.js';
 import { normalizeUserId, USER_ID_MAX, type LoginFlowService, type RequestInfo } from '../login/login-flow.service.js';
+import { optionsJson } from '../login/factors/passkey.factor.js';
 import { requiredMethod } from '../login/login-methods.js';
 import type { OidcInteractions } from '../oidc/interactions.js';
 import type { LoginContextRepository } from '../persistence/login-context.repository.js';
@@ -75,10 +76,12 @@ export function interactionRouter(deps: {
     const view = await flows.view(flow, requestInfo(ctx), flowUrl(uid));
     if (view.step === 'identify') {
       const hint = typeof details.params.login_hint === 'string' ? details.params.login_hint.slice(0, 64) : '';
-      await ctx.render('login/identify', { uid, clientName, userIdValue: hint });
+      // A contract with passkeys: the page also offers a login without a user ID (autofill, or a button).
+      const discoverable = await flows.discoverableOptions(flow);
+      await ctx.render('login/identify', { uid, clientName, userIdValue: hint, ...(discoverable ? { passkeyOptions: optionsJson(discoverable) } : {}) });
       return;
     }
-    const { view: template, locals } = view.factor.render(view.context);
+    const { view: template, locals } = await view.factor.render(view.context);
     const notice = ctx.query.resent === '1' ? ctx.state.t('login:otp.resent') : undefined;
     await ctx.render(template, { uid, clientName, otpMinutes: Math.round(deps.otpTtlSeconds / 60), notice, ...locals });
   }));
@@ -99,10 +102,15 @@ export function interactionRouter(deps: {
   }, submittedUserId(ctx)));
 
   // One handler for every factor's form: the flow knows which factor is current.
-  router.post(['/:uid/otp', '/:uid/password', '/:uid/certificate'], (ctx) => step(ctx, async ({ details, loaded }) => {
+  router.post(['/:uid/otp', '/:uid/password', '/:uid/certificate', '/:uid/passkey', '/:uid/passkey-discover'], (ctx) => step(ctx, async ({ details, loaded }) => {
     let outcome: Awaited<ReturnType<LoginFlowService['submit']>> | undefined;
     await counted(ctx, details.uid, async (req) => {
       const flow = await flows.begin(details.uid, details.params.client_id, loaded);
+      // A passkey that names its account (from the user-ID page): a login without a user ID.
+      if (ctx.path.endsWith('/passkey-discover')) {
+        outcome = await flows.discover(flow, body(ctx), req, flowUrl(details.uid), requiredMethod(details.params.acr_values));
+        return;
+      }
       // A finished flow still takes its last answer again (a double click lands after the first).
       if (!flow.state.startsWith('factor:') && flow.state !== 'complete') throw new BadRequestError('common:errors.bad_request', {}, flowUrl(details.uid));
       outcome = await flows.submit(flow, body(ctx), req, flowUrl(details.uid));

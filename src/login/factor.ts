@@ -33,6 +33,8 @@ export type FactorOutcome =
       kind: 'passed';
       /** A one-time code that passed: consumed by the statement that moves the flow on (only one submission wins). */
       codeId?: string;
+      /** The RFC 8176 `amr` values this answer proved, when they depend on it (a passkey: `hwk` or `swk`, and `user`). */
+      amr?: string[];
     }
   | {
       kind: 'rejected';
@@ -51,8 +53,14 @@ export type FactorOutcome =
 /** One step of a login method (like a Keycloak authenticator). */
 export interface Factor {
   readonly name: FactorName;
-  /** RFC 8176 `amr` value this factor contributes. */
-  readonly amr: string;
+  /**
+   * RFC 8176 `amr` values this factor contributes. A factor whose values depend on the answer (a
+   * passkey) names them in its outcome; these then stand for it only when it was passed at an earlier
+   * step of the flow, where the answer is no longer at hand.
+   */
+  readonly amr: readonly string[];
+  /** Whether a session's `amr` shows this factor proved (step-up); default: it holds all of `amr`. */
+  provedIn?(sessionAmr: readonly string[]): boolean;
   /** Whether the account can pass this factor at all (checked when a client asks for more than the account's method). */
   isConfiguredFor(account: AccountWithDevices): boolean | Promise<boolean>;
   /** Runs when the flow reaches this step (e.g. mails the code), once `enterLimits` allowed it. */
@@ -64,6 +72,29 @@ export interface Factor {
   /** Factors that mail a code: whether that mail was finally given up (the step then cannot succeed). */
   undelivered?(ctx: FactorContext): Promise<boolean>;
   /** The view and its locals for this step's page. */
-  render(ctx: FactorContext): { view: string; locals: Record<string, unknown> };
+  render(ctx: FactorContext): FactorPage | Promise<FactorPage>;
   submit(ctx: FactorContext, input: Record<string, unknown>): Promise<FactorOutcome>;
+  /**
+   * Factors whose answer names its account (a discoverable passkey), for a login without a user ID:
+   * the ceremony's options for the user-ID page, and the account an answer claims to come from. That
+   * claim is only a look-up: the answer is then checked by `submit` like any other.
+   */
+  discoverable?: {
+    options(ctx: { flow: LoginFlow; tenant: Tenant }): Promise<unknown>;
+    /** The account of this tenant the answer names, or the rejection for an answer naming none (its challenge spent). */
+    claimedAccount(
+      ctx: { flow: LoginFlow; tenant: Tenant; flowUrl: string },
+      input: Record<string, unknown>,
+    ): Promise<{ accountId: string } | { rejected: Extract<FactorOutcome, { kind: 'rejected' }> }>;
+  };
+}
+
+export interface FactorPage {
+  view: string;
+  locals: Record<string, unknown>;
+}
+
+/** Whether a session's `amr` shows that `factor` was proved. */
+export function provedInSession(factor: Pick<Factor, 'amr' | 'provedIn'>, amr: readonly string[]): boolean {
+  return factor.provedIn ? factor.provedIn(amr) : factor.amr.every((v) => amr.includes(v));
 }

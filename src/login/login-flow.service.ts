@@ -12,10 +12,10 @@ import type { AccountRepository, AccountWithDevices } from '../persistence/accou
 import type { LoginHandoff } from './login-handoff.js';
 import type { LoginContextData } from '../persistence/login-context.repository.js';
 import type { LoginFlow, LoginFlowRepository } from '../persistence/login-flow.repository.js';
-import type { Factor, FactorContext } from './factor.js';
+import { provedInSession, type Factor, type FactorContext } from './factor.js';
 import { deliverableAddresses } from './factors/email-otp.factor.js';
 import { AccountLockedError, AuthFailedError, MethodUnavailableError, NotActivatedError, OtpNotSentError } from './login-errors.js';
-import { METHOD_ACR, METHOD_FACTORS, decoyMethod, effectiveMethod, strongerMethod, type FactorName } from './login-methods.js';
+import { METHOD_ACR, METHOD_FACTORS, METHOD_STRENGTH, PASSKEY_METHODS, decoyMethod, effectiveMethod, isAtLeast, strongerMethod, type FactorName } from './login-methods.js';
 
 /** Who is asking, as the HTTP layer saw it. */
 export interface RequestInfo {
@@ -229,17 +229,67 @@ export class LoginFlowService {
     const next = { ...flow, accountId: account?.id ?? null, submittedUserId: userId, method, state: factorState(first) };
     const factor = this.currentFactor(next);
     const ctx = await this.context(next, req, flowUrl, account);
-    const identified = { accountId: account?.id ?? null, submittedUserId: userId, method, completedFactors: [], state: factorState(first) };
+    next.id = await this.leaveIdentify(flow, { accountId: account?.id ?? null, submittedUserId: userId, method, completedFactors: [], state: factorState(first) }, flowUrl);
+    // Only the submission that moved the flow counts towards the factor's limit (a double click costs one mail).
+    await this.enterFactor(factor, ctx, req);
+  }
+
+  /** Moves a flow from the user-ID step (storing it, if it is not yet); returns its id. */
+  private async leaveIdentify(flow: LoginFlow, identified: Pick<LoginFlow, 'accountId' | 'submittedUserId' | 'method' | 'completedFactors' | 'state'>, flowUrl: string): Promise<string> {
     if (this.unsaved.has(flow)) {
       const id = await this.deps.flows.createIdentified(flow, identified);
       if (!id) throw new BadRequestError('login:errors.already_identified', {}, flowUrl);
       // A flow stored by a restart keeps its own id.
-      next.id = id;
-    } else if (!(await this.deps.flows.transition(flow.id, 'identify', identified))) {
-      throw new BadRequestError('login:errors.already_identified', {}, flowUrl);
+      return id;
     }
-    // Only the submission that moved the flow counts towards the factor's limit (a double click costs one mail).
-    await this.enterFactor(factor, ctx, req);
+    if (!(await this.deps.flows.transition(flow.id, 'identify', identified))) throw new BadRequestError('login:errors.already_identified', {}, flowUrl);
+    return flow.id;
+  }
+
+  /**
+   * Options for a login without a user ID (a discoverable passkey), for the user-ID page; undefined
+   * when the client's contract has no passkey method.
+   */
+  async discoverableOptions(flow: LoginFlow): Promise<unknown> {
+    const { tenant } = this.clientOf(flow.clientId);
+    const discoverable = this.factors.get('passkey')?.discoverable;
+    if (!discoverable || !tenant.contract.login_methods.some((m) => PASSKEY_METHODS.includes(m))) return undefined;
+    return discoverable.options({ flow, tenant });
+  }
+
+  /**
+   * A login without a user ID: the passkey names its account (of the client's tenant only). The flow
+   * moves to that account's passkey step, as if its ID had been typed, and the answer is submitted
+   * there, with every rule of a typed ID (lock, activation, lockout, history). The method is the
+   * account's own, raised to `required`, or the weakest contract method above it with a passkey step;
+   * what it needs besides the passkey (the mailed code of otp_passkey) follows. A refused answer
+   * sends the flow back to the user-ID step, so it never shows the account's ID.
+   */
+  async discover(flow: LoginFlow, input: Record<string, unknown>, req: RequestInfo, flowUrl: string, required?: LoginMethod): Promise<CompletedLogin | { next: FactorName }> {
+    if (flow.state !== 'identify') throw new BadRequestError('login:errors.already_identified', {}, flowUrl);
+    const { tenant } = this.clientOf(flow.clientId);
+    const discoverable = this.factors.get('passkey')?.discoverable;
+    if (!discoverable || !tenant.contract.login_methods.some((m) => PASSKEY_METHODS.includes(m))) throw new BadRequestError('common:errors.bad_request', {}, flowUrl);
+    const claim = await discoverable.claimedAccount({ flow, tenant, flowUrl }, input);
+    const account = 'accountId' in claim ? await this.deps.accounts.findById(claim.accountId) : null;
+    if (!account) {
+      const rejected = 'rejected' in claim ? claim.rejected : undefined;
+      await this.event({ ...flow, method: 'passkey' }, req, rejected?.result ?? 'wrong_passkey', null);
+      throw new AuthFailedError(flowUrl, rejected?.messageKey);
+    }
+    const target = strongerMethod(effectiveMethod(account.loginMethod, tenant.contract), required);
+    const method =
+      [target, ...METHOD_STRENGTH.filter((m) => tenant.contract.login_methods.includes(m))].find(
+        (m) => METHOD_FACTORS[m].includes('passkey') && isAtLeast(m, target),
+      ) ?? target;
+    const at = { accountId: account.id, submittedUserId: account.userId, method, completedFactors: [], state: factorState('passkey') };
+    const next = { ...flow, ...at, id: await this.leaveIdentify(flow, at, flowUrl) };
+    try {
+      return await this.submit(next, input, req, flowUrl);
+    } catch (e) {
+      await this.deps.flows.transition(next.id, next.state, { state: 'identify', accountId: null, submittedUserId: null, method: null, completedFactors: [] });
+      throw e;
+    }
   }
 
   /** Sends the current factor's code again, once its cool-down has passed. */
@@ -265,7 +315,7 @@ export class LoginFlowService {
   async submit(flow: LoginFlow, input: Record<string, unknown>, req: RequestInfo, flowUrl: string): Promise<CompletedLogin | { next: FactorName }> {
     // A resubmission after the flow finished (a late double click) is checked against its last factor.
     const finished = flow.state === 'complete';
-    const last = METHOD_FACTORS[(flow.method ?? 'otp') as LoginMethod].at(-1);
+    const last = (flow.completedFactors.at(-1) as FactorName | undefined) ?? METHOD_FACTORS[(flow.method ?? 'otp') as LoginMethod].at(-1);
     const factor = finished && last ? this.currentFactor({ ...flow, state: factorState(last) }) : this.currentFactor(flow);
     const ctx = await this.context(flow, req, flowUrl);
     const { tenant, account } = ctx;
@@ -342,7 +392,7 @@ export class LoginFlowService {
     if (!done.succeeded) throw new AccountLockedError(flowUrl, undefined, done.lockedUntil);
     if (done.account) this.deps.handoff?.put({ ...account, ...done.account, failedAttempts: 0, lockedAt: null, lockedUntil: null, lastLoginIp: req.ip });
     if (!done.seenIp && done.previousLoginAt) await this.notifyNewIp(account, ctx);
-    const amr = METHOD_FACTORS[method].map((name) => this.factors.get(name)?.amr ?? name);
+    const amr = METHOD_FACTORS[method].flatMap((name) => (name === factor.name && outcome.amr ? outcome.amr : (this.factors.get(name)?.amr ?? [name])));
     return { accountId: account.id, amr, acr: METHOD_ACR[method], method };
   }
 
@@ -360,7 +410,7 @@ export class LoginFlowService {
     const current = await this.deps.accounts.findById(account.id);
     if (!current || isLocked(current)) throw new AccountLockedError(flowUrl, undefined, current?.lockedUntil);
     const method = (now.method ?? 'otp') as LoginMethod;
-    const amr = METHOD_FACTORS[method].map((name) => this.factors.get(name)?.amr ?? name);
+    const amr = METHOD_FACTORS[method].flatMap((name) => this.factors.get(name)?.amr ?? [name]);
     return { accountId: account.id, amr, acr: METHOD_ACR[method], method };
   }
 
@@ -385,7 +435,10 @@ export class LoginFlowService {
     if (isLocked(account)) throw new AccountLockedError(flowUrl, undefined, account.lockedUntil);
     const method = strongerMethod(effectiveMethod(account.loginMethod, tenant.contract), session.required);
     const all = METHOD_FACTORS[method];
-    const proved = all.filter((name) => session.amr.includes(this.factors.get(name)?.amr ?? name));
+    const proved = all.filter((name) => {
+      const factor = this.factors.get(name);
+      return factor ? provedInSession(factor, session.amr) : session.amr.includes(name);
+    });
     // Nothing missing by amr (an older session of the same method): the whole method again.
     const completed = proved.length < all.length ? proved : [];
     const missing = all.filter((f) => !completed.includes(f));

@@ -112,8 +112,8 @@ export function createProvider(deps: ProviderDeps): Provider {
 
   // Step-up: a session signed in with a weaker method than the client asks for (acr_values, or the
   // client's default_acr_values) must log in again; the interaction then asks only for the missing
-  // factors (LoginFlowService.beginStepUp). Methods are ordered otp < password < password_otp <
-  // password_certificate.
+  // factors (LoginFlowService.beginStepUp). Methods are ordered by METHOD_STRENGTH: otp < password <
+  // password_otp < password_certificate < passkey < otp_passkey.
   policy.get('login')?.checks.add(
     new interactionPolicy.Check('acr_step_up', 'the session was established with a weaker login method than requested', (ctx) => {
       const session = ctx.oidc.session;

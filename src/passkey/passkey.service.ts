@@ -235,6 +235,16 @@ export class PasskeyService {
   }
 
   /**
+   * The account (and its tenant) of the passkey an assertion names, unchecked: where a login without a
+   * user ID goes. The assertion itself is then checked by verifyAssertion for that account.
+   */
+  async claimedOwner(raw: unknown, backUrl?: string): Promise<{ accountId: string; tenantId: string } | null> {
+    const response = parse(assertionSchema, raw, backUrl);
+    const passkey = await this.deps.passkeys.findByCredentialId(response.id);
+    return passkey ? { accountId: passkey.accountId, tenantId: passkey.account.tenantId } : null;
+  }
+
+  /**
    * Verifies an assertion made for `binding`. `expect.accountId`: the account the login is for (null:
    * discoverable, any account of `expect.tenantId`). Never throws for a wrong answer: the caller counts
    * failures; malformed input is a 400.

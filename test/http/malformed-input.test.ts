@@ -83,6 +83,8 @@ const ROUTES: Route[] = [
   { method: 'POST', path: '/interaction/:uid/otp', fields: ['otp'], kind: 'page' },
   { method: 'POST', path: '/interaction/:uid/password', fields: ['password'], kind: 'page' },
   { method: 'POST', path: '/interaction/:uid/certificate', fields: [], kind: 'page' },
+  { method: 'POST', path: '/interaction/:uid/passkey', fields: ['response'], kind: 'page' },
+  { method: 'POST', path: '/interaction/:uid/passkey-discover', fields: ['response'], kind: 'page' },
   { method: 'POST', path: '/interaction/:uid/resend', fields: [], kind: 'page' },
   { method: 'POST', path: '/interaction/:uid/restart', fields: [], kind: 'page' },
   { method: 'POST', path: '/interaction/:uid/consent', fields: [], kind: 'page' },

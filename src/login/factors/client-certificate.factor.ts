@@ -22,7 +22,7 @@ export class ClientCertificateFactor implements Factor {
    * of possession of a software-secured key) is the accurate registered value; `hwk` would claim
    * hardware and `sc` a smart card. Relying sites tell this method apart by its acr.
    */
-  readonly amr = 'swk';
+  readonly amr = ['swk'];
 
   constructor(
     private readonly deps: {

@@ -25,7 +25,7 @@ export function deliverableAddresses(account: AccountWithDevices): string[] {
 /** The manual's one-time password by e-mail, sent to every proven device address of the account. */
 export class EmailOtpFactor implements Factor {
   readonly name = 'email_otp' as const;
-  readonly amr = 'otp';
+  readonly amr = ['otp'];
 
   constructor(
     private readonly deps: {

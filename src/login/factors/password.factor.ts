@@ -9,7 +9,7 @@ import type { Factor, FactorContext, FactorOutcome } from '../factor.js';
 /** ID + password (memory-hard hash; wrong passwords count towards the same lockout as wrong codes). */
 export class PasswordFactor implements Factor {
   readonly name = 'password' as const;
-  readonly amr = 'pwd';
+  readonly amr = ['pwd'];
 
   constructor(private readonly deps: { accounts: Pick<AccountRepository, 'upgradePasswordHash'>; logger: Pick<Logger, 'warn'> }) {}
 
