@@ -67,14 +67,7 @@ export class AccountPasskeyService {
   /** Verifies and stores a new passkey (BadRequestError in the user's language otherwise), records it and tells the devices. */
   async register(account: AccountWithDevices, binding: string, raw: unknown, details: { name: string; deviceId: string | null }, req: PasskeyRequest, backUrl: string): Promise<Passkey> {
     const passkey = await this.deps.passkeys.register(account, binding, raw, details, backUrl);
-    await this.deps.events.record({
-      tenantId: account.tenantId,
-      accountId: account.id,
-      type: 'passkey_registered',
-      actor: 'user',
-      sourceIp: req.ip,
-      detail: { passkey: passkey.id, name: passkey.name },
-    });
+    await this.record(account, 'passkey_registered', { passkey: passkey.id, name: passkey.name }, req);
     await this.notify(account, 'passkey-registered', passkey.name, req);
     return passkey;
   }
@@ -82,7 +75,7 @@ export class AccountPasskeyService {
   /** False when the account has no such passkey (another account's id, a forged one). */
   async rename(account: AccountWithDevices, id: string, name: string, req: PasskeyRequest): Promise<boolean> {
     const done = await this.deps.passkeys.rename(account.id, id, name);
-    if (done) await this.deps.events.record({ tenantId: account.tenantId, accountId: account.id, type: 'passkey_renamed', actor: 'user', sourceIp: req.ip, detail: { passkey: id } });
+    if (done) await this.record(account, 'passkey_renamed', { passkey: id }, req);
     return done;
   }
 
@@ -101,16 +94,13 @@ export class AccountPasskeyService {
     const removed = await this.deps.passkeys.deleteUnlessLast(account.id, id, methodsKeepingOne(tenant));
     if (removed === 'last') throw new LastPasskeyError();
     if (!removed) return null;
-    await this.deps.events.record({
-      tenantId: account.tenantId,
-      accountId: account.id,
-      type: 'passkey_deleted',
-      actor: 'user',
-      sourceIp: req.ip,
-      detail: { passkey: removed.id, name: removed.name },
-    });
+    await this.record(account, 'passkey_deleted', { passkey: removed.id, name: removed.name }, req);
     await this.notify(account, 'passkey-deleted', removed.name, req);
     return removed;
+  }
+
+  private record(account: AccountWithDevices, type: 'passkey_registered' | 'passkey_renamed' | 'passkey_deleted', detail: Record<string, string>, req: PasskeyRequest) {
+    return this.deps.events.record({ tenantId: account.tenantId, accountId: account.id, type, actor: 'user', sourceIp: req.ip, detail });
   }
 
   private async notify(account: AccountWithDevices, template: 'passkey-registered' | 'passkey-deleted', name: string, req: PasskeyRequest): Promise<void> {

@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import * as oidc from 'openid-client';
 import type { Page } from 'playwright-core';
-import { parseTenants } from '../../src/config/tenants.js';
 import { hashSecret, normalizeAnswer } from '../../src/credentials/hashing.js';
-import { REDIRECT_URI, startTestServer, uniqueUser, TEST_TENANTS_YAML, type TestServer } from '../support/harness.js';
+import { REDIRECT_URI, startTestServer, uniqueUser, type TestServer } from '../support/harness.js';
+import { passkeyTenants } from '../support/passkeys.js';
 import { discover } from '../support/browser-less.js';
 import { describeBrowser, screenshot, useBrowserSuite } from '../support/browser.js';
 import { addVirtualAuthenticator } from '../support/virtual-authenticator.js';
@@ -74,21 +74,12 @@ const TEXTS = {
 
 const ANSWER = 'みなとみらい';
 
-/** t1 offers the passkey methods (passkey recovery on, the default); t2 a passkey method with passkey recovery off. */
-const TENANTS = () =>
-  parseTenants(
-    't',
-    TEST_TENANTS_YAML.replace('login_methods: [otp]', 'login_methods: [otp, passkey, otp_passkey]').replace(
-      'name: テナント2\n',
-      'name: テナント2\n    contract: { login_methods: [otp, passkey], passkey_recovery: false }\n',
-    ),
-  );
 
 describeBrowser('passkeys: account area, login method, activation and recovery in Chromium', () => {
   let s: TestServer;
   const { openPage } = useBrowserSuite(
     // WebAuthn refuses an IP address as relying-party ID.
-    () => startTestServer({ tenants: TENANTS(), issuerHost: 'localhost' }),
+    () => startTestServer({ tenants: passkeyTenants(), issuerHost: 'localhost' }),
     (server) => {
       s = server;
     },

@@ -113,6 +113,15 @@ describeBrowser('passkey login in Chromium (virtual authenticator)', () => {
     return { ...u, id: account.id };
   }
 
+  /** A new account of `loginMethod` with one passkey, held by the virtual authenticator of a fresh page. */
+  async function accountWithPasskey(loginMethod: string, locale: string, opts: { autofill?: boolean } = {}) {
+    const u = await newAccount(loginMethod);
+    const page = await openPage(locale, opts.autofill);
+    const authenticator = await addVirtualAuthenticator(page);
+    await registerPasskey(page, s.app.services.passkeyService, u);
+    return { u, page, authenticator };
+  }
+
   /** A relying site's authorization request, opened in the page; its callback answered in the browser. */
   async function authorize(page: Page, clientId = 'rp-basic', extra: Record<string, string> = {}) {
     const rp = await discover(s.issuer, clientId, SECRETS[clientId]);
@@ -159,10 +168,7 @@ describeBrowser('passkey login in Chromium (virtual authenticator)', () => {
     const shot = (page: Page, n: string) => screenshot(page, `passkey-login-${lang}-${n}`);
 
     test('passwordless with the user ID: the passkey page, then the ID token says passkey (acr, amr hwk + user)', async () => {
-      const u = await newAccount('passkey');
-      const page = await openPage(t.browserLocale);
-      await addVirtualAuthenticator(page);
-      await registerPasskey(page, s.app.services.passkeyService, u);
+      const { u, page } = await accountWithPasskey('passkey', t.browserLocale);
 
       const login = await authorize(page);
       await page.locator('#passkey-sign-in').waitFor();
@@ -188,10 +194,7 @@ describeBrowser('passkey login in Chromium (virtual authenticator)', () => {
     });
 
     test('passwordless without a user ID (the button), then the login history says パスキー / Passkey', async () => {
-      const u = await newAccount('passkey');
-      const page = await openPage(t.browserLocale);
-      await addVirtualAuthenticator(page);
-      await registerPasskey(page, s.app.services.passkeyService, u);
+      const { u, page } = await accountWithPasskey('passkey', t.browserLocale);
 
       // The account area signs in through the same login screens.
       await page.goto(`${s.issuer}/account/?client_id=rp-basic`);
@@ -206,10 +209,7 @@ describeBrowser('passkey login in Chromium (virtual authenticator)', () => {
     });
 
     test('otp_passkey: the mailed code, then the passkey; the ID token has both (otp, hwk, user)', async () => {
-      const u = await newAccount('otp_passkey');
-      const page = await openPage(t.browserLocale);
-      await addVirtualAuthenticator(page);
-      await registerPasskey(page, s.app.services.passkeyService, u);
+      const { u, page } = await accountWithPasskey('otp_passkey', t.browserLocale);
 
       const login = await authorize(page);
       const before = s.smtp.messages.length;
@@ -225,11 +225,8 @@ describeBrowser('passkey login in Chromium (virtual authenticator)', () => {
   });
 
   test('passwordless without a user ID by autofill (conditional mediation): picking the passkey signs in', async () => {
-    const u = await newAccount('passkey');
     // A browser with passkey autofill; the virtual authenticator picks its one passkey as a user would.
-    const page = await openPage('ja-JP', true);
-    await addVirtualAuthenticator(page);
-    await registerPasskey(page, s.app.services.passkeyService, u);
+    const { u, page } = await accountWithPasskey('passkey', 'ja-JP', { autofill: true });
     const login = await authorize(page);
     expect(await login.claims()).toMatchObject({ acr: ACR.passkey, amr: ['hwk', 'user'] });
     expect(await eventsOf(u.id)).toEqual(['passkey:success']);
@@ -237,10 +234,7 @@ describeBrowser('passkey login in Chromium (virtual authenticator)', () => {
 
   test('otp_passkey without a user ID: the passkey first, then the mailed code', async () => {
     const t = TEXTS.ja;
-    const u = await newAccount('otp_passkey');
-    const page = await openPage(t.browserLocale);
-    await addVirtualAuthenticator(page);
-    await registerPasskey(page, s.app.services.passkeyService, u);
+    const { u, page } = await accountWithPasskey('otp_passkey', t.browserLocale);
 
     const login = await authorize(page);
     const before = s.smtp.messages.length;
@@ -256,10 +250,7 @@ describeBrowser('passkey login in Chromium (virtual authenticator)', () => {
 
   test('step-up: a session signed in with the mailed code gets the passkey step when a client asks for the passkey acr', async () => {
     const t = TEXTS.ja;
-    const u = await newAccount('otp');
-    const page = await openPage(t.browserLocale);
-    await addVirtualAuthenticator(page);
-    await registerPasskey(page, s.app.services.passkeyService, u);
+    const { u, page } = await accountWithPasskey('otp', t.browserLocale);
 
     const first = await authorize(page);
     const before = s.smtp.messages.length;
@@ -283,10 +274,7 @@ describeBrowser('passkey login in Chromium (virtual authenticator)', () => {
 
   test('step-up: a session signed in with a passkey, asked for otp_passkey, gets only the mailed code', async () => {
     const t = TEXTS.ja;
-    const u = await newAccount('passkey');
-    const page = await openPage(t.browserLocale);
-    await addVirtualAuthenticator(page);
-    await registerPasskey(page, s.app.services.passkeyService, u);
+    const { u, page } = await accountWithPasskey('passkey', t.browserLocale);
     const first = await authorize(page);
     await identify(page, t, u.userId);
     await page.locator('#passkey-submit').click();
@@ -386,10 +374,7 @@ describeBrowser('passkey login in Chromium (virtual authenticator)', () => {
   test('a locked or pending account does not sign in without a user ID either; the history records it under passkey', async () => {
     const t = TEXTS.ja;
     for (const state of ['locked', 'pending'] as const) {
-      const u = await newAccount('passkey');
-      const page = await openPage(t.browserLocale);
-      await addVirtualAuthenticator(page);
-      await registerPasskey(page, s.app.services.passkeyService, u);
+      const { u, page } = await accountWithPasskey('passkey', t.browserLocale);
       await s.db.prisma.account.update({ where: { id: u.id }, data: state === 'locked' ? { lockedAt: new Date() } : { status: 'pending_activation', activatedAt: null } });
       await authorize(page);
       const uid = new URL(page.url()).pathname.split('/').pop()!;
@@ -420,10 +405,7 @@ describeBrowser('passkey login in Chromium (virtual authenticator)', () => {
 
   test('a spent challenge is a plain error asking to try again, not a counted failure', async () => {
     const t = TEXTS.ja;
-    const u = await newAccount('passkey');
-    const page = await openPage(t.browserLocale);
-    await addVirtualAuthenticator(page);
-    await registerPasskey(page, s.app.services.passkeyService, u);
+    const { u, page } = await accountWithPasskey('passkey', t.browserLocale);
     await authorize(page);
     await identify(page, t, u.userId);
     await page.locator('#passkey-submit').waitFor();

@@ -1,24 +1,15 @@
 import * as oidc from 'openid-client';
-import { parseTenants } from '../../src/config/tenants.js';
 import { hashSecret, normalizeAnswer } from '../../src/credentials/hashing.js';
 import { discover, startLogin, type StartedLogin } from '../support/browser-less.js';
-import { startTestServer, uniqueUser, TEST_TENANTS_YAML, type TestServer } from '../support/harness.js';
+import { passkeyTenants } from '../support/passkeys.js';
+import { startTestServer, uniqueUser, type TestServer } from '../support/harness.js';
 
-/** t1: passkey methods with passkey recovery (the default); t2: a passkey method without it. */
-const TENANTS = () =>
-  parseTenants(
-    't',
-    TEST_TENANTS_YAML.replace('login_methods: [otp]', 'login_methods: [otp, passkey, otp_passkey]').replace(
-      'name: テナント2\n',
-      'name: テナント2\n    contract: { login_methods: [otp, passkey], passkey_recovery: false }\n',
-    ),
-  );
 
 // The new passkey's ceremony runs in Chromium (test/e2e/passkey-area.browser.test.ts); here, the flow's order and refusals.
 describe('recovery of an account that signs in with a passkey', () => {
   let s: TestServer;
   beforeAll(async () => {
-    s = await startTestServer({ tenants: TENANTS() });
+    s = await startTestServer({ tenants: passkeyTenants() });
   });
   afterAll(async () => {
     await s?.close();

@@ -1,4 +1,6 @@
 import type { Page } from 'playwright-core';
+import { parseTenants } from '../../src/config/tenants.js';
+import { TEST_TENANTS_YAML } from './harness.js';
 import type { PasskeyService } from '../../src/passkey/passkey.service.js';
 import type { Passkey } from '../../src/persistence/passkey.repository.js';
 
@@ -46,3 +48,13 @@ export async function withoutAutofill(page: Page): Promise<void> {
     if ('PublicKeyCredential' in window) Object.defineProperty(PublicKeyCredential, 'isConditionalMediationAvailable', { value: async () => false });
   });
 }
+
+/** The test tenants with passkeys: t1 offers the passkey methods (passkey recovery on, the default); t2 a passkey method with passkey recovery off. */
+export const passkeyTenants = () =>
+  parseTenants(
+    't',
+    TEST_TENANTS_YAML.replace('login_methods: [otp]', 'login_methods: [otp, passkey, otp_passkey]').replace(
+      'name: テナント2\n',
+      'name: テナント2\n    contract: { login_methods: [otp, passkey], passkey_recovery: false }\n',
+    ),
+  );
