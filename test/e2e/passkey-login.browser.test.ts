@@ -28,8 +28,13 @@ tenants:
     contract: { login_methods: [otp, passkey] }
     clients:
       - { client_id: rp-t2, client_secret: rp-t2-secret-01234567890, name: 別テナントのサイト, redirect_uris: ['${callback}'] }
+  - id: t3
+    name: テナント3
+    contract: { login_methods: [passkey], lockout: { threshold: 2, duration_minutes: 15 } }
+    clients:
+      - { client_id: rp-t3, client_secret: rp-t3-secret-01234567890, name: 一時ロックのサイト, redirect_uris: ['${callback}'] }
 `;
-const SECRETS: Record<string, string> = { 'rp-basic': 'rp-basic-secret-0123456789', 'rp-t2': 'rp-t2-secret-01234567890' };
+const SECRETS: Record<string, string> = { 'rp-basic': 'rp-basic-secret-0123456789', 'rp-t2': 'rp-t2-secret-01234567890', 'rp-t3': 'rp-t3-secret-01234567890' };
 
 /** What each page must say, per language (literal, so a broken translation fails the test). */
 const TEXTS = {
@@ -46,6 +51,7 @@ const TEXTS = {
     unknown: 'このパスキーは登録されていません。',
     cloned: 'このパスキーは複製された疑いがあるため使用できません。',
     locked: 'アカウントをロックしました',
+    lockedFor15: 'あと約15分でロックが解除されます',
     challenge: 'パスキーの確認の有効期限が切れたか、すでに使用されています。もう一度お試しください。',
     menuHistory: 'ログイン履歴閲覧',
     methodPasskey: 'パスキー',
@@ -64,6 +70,7 @@ const TEXTS = {
     unknown: 'This passkey is not registered.',
     cloned: 'This passkey cannot be used because it may have been copied.',
     locked: 'Your account has been locked',
+    lockedFor15: 'The lock lifts in about 15 minutes',
     challenge: 'The passkey check has expired or was already used. Please try again.',
     menuHistory: 'Login history',
     methodPasskey: 'Passkey',
@@ -157,6 +164,23 @@ describeBrowser('passkey login in Chromium (virtual authenticator)', () => {
   async function identify(page: Page, t: Texts, userId: string) {
     await page.locator('#userId').fill(userId);
     await page.getByRole('button', { name: t.send, exact: true }).click();
+  }
+
+  /**
+   * At the passkey page for `userId`, the page's challenge answered with whatever passkey the page's
+   * authenticator holds (the options' list dropped): another account's passkey, posted as a hostile
+   * browser would.
+   */
+  async function answerWithOwnPasskey(page: Page, t: Texts, userId: string) {
+    await identify(page, t, userId);
+    await page.locator('#passkey-submit').waitFor();
+    const options = JSON.parse((await page.locator('#passkey-options').textContent()) ?? '{}') as Record<string, unknown>;
+    const forged = await assertWith(page, s.issuer, { ...options, allowCredentials: [] });
+    await page.evaluate((value) => {
+      const form = document.getElementById('passkey-form') as HTMLFormElement;
+      (form.elements.namedItem('response') as HTMLInputElement).value = value;
+      HTMLFormElement.prototype.submit.call(form);
+    }, forged);
   }
 
   const eventsOf = async (accountId: string) =>
@@ -335,16 +359,7 @@ describeBrowser('passkey login in Chromium (virtual authenticator)', () => {
       await addVirtualAuthenticator(page);
       await registerPasskey(page, s.app.services.passkeyService, attacker);
       await authorize(page);
-      await identify(page, t, victim.userId);
-      await page.locator('#passkey-submit').waitFor();
-      // The page's challenge, answered with the attacker's own passkey (the options' list dropped).
-      const options = JSON.parse((await page.locator('#passkey-options').textContent()) ?? '{}') as Record<string, unknown>;
-      const forged = await assertWith(page, s.issuer, { ...options, allowCredentials: [] });
-      await page.evaluate((value) => {
-        const form = document.getElementById('passkey-form') as HTMLFormElement;
-        (form.elements.namedItem('response') as HTMLInputElement).value = value;
-        HTMLFormElement.prototype.submit.call(form);
-      }, forged);
+      await answerWithOwnPasskey(page, t, victim.userId);
       await page.getByText(t.notRegistered).waitFor();
       await shot(page, '06-other-account');
       expect(await failuresOf(victim.id)).toBe(1);
@@ -425,5 +440,45 @@ describeBrowser('passkey login in Chromium (virtual authenticator)', () => {
     expect(second.status).toBe(400);
     expect(second.text).toContain(t.challenge);
     expect(await failuresOf(u.id)).toBe(0);
+  });
+  describe.each(['ja', 'en'] as const)('temporary lockout (%s)', (lang) => {
+    const t = TEXTS[lang];
+    test('failed passkey assertions lock the account for the contract\'s duration; the lock page says how long; once it lifts, the passkey signs in', async () => {
+      const u = await newAccount('passkey', 't3');
+      const ownersPage = await openPage(t.browserLocale);
+      await addVirtualAuthenticator(ownersPage);
+      await registerPasskey(ownersPage, s.app.services.passkeyService, u);
+      const intruder = await newAccount('passkey', 't3');
+      const page = await openPage(t.browserLocale);
+      await addVirtualAuthenticator(page);
+      await registerPasskey(page, s.app.services.passkeyService, intruder);
+
+      // Threshold 2: the first wrong passkey is refused, the second locks.
+      await authorize(page, 'rp-t3');
+      await answerWithOwnPasskey(page, t, u.userId);
+      await page.getByText(t.notRegistered).waitFor();
+      await authorize(page, 'rp-t3');
+      await answerWithOwnPasskey(page, t, u.userId);
+      await page.getByText(t.lockedFor15).waitFor();
+      await screenshot(page, `passkey-login-${lang}-08-temporary-lock`);
+      const locked = (await s.app.services.accounts.findById(u.id))!;
+      expect(locked.lockedUntil!.getTime() - locked.lockedAt!.getTime()).toBe(15 * 60_000);
+
+      // While locked, even the owner's passkey is refused, with the time left.
+      await authorize(ownersPage, 'rp-t3');
+      await identify(ownersPage, t, u.userId);
+      await ownersPage.locator('#passkey-submit').click();
+      await ownersPage.locator('.error-box, .error').first().waitFor();
+      expect(await visible(ownersPage)).toMatch(lang === 'ja' ? /あと約1[45]分でロックが解除されます/ : /The lock lifts in about 1[45] minutes/);
+      expect(await eventsOf(u.id)).toEqual(['passkey:wrong_passkey', 'passkey:locked', 'passkey:locked']);
+
+      // The lock's time passes (moved into the past rather than waited for): the passkey signs in.
+      await s.db.sql.query(`UPDATE accounts SET locked_at = now() - interval '16 minutes', locked_until = now() - interval '1 minute' WHERE id = $1::uuid`, [u.id]);
+      const login = await authorize(ownersPage, 'rp-t3');
+      await identify(ownersPage, t, u.userId);
+      await ownersPage.locator('#passkey-submit').click();
+      expect(await login.claims()).toMatchObject({ acr: ACR.passkey, amr: ['hwk', 'user'] });
+      expect(await failuresOf(u.id)).toBe(0);
+    });
   });
 });

@@ -21,8 +21,8 @@ export function optionsJson(options: unknown): string {
 /**
  * A passkey (WebAuthn assertion with user verification), through PasskeyService. The page carries
  * options for the flow's account, with a single-use challenge bound to the interaction; unknown IDs
- * and accounts without a usable passkey get the service's stand-in options, so the page does not
- * tell whether the ID exists. Also a discoverable login from the user-ID page, where the passkey
+ * and accounts without a passkey get the service's stand-in options, so the page does not tell
+ * whether the ID exists. Also a discoverable login from the user-ID page, where the passkey
  * names its account.
  */
 export class PasskeyFactor implements Factor {
@@ -53,11 +53,13 @@ export class PasskeyFactor implements Factor {
 
   async render(ctx: FactorContext) {
     const userId = ctx.flow.submittedUserId ?? '';
-    // Pending and locked accounts get the stand-in too: they cannot succeed, and their passkeys stay private.
+    // Locked and pending accounts get their own passkeys too, as live ones do (the page looks the
+    // same): the owner's answer then reaches the flow, which says why it cannot sign in (the lock and
+    // its time left, or activation), instead of the browser failing on a stand-in it has no key for.
     const options = await this.deps.passkeys.authenticationOptions(ctx.flow.interactionUid, {
       tenantId: ctx.tenant.id,
       userId,
-      accountId: ctx.live ? (ctx.account?.id ?? null) : null,
+      accountId: ctx.account?.id ?? null,
     });
     return { view: 'login/passkey', locals: { userId, passkeyOptions: optionsJson(options) } };
   }
