@@ -1,14 +1,10 @@
 import { createHmac } from 'node:crypto';
-import {
-  generateAuthenticationOptions,
-  generateRegistrationOptions,
-  verifyAuthenticationResponse,
-  verifyRegistrationResponse,
-  type AuthenticationResponseJSON,
-  type AuthenticatorTransport,
-  type PublicKeyCredentialCreationOptionsJSON,
-  type PublicKeyCredentialRequestOptionsJSON,
-  type RegistrationResponseJSON,
+import type {
+  AuthenticationResponseJSON,
+  AuthenticatorTransport,
+  PublicKeyCredentialCreationOptionsJSON,
+  PublicKeyCredentialRequestOptionsJSON,
+  RegistrationResponseJSON,
 } from '@simplewebauthn/server';
 import { z } from 'zod';
 import { BadRequestError } from '../http/errors.js';
@@ -98,6 +94,13 @@ export const PASSKEY_AMR_VALUES = ['hwk', 'swk'];
 const CHALLENGE_TTL_SECONDS = 300;
 
 /**
+ * @simplewebauthn/server, loaded on the first ceremony: it brings the X.509 and ASN.1 libraries with
+ * it, which a provider whose contracts use neither passkeys nor certificates never needs.
+ */
+let library: Promise<typeof import('@simplewebauthn/server')> | undefined;
+const webauthn = () => (library ??= import('@simplewebauthn/server'));
+
+/**
  * Passkeys (WebAuthn, through @simplewebauthn/server): registration and assertion ceremonies with
  * single-use challenges stored in the database (any instance can finish what another began), user
  * verification required, and the signature counter checked and moved with compare-and-set.
@@ -149,7 +152,7 @@ export class PasskeyService {
    */
   async registrationOptions(account: { id: string; userId: string }, binding: string): Promise<PublicKeyCredentialCreationOptionsJSON> {
     const existing = await this.deps.passkeys.listForAccount(account.id);
-    const options = await generateRegistrationOptions({
+    const options = await (await webauthn()).generateRegistrationOptions({
       rpName: this.deps.rp.rpName,
       rpID: this.deps.rp.rpId,
       userName: account.userId,
@@ -172,7 +175,7 @@ export class PasskeyService {
     let challengeAccount: string | null | undefined;
     let verification;
     try {
-      verification = await verifyRegistrationResponse({
+      verification = await (await webauthn()).verifyRegistrationResponse({
         response,
         expectedChallenge: async (challenge) => {
           challengeAccount = (await this.deps.passkeys.consumeChallenge(challenge, 'register', binding))?.accountId;
@@ -220,7 +223,7 @@ export class PasskeyService {
         ? own.map((p) => ({ id: p.credentialId, transports: p.transports as AuthenticatorTransport[] }))
         : [{ id: this.standInCredentialId(who.tenantId, who.userId) }];
     }
-    const options = await generateAuthenticationOptions({
+    const options = await (await webauthn()).generateAuthenticationOptions({
       rpID: this.deps.rp.rpId,
       userVerification: 'required',
       timeout: (this.deps.challengeTtlSeconds ?? CHALLENGE_TTL_SECONDS) * 1000,
@@ -268,7 +271,7 @@ export class PasskeyService {
     let challengeOk = false;
     let verification;
     try {
-      verification = await verifyAuthenticationResponse({
+      verification = await (await webauthn()).verifyAuthenticationResponse({
         response,
         expectedChallenge: async (challenge) => {
           const taken = await this.deps.passkeys.consumeChallenge(challenge, 'login', binding);
