@@ -6,6 +6,12 @@ import { startTestServer, uniqueUser, type TestServer } from '../support/harness
 import { discover, startLogin, submit } from '../support/browser-less.js';
 import { verifySignature } from '../../src/webhooks/webhook-signature.js';
 import { targetProblem } from '../../src/webhooks/webhook-target.js';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { TEST_TENANTS_YAML } from '../support/harness.js';
+import { createTestDatabase } from '../support/database.js';
+import { runAdminCli } from '../support/admin-cli.js';
 
 const API = '/api/v1';
 const T1 = { id: 'backoffice-t1', secret: 'backoffice-t1-secret-0123456789' };
@@ -266,6 +272,30 @@ describe('webhooks', () => {
     expect((await call('DELETE', `${API}/webhooks/${hook.id}`, { token: t1 })).status).toBe(204);
   });
 
+  test('account changes through the API and the CLI raise their events; the CLI\'s go out through the running provider', async () => {
+    const hook = await register('/changes', { events: ['devices.replaced', 'login_method.changed', 'account.deleted', 'account.unlocked'] });
+    const u = uniqueUser('chg');
+    expect((await call('POST', `${API}/accounts`, { token: t1, body: { userId: u.userId, devices: [{ email: u.email }] } })).status).toBe(201);
+    expect((await call('PATCH', `${API}/accounts/${u.userId}`, { token: t1, body: { devices: [{ email: `b-${u.email}` }, { email: `c-${u.email}` }] } })).status).toBe(200);
+    const replaced = await arrived('/changes', (b) => b.type === 'devices.replaced' && b.data.userId === u.userId);
+    // Counts only: addresses stay out of the events.
+    expect(replaced.body.data).toEqual({ userId: u.userId, count: 2 });
+    // An unlock of an account that was not locked changed nothing and raises nothing.
+    expect((await call('POST', `${API}/accounts/${u.userId}/unlock`, { token: t1 })).status).toBe(200);
+
+    const dir = mkdtempSync(join(tmpdir(), 'hooks-cli-'));
+    try {
+      writeFileSync(join(dir, 'tenants.yaml'), TEST_TENANTS_YAML);
+      const r = await runAdminCli({ DATABASE_URL: s.config.databaseUrl!, TENANTS_FILE: join(dir, 'tenants.yaml'), SMTP_URL: s.smtp.url }, ['delete', 't1', u.userId, '--yes']);
+      expect(r.code).toBe(0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    const deleted = await arrived('/changes', (b) => b.type === 'account.deleted' && b.data.userId === u.userId);
+    expect(receiverVerifies(hook.secret, deleted.raw, deleted.headers['anshin-signature'] as string)).toBe(true);
+    expect((await deliveries(hook.id)).map((d) => d.eventType)).toEqual(['account.deleted', 'devices.replaced']);
+  });
+
   test('receiver URLs: http(s) only, https in production, no credentials, no internal addresses unless allowed', async () => {
     const publicDns = async () => ['93.184.215.14'];
     const prod = { production: true, allowPrivateTargets: false, resolve: publicDns };
@@ -282,5 +312,71 @@ describe('webhooks', () => {
     }
     // A public-looking name that resolves inward is refused too.
     expect(await targetProblem('https://inward.example.com/x', { production: true, allowPrivateTargets: false, resolve: async () => ['192.168.1.10'] })).toBe('webhook_url_private');
+  });
+});
+
+describe('webhook deliveries across a restart', () => {
+  const hooks = receiver();
+  // Both instances must open the hook secrets: the same cookie keys, as every process of a deployment has.
+  const env = {
+    WEBHOOK_ALLOW_PRIVATE_TARGETS: 'true',
+    WEBHOOK_RETRY_BASE: '0.2',
+    WEBHOOK_RETRY_MAX: '0.5',
+    WEBHOOK_MAX_ATTEMPTS: '50',
+    WEBHOOK_POLL_INTERVAL: '0.2',
+    COOKIE_KEYS: 'restart-test-cookie-key-0123456789abcdef',
+    OTP_HMAC_KEY: 'restart-test-otp-key-0123456789abcdef',
+  };
+
+  afterAll(async () => {
+    await hooks.stop();
+  });
+
+  test('a delivery that failed before the provider stopped goes out after it starts again', async () => {
+    await hooks.start();
+    await hooks.stop();
+    const db = await createTestDatabase('hooks');
+    try {
+      const first = await startTestServer({ databaseUrl: db.url, env });
+      let hookId: string;
+      let secret: string;
+      let eventId: string;
+      try {
+        const config = await discover(first.issuer, T1.id, T1.secret);
+        const tok = (await oidc.clientCredentialsGrant(config, { scope: 'management' })).access_token;
+        const post = async (path: string, body?: unknown) => {
+          const res = await fetch(new URL(path, first.issuer), {
+            method: 'POST',
+            headers: { authorization: `Bearer ${tok}`, ...(body ? { 'content-type': 'application/json' } : {}) },
+            body: body ? JSON.stringify(body) : undefined,
+          });
+          return (await res.json()) as Json;
+        };
+        ({ id: hookId, secret } = (await post(`${API}/webhooks`, { url: hooks.url('/restart') })) as { id: string; secret: string });
+        eventId = (await post(`${API}/webhooks/${hookId}/test`)).eventId as string;
+        await until('a failed attempt', async () => {
+          const d = await first.db.prisma.webhookDelivery.findFirst({ where: { eventId }, include: { attemptLog: true } });
+          return d && d.attemptLog.length > 0 ? d : undefined;
+        });
+      } finally {
+        await first.close();
+      }
+      await hooks.start();
+      const second = await startTestServer({ databaseUrl: db.url, env });
+      try {
+        const got = await until('the event after the restart', () => hooks.received.find((r) => r.body.id === eventId));
+        expect(receiverVerifies(secret, got.raw, got.headers['anshin-signature'] as string)).toBe(true);
+        const d = await until('the delivery to be logged as delivered', async () => {
+          const x = await second.db.prisma.webhookDelivery.findFirst({ where: { eventId }, include: { attemptLog: { orderBy: { number: 'asc' } } } });
+          return x?.status === 'delivered' ? x : undefined;
+        });
+        expect(d.attemptLog[0]).toMatchObject({ number: 1, statusCode: null });
+        expect(d.attemptLog.at(-1)).toMatchObject({ statusCode: 200, error: null });
+      } finally {
+        await second.close();
+      }
+    } finally {
+      await db.drop();
+    }
   });
 });
