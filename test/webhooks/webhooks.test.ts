@@ -3,7 +3,9 @@ import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as oidc from 'openid-client';
 import { startTestServer, uniqueUser, type TestServer } from '../support/harness.js';
-import { discover, startLogin, submit } from '../support/browser-less.js';
+import { Agent, csrfOf, discover, startLogin, submit } from '../support/browser-less.js';
+import { WebhookEvents } from '../../src/webhooks/webhook-events.js';
+import { pino } from 'pino';
 import { verifySignature } from '../../src/webhooks/webhook-signature.js';
 import { targetProblem } from '../../src/webhooks/webhook-target.js';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -77,7 +79,9 @@ async function until<T>(what: string, probe: () => Promise<T | undefined> | T | 
   }
 }
 
-describe('webhooks', () => {
+const databases = (process.env.TEST_DATABASES ?? 'postgres,pglite').split(',') as Array<'postgres' | 'pglite'>;
+
+describe.each(databases)('webhooks (%s)', (database) => {
   let s: TestServer;
   let rp: oidc.Configuration;
   let t1: string;
@@ -128,6 +132,7 @@ describe('webhooks', () => {
   beforeAll(async () => {
     await hooks.start();
     s = await startTestServer({
+      database,
       env: {
         // The receiver runs on 127.0.0.1: allowed for this suite only.
         WEBHOOK_ALLOW_PRIVATE_TARGETS: 'true',
@@ -272,7 +277,8 @@ describe('webhooks', () => {
     expect((await call('DELETE', `${API}/webhooks/${hook.id}`, { token: t1 })).status).toBe(204);
   });
 
-  test('account changes through the API and the CLI raise their events; the CLI\'s go out through the running provider', async () => {
+  // The CLI needs the database to itself with PGlite (the provider holds it), so it runs on PostgreSQL only.
+  (database === 'postgres' ? test : test.skip)('account changes through the API and the CLI raise their events; the CLI\'s go out through the running provider', async () => {
     const hook = await register('/changes', { events: ['devices.replaced', 'login_method.changed', 'account.deleted', 'account.unlocked'] });
     const u = uniqueUser('chg');
     expect((await call('POST', `${API}/accounts`, { token: t1, body: { userId: u.userId, devices: [{ email: u.email }] } })).status).toBe(201);
@@ -296,6 +302,22 @@ describe('webhooks', () => {
     expect((await deliveries(hook.id)).map((d) => d.eventType)).toEqual(['account.deleted', 'devices.replaced']);
   });
 
+  test('an activation completed on its pages raises account.activated', async () => {
+    await register('/activated', { events: ['account.activated'] });
+    const u = uniqueUser('act');
+    const created = await call('POST', `${API}/accounts`, { token: t1, body: { userId: u.userId, devices: [{ email: u.email }] } });
+    expect(created.status).toBe(201);
+    const url = new URL(created.body.activation.url as string);
+    const agent = new Agent(s.issuer);
+    const page = await agent.get(url.pathname + url.search);
+    const verified = await agent.post(url.pathname, { _csrf: csrfOf(await page.text()), userId: u.userId, otp: created.body.activation.otp as string });
+    expect(verified.status).toBe(303);
+    const form = await agent.get('/activation/t1/register');
+    expect((await agent.post('/activation/t1/register', { _csrf: csrfOf(await form.text()), questionId: 'birthplace', answer: 'Sapporo' })).status).toBe(303);
+    const got = await arrived('/activated', (b) => b.type === 'account.activated' && b.data.userId === u.userId);
+    expect(got.body.tenant).toBe('t1');
+  });
+
   test('receiver URLs: http(s) only, https in production, no credentials, no internal addresses unless allowed', async () => {
     const publicDns = async () => ['93.184.215.14'];
     const prod = { production: true, allowPrivateTargets: false, resolve: publicDns };
@@ -313,6 +335,27 @@ describe('webhooks', () => {
     // A public-looking name that resolves inward is refused too.
     expect(await targetProblem('https://inward.example.com/x', { production: true, allowPrivateTargets: false, resolve: async () => ['192.168.1.10'] })).toBe('webhook_url_private');
   });
+});
+
+test('raising an event never throws: a failed insert is logged and the caller goes on', async () => {
+  const lines: string[] = [];
+  const logger = pino({ level: 'warn' }, { write: (line: string) => void lines.push(line) });
+  let queued = 0;
+  const events = new WebhookEvents(
+    {
+      enqueueForTenant: async () => {
+        throw new Error('database unreachable');
+      },
+      enqueueForAccount: async () => 1,
+    },
+    logger,
+  );
+  events.onQueued(() => (queued += 1));
+  await expect(events.emit('t1', 'account.deleted', { userId: 'x' })).resolves.toBeUndefined();
+  expect(queued).toBe(0);
+  expect(lines.join('')).toContain('webhook event could not be queued');
+  await events.emitForAccount('00000000-0000-4000-8000-000000000000', 'account.locked');
+  expect(queued).toBe(1);
 });
 
 describe('webhook deliveries across a restart', () => {
