@@ -49,7 +49,7 @@ export function deliveryView(d: DeliveryWithAttempts) {
  * so another tenant's hook is simply not found.
  */
 export class WebhookService {
-  private readonly box;
+  private readonly box: ReturnType<typeof sealedBox>;
 
   constructor(
     private readonly deps: { repo: WebhookRepository; cookieKeys: string[]; target: TargetPolicy; onQueued?: () => void },
