@@ -118,7 +118,7 @@ export async function createApp(opts: CreateAppOptions): Promise<App> {
     recoveryRouter({ interactions, tenants, limits, recovery: services.recovery }),
     interactionRouter({ interactions, flows: services.loginFlows, tenants, limits, otpTtlSeconds: config.otp.ttlSeconds, contexts: services.loginContexts, payloads }),
     healthRouter({ db, redis: redisHealth }),
-    managementRouter({ accounts: accountService, tokens: services.clientCredentialsTokens, tenants, issuer: config.issuer }),
+    managementRouter({ accounts: accountService, tokens: services.clientCredentialsTokens, tenants, issuer: config.issuer, audit: services.audit, webhooks: services.webhooks }),
     activationRouter({ activation, accounts, tenants, limits, loginEvents, certificates: services.certificates, passwordMinLength: config.passwordMinLength, secure }),
   ];
   const providerSessions = services.providerSessions;
@@ -152,6 +152,7 @@ export async function createApp(opts: CreateAppOptions): Promise<App> {
     provider,
     services,
     async close() {
+      await services.webhookDelivery.close();
       await mail.close();
       await limits.close();
       await services.closeObservers();

@@ -57,6 +57,13 @@ import { AccountPasskeyService } from './account/account-passkey.service.js';
 import { PasskeyRepository } from './persistence/passkey.repository.js';
 import { PasskeyService, relyingPartyOf } from './passkey/passkey.service.js';
 import { SessionRepository } from './persistence/session.repository.js';
+import { AuditRepository } from './persistence/audit.repository.js';
+import { WebhookRepository } from './persistence/webhook.repository.js';
+import { AuditService } from './audit/audit.service.js';
+import { WebhookEvents } from './webhooks/webhook-events.js';
+import { WebhookService } from './webhooks/webhook.service.js';
+import { startWebhookDelivery, type WebhookDeliveryWorker } from './webhooks/webhook-delivery.js';
+import type { TargetPolicy } from './webhooks/webhook-target.js';
 
 /** The domain services and repositories, wired once; the HTTP app and the admin CLI share them. */
 export interface DomainServices {
@@ -89,6 +96,13 @@ export interface DomainServices {
   /** Background work that one instance at a time should do (housekeeping): see Database.tryExclusive. */
   exclusive: Pick<Database, 'tryExclusive'>;
   metrics: Metrics;
+  /** The staff audit trail (management API, CLI). */
+  audit: AuditService;
+  /** Webhooks: registration (management API), events (one insert each) and their delivery queue. */
+  webhooks: WebhookService;
+  webhookEvents: WebhookEvents;
+  webhookRepo: WebhookRepository;
+  webhookTargets: TargetPolicy;
 }
 
 export function createDomainServices(opts: { config: AppConfig; db: Database; logger: Logger; mail?: MailQueue; mailQueue?: MailQueueOptions; metrics?: Metrics }): DomainServices {
@@ -104,7 +118,11 @@ export function createDomainServices(opts: { config: AppConfig; db: Database; lo
   const providerSessions = new SessionRepository(prisma);
   const loginHandoff = new LoginHandoff();
   const lifecycle = new AccountLifecycleService({ sessions: providerSessions, logger, onEnd: (id) => loginHandoff.forget(id) });
-  const lockout = new LockoutService(accounts, lifecycle, metrics);
+  const webhookRepo = new WebhookRepository(prisma, sql);
+  const webhookEvents = new WebhookEvents(webhookRepo, logger);
+  const webhookTargets: TargetPolicy = { production: config.env === 'production', allowPrivateTargets: config.webhooks.allowPrivateTargets };
+  const audit = new AuditService(new AuditRepository(prisma));
+  const lockout = new LockoutService(accounts, lifecycle, metrics, webhookEvents);
   const otpRepo = new OneTimePasswordRepository(prisma, sql);
   const mail = countingCodeMails(
     opts.mail ??
@@ -124,7 +142,7 @@ export function createDomainServices(opts: { config: AppConfig; db: Database; lo
   const otp = new OtpService(otpRepo, secrets.otpHmacKey, config.otp);
   const passkeys = new PasskeyRepository(prisma, sql);
   const passkeyService = new PasskeyService({ passkeys, rp: relyingPartyOf(config.issuer, config.passkeyRpName), decoyKey: secrets.otpHmacKey });
-  const accountEvents = new AccountEventService(new AccountEventRepository(prisma));
+  const accountEvents = new AccountEventService(new AccountEventRepository(prisma), webhookEvents);
   const certificates = new CertificateService({
     repo: new CertificateRepository(prisma),
     accounts,
@@ -149,8 +167,13 @@ export function createDomainServices(opts: { config: AppConfig; db: Database; lo
     passwordMinLength: config.passwordMinLength,
     secretQuestions: config.secretQuestions,
   });
-  const accountService = new AccountService({ accounts, loginEvents: events, events: accountEvents, activation, mail, tenants, lifecycle, certificates, passkeys: passkeyService });
+  const accountService = new AccountService({ accounts, loginEvents: events, events: accountEvents, activation, mail, tenants, lifecycle, certificates, passkeys: passkeyService, audit, webhooks: webhookEvents });
   return {
+    audit,
+    webhookEvents,
+    webhookRepo,
+    webhookTargets,
+    webhooks: new WebhookService({ repo: webhookRepo, cookieKeys: secrets.cookieKeys, target: webhookTargets, onQueued: () => webhookEvents.notifyQueued() }),
     exclusive: { tryExclusive: db.tryExclusive.bind(db) },
     metrics,
     loginHandoff,
@@ -161,7 +184,7 @@ export function createDomainServices(opts: { config: AppConfig; db: Database; lo
     secrets,
     accounts,
     events,
-    loginEvents: new LoginEventService(events, metrics),
+    loginEvents: new LoginEventService(events, metrics, webhookEvents),
     flows: new LoginFlowRepository(prisma, sql),
     payloads: new OidcPayloadRepository(prisma, sql),
     loginContexts: new LoginContextRepository(sql, Object.fromEntries(tenants.allClients().map(({ tenant, client }) => [client.client_id, tenant.id]))),
@@ -206,6 +229,8 @@ export interface AppServices extends DomainServices {
   redisHealth: ReturnType<typeof redisProbe> | undefined;
   /** Closes the connections the metrics and the readiness probe opened. */
   closeObservers(): Promise<void>;
+  /** Sends the queued webhook deliveries (every HTTP process runs one). */
+  webhookDelivery: WebhookDeliveryWorker;
 }
 
 export interface AppServicesOptions {
@@ -251,6 +276,8 @@ export async function createAppServices(opts: AppServicesOptions): Promise<AppSe
   });
   metrics.readPoolFrom(() => db.pool && { total: db.pool.totalCount, idle: db.pool.idleCount, waiting: db.pool.waitingCount });
   const redisHealth = config.redisUrl ? redisProbe(config.redisUrl) : undefined;
+  const webhookDelivery = startWebhookDelivery({ repo: domain.webhookRepo, logger, cookieKeys: secrets.cookieKeys, target: domain.webhookTargets, options: config.webhooks });
+  domain.webhookEvents.onQueued(() => webhookDelivery.kick());
   const loginFlows = new LoginFlowService({
     flows,
     accounts,
@@ -311,6 +338,7 @@ export async function createAppServices(opts: AppServicesOptions): Promise<AppSe
     loginHistory: new LoginHistoryService(events),
     scrapedMetrics,
     redisHealth,
+    webhookDelivery,
     async closeObservers() {
       await backlog?.close();
       await redisHealth?.close();

@@ -1,4 +1,5 @@
 import type { AccountEventRepository, NewAccountEvent } from '../persistence/account-event.repository.js';
+import type { WebhookEvents } from '../webhooks/webhook-events.js';
 
 /** Kinds of account change recorded in the audit trail (and mailed to the account's devices). */
 export const ACCOUNT_EVENT_TYPES = [
@@ -26,10 +27,16 @@ export const ACCOUNT_EVENT_TYPES = [
 export type AccountEventType = (typeof ACCOUNT_EVENT_TYPES)[number];
 
 export class AccountEventService {
-  constructor(private readonly repo: AccountEventRepository) {}
+  constructor(
+    private readonly repo: AccountEventRepository,
+    /** Webhook events for the changes that have one (unlock, activation, devices, login method). */
+    private readonly webhooks?: Pick<WebhookEvents, 'fromAccountEvent'>,
+  ) {}
 
-  record(event: Omit<NewAccountEvent, 'type'> & { type: AccountEventType }) {
-    return this.repo.record(event);
+  async record(event: Omit<NewAccountEvent, 'type'> & { type: AccountEventType }) {
+    const recorded = await this.repo.record(event);
+    await this.webhooks?.fromAccountEvent(event);
+    return recorded;
   }
 
   list(accountId: string, opts?: { skip?: number; take?: number }) {

@@ -14,6 +14,11 @@ import type { AccountEventService } from './account-event.service.js';
 import type { AccountLifecycleService } from './account-lifecycle.service.js';
 import { AccountExistsError, AccountNotFoundError, AccountValidationError } from './account-errors.js';
 import { isLocked } from '../lockout/account-lock.js';
+import { auditState, type AuditAction, type AuditService, type AuditState, type StaffActor } from '../audit/audit.service.js';
+import type { WebhookEvents } from '../webhooks/webhook-events.js';
+
+/** Who asks: the account event's actor, and for staff (API, CLI, console) who exactly, for the audit trail. */
+export type StaffRequest = Actor & { staff?: StaffActor };
 
 export type DeviceKind = 'pc' | 'mobile' | 'smartphone';
 export const DEVICE_KINDS: readonly DeviceKind[] = ['pc', 'mobile', 'smartphone'];
@@ -76,8 +81,16 @@ export class AccountService {
       lifecycle: Pick<AccountLifecycleService, 'endAccess'>;
       certificates: Pick<CertificateService, 'hasLiveCertificate'>;
       passkeys: Pick<PasskeyService, 'hasPasskey'>;
+      /** The staff audit trail: every change made here by staff, with the account's state before and after. */
+      audit?: Pick<AuditService, 'record'>;
+      webhooks?: Pick<WebhookEvents, 'emit'>;
     },
   ) {}
+
+  private async audit(tenantId: string, who: StaffRequest, action: AuditAction, userId: string, before: AuditState | null, after: AccountWithDevices | null): Promise<void> {
+    if (!who.staff || !this.deps.audit) return;
+    await this.deps.audit.record({ tenantId, who: who.staff, action, userId, before, after: after ? auditState(after) : null });
+  }
 
   private tenant(tenantId: string): Tenant {
     const t = this.deps.tenants.tenant(tenantId);
@@ -120,7 +133,7 @@ export class AccountService {
   async create(
     tenantId: string,
     input: { userId: string; devices: DeviceInput[]; loginMethod?: string; mailActivation?: boolean; locale?: Locale },
-    who: Actor,
+    who: StaffRequest,
   ): Promise<{ account: AccountWithDevices; activation: IssuedActivation }> {
     const tenant = this.tenant(tenantId);
     if (!USER_ID_PATTERN.test(input.userId)) throw new AccountValidationError('userId', 'account:errors.bad_user_id');
@@ -145,7 +158,9 @@ export class AccountService {
       await this.deps.accounts.delete(account.id);
       throw e;
     }
-    return { account: (await this.deps.accounts.findById(account.id))!, activation };
+    const created = (await this.deps.accounts.findById(account.id))!;
+    await this.audit(tenantId, who, 'account.created', created.userId, null, created);
+    return { account: created, activation };
   }
 
   async list(tenantId: string, opts: { status?: AccountStatusView; page: number; perPage: number }) {
@@ -163,7 +178,7 @@ export class AccountService {
     tenantId: string,
     userId: string,
     input: { loginMethod?: string; devices?: DeviceInput[]; mailActivation?: boolean; locale?: Locale },
-    who: Actor,
+    who: StaffRequest,
   ): Promise<AccountWithDevices & { activation?: IssuedActivation }> {
     const tenant = this.tenant(tenantId);
     const account = await this.find(tenantId, userId);
@@ -180,12 +195,17 @@ export class AccountService {
       sourceIp: who.ip ?? null,
       detail: { loginMethod: loginMethod ?? null, devices: devices ? devices.length : null },
     });
+    if (changed) await this.deps.webhooks?.emit(tenantId, 'login_method.changed', { userId, from: account.loginMethod, to: loginMethod });
+    if (devices) await this.deps.webhooks?.emit(tenantId, 'devices.replaced', { userId, count: devices.length });
     if (lacksCredentials) {
       // issue() puts the account back to pending and ends its sessions.
       const activation = await this.deps.activation.issue(updated, { ...who, mail: input.mailActivation, locale: input.locale });
-      return { ...(await this.find(tenantId, userId)), activation };
+      const after = await this.find(tenantId, userId);
+      await this.audit(tenantId, who, 'account.updated', userId, auditState(account), after);
+      return { ...after, activation };
     }
     if (changed) await this.deps.lifecycle.endAccess(account.id, 'method_changed');
+    await this.audit(tenantId, who, 'account.updated', userId, auditState(account), updated);
     return updated;
   }
 
@@ -198,31 +218,36 @@ export class AccountService {
     return factors.includes('client_certificate') && !(await this.deps.certificates.hasLiveCertificate(account.id));
   }
 
-  async issueActivation(tenantId: string, userId: string, opts: Actor & { mail?: boolean; locale?: Locale }): Promise<IssuedActivation> {
+  async issueActivation(tenantId: string, userId: string, opts: StaffRequest & { mail?: boolean; locale?: Locale }): Promise<IssuedActivation> {
     const account = await this.find(tenantId, userId);
     const issued = await this.deps.activation.issue(account, opts);
     // Handed out by the site instead of mailed: the user is still told that a new one exists.
     const to = deliverableAddresses(account);
     if (!opts.mail && to.length) await this.deps.mail.enqueue({ to, template: 'activation-reissued', locale: opts.locale ?? 'ja', params: { userId: account.userId } });
+    if (opts.staff) await this.audit(tenantId, opts, 'account.activation_issued', userId, auditState(account), await this.deps.accounts.findById(account.id));
     return issued;
   }
 
   /** Unlocks the account, clears its counter, records it and tells the user by mail. */
-  async unlock(tenantId: string, userId: string, who: Actor & { locale?: Locale }): Promise<AccountWithDevices> {
+  async unlock(tenantId: string, userId: string, who: StaffRequest & { locale?: Locale }): Promise<AccountWithDevices> {
     const account = await this.find(tenantId, userId);
     await this.deps.accounts.unlock(tenantId, userId);
     await this.deps.events.record({ tenantId, accountId: account.id, type: 'unlocked', actor: who.actor, sourceIp: who.ip ?? null, detail: { wasLocked: isLocked(account) } });
     const to = deliverableAddresses(account);
     if (isLocked(account) && to.length) await this.deps.mail.enqueue({ to, template: 'account-unlocked', locale: who.locale ?? 'ja', params: { userId } });
-    return (await this.deps.accounts.findById(account.id))!;
+    const after = (await this.deps.accounts.findById(account.id))!;
+    await this.audit(tenantId, who, 'account.unlocked', userId, auditState(account), after);
+    return after;
   }
 
   /** Deletes the account and everything that names it (devices, events, sessions, grants, tokens). */
-  async delete(tenantId: string, userId: string): Promise<void> {
+  async delete(tenantId: string, userId: string, who?: StaffRequest): Promise<void> {
     const account = await this.find(tenantId, userId);
     // First, so the sites registered for back-channel logout hear of the ended sessions.
     await this.deps.lifecycle.endAccess(account.id, 'deleted');
     await this.deps.accounts.delete(account.id);
+    if (who) await this.audit(tenantId, who, 'account.deleted', userId, auditState(account), null);
+    await this.deps.webhooks?.emit(tenantId, 'account.deleted', { userId });
   }
 
   async loginEvents(tenantId: string, userId: string, opts: { page: number; perPage: number }): Promise<{ items: LoginEvent[]; page: number; perPage: number }> {

@@ -12,6 +12,11 @@ import { LOCALES } from '../i18n/index.js';
 import { MANAGEMENT_SCOPE, type VerifiedAccessToken } from '../oidc/access-tokens.js';
 import type { LoginEvent } from '../persistence/login-event.repository.js';
 import { openApiDocument } from './openapi.js';
+import type { AuditService, StaffActor } from '../audit/audit.service.js';
+import type { WebhookService } from '../webhooks/webhook.service.js';
+import { requestIdOf } from '../http/request-id.js';
+import { auditRoutes } from './audit.routes.js';
+import { webhookRoutes } from './webhook.routes.js';
 import { API_PREFIX, BearerTokenError, RequestValidationError, UnsupportedMediaTypeError, fieldProblems } from './problem.js';
 
 /** Verifies a bearer token (ClientCredentialsTokens in src/oidc/access-tokens.ts). */
@@ -85,7 +90,7 @@ function eventView(e: LoginEvent) {
  * tenant, so a token never reaches another tenant's accounts (they are simply not found). Errors
  * are problem+json, rendered by `renderProblem` through the error handler.
  */
-export function managementRouter(deps: { accounts: AccountService; tokens: AccessTokenVerifier; tenants: TenantDirectory; issuer: string }): Router {
+export function managementRouter(deps: { accounts: AccountService; tokens: AccessTokenVerifier; tenants: TenantDirectory; issuer: string; audit?: AuditService; webhooks?: WebhookService }): Router {
   const { accounts, tokens, tenants } = deps;
   const router = new Router({ prefix: API_PREFIX });
   const document = openApiDocument(deps.issuer);
@@ -106,7 +111,11 @@ export function managementRouter(deps: { accounts: AccountService; tokens: Acces
   }
 
   const caller = (ctx: Context): Caller => ctx.state.caller as Caller;
-  const actor = (ctx: Context) => ({ actor: 'api' as const, ip: clientIp(ctx) });
+  // The account event's actor, and for the audit trail the calling client and the request.
+  const actor = (ctx: Context) => {
+    const staff: StaffActor = { kind: 'api', id: caller(ctx).clientId, ip: clientIp(ctx), requestId: requestIdOf(ctx) ?? null };
+    return { actor: 'api' as const, ip: staff.ip, staff };
+  };
   const userIdOf = (ctx: Context): string => ctx.params.userId ?? '';
 
   router.get('/openapi.json', (ctx) => {
@@ -160,7 +169,7 @@ export function managementRouter(deps: { accounts: AccountService; tokens: Acces
   });
 
   router.delete('/accounts/:userId', authenticate, async (ctx) => {
-    await accounts.delete(caller(ctx).tenantId, userIdOf(ctx));
+    await accounts.delete(caller(ctx).tenantId, userIdOf(ctx), actor(ctx));
     ctx.status = 204;
   });
 
@@ -194,6 +203,9 @@ export function managementRouter(deps: { accounts: AccountService; tokens: Acces
       },
     };
   });
+
+  if (deps.audit) auditRoutes(router, { audit: deps.audit, authenticate, tenantOf: (ctx) => caller(ctx).tenantId, parse });
+  if (deps.webhooks) webhookRoutes(router, { webhooks: deps.webhooks, authenticate, caller, parse, jsonBody });
 
   return router;
 }

@@ -3,6 +3,9 @@ import { LOCALES } from '../i18n/index.js';
 import { EMAIL_ADDRESS_MAX_LENGTH, EMAIL_ADDRESS_PATTERN } from '../mail/email-address.js';
 import { MANAGEMENT_SCOPE } from '../oidc/access-tokens.js';
 import { API_PREFIX } from './problem.js';
+import { ACTOR_KINDS, AUDIT_ACTIONS } from '../audit/audit.service.js';
+import { DEFAULT_EVENTS, OPT_IN_EVENTS, TEST_EVENT, WEBHOOK_EVENTS } from '../webhooks/webhook-events.js';
+import { EVENT_ID_HEADER, EVENT_TYPE_HEADER, SIGNATURE_HEADER, DEFAULT_TOLERANCE_SECONDS } from '../webhooks/webhook-signature.js';
 
 const dateTime = { type: 'string', format: 'date-time' } as const;
 const nullableDateTime = { type: ['string', 'null'], format: 'date-time' } as const;
@@ -39,6 +42,30 @@ const acceptLanguage = {
   schema: { type: 'string' },
 };
 const userIdParam = { name: 'userId', in: 'path', required: true, schema: { type: 'string', maxLength: 64 } };
+
+const webhookIdParam = { name: 'id', in: 'path', required: true, schema: { type: 'string' } };
+const cursorParam = { name: 'cursor', in: 'query', required: false, description: 'From `nextCursor` (or `links.next`) of the previous page.', schema: { type: 'string', maxLength: 200 } };
+const auditFilters = [
+  { name: 'user_id', in: 'query', required: false, description: 'Only records about this user ID.', schema: { type: 'string', maxLength: 64 } },
+  { name: 'action', in: 'query', required: false, schema: { type: 'string', enum: [...AUDIT_ACTIONS] } },
+  { name: 'actor_kind', in: 'query', required: false, schema: { type: 'string', enum: [...ACTOR_KINDS] } },
+  { name: 'actor_id', in: 'query', required: false, description: 'A client_id (api), `user@host` (cli).', schema: { type: 'string', maxLength: 200 } },
+  { name: 'since', in: 'query', required: false, description: 'Records at or after this time.', schema: { type: 'string', format: 'date-time' } },
+  { name: 'until', in: 'query', required: false, description: 'Records before this time.', schema: { type: 'string', format: 'date-time' } },
+];
+const auditStateSchema = {
+  type: ['object', 'null'],
+  description: "The account's state (null before a creation and after a deletion). Never secrets, hashes or codes.",
+  required: ['status', 'locked', 'lockedUntil', 'failedAttempts', 'loginMethod', 'devices'],
+  properties: {
+    status: { type: 'string', enum: ['pending_activation', 'active'] },
+    locked: { type: 'boolean' },
+    lockedUntil: nullableDateTime,
+    failedAttempts: { type: 'integer', minimum: 0 },
+    loginMethod: { type: 'string' },
+    devices: { type: 'array', items: ref('Device') },
+  },
+};
 
 const problems = (...statuses: number[]) => Object.fromEntries(statuses.map((s) => [String(s), problemRef(`Problem${s}`)]));
 
@@ -150,6 +177,90 @@ export function openApiDocument(issuer: string) {
           summary: "The account's login attempts, newest first",
           parameters: paging,
           responses: { '200': { description: 'One page of login events.', content: json(ref('LoginEventPage')) }, ...problems(400, 401, 403, 404) },
+        },
+      },
+      '/audit': {
+        get: {
+          operationId: 'listAuditRecords',
+          summary: "The tenant's audit trail, newest first",
+          description:
+            'Every change staff made to the tenant\'s accounts (this API, the operators\' CLI): who (`actor`), what (`action`, `userId`), when, from where ' +
+            '(`sourceIp`, `requestId`) and the account\'s state before and after. Pages follow `nextCursor`.',
+          parameters: [...auditFilters, cursorParam, { name: 'limit', in: 'query', required: false, schema: { type: 'integer', minimum: 1, maximum: 100, default: 50 } }, acceptLanguage],
+          responses: { '200': { description: 'One page of audit records.', content: json(ref('AuditPage')) }, ...problems(400, 401, 403) },
+        },
+      },
+      '/audit/export': {
+        get: {
+          operationId: 'exportAuditRecords',
+          summary: 'Every matching audit record as JSON Lines (streamed)',
+          description: 'The same filters as `GET /audit`; one `AuditRecord` JSON object per line, newest first. Ask with `Accept: application/x-ndjson` or `?format=jsonl`.',
+          parameters: [...auditFilters, { name: 'format', in: 'query', required: false, schema: { type: 'string', enum: ['jsonl'] } }, acceptLanguage],
+          responses: {
+            '200': {
+              description: 'JSON Lines: one AuditRecord per line.',
+              headers: { 'Content-Disposition': { description: 'attachment; filename="audit-<tenant>-<date>.jsonl"', schema: { type: 'string' } } },
+              content: { 'application/x-ndjson': { schema: { type: 'string', description: 'Lines, each an AuditRecord (#/components/schemas/AuditRecord).' } } },
+            },
+            ...problems(400, 401, 403),
+          },
+        },
+      },
+      '/webhooks': {
+        post: {
+          operationId: 'createWebhook',
+          summary: 'Register a webhook',
+          description:
+            `Events are POSTed to \`url\` as JSON \`{ id, type, createdAt, tenant, data }\`, signed in \`${SIGNATURE_HEADER}: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">\` ` +
+            `with the hook's \`secret\` (returned here only, never again), with \`${EVENT_ID_HEADER}\` (the same on every retry: deduplicate on it) and \`${EVENT_TYPE_HEADER}\`. ` +
+            `A receiver recomputes the HMAC over the raw body, compares in constant time and refuses a \`t\` more than ${DEFAULT_TOLERANCE_SECONDS} s away from its clock. ` +
+            'Any answer but 2xx (or none within the timeout) is retried with exponential backoff; see the delivery log. ' +
+            `Without \`events\` the hook gets ${DEFAULT_EVENTS.join(', ')}; ${OPT_IN_EVENTS.join(' and ')} only when listed. ` +
+            'The URL must be https in production; loopback and private addresses are refused unless the deployment allows them.',
+          parameters: [acceptLanguage],
+          requestBody: { required: true, content: json(ref('CreateWebhookRequest')) },
+          responses: {
+            '201': {
+              description: 'Registered; the answer carries the signing secret, shown this once.',
+              headers: { Location: { description: 'The new hook.', schema: { type: 'string', format: 'uri-reference' } } },
+              content: json(ref('CreatedWebhook')),
+            },
+            ...problems(400, 401, 403, 413, 415),
+          },
+        },
+        get: {
+          operationId: 'listWebhooks',
+          summary: "The tenant's webhooks",
+          parameters: [acceptLanguage],
+          responses: { '200': { description: 'The hooks (never their secrets).', content: json(ref('WebhookList')) }, ...problems(401, 403) },
+        },
+      },
+      '/webhooks/{id}': {
+        parameters: [webhookIdParam, acceptLanguage],
+        delete: {
+          operationId: 'deleteWebhook',
+          summary: 'Delete a webhook with its delivery log',
+          description: 'Deliveries still pending are dropped.',
+          responses: { '204': { description: 'Deleted.' }, ...problems(401, 403, 404) },
+        },
+      },
+      '/webhooks/{id}/test': {
+        parameters: [webhookIdParam, acceptLanguage],
+        post: {
+          operationId: 'testWebhook',
+          summary: `Queue a \`${TEST_EVENT}\` event for this hook`,
+          description: 'Delivered like any event (signed, retried); its attempts appear in the delivery log.',
+          responses: { '202': { description: 'Queued.', content: json(ref('QueuedDelivery')) }, ...problems(401, 403, 404) },
+        },
+      },
+      '/webhooks/{id}/deliveries': {
+        parameters: [webhookIdParam, acceptLanguage],
+        get: {
+          operationId: 'listWebhookDeliveries',
+          summary: "The hook's delivery log, newest first",
+          description: 'Each delivery with every attempt: the status code the receiver answered, or the error (timeout, refused connection).',
+          parameters: [cursorParam, { name: 'limit', in: 'query', required: false, schema: { type: 'integer', minimum: 1, maximum: 100, default: 20 } }],
+          responses: { '200': { description: 'One page of deliveries.', content: json(ref('DeliveryPage')) }, ...problems(400, 401, 403, 404) },
         },
       },
     },
@@ -279,6 +390,121 @@ export function openApiDocument(issuer: string) {
             links: { allOf: [ref('PageLinks')], description: '`next` is present when the page is full.' },
           },
         },
+        AuditRecord: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['id', 'createdAt', 'tenant', 'actor', 'action', 'userId', 'sourceIp', 'requestId', 'before', 'after'],
+          properties: {
+            id: { type: 'string', format: 'uuid' },
+            createdAt: dateTime,
+            tenant: { type: 'string' },
+            actor: {
+              type: 'object',
+              additionalProperties: false,
+              required: ['kind', 'id'],
+              properties: { kind: { type: 'string', enum: [...ACTOR_KINDS] }, id: { type: 'string', description: 'client_id (api), user@host (cli), staff id (console).' } },
+            },
+            action: { type: 'string', enum: [...AUDIT_ACTIONS] },
+            userId: nullableString,
+            sourceIp: nullableString,
+            requestId: { ...nullableString, description: 'The X-Request-Id of the API call.' },
+            before: auditStateSchema,
+            after: auditStateSchema,
+          },
+        },
+        AuditPage: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['items', 'nextCursor', 'links'],
+          properties: {
+            items: { type: 'array', items: ref('AuditRecord') },
+            nextCursor: { ...nullableString, description: 'Null on the last page.' },
+            links: { type: 'object', additionalProperties: false, required: ['self'], properties: { self: { type: 'string', format: 'uri-reference' }, next: { type: 'string', format: 'uri-reference' } } },
+          },
+        },
+        CreateWebhookRequest: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['url'],
+          properties: {
+            url: { type: 'string', format: 'uri', maxLength: 2048 },
+            events: { type: 'array', minItems: 1, items: { type: 'string', enum: [...WEBHOOK_EVENTS] }, description: `Default: ${DEFAULT_EVENTS.join(', ')}.` },
+            description: { type: 'string', maxLength: 200 },
+          },
+        },
+        Webhook: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['id', 'url', 'events', 'description', 'createdAt'],
+          properties: {
+            id: { type: 'string', format: 'uuid' },
+            url: { type: 'string', format: 'uri' },
+            events: { type: 'array', items: { type: 'string', enum: [...WEBHOOK_EVENTS] } },
+            description: nullableString,
+            createdAt: dateTime,
+          },
+        },
+        CreatedWebhook: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['id', 'url', 'events', 'description', 'createdAt', 'secret'],
+          properties: {
+            id: { type: 'string', format: 'uuid' },
+            url: { type: 'string', format: 'uri' },
+            events: { type: 'array', items: { type: 'string', enum: [...WEBHOOK_EVENTS] } },
+            description: nullableString,
+            createdAt: dateTime,
+            secret: { type: 'string', pattern: '^whsec_[A-Za-z0-9_-]{43}$', description: 'The signing secret; shown only in this answer.' },
+          },
+        },
+        WebhookList: { type: 'object', additionalProperties: false, required: ['items'], properties: { items: { type: 'array', items: ref('Webhook') } } },
+        QueuedDelivery: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['deliveryId', 'eventId', 'eventType'],
+          properties: { deliveryId: { type: 'string', format: 'uuid' }, eventId: { type: 'string', format: 'uuid' }, eventType: { type: 'string', const: TEST_EVENT } },
+        },
+        Delivery: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['id', 'eventId', 'eventType', 'status', 'attempts', 'createdAt', 'nextAttemptAt', 'deliveredAt', 'failedAt', 'attemptLog'],
+          properties: {
+            id: { type: 'string', format: 'uuid' },
+            eventId: { type: 'string', format: 'uuid' },
+            eventType: { type: 'string' },
+            status: { type: 'string', enum: ['pending', 'delivered', 'failed'], description: '`failed`: given up after the last attempt.' },
+            attempts: { type: 'integer', minimum: 0 },
+            createdAt: dateTime,
+            nextAttemptAt: { ...nullableDateTime, description: 'When a pending delivery is tried next.' },
+            deliveredAt: nullableDateTime,
+            failedAt: nullableDateTime,
+            attemptLog: {
+              type: 'array',
+              items: {
+                type: 'object',
+                additionalProperties: false,
+                required: ['number', 'at', 'statusCode', 'error', 'durationMs'],
+                properties: {
+                  number: { type: 'integer', minimum: 1 },
+                  at: dateTime,
+                  statusCode: { type: ['integer', 'null'], description: "The receiver's HTTP status; null when none came." },
+                  error: { ...nullableString, description: 'Why the attempt failed (HTTP status, timeout, connection refused); null when delivered.' },
+                  durationMs: { type: 'integer', minimum: 0 },
+                },
+              },
+            },
+          },
+        },
+        DeliveryPage: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['items', 'nextCursor', 'links'],
+          properties: {
+            items: { type: 'array', items: ref('Delivery') },
+            nextCursor: nullableString,
+            links: { type: 'object', additionalProperties: false, required: ['self'], properties: { self: { type: 'string', format: 'uri-reference' }, next: { type: 'string', format: 'uri-reference' } } },
+          },
+        },
         Problem: {
           type: 'object',
           description: 'RFC 9457 problem details.',
@@ -307,7 +533,7 @@ export function openApiDocument(issuer: string) {
           ...problemResponse('The token lacks the management scope.'),
           headers: { 'WWW-Authenticate': { description: 'Bearer challenge with error="insufficient_scope".', schema: { type: 'string' } } },
         },
-        Problem404: problemResponse('No such account in the token\'s tenant.'),
+        Problem404: problemResponse('No such account (or webhook) in the token\'s tenant.'),
         Problem409: problemResponse('The user ID is already registered.'),
         Problem413: problemResponse('The body is larger than 64 KiB.'),
         Problem415: problemResponse('The body is not application/json.'),

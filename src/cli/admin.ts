@@ -1,3 +1,4 @@
+import { hostname, userInfo } from 'node:os';
 import { parseArgs } from 'node:util';
 import { toView, DEVICE_KINDS, type AccountStatusView, type DeviceKind } from '../account/account.service.js';
 import { ConfigError, loadConfig, type AppConfig } from '../config/index.js';
@@ -103,7 +104,8 @@ async function main(argv: string[]): Promise<number> {
   const kind = (values.kind ?? 'pc') as DeviceKind;
   if (!DEVICE_KINDS.includes(kind)) throw new UsageError('--kind must be pc, mobile or smartphone');
   const devices = values.email?.map((email) => ({ email, kind }));
-  const who = { actor: 'admin' as const };
+  // The audit trail names the operator by the OS account that ran the command.
+  const who = { actor: 'admin' as const, staff: { kind: 'cli' as const, id: `${operatorName()}@${hostname()}`, ip: null, requestId: null } };
   const known = ['create', 'create-account', 'list', 'show', 'update', 'activation', 'unlock', 'delete', 'events'];
   if (!known.includes(command)) throw new UsageError(`unknown command "${command}"`);
   if (command === 'delete' && !values.yes) throw new UsageError('delete removes the account and all its data: add --yes to confirm');
@@ -189,7 +191,7 @@ async function main(argv: string[]): Promise<number> {
         return 0;
       }
       case 'delete': {
-        await accounts.delete(tenantId, user);
+        await accounts.delete(tenantId, user, who);
         out(`deleted ${tenantId}/${user}`, { tenant: tenantId, userId: user, deleted: true });
         return 0;
       }
@@ -205,6 +207,15 @@ async function main(argv: string[]): Promise<number> {
     // Let queued notices go out before the process ends.
     await services.mail.close();
     await db.close();
+  }
+}
+
+function operatorName(): string {
+  try {
+    return userInfo().username;
+  } catch {
+    // No passwd entry for the uid (some containers).
+    return `uid-${process.getuid?.() ?? 'unknown'}`;
   }
 }
 

@@ -115,6 +115,26 @@ export const envSchema = z.object({
   SHUTDOWN_TIMEOUT_SECONDS: z.coerce.number().min(0).max(120).default(8),
   /** Bearer token that GET /metrics (Prometheus text format) requires, at least 16 characters. Unset: /metrics answers 404. */
   METRICS_TOKEN: z.string().min(16).optional(),
+  /**
+   * Webhooks (POST /api/v1/webhooks): allow receivers on loopback, private, link-local and other
+   * special-use addresses (and any port). Off: such targets are refused at registration and before
+   * every delivery. Receivers must be https in production, whatever this says.
+   */
+  WEBHOOK_ALLOW_PRIVATE_TARGETS: bool.default(false),
+  /** Webhooks: seconds one delivery attempt may take (connect, send, response headers) before it counts as failed. */
+  WEBHOOK_TIMEOUT: z.coerce.number().min(0.1).max(120).default(10),
+  /**
+   * Webhooks: seconds before the first retry of a failed delivery; each further retry waits twice as
+   * long, up to WEBHOOK_RETRY_MAX. With the defaults (60 s, 6 h, 12 attempts) a delivery is given up
+   * about 20.5 hours after its first attempt.
+   */
+  WEBHOOK_RETRY_BASE: z.coerce.number().min(0.01).default(60),
+  /** Webhooks: the longest wait between two attempts, in seconds. */
+  WEBHOOK_RETRY_MAX: z.coerce.number().min(0.01).default(6 * 3600),
+  /** Webhooks: attempts (the first included) before a delivery is given up (status `failed`). */
+  WEBHOOK_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(50).default(12),
+  /** Webhooks: seconds between looks at the queue for due retries and for events queued by other processes (the admin CLI, other instances). */
+  WEBHOOK_POLL_INTERVAL: z.coerce.number().min(0.05).max(3600).default(5),
   /** Log level (pino). */
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });

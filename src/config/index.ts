@@ -46,6 +46,17 @@ export interface AppConfig {
   /** STARTUP_TIMEOUT_SECONDS and SHUTDOWN_TIMEOUT_SECONDS. */
   startupTimeoutSeconds: number;
   shutdownTimeoutSeconds: number;
+  /** WEBHOOK_* (src/webhooks/): receivers allowed, timeout and retry schedule. Durations in ms. */
+  webhooks: WebhookConfig;
+}
+
+export interface WebhookConfig {
+  allowPrivateTargets: boolean;
+  timeoutMs: number;
+  retryBaseMs: number;
+  retryMaxMs: number;
+  maxAttempts: number;
+  pollMs: number;
 }
 
 /** Client certificates: the internal CA, the mutual-TLS listener and a TLS-terminating proxy's header. */
@@ -118,6 +129,14 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     },
     startupTimeoutSeconds: e.STARTUP_TIMEOUT_SECONDS,
     shutdownTimeoutSeconds: e.SHUTDOWN_TIMEOUT_SECONDS,
+    webhooks: {
+      allowPrivateTargets: e.WEBHOOK_ALLOW_PRIVATE_TARGETS,
+      timeoutMs: Math.round(e.WEBHOOK_TIMEOUT * 1000),
+      retryBaseMs: Math.round(e.WEBHOOK_RETRY_BASE * 1000),
+      retryMaxMs: Math.round(e.WEBHOOK_RETRY_MAX * 1000),
+      maxAttempts: e.WEBHOOK_MAX_ATTEMPTS,
+      pollMs: Math.round(e.WEBHOOK_POLL_INTERVAL * 1000),
+    },
   };
   return { ...config, ...overrides };
 }

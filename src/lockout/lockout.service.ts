@@ -5,6 +5,7 @@ import type { Locale } from '../i18n/index.js';
 import { formatEventTime } from '../history/event-time.js';
 import type { MailJob } from '../mail/mail.types.js';
 import type { AccountRepository } from '../persistence/account.repository.js';
+import type { WebhookEvents } from '../webhooks/webhook-events.js';
 
 /**
  * `lockedUntil`: when the lock lifts by itself (null: permanent). A lock landed by a parallel attempt
@@ -24,6 +25,7 @@ export class LockoutService {
     private readonly accounts: AccountRepository,
     private readonly lifecycle: Pick<AccountLifecycleService, 'endAccess'>,
     private readonly metrics?: Pick<Metrics, 'lockout'>,
+    private readonly webhooks?: Pick<WebhookEvents, 'emitForAccount'>,
   ) {}
 
   async registerFailure(accountId: string, lockout: Contract['lockout']): Promise<FailureOutcome> {
@@ -33,6 +35,7 @@ export class LockoutService {
     if (!r.locked) return { locked: false, failedAttempts: r.failedAttempts };
     this.metrics?.lockout();
     await this.lifecycle.endAccess(accountId, 'locked');
+    await this.webhooks?.emitForAccount(accountId, 'account.locked', { lockedUntil: r.lockedUntil?.toISOString() ?? null, failedAttempts: r.failedAttempts });
     return { locked: true, justLocked: true, lockedUntil: r.lockedUntil };
   }
 

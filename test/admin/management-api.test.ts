@@ -104,7 +104,8 @@ describe('management API (/api/v1)', () => {
   const dbAccount = (tenantId: string, userId: string) => s.db.prisma.account.findUnique({ where: { tenantId_userId: { tenantId, userId } }, include: { devices: true } });
 
   beforeAll(async () => {
-    s = await startTestServer();
+    // Webhooks to 127.0.0.1 are registered below (no receiver needed: only the API's answers are checked).
+    s = await startTestServer({ env: { WEBHOOK_ALLOW_PRIVATE_TARGETS: 'true' } });
     ajv = new Ajv2020({ strict: false, allErrors: true });
     addFormats(ajv);
     const res = await fetch(new URL(`${API}/openapi.json`, s.issuer));
@@ -516,6 +517,37 @@ describe('management API (/api/v1)', () => {
     }
   });
 
+  test('the audit trail and webhooks answer as documented (their behaviour: test/admin/audit.test.ts, test/webhooks/)', async () => {
+    const { userId } = await create(t1);
+    const page = await call('GET', `${API}/audit?user_id=${userId}&limit=1`, { token: t1 });
+    expect(page.status).toBe(200);
+    expect(page.body.items).toHaveLength(1);
+    expect((await call('GET', `${API}/audit?since=yesterday`, { token: t1 })).status).toBe(400);
+    expect((await call('GET', `${API}/audit`, { token: null })).status).toBe(401);
+
+    const exportPath = `${API}/audit/export?user_id=${userId}`;
+    const exported = await fetch(new URL(exportPath, s.issuer), { headers: { authorization: `Bearer ${t1}`, accept: 'application/x-ndjson' } });
+    const text = await exported.text();
+    conform('GET', exportPath, { status: exported.status, headers: exported.headers, body: text as unknown as Json }, exported.headers.get('content-type'));
+    expect(exported.status).toBe(200);
+    expect(JSON.parse(text.trim())).toEqual(page.body.items[0]);
+
+    const hook = await call('POST', `${API}/webhooks`, { token: t1, body: { url: 'http://127.0.0.1:9/hook', description: 'back office' } });
+    expect(hook.status).toBe(201);
+    expect(hook.headers.get('location')).toBe(`${API}/webhooks/${hook.body.id}`);
+    expect((await call('POST', `${API}/webhooks`, { token: t1, body: { url: 'ftp://127.0.0.1/x' } })).status).toBe(400);
+    expect((await call('GET', `${API}/webhooks`, { token: t1 })).body.items).toContainEqual(expect.objectContaining({ id: hook.body.id }));
+    expect((await call('POST', `${API}/webhooks/${hook.body.id}/test`, { token: t1 })).status).toBe(202);
+    const log = await call('GET', `${API}/webhooks/${hook.body.id}/deliveries`, { token: t1 });
+    expect(log.status).toBe(200);
+    expect(log.body.items[0]).toMatchObject({ eventType: 'webhook.test' });
+    expect((await call('GET', `${API}/webhooks/${hook.body.id}/deliveries`, { token: t2 })).status).toBe(404);
+    expect((await call('DELETE', `${API}/webhooks/${hook.body.id}`, { token: t2 })).status).toBe(404);
+    expect((await call('POST', `${API}/webhooks/${hook.body.id}/test`, { token: t2 })).status).toBe(404);
+    expect((await call('DELETE', `${API}/webhooks/${hook.body.id}`, { token: t1 })).status).toBe(204);
+    expect((await call('DELETE', `${API}/webhooks/${hook.body.id}`, { token: t1 })).status).toBe(404);
+  });
+
   // Runs last (jest keeps declaration order within a file): the calls above cover the whole document.
   test('every operation of the OpenAPI document was exercised, and every response matched it', () => {
     const documented = Object.entries(doc.paths).flatMap(([p, item]) =>
@@ -523,7 +555,7 @@ describe('management API (/api/v1)', () => {
         .filter((m) => ['get', 'post', 'patch', 'put', 'delete'].includes(m))
         .map((m) => `${m.toUpperCase()} ${p}`),
     );
-    expect(documented).toHaveLength(9);
+    expect(documented).toHaveLength(16);
     expect(documented.filter((op) => !exercised.has(op))).toEqual([]);
   });
 });

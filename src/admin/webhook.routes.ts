@@ -1,0 +1,71 @@
+import type Router from '@koa/router';
+import type { Context, Middleware } from 'koa';
+import { z } from 'zod';
+import { decodeCursor, encodeCursor } from '../audit/audit.service.js';
+import { WEBHOOK_EVENTS } from '../webhooks/webhook-events.js';
+import { deliveryView, webhookView, type WebhookService } from '../webhooks/webhook.service.js';
+import { API_PREFIX, RequestValidationError } from './problem.js';
+
+export const createWebhookBody = z.strictObject({
+  url: z.string().min(1).max(2048),
+  events: z.array(z.enum(WEBHOOK_EVENTS)).min(1).max(WEBHOOK_EVENTS.length).optional(),
+  description: z.string().max(200).optional(),
+});
+const deliveriesQuery = z.object({ cursor: z.string().max(200).optional(), limit: z.coerce.number().int().min(1).max(100).default(20) });
+
+const hookPath = (id: string) => `${API_PREFIX}/webhooks/${encodeURIComponent(id)}`;
+
+/**
+ * The tenant's webhooks: register (the signing secret is in this answer only), list, delete, send a
+ * test event, read the delivery log. Another tenant's hook is a 404, like a missing one.
+ */
+export function webhookRoutes(
+  router: Router,
+  deps: {
+    webhooks: WebhookService;
+    authenticate: Middleware;
+    caller: (ctx: Context) => { tenantId: string; clientId: string };
+    parse: <S extends z.ZodType>(schema: S, input: unknown) => z.output<S>;
+    jsonBody: (ctx: Context) => unknown;
+  },
+): void {
+  const { webhooks, authenticate, caller, parse, jsonBody } = deps;
+  const idOf = (ctx: Context): string => ctx.params.id ?? '';
+
+  router.post('/webhooks', authenticate, async (ctx) => {
+    const body = parse(createWebhookBody, jsonBody(ctx));
+    const { tenantId, clientId } = caller(ctx);
+    const { hook, secret } = await webhooks.register(tenantId, body, clientId);
+    ctx.status = 201;
+    ctx.set('Location', hookPath(hook.id));
+    ctx.body = { ...webhookView(hook), secret };
+  });
+
+  router.get('/webhooks', authenticate, async (ctx) => {
+    ctx.body = { items: (await webhooks.list(caller(ctx).tenantId)).map(webhookView) };
+  });
+
+  router.delete('/webhooks/:id', authenticate, async (ctx) => {
+    await webhooks.delete(caller(ctx).tenantId, idOf(ctx));
+    ctx.status = 204;
+  });
+
+  router.post('/webhooks/:id/test', authenticate, async (ctx) => {
+    const d = await webhooks.test(caller(ctx).tenantId, idOf(ctx));
+    ctx.status = 202;
+    ctx.body = { deliveryId: d.id, eventId: d.eventId, eventType: d.eventType };
+  });
+
+  router.get('/webhooks/:id/deliveries', authenticate, async (ctx) => {
+    const q = parse(deliveriesQuery, ctx.query);
+    const before = q.cursor === undefined ? undefined : decodeCursor(q.cursor);
+    if (q.cursor !== undefined && !before) throw new RequestValidationError([{ field: 'cursor', messageKey: 'management:fields.bad_cursor' }]);
+    const id = idOf(ctx);
+    const rows = await webhooks.deliveries(caller(ctx).tenantId, id, { take: q.limit + 1, before });
+    const items = rows.slice(0, q.limit);
+    const last = items.at(-1);
+    const next = rows.length > q.limit && last ? encodeCursor(last) : null;
+    const link = (c?: string) => `${hookPath(id)}/deliveries?limit=${q.limit}${c ? `&cursor=${c}` : ''}`;
+    ctx.body = { items: items.map(deliveryView), nextCursor: next, links: { self: link(q.cursor), ...(next ? { next: link(next) } : {}) } };
+  });
+}

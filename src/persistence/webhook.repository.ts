@@ -1,0 +1,195 @@
+import { randomUUID } from 'node:crypto';
+import type { Prisma, PrismaClient, Webhook, WebhookAttempt, WebhookDelivery } from './generated/client.js';
+import type { Sql } from './sql.js';
+
+export type { Webhook, WebhookAttempt, WebhookDelivery } from './generated/client.js';
+
+export interface NewWebhook {
+  tenantId: string;
+  url: string;
+  events: string[];
+  description: string | null;
+  sealedSecret: string;
+  createdBy: string | null;
+}
+
+/** An event to queue for every hook of the tenant that subscribed to its type. */
+export interface QueuedEvent {
+  eventId: string;
+  type: string;
+  data: Record<string, string | number | boolean | null>;
+}
+
+/** A delivery taken for one attempt, with its hook's URL and sealed secret; `attempts` counts this one. */
+export interface ClaimedDelivery {
+  id: string;
+  webhookId: string;
+  tenantId: string;
+  eventId: string;
+  eventType: string;
+  data: Record<string, unknown>;
+  attempts: number;
+  createdAt: Date;
+  url: string;
+  sealedSecret: string;
+}
+
+export type DeliveryWithAttempts = WebhookDelivery & { attemptLog: WebhookAttempt[] };
+
+export type AttemptOutcome = { kind: 'delivered' } | { kind: 'retry'; at: Date } | { kind: 'failed' };
+
+/**
+ * Webhooks and their delivery queue. Queuing an event is one INSERT … SELECT over the tenant's hooks
+ * (nothing when none subscribed); instances take due deliveries with a lease (FOR UPDATE SKIP LOCKED),
+ * as the mail outbox does, so a restart or a crash loses nothing and no two instances send one
+ * delivery at once.
+ */
+export class WebhookRepository {
+  constructor(
+    private readonly prisma: PrismaClient,
+    private readonly sql: Sql,
+  ) {}
+
+  create(h: NewWebhook): Promise<Webhook> {
+    return this.prisma.webhook.create({ data: h });
+  }
+
+  list(tenantId: string): Promise<Webhook[]> {
+    return this.prisma.webhook.findMany({ where: { tenantId }, orderBy: [{ createdAt: 'desc' }, { id: 'desc' }] });
+  }
+
+  /** The hook, only within its tenant. */
+  find(tenantId: string, id: string): Promise<Webhook | null> {
+    if (!isUuid(id)) return Promise.resolve(null);
+    return this.prisma.webhook.findFirst({ where: { id, tenantId } });
+  }
+
+  /** Deletes the hook with its deliveries; false when the tenant has no such hook. */
+  async delete(tenantId: string, id: string): Promise<boolean> {
+    if (!isUuid(id)) return false;
+    const r = await this.prisma.webhook.deleteMany({ where: { id, tenantId } });
+    return r.count > 0;
+  }
+
+  /** Queues the event for the tenant's hooks subscribed to its type; returns how many deliveries. */
+  async enqueueForTenant(tenantId: string, e: QueuedEvent): Promise<number> {
+    const rows = await this.sql.query<{ id: string }>(
+      `INSERT INTO webhook_deliveries (id, webhook_id, tenant_id, event_id, event_type, data)
+       SELECT gen_random_uuid(), w.id, w.tenant_id, $2::uuid, $3, $4::jsonb FROM webhooks w
+        WHERE w.tenant_id = $1 AND $3 = ANY(w.events)
+       RETURNING id::text`,
+      [tenantId, e.eventId, e.type, JSON.stringify(e.data)],
+    );
+    return rows.length;
+  }
+
+  /** As enqueueForTenant, for an event known by the account's id: its tenant and user ID come from the account row. */
+  async enqueueForAccount(accountId: string, e: QueuedEvent): Promise<number> {
+    if (!isUuid(accountId)) return 0;
+    const rows = await this.sql.query<{ id: string }>(
+      `INSERT INTO webhook_deliveries (id, webhook_id, tenant_id, event_id, event_type, data)
+       SELECT gen_random_uuid(), w.id, w.tenant_id, $2::uuid, $3, jsonb_build_object('userId', a.user_id) || $4::jsonb
+         FROM accounts a JOIN webhooks w ON w.tenant_id = a.tenant_id AND $3 = ANY(w.events)
+        WHERE a.id = $1::uuid
+       RETURNING id::text`,
+      [accountId, e.eventId, e.type, JSON.stringify(e.data)],
+    );
+    return rows.length;
+  }
+
+  /** Queues an event for one hook, whatever it subscribed to (a test delivery). */
+  async enqueueForHook(hook: Webhook, e: QueuedEvent): Promise<WebhookDelivery> {
+    return this.prisma.webhookDelivery.create({ data: { webhookId: hook.id, tenantId: hook.tenantId, eventId: e.eventId, eventType: e.type, data: e.data } });
+  }
+
+  /** Takes up to `limit` due deliveries for `leaseMs`, counting the attempt. One statement, so two instances never take the same one. */
+  async claimDue(opts: { limit: number; leaseMs: number; token: string }): Promise<ClaimedDelivery[]> {
+    const now = new Date();
+    const rows = await this.sql.query<{
+      id: string;
+      webhook_id: string;
+      tenant_id: string;
+      event_id: string;
+      event_type: string;
+      data: Record<string, unknown>;
+      attempts: number;
+      created_at: Date;
+      url: string;
+      sealed_secret: string;
+    }>(
+      `UPDATE webhook_deliveries d SET locked_until = $1::timestamptz, lease_token = $2, attempts = d.attempts + 1
+         FROM webhooks w
+        WHERE w.id = d.webhook_id AND d.id IN (
+          SELECT id FROM webhook_deliveries
+           WHERE status = 'pending' AND next_attempt_at <= $3::timestamptz AND (locked_until IS NULL OR locked_until <= $3::timestamptz)
+           ORDER BY next_attempt_at LIMIT $4
+           FOR UPDATE SKIP LOCKED)
+       RETURNING d.id::text, d.webhook_id::text, d.tenant_id, d.event_id::text, d.event_type, d.data, d.attempts, d.created_at, w.url, w.sealed_secret`,
+      [new Date(now.getTime() + opts.leaseMs), opts.token, now, opts.limit],
+    );
+    return rows.map((r) => ({
+      id: r.id,
+      webhookId: r.webhook_id,
+      tenantId: r.tenant_id,
+      eventId: r.event_id,
+      eventType: r.event_type,
+      data: typeof r.data === 'string' ? (JSON.parse(r.data) as Record<string, unknown>) : r.data,
+      attempts: Number(r.attempts),
+      createdAt: r.created_at instanceof Date ? r.created_at : new Date(r.created_at),
+      url: r.url,
+      sealedSecret: r.sealed_secret,
+    }));
+  }
+
+  /** Logs one attempt and moves the delivery on, in one statement; only while this instance holds its lease. */
+  async recordAttempt(
+    d: { id: string; token: string; number: number },
+    attempt: { statusCode: number | null; error: string | null; durationMs: number },
+    outcome: AttemptOutcome,
+  ): Promise<void> {
+    const error = attempt.error?.slice(0, 500) ?? null;
+    await this.sql.query(
+      `WITH attempt AS (
+         INSERT INTO webhook_attempts (id, delivery_id, number, status_code, error, duration_ms)
+         SELECT $3::uuid, id, $4, $5, $6, $7 FROM webhook_deliveries WHERE id = $1::uuid AND lease_token = $2
+       )
+       UPDATE webhook_deliveries SET
+         status = $8, locked_until = NULL, last_status = $5, last_error = $6,
+         next_attempt_at = COALESCE($9::timestamptz, next_attempt_at),
+         delivered_at = CASE WHEN $8 = 'delivered' THEN now() ELSE delivered_at END,
+         failed_at = CASE WHEN $8 = 'failed' THEN now() ELSE failed_at END
+       WHERE id = $1::uuid AND lease_token = $2`,
+      [
+        d.id,
+        d.token,
+        randomUUID(),
+        d.number,
+        attempt.statusCode,
+        error,
+        Math.round(attempt.durationMs),
+        outcome.kind === 'retry' ? 'pending' : outcome.kind,
+        outcome.kind === 'retry' ? outcome.at : null,
+      ],
+    );
+  }
+
+  /** The hook's deliveries, newest first, each with its attempts. */
+  listDeliveries(webhookId: string, opts: { take: number; before?: { createdAt: Date; id: string } }): Promise<DeliveryWithAttempts[]> {
+    const where: Prisma.WebhookDeliveryWhereInput = { webhookId };
+    const b = opts.before;
+    return this.prisma.webhookDelivery.findMany({
+      where: b ? { AND: [where, { OR: [{ createdAt: { lt: b.createdAt } }, { createdAt: b.createdAt, id: { lt: b.id } }] }] } : where,
+      orderBy: [{ createdAt: 'desc' }, { id: 'desc' }],
+      take: opts.take,
+      include: { attemptLog: { orderBy: { number: 'asc' } } },
+    });
+  }
+
+  /** Purges finished deliveries (and their attempts) created before the cutoff. */
+  async deleteFinishedBefore(cutoff: Date): Promise<number> {
+    const r = await this.prisma.webhookDelivery.deleteMany({ where: { status: { in: ['delivered', 'failed'] }, createdAt: { lt: cutoff } } });
+    return r.count;
+  }
+}
+
+const isUuid = (s: string) => /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(s);

@@ -1,0 +1,103 @@
+import { randomUUID } from 'node:crypto';
+import type { Logger } from '../logger.js';
+import type { WebhookRepository } from '../persistence/webhook.repository.js';
+
+/**
+ * The events a tenant's webhooks can receive. `login.*` fire on every attempt, so a hook gets them
+ * only when it lists them (opt-in); a hook registered without `events` gets all the others.
+ */
+export const WEBHOOK_EVENTS = [
+  'account.locked',
+  'account.unlocked',
+  'account.activated',
+  'account.deleted',
+  'device.added',
+  'device.verified',
+  'device.changed',
+  'device.deleted',
+  'devices.replaced',
+  'login_method.changed',
+  'login.succeeded',
+  'login.failed',
+] as const;
+export type WebhookEventType = (typeof WEBHOOK_EVENTS)[number];
+export const OPT_IN_EVENTS: readonly WebhookEventType[] = ['login.succeeded', 'login.failed'];
+export const DEFAULT_EVENTS: readonly WebhookEventType[] = WEBHOOK_EVENTS.filter((e) => !OPT_IN_EVENTS.includes(e));
+/** What `POST /webhooks/{id}/test` sends (to that hook only). */
+export const TEST_EVENT = 'webhook.test';
+
+export type EventData = Record<string, string | number | boolean | null>;
+
+/** Account events (AccountEventService) that are also webhook events. */
+const FROM_ACCOUNT_EVENT: Record<string, WebhookEventType> = {
+  unlocked: 'account.unlocked',
+  activation_completed: 'account.activated',
+  device_added: 'device.added',
+  device_verified: 'device.verified',
+  device_changed: 'device.changed',
+  device_deleted: 'device.deleted',
+  login_method_changed: 'login_method.changed',
+};
+const NO_ACCOUNT = '00000000-0000-0000-0000-000000000000';
+// Only these details of an account event go out (never an address, a code or an internal id).
+const SAFE_DETAIL = ['number', 'kind', 'from', 'to'];
+
+/**
+ * Emits webhook events: each is one INSERT into the delivery queue (src/webhooks/webhook-delivery.ts
+ * sends it later, with retries). Emitting never throws and never waits for a receiver: a failure is
+ * logged and the request that caused the event goes on.
+ */
+export class WebhookEvents {
+  private queued: () => void = () => {};
+
+  constructor(
+    private readonly repo: Pick<WebhookRepository, 'enqueueForTenant' | 'enqueueForAccount'>,
+    private readonly logger: Logger,
+  ) {}
+
+  /** Called after an event was queued here (the in-process delivery worker starts at once). */
+  onQueued(listener: () => void): void {
+    this.queued = listener;
+  }
+
+  /** Tells the listener of a delivery queued another way (a test delivery). */
+  notifyQueued(): void {
+    this.queued();
+  }
+
+  emit(tenantId: string, type: WebhookEventType, data: EventData): Promise<void> {
+    return this.guard(type, () => this.repo.enqueueForTenant(tenantId, { eventId: randomUUID(), type, data }));
+  }
+
+  /** An event of an account known by its id; the payload's `userId` is read from the account row. */
+  emitForAccount(accountId: string, type: WebhookEventType, data: EventData = {}): Promise<void> {
+    return this.guard(type, () => this.repo.enqueueForAccount(accountId, { eventId: randomUUID(), type, data }));
+  }
+
+  /** The webhook event matching an account event, if there is one. */
+  fromAccountEvent(e: { accountId: string; type: string; detail?: Record<string, string | number | boolean | null> }): Promise<void> {
+    const type = FROM_ACCOUNT_EVENT[e.type];
+    if (!type) return Promise.resolve();
+    // An unlock of an account that was not locked changed nothing.
+    if (type === 'account.unlocked' && e.detail?.wasLocked === false) return Promise.resolve();
+    const data: EventData = {};
+    for (const key of SAFE_DETAIL) if (e.detail && key in e.detail) data[key] = e.detail[key] ?? null;
+    return this.emitForAccount(e.accountId, type, data);
+  }
+
+  /** A login attempt of a known account (an unknown user ID is nobody's event). */
+  fromLoginEvent(e: { accountId: string | null; result: string; method: string | null; clientId: string | null; sourceIp: string | null }): Promise<void> {
+    const type = e.result === 'success' ? 'login.succeeded' : 'login.failed';
+    // An unknown user ID runs the same statement (it finds no account), so a step takes as long for
+    // unknown IDs as for known ones.
+    return this.emitForAccount(e.accountId ?? NO_ACCOUNT, type, { result: e.result, method: e.method, clientId: e.clientId, sourceIp: e.sourceIp });
+  }
+
+  private async guard(type: string, insert: () => Promise<number>): Promise<void> {
+    try {
+      if ((await insert()) > 0) this.queued();
+    } catch (err) {
+      this.logger.warn({ err, type }, 'webhook event could not be queued');
+    }
+  }
+}
