@@ -173,7 +173,7 @@ export function createDomainServices(opts: { config: AppConfig; db: Database; lo
     webhookEvents,
     webhookRepo,
     webhookTargets,
-    webhooks: new WebhookService({ repo: webhookRepo, cookieKeys: secrets.cookieKeys, target: webhookTargets, onQueued: () => webhookEvents.notifyQueued() }),
+    webhooks: new WebhookService({ repo: webhookRepo, cookieKeys: secrets.cookieKeys, target: webhookTargets, onQueued: () => webhookEvents.notifyQueued(), onChanged: () => webhookEvents.hooksChanged() }),
     exclusive: { tryExclusive: db.tryExclusive.bind(db) },
     metrics,
     loginHandoff,

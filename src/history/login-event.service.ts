@@ -25,7 +25,7 @@ export class LoginEventService {
    * Counts an event a repository inserted itself (the one-statement login completion); with `event`,
    * its webhook event goes out too.
    */
-  async recordedElsewhere(result: LoginResult, method: string | null, event?: { accountId: string; clientId: string | null; sourceIp: string | null }): Promise<void> {
+  async recordedElsewhere(result: LoginResult, method: string | null, event?: { tenantId: string; accountId: string; clientId: string | null; sourceIp: string | null }): Promise<void> {
     this.metrics?.login(result, method);
     if (event) await this.webhooks?.fromLoginEvent({ ...event, result, method });
   }

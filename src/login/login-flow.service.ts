@@ -388,7 +388,7 @@ export class LoginFlowService {
       event: { tenantId: flow.tenantId, submittedUserId: flow.submittedUserId, clientId: flow.clientId, method: flow.method, sourceIp: req.ip, userAgent: req.userAgent },
     });
     if (!done) return this.settled(flow, account, flowUrl);
-    await this.deps.events.recordedElsewhere(done.succeeded ? 'success' : 'locked', flow.method, { accountId: account.id, clientId: flow.clientId, sourceIp: req.ip });
+    await this.deps.events.recordedElsewhere(done.succeeded ? 'success' : 'locked', flow.method, { tenantId: flow.tenantId, accountId: account.id, clientId: flow.clientId, sourceIp: req.ip });
     if (!done.succeeded) throw new AccountLockedError(flowUrl, undefined, done.lockedUntil);
     if (done.account) this.deps.handoff?.put({ ...account, ...done.account, failedAttempts: 0, lockedAt: null, lockedUntil: null, lastLoginIp: req.ip });
     if (!done.seenIp && done.previousLoginAt) await this.notifyNewIp(account, ctx);

@@ -84,6 +84,12 @@ export class WebhookRepository {
   }
 
   /** As enqueueForTenant, for an event known by the account's id: its tenant and user ID come from the account row. */
+  /** Tenants with a hook subscribed to a login event (login.succeeded or login.failed). */
+  async tenantsWithLoginHooks(): Promise<string[]> {
+    const rows = await this.sql.query<{ tenant_id: string }>(`SELECT DISTINCT tenant_id FROM webhooks WHERE events && ARRAY['login.succeeded', 'login.failed']`);
+    return rows.map((r) => r.tenant_id);
+  }
+
   async enqueueForAccount(accountId: string, e: QueuedEvent): Promise<number> {
     if (!isUuid(accountId)) return 0;
     const rows = await this.sql.query<{ id: string }>(

@@ -49,11 +49,37 @@ const SAFE_DETAIL = ['number', 'kind', 'from', 'to'];
  */
 export class WebhookEvents {
   private queued: () => void = () => {};
+  /** Tenants with a hook that opted in to login events, as last read, and when. */
+  private loginHooks: { tenants: Promise<Set<string>>; readAt: number } | undefined;
 
   constructor(
-    private readonly repo: Pick<WebhookRepository, 'enqueueForTenant' | 'enqueueForAccount'>,
+    private readonly repo: Pick<WebhookRepository, 'enqueueForTenant' | 'enqueueForAccount' | 'tenantsWithLoginHooks'>,
     private readonly logger: Logger,
+    /**
+     * How long the list of tenants with login hooks is trusted (default 5 s): a login costs no
+     * statement for the webhooks of a tenant without such a hook. A hook registered on another
+     * instance gets login events from at most this long after its registration; on this one, at once.
+     */
+    private readonly loginHooksTtlMs = 5_000,
   ) {}
+
+  /** Hooks changed here: the next login event reads the tenants with login hooks again. */
+  hooksChanged(): void {
+    this.loginHooks = undefined;
+  }
+
+  private tenantsWithLoginHooks(): Promise<Set<string>> {
+    const now = Date.now();
+    if (!this.loginHooks || now - this.loginHooks.readAt > this.loginHooksTtlMs) {
+      const tenants = this.repo.tenantsWithLoginHooks().then((ids) => new Set(ids));
+      // A failed read is not kept: the next event tries again.
+      tenants.catch(() => {
+        if (this.loginHooks?.tenants === tenants) this.loginHooks = undefined;
+      });
+      this.loginHooks = { tenants, readAt: now };
+    }
+    return this.loginHooks.tenants;
+  }
 
   /** Called after an event was queued here (the in-process delivery worker starts at once). */
   onQueued(listener: () => void): void {
@@ -85,11 +111,19 @@ export class WebhookEvents {
     return this.emitForAccount(e.accountId, type, data);
   }
 
-  /** A login attempt of a known account (an unknown user ID is nobody's event). */
-  fromLoginEvent(e: { accountId: string | null; result: string; method: string | null; clientId: string | null; sourceIp: string | null }): Promise<void> {
+  /**
+   * A login attempt of a known account (an unknown user ID is nobody's event). Only tenants with a
+   * hook that opted in to login events get a statement; there, an unknown user ID runs the same one
+   * (it finds no account), so a step takes as long for unknown IDs as for known ones.
+   */
+  async fromLoginEvent(e: { tenantId: string; accountId: string | null; result: string; method: string | null; clientId: string | null; sourceIp: string | null }): Promise<void> {
+    try {
+      if (!(await this.tenantsWithLoginHooks()).has(e.tenantId)) return;
+    } catch (err) {
+      this.logger.warn({ err }, 'webhook event could not be queued');
+      return;
+    }
     const type = e.result === 'success' ? 'login.succeeded' : 'login.failed';
-    // An unknown user ID runs the same statement (it finds no account), so a step takes as long for
-    // unknown IDs as for known ones.
     return this.emitForAccount(e.accountId ?? NO_ACCOUNT, type, { result: e.result, method: e.method, clientId: e.clientId, sourceIp: e.sourceIp });
   }
 

@@ -52,7 +52,7 @@ export class WebhookService {
   private readonly box: ReturnType<typeof sealedBox>;
 
   constructor(
-    private readonly deps: { repo: WebhookRepository; cookieKeys: string[]; target: TargetPolicy; onQueued?: () => void },
+    private readonly deps: { repo: WebhookRepository; cookieKeys: string[]; target: TargetPolicy; onQueued?: () => void; onChanged?: () => void },
   ) {
     this.box = sealedBox(deps.cookieKeys, SECRET_PURPOSE);
   }
@@ -64,6 +64,7 @@ export class WebhookService {
     const secret = `whsec_${randomBytes(32).toString('base64url')}`;
     const events = [...new Set(input.events ?? DEFAULT_EVENTS)];
     const hook = await this.deps.repo.create({ tenantId, url: input.url, events, description: input.description ?? null, sealedSecret: this.box.seal(secret), createdBy });
+    this.deps.onChanged?.();
     return { hook, secret };
   }
 
@@ -79,6 +80,7 @@ export class WebhookService {
 
   async delete(tenantId: string, id: string): Promise<void> {
     if (!(await this.deps.repo.delete(tenantId, id))) throw new WebhookNotFoundError();
+    this.deps.onChanged?.();
   }
 
   /** Queues a `webhook.test` event for this hook only; it goes out like any other (signed, retried). */

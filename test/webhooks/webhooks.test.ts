@@ -347,6 +347,9 @@ test('raising an event never throws: a failed insert is logged and the caller go
         throw new Error('database unreachable');
       },
       enqueueForAccount: async () => 1,
+      tenantsWithLoginHooks: async () => {
+        throw new Error('database unreachable');
+      },
     },
     logger,
   );
@@ -356,6 +359,34 @@ test('raising an event never throws: a failed insert is logged and the caller go
   expect(lines.join('')).toContain('webhook event could not be queued');
   await events.emitForAccount('00000000-0000-4000-8000-000000000000', 'account.locked');
   expect(queued).toBe(1);
+  const login = { tenantId: 't1', accountId: null, result: 'success', method: 'otp', clientId: 'c', sourceIp: null };
+  await expect(events.fromLoginEvent(login)).resolves.toBeUndefined();
+  expect(queued).toBe(1);
+});
+
+test('a login costs a webhook statement only in a tenant with a login hook; the list of such tenants is read once per interval, and again after a change here', async () => {
+  const calls = { list: 0, enqueued: [] as string[] };
+  let tenants = ['t2'];
+  const events = new WebhookEvents(
+    {
+      enqueueForTenant: async () => 0,
+      enqueueForAccount: async (accountId) => (calls.enqueued.push(accountId), 1),
+      tenantsWithLoginHooks: async () => (calls.list++, tenants),
+    },
+    pino({ level: 'silent' }),
+    60_000,
+  );
+  const login = (tenantId: string) => ({ tenantId, accountId: '00000000-0000-4000-8000-00000000000a', result: 'success', method: 'otp', clientId: 'c', sourceIp: null });
+  await events.fromLoginEvent(login('t1'));
+  await events.fromLoginEvent(login('t1'));
+  expect(calls).toEqual({ list: 1, enqueued: [] });
+  await events.fromLoginEvent(login('t2'));
+  expect(calls.enqueued).toHaveLength(1);
+  // A hook registered (or deleted) through this instance counts at once.
+  tenants = ['t1', 't2'];
+  events.hooksChanged();
+  await events.fromLoginEvent(login('t1'));
+  expect(calls).toEqual({ list: 2, enqueued: [expect.any(String), expect.any(String)] });
 });
 
 describe('webhook deliveries across a restart', () => {
