@@ -92,7 +92,8 @@ describe('/metrics', () => {
     expect(text).toContain('process_cpu_seconds_total');
     expect(text).toContain('nodejs_eventloop_lag_seconds');
     expect(text).toMatch(/^idp_db_pool_connections\{state="total"\} [1-9]/m);
-    expect(text).toMatch(/^idp_db_pool_connections\{state="waiting"\} 0$/m);
+    // Background work (the webhook and mail queues' polls) may hold the pool at that moment: a count, not 0.
+    expect(text).toMatch(/^idp_db_pool_connections\{state="waiting"\} \d+$/m);
   });
 
   test('an OTP login moves the login, code and request figures', async () => {
