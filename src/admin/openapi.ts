@@ -5,6 +5,7 @@ import { MANAGEMENT_SCOPE } from '../oidc/access-tokens.js';
 import { API_PREFIX } from './problem.js';
 import { ACTOR_KINDS, AUDIT_ACTIONS } from '../audit/audit.service.js';
 import { DEFAULT_EVENTS, OPT_IN_EVENTS, TEST_EVENT, WEBHOOK_EVENTS } from '../webhooks/webhook-events.js';
+import { MAX_ROTATION_GRACE_SECONDS, ROTATION_GRACE_SECONDS } from '../webhooks/webhook.service.js';
 import { EVENT_ID_HEADER, EVENT_TYPE_HEADER, SIGNATURE_HEADER, DEFAULT_TOLERANCE_SECONDS } from '../webhooks/webhook-signature.js';
 
 const dateTime = { type: 'string', format: 'date-time' } as const;
@@ -44,6 +45,20 @@ const acceptLanguage = {
 const userIdParam = { name: 'userId', in: 'path', required: true, schema: { type: 'string', maxLength: 64 } };
 
 const webhookIdParam = { name: 'id', in: 'path', required: true, schema: { type: 'string' } };
+const deliveryIdParam = { name: 'deliveryId', in: 'path', required: true, schema: { type: 'string' } };
+// The hook as listed (WebhookView in src/webhooks/webhook.service.ts); CreatedWebhook adds the secret.
+const webhookProperties = {
+  id: { type: 'string', format: 'uuid' },
+  url: { type: 'string', format: 'uri' },
+  events: { type: 'array', items: { type: 'string', enum: [...WEBHOOK_EVENTS] } },
+  description: nullableString,
+  enabled: { type: 'boolean', description: 'False: no events are queued for the hook (tests and redeliveries still go out). Turned off after WEBHOOK_DISABLE_AFTER_FAILURES deliveries given up in a row (5 by default); PATCH `{"enabled": true}` turns it on.' },
+  disabledAt: { ...nullableDateTime, description: 'When the hook was turned off; null while enabled.' },
+  consecutiveFailures: { type: 'integer', minimum: 0, description: 'Deliveries given up since the last delivered one.' },
+  previousSecretExpiresAt: { ...nullableDateTime, description: 'Until when the secret replaced by the last rotation still signs (a second v1); null when it no longer does.' },
+  createdAt: dateTime,
+};
+const webhookRequired = Object.keys(webhookProperties);
 const cursorParam = { name: 'cursor', in: 'query', required: false, description: 'From `nextCursor` (or `links.next`) of the previous page.', schema: { type: 'string', maxLength: 200 } };
 const auditFilters = [
   { name: 'user_id', in: 'query', required: false, description: 'Only records about this user ID.', schema: { type: 'string', maxLength: 64 } },
@@ -237,11 +252,36 @@ export function openApiDocument(issuer: string) {
       },
       '/webhooks/{id}': {
         parameters: [webhookIdParam, acceptLanguage],
+        get: {
+          operationId: 'getWebhook',
+          summary: 'A webhook (never its secret)',
+          responses: { '200': { description: 'The hook.', content: json(ref('Webhook')) }, ...problems(401, 403, 404) },
+        },
+        patch: {
+          operationId: 'updateWebhook',
+          summary: 'Change a webhook, or turn it on or off',
+          description: 'The URL is checked as at registration. `{"enabled": true}` turns on a hook turned off by its failures, and sets its failure count back to 0; events raised while it was off were not queued for it.',
+          requestBody: { required: true, content: json(ref('UpdateWebhookRequest')) },
+          responses: { '200': { description: 'The changed hook.', content: json(ref('Webhook')) }, ...problems(400, 401, 403, 404, 413, 415) },
+        },
         delete: {
           operationId: 'deleteWebhook',
           summary: 'Delete a webhook with its delivery log',
           description: 'Deliveries still pending are dropped.',
           responses: { '204': { description: 'Deleted.' }, ...problems(401, 403, 404) },
+        },
+      },
+      '/webhooks/{id}/rotate-secret': {
+        parameters: [webhookIdParam, acceptLanguage],
+        post: {
+          operationId: 'rotateWebhookSecret',
+          summary: 'Replace the signing secret',
+          description:
+            `The new secret is in this answer only. The secret it replaces keeps signing for \`graceSeconds\` (default ${ROTATION_GRACE_SECONDS} s, 24 h): ` +
+            `meanwhile \`${SIGNATURE_HEADER}\` carries two signatures, \`t=<t>,v1=<with the new secret>,v1=<with the old one>\`, and a receiver accepts a request when any v1 matches the secret it holds, ` +
+            'so it can switch to the new secret without missing an event. A secret older than the replaced one stops at once. `graceSeconds: 0` stops the old secret at once (after a leak).',
+          requestBody: { required: false, content: json(ref('RotateSecretRequest')) },
+          responses: { '200': { description: 'The hook with its new secret, shown this once.', content: json(ref('CreatedWebhook')) }, ...problems(400, 401, 403, 404, 413, 415) },
         },
       },
       '/webhooks/{id}/test': {
@@ -261,6 +301,15 @@ export function openApiDocument(issuer: string) {
           description: 'Each delivery with every attempt: the status code the receiver answered, or the error (timeout, refused connection).',
           parameters: [cursorParam, { name: 'limit', in: 'query', required: false, schema: { type: 'integer', minimum: 1, maximum: 100, default: 20 } }],
           responses: { '200': { description: 'One page of deliveries.', content: json(ref('DeliveryPage')) }, ...problems(400, 401, 403, 404) },
+        },
+      },
+      '/webhooks/{id}/deliveries/{deliveryId}/redeliver': {
+        parameters: [webhookIdParam, deliveryIdParam, acceptLanguage],
+        post: {
+          operationId: 'redeliverWebhookDelivery',
+          summary: 'Send a delivery again',
+          description: 'A new delivery of the same event (same event id, same body), due now, signed with the current secret and retried like any other; it goes out even while the hook is turned off. The original stays in the log.',
+          responses: { '202': { description: 'Queued.', content: json(ref('Redelivery')) }, ...problems(401, 403, 404) },
         },
       },
     },
@@ -432,30 +481,34 @@ export function openApiDocument(issuer: string) {
             description: { type: 'string', maxLength: 200 },
           },
         },
-        Webhook: {
-          type: 'object',
-          additionalProperties: false,
-          required: ['id', 'url', 'events', 'description', 'createdAt'],
-          properties: {
-            id: { type: 'string', format: 'uuid' },
-            url: { type: 'string', format: 'uri' },
-            events: { type: 'array', items: { type: 'string', enum: [...WEBHOOK_EVENTS] } },
-            description: nullableString,
-            createdAt: dateTime,
-          },
-        },
+        Webhook: { type: 'object', additionalProperties: false, required: webhookRequired, properties: webhookProperties },
         CreatedWebhook: {
           type: 'object',
           additionalProperties: false,
-          required: ['id', 'url', 'events', 'description', 'createdAt', 'secret'],
+          required: [...webhookRequired, 'secret'],
+          properties: { ...webhookProperties, secret: { type: 'string', pattern: '^whsec_[A-Za-z0-9_-]{43}$', description: 'The signing secret; shown only in this answer.' } },
+        },
+        UpdateWebhookRequest: {
+          type: 'object',
+          additionalProperties: false,
+          minProperties: 1,
           properties: {
-            id: { type: 'string', format: 'uuid' },
-            url: { type: 'string', format: 'uri' },
-            events: { type: 'array', items: { type: 'string', enum: [...WEBHOOK_EVENTS] } },
-            description: nullableString,
-            createdAt: dateTime,
-            secret: { type: 'string', pattern: '^whsec_[A-Za-z0-9_-]{43}$', description: 'The signing secret; shown only in this answer.' },
+            url: { type: 'string', format: 'uri', maxLength: 2048 },
+            events: { type: 'array', minItems: 1, items: { type: 'string', enum: [...WEBHOOK_EVENTS] } },
+            description: { type: ['string', 'null'], maxLength: 200 },
+            enabled: { type: 'boolean' },
           },
+        },
+        RotateSecretRequest: {
+          type: 'object',
+          additionalProperties: false,
+          properties: { graceSeconds: { type: 'integer', minimum: 0, maximum: MAX_ROTATION_GRACE_SECONDS, default: ROTATION_GRACE_SECONDS, description: 'How long the replaced secret keeps signing.' } },
+        },
+        Redelivery: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['deliveryId', 'eventId', 'eventType', 'redeliveryOf'],
+          properties: { deliveryId: { type: 'string', format: 'uuid' }, eventId: { type: 'string', format: 'uuid' }, eventType: { type: 'string' }, redeliveryOf: { type: 'string', format: 'uuid' } },
         },
         WebhookList: { type: 'object', additionalProperties: false, required: ['items'], properties: { items: { type: 'array', items: ref('Webhook') } } },
         QueuedDelivery: {
@@ -467,7 +520,7 @@ export function openApiDocument(issuer: string) {
         Delivery: {
           type: 'object',
           additionalProperties: false,
-          required: ['id', 'eventId', 'eventType', 'status', 'attempts', 'createdAt', 'nextAttemptAt', 'deliveredAt', 'failedAt', 'attemptLog'],
+          required: ['id', 'eventId', 'eventType', 'status', 'attempts', 'createdAt', 'nextAttemptAt', 'deliveredAt', 'failedAt', 'redeliveryOf', 'attemptLog'],
           properties: {
             id: { type: 'string', format: 'uuid' },
             eventId: { type: 'string', format: 'uuid' },
@@ -478,6 +531,7 @@ export function openApiDocument(issuer: string) {
             nextAttemptAt: { ...nullableDateTime, description: 'When a pending delivery is tried next.' },
             deliveredAt: nullableDateTime,
             failedAt: nullableDateTime,
+            redeliveryOf: { type: ['string', 'null'], format: 'uuid', description: 'The delivery this one sends again (POST …/redeliver).' },
             attemptLog: {
               type: 'array',
               items: {
@@ -533,7 +587,7 @@ export function openApiDocument(issuer: string) {
           ...problemResponse('The token lacks the management scope.'),
           headers: { 'WWW-Authenticate': { description: 'Bearer challenge with error="insufficient_scope".', schema: { type: 'string' } } },
         },
-        Problem404: problemResponse('No such account (or webhook) in the token\'s tenant.'),
+        Problem404: problemResponse('No such account (or webhook, or delivery of it) in the token\'s tenant.'),
         Problem409: problemResponse('The user ID is already registered.'),
         Problem413: problemResponse('The body is larger than 64 KiB.'),
         Problem415: problemResponse('The body is not application/json.'),

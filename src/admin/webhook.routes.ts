@@ -3,7 +3,7 @@ import type { Context, Middleware } from 'koa';
 import { z } from 'zod';
 import { decodeCursor, encodeCursor } from '../audit/audit.service.js';
 import { WEBHOOK_EVENTS } from '../webhooks/webhook-events.js';
-import { deliveryView, webhookView, type WebhookService } from '../webhooks/webhook.service.js';
+import { deliveryView, MAX_ROTATION_GRACE_SECONDS, webhookView, type WebhookService } from '../webhooks/webhook.service.js';
 import { API_PREFIX, RequestValidationError } from './problem.js';
 
 export const createWebhookBody = z.strictObject({
@@ -11,13 +11,22 @@ export const createWebhookBody = z.strictObject({
   events: z.array(z.enum(WEBHOOK_EVENTS)).min(1).max(WEBHOOK_EVENTS.length).optional(),
   description: z.string().max(200).optional(),
 });
+export const patchWebhookBody = z
+  .strictObject({
+    url: z.string().min(1).max(2048).optional(),
+    events: z.array(z.enum(WEBHOOK_EVENTS)).min(1).max(WEBHOOK_EVENTS.length).optional(),
+    description: z.string().max(200).nullable().optional(),
+    enabled: z.boolean().optional(),
+  })
+  .refine((b) => Object.values(b).some((v) => v !== undefined), { params: { messageKey: 'management:fields.empty_webhook_patch' } });
+const rotateBody = z.strictObject({ graceSeconds: z.number().int().min(0).max(MAX_ROTATION_GRACE_SECONDS).optional() });
 const deliveriesQuery = z.object({ cursor: z.string().max(200).optional(), limit: z.coerce.number().int().min(1).max(100).default(20) });
 
 const hookPath = (id: string) => `${API_PREFIX}/webhooks/${encodeURIComponent(id)}`;
 
 /**
- * The tenant's webhooks: register (the signing secret is in this answer only), list, delete, send a
- * test event, read the delivery log. Another tenant's hook is a 404, like a missing one.
+ * The tenant's webhooks: register (the signing secret is in this answer only), list, read, change,
+ * rotate the secret, delete, send a test event, read the delivery log and send a delivery again. Another tenant's hook is a 404, like a missing one.
  */
 export function webhookRoutes(
   router: Router,
@@ -42,7 +51,28 @@ export function webhookRoutes(
   });
 
   router.get('/webhooks', authenticate, async (ctx) => {
-    ctx.body = { items: (await webhooks.list(caller(ctx).tenantId)).map(webhookView) };
+    ctx.body = { items: (await webhooks.list(caller(ctx).tenantId)).map((h) => webhookView(h)) };
+  });
+
+  router.get('/webhooks/:id', authenticate, async (ctx) => {
+    ctx.body = webhookView(await webhooks.find(caller(ctx).tenantId, idOf(ctx)));
+  });
+
+  router.patch('/webhooks/:id', authenticate, async (ctx) => {
+    const body = parse(patchWebhookBody, jsonBody(ctx));
+    ctx.body = webhookView(await webhooks.update(caller(ctx).tenantId, idOf(ctx), body));
+  });
+
+  router.post('/webhooks/:id/rotate-secret', authenticate, async (ctx) => {
+    const body = parse(rotateBody, jsonBody(ctx));
+    const { hook, secret } = await webhooks.rotateSecret(caller(ctx).tenantId, idOf(ctx), body.graceSeconds);
+    ctx.body = { ...webhookView(hook), secret };
+  });
+
+  router.post('/webhooks/:id/deliveries/:deliveryId/redeliver', authenticate, async (ctx) => {
+    const d = await webhooks.redeliver(caller(ctx).tenantId, idOf(ctx), ctx.params.deliveryId ?? '');
+    ctx.status = 202;
+    ctx.body = { deliveryId: d.id, eventId: d.eventId, eventType: d.eventType, redeliveryOf: d.redeliveryOf };
   });
 
   router.delete('/webhooks/:id', authenticate, async (ctx) => {

@@ -133,6 +133,12 @@ export const envSchema = z.object({
   WEBHOOK_RETRY_MAX: z.coerce.number().min(0.01).default(6 * 3600),
   /** Webhooks: attempts (the first included) before a delivery is given up (status `failed`). */
   WEBHOOK_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(50).default(12),
+  /**
+   * Webhooks: deliveries given up in a row (each after WEBHOOK_MAX_ATTEMPTS attempts, about 20 hours of
+   * failures with the defaults) after which the hook is turned off: no events are queued for it until
+   * PATCH /api/v1/webhooks/{id} {"enabled": true}. A delivered event sets the count back to 0. 0: never.
+   */
+  WEBHOOK_DISABLE_AFTER_FAILURES: z.coerce.number().int().min(0).max(1000).default(5),
   /** Webhooks: seconds between looks at the queue for due retries and for events queued by other processes (the admin CLI, other instances). */
   WEBHOOK_POLL_INTERVAL: z.coerce.number().min(0.05).max(3600).default(5),
   /** Log level (pino). */

@@ -57,6 +57,8 @@ export interface WebhookConfig {
   retryMaxMs: number;
   maxAttempts: number;
   pollMs: number;
+  /** WEBHOOK_DISABLE_AFTER_FAILURES (0: never). */
+  disableAfterFailures: number;
 }
 
 /** Client certificates: the internal CA, the mutual-TLS listener and a TLS-terminating proxy's header. */
@@ -136,6 +138,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
       retryMaxMs: Math.round(e.WEBHOOK_RETRY_MAX * 1000),
       maxAttempts: e.WEBHOOK_MAX_ATTEMPTS,
       pollMs: Math.round(e.WEBHOOK_POLL_INTERVAL * 1000),
+      disableAfterFailures: e.WEBHOOK_DISABLE_AFTER_FAILURES,
     },
   };
   return { ...config, ...overrides };

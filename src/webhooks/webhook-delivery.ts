@@ -13,6 +13,8 @@ export interface WebhookDeliveryOptions {
   pollMs: number;
   /** Deliveries one instance sends at the same time. Default 4. */
   concurrency?: number;
+  /** Given-up deliveries in a row that turn a hook off (WEBHOOK_DISABLE_AFTER_FAILURES); 0 or absent: never. */
+  disableAfterFailures?: number;
 }
 
 const DAY = 24 * 3_600_000;
@@ -105,6 +107,9 @@ export function startWebhookDelivery(deps: {
     if (refused) return { statusCode: null, error: `target refused (${refused})` };
     const secret = box.open(row.sealedSecret);
     if (typeof secret !== 'string') return { statusCode: null, error: 'the hook secret cannot be opened (COOKIE_KEYS changed?)' };
+    // During a rotation's grace period the previous secret signs too, so receivers can switch at leisure.
+    const previous = row.previousSealedSecret === null ? undefined : box.open(row.previousSealedSecret);
+    const secrets = typeof previous === 'string' ? [secret, previous] : [secret];
     const body = deliveryBody(row);
     try {
       const res = await doFetch(row.url, {
@@ -114,7 +119,7 @@ export function startWebhookDelivery(deps: {
         headers: {
           'content-type': 'application/json',
           'user-agent': 'AnshinLogin-Webhooks/1.0',
-          [SIGNATURE_HEADER]: signatureHeader(secret, body),
+          [SIGNATURE_HEADER]: signatureHeader(secrets, body),
           [EVENT_ID_HEADER]: row.eventId,
           [EVENT_TYPE_HEADER]: row.eventType,
         },
@@ -138,7 +143,8 @@ export function startWebhookDelivery(deps: {
     if (result.error === null) outcome = { kind: 'delivered' };
     else if (row.attempts >= options.maxAttempts) outcome = { kind: 'failed' };
     else outcome = { kind: 'retry', at: new Date(Date.now() + retryDelay(row.attempts, options)) };
-    await repo.recordAttempt({ id: row.id, token, number: row.attempts }, { ...result, durationMs }, outcome);
+    const { disabled } = await repo.recordAttempt({ id: row.id, token, number: row.attempts }, { ...result, durationMs }, outcome, options.disableAfterFailures ?? 0);
+    if (disabled) logger.warn({ webhookId: row.webhookId, failures: options.disableAfterFailures }, 'webhooks: hook disabled after deliveries given up in a row');
     if (outcome.kind === 'retry') {
       // On time rather than at the next poll (any instance may take it then).
       setTimeout(kick, Math.max(0, outcome.at.getTime() - Date.now())).unref();

@@ -9,11 +9,14 @@ export const DEFAULT_TOLERANCE_SECONDS = 300;
 /**
  * `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`, keyed with the hook's secret (the whole
  * `whsec_…` string, as UTF-8), as Stripe signs its webhooks. The timestamp is signed too, so a
- * receiver that refuses old ones is safe from replays of a captured request.
+ * receiver that refuses old ones is safe from replays of a captured request. After a rotation the
+ * previous secret signs too, for a while: `t=…,v1=<new>,v1=<previous>`, and a receiver accepts the
+ * request when any v1 matches the secret it holds.
  */
-export function signatureHeader(secret: string, body: string, at: Date = new Date()): string {
+export function signatureHeader(secrets: string | readonly string[], body: string, at: Date = new Date()): string {
   const t = Math.floor(at.getTime() / 1000);
-  return `t=${t},v1=${hmac(secret, `${t}.${body}`)}`;
+  const keys = typeof secrets === 'string' ? [secrets] : secrets;
+  return [`t=${t}`, ...keys.map((secret) => `v1=${hmac(secret, `${t}.${body}`)}`)].join(',');
 }
 
 /** What a receiver does: true when one v1 signature matches and the timestamp is within the tolerance. */

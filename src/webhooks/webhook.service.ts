@@ -13,19 +13,52 @@ export class WebhookNotFoundError extends AppError {
   }
 }
 
+export class WebhookDeliveryNotFoundError extends AppError {
+  constructor() {
+    super('webhook_delivery_not_found', 404, 'management:errors.webhook_delivery_not_found');
+  }
+}
+
+function newSecret(): string {
+  return `whsec_${randomBytes(32).toString('base64url')}`;
+}
+
 /** At most this many hooks per tenant: each event costs one delivery per hook. */
 export const MAX_HOOKS_PER_TENANT = 20;
+
+/** How long the secret a rotation replaces keeps signing, unless the rotation says otherwise. */
+export const ROTATION_GRACE_SECONDS = 24 * 3600;
+/** The longest grace period a rotation may ask for (7 days). */
+export const MAX_ROTATION_GRACE_SECONDS = 7 * 24 * 3600;
 
 export interface WebhookView {
   id: string;
   url: string;
   events: string[];
   description: string | null;
+  /** False: no events are queued for the hook (turned off by its failures or by a PATCH). */
+  enabled: boolean;
+  disabledAt: string | null;
+  /** Deliveries given up since the last delivered one. */
+  consecutiveFailures: number;
+  /** Until when the secret replaced by the last rotation still signs; null when it no longer does. */
+  previousSecretExpiresAt: string | null;
   createdAt: string;
 }
 
-export function webhookView(h: Webhook): WebhookView {
-  return { id: h.id, url: h.url, events: h.events, description: h.description, createdAt: h.createdAt.toISOString() };
+export function webhookView(h: Webhook, now: Date = new Date()): WebhookView {
+  const previous = h.previousSealedSecret && h.previousSecretExpiresAt && h.previousSecretExpiresAt > now ? h.previousSecretExpiresAt.toISOString() : null;
+  return {
+    id: h.id,
+    url: h.url,
+    events: h.events,
+    description: h.description,
+    enabled: h.enabled,
+    disabledAt: h.disabledAt?.toISOString() ?? null,
+    consecutiveFailures: h.consecutiveFailures,
+    previousSecretExpiresAt: previous,
+    createdAt: h.createdAt.toISOString(),
+  };
 }
 
 export function deliveryView(d: DeliveryWithAttempts) {
@@ -39,6 +72,7 @@ export function deliveryView(d: DeliveryWithAttempts) {
     nextAttemptAt: d.status === 'pending' ? d.nextAttemptAt.toISOString() : null,
     deliveredAt: d.deliveredAt?.toISOString() ?? null,
     failedAt: d.failedAt?.toISOString() ?? null,
+    redeliveryOf: d.redeliveryOf,
     attemptLog: d.attemptLog.map((a) => ({ number: a.number, at: a.createdAt.toISOString(), statusCode: a.statusCode, error: a.error, durationMs: a.durationMs })),
   };
 }
@@ -61,7 +95,7 @@ export class WebhookService {
     const problem = await targetProblem(input.url, this.deps.target);
     if (problem) throw new AccountValidationError('url', `management:fields.${problem}`);
     if ((await this.deps.repo.list(tenantId)).length >= MAX_HOOKS_PER_TENANT) throw new AccountValidationError('url', 'management:fields.webhook_limit', { max: MAX_HOOKS_PER_TENANT });
-    const secret = `whsec_${randomBytes(32).toString('base64url')}`;
+    const secret = newSecret();
     const events = [...new Set(input.events ?? DEFAULT_EVENTS)];
     const hook = await this.deps.repo.create({ tenantId, url: input.url, events, description: input.description ?? null, sealedSecret: this.box.seal(secret), createdBy });
     this.deps.onChanged?.();
@@ -76,6 +110,39 @@ export class WebhookService {
     const hook = await this.deps.repo.find(tenantId, id);
     if (!hook) throw new WebhookNotFoundError();
     return hook;
+  }
+
+  /** Changes the URL (checked as at registration), the events, the description, or turns the hook on or off. */
+  async update(tenantId: string, id: string, change: { url?: string; events?: WebhookEventType[]; description?: string | null; enabled?: boolean }): Promise<Webhook> {
+    if (change.url !== undefined) {
+      const problem = await targetProblem(change.url, this.deps.target);
+      if (problem) throw new AccountValidationError('url', `management:fields.${problem}`);
+    }
+    const hook = await this.deps.repo.update(tenantId, id, { ...change, events: change.events && [...new Set(change.events)] });
+    if (!hook) throw new WebhookNotFoundError();
+    // The events or the hook's state may change which tenants get login events.
+    this.deps.onChanged?.();
+    return hook;
+  }
+
+  /**
+   * A new secret, returned this once. The one it replaces signs too (a second v1 in the signature
+   * header) for `graceSeconds` (default 24 h; 0 stops it at once, e.g. after a leak).
+   */
+  async rotateSecret(tenantId: string, id: string, graceSeconds: number = ROTATION_GRACE_SECONDS): Promise<{ hook: Webhook; secret: string }> {
+    const secret = newSecret();
+    if (!(await this.deps.repo.rotateSecret(tenantId, id, this.box.seal(secret), new Date(Date.now() + graceSeconds * 1000)))) throw new WebhookNotFoundError();
+    return { hook: await this.find(tenantId, id), secret };
+  }
+
+  /** Sends a delivery's event again (same event id and payload) as a new delivery, now, signed with the current secret. */
+  async redeliver(tenantId: string, id: string, deliveryId: string): Promise<WebhookDelivery> {
+    const hook = await this.find(tenantId, id);
+    const original = await this.deps.repo.findDelivery(hook.id, deliveryId);
+    if (!original) throw new WebhookDeliveryNotFoundError();
+    const delivery = await this.deps.repo.redeliver(original);
+    this.deps.onQueued?.();
+    return delivery;
   }
 
   async delete(tenantId: string, id: string): Promise<void> {

@@ -537,10 +537,27 @@ describe('management API (/api/v1)', () => {
     expect(hook.headers.get('location')).toBe(`${API}/webhooks/${hook.body.id}`);
     expect((await call('POST', `${API}/webhooks`, { token: t1, body: { url: 'ftp://127.0.0.1/x' } })).status).toBe(400);
     expect((await call('GET', `${API}/webhooks`, { token: t1 })).body.items).toContainEqual(expect.objectContaining({ id: hook.body.id }));
-    expect((await call('POST', `${API}/webhooks/${hook.body.id}/test`, { token: t1 })).status).toBe(202);
+    expect(hook.body).toMatchObject({ enabled: true, disabledAt: null, consecutiveFailures: 0, previousSecretExpiresAt: null });
+    const queued = await call('POST', `${API}/webhooks/${hook.body.id}/test`, { token: t1 });
+    expect(queued.status).toBe(202);
     const log = await call('GET', `${API}/webhooks/${hook.body.id}/deliveries`, { token: t1 });
     expect(log.status).toBe(200);
-    expect(log.body.items[0]).toMatchObject({ eventType: 'webhook.test' });
+    expect(log.body.items[0]).toMatchObject({ eventType: 'webhook.test', redeliveryOf: null });
+    expect((await call('GET', `${API}/webhooks/${hook.body.id}`, { token: t1 })).body).toMatchObject({ id: hook.body.id, description: 'back office' });
+    const patched = await call('PATCH', `${API}/webhooks/${hook.body.id}`, { token: t1, body: { description: null, enabled: false } });
+    expect(patched.body).toMatchObject({ description: null, enabled: false, disabledAt: expect.any(String) });
+    expect((await call('PATCH', `${API}/webhooks/${hook.body.id}`, { token: t1, body: { url: 'ftp://127.0.0.1/x' } })).status).toBe(400);
+    const rotated = await call('POST', `${API}/webhooks/${hook.body.id}/rotate-secret`, { token: t1 });
+    expect(rotated.status).toBe(200);
+    expect(rotated.body.secret).not.toBe(hook.body.secret);
+    expect((await call('POST', `${API}/webhooks/${hook.body.id}/rotate-secret`, { token: t1, body: { graceSeconds: -1 } })).status).toBe(400);
+    const again = await call('POST', `${API}/webhooks/${hook.body.id}/deliveries/${queued.body.deliveryId}/redeliver`, { token: t1 });
+    expect(again.status).toBe(202);
+    expect(again.body.redeliveryOf).toBe(queued.body.deliveryId);
+    expect((await call('POST', `${API}/webhooks/${hook.body.id}/deliveries/${queued.body.deliveryId}/redeliver`, { token: t2 })).status).toBe(404);
+    expect((await call('GET', `${API}/webhooks/${hook.body.id}`, { token: t2 })).status).toBe(404);
+    expect((await call('PATCH', `${API}/webhooks/${hook.body.id}`, { token: t2, body: { enabled: true } })).status).toBe(404);
+    expect((await call('POST', `${API}/webhooks/${hook.body.id}/rotate-secret`, { token: t2 })).status).toBe(404);
     expect((await call('GET', `${API}/webhooks/${hook.body.id}/deliveries`, { token: t2 })).status).toBe(404);
     expect((await call('DELETE', `${API}/webhooks/${hook.body.id}`, { token: t2 })).status).toBe(404);
     expect((await call('POST', `${API}/webhooks/${hook.body.id}/test`, { token: t2 })).status).toBe(404);
@@ -555,7 +572,7 @@ describe('management API (/api/v1)', () => {
         .filter((m) => ['get', 'post', 'patch', 'put', 'delete'].includes(m))
         .map((m) => `${m.toUpperCase()} ${p}`),
     );
-    expect(documented).toHaveLength(16);
+    expect(documented).toHaveLength(20);
     expect(documented.filter((op) => !exercised.has(op))).toEqual([]);
   });
 });

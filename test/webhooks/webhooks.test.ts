@@ -29,7 +29,7 @@ interface Received {
   body: Json;
 }
 
-/** A webhook receiver as a tenant would run one: it keeps what arrives; `/fail` answers 500. */
+/** A webhook receiver as a tenant would run one: it keeps what arrives; `/fail…` answers 500. */
 function receiver() {
   const received: Received[] = [];
   let server: Server | undefined;
@@ -41,7 +41,7 @@ function receiver() {
       req.on('end', () => {
         const raw = Buffer.concat(chunks).toString('utf8');
         received.push({ path: req.url ?? '', headers: req.headers, raw, body: JSON.parse(raw) as Json });
-        res.statusCode = req.url === '/fail' ? 500 : 200;
+        res.statusCode = req.url?.startsWith('/fail') ? 500 : 200;
         res.end('ok');
       });
     });
@@ -59,14 +59,17 @@ function receiver() {
   };
 }
 
-/** What the docs tell a receiver to do, written out independently of the provider's code. */
+/** What the docs tell a receiver to do, written out independently of the provider's code: any v1 may match (two during a rotation). */
 function receiverVerifies(secret: string, raw: string, header: string): boolean {
-  const fields = Object.fromEntries(header.split(',').map((p) => p.split('=') as [string, string]));
-  const t = Number(fields.t);
+  const fields = header.split(',').map((p) => p.split('=') as [string, string]);
+  const t = Number(fields.find(([k]) => k === 't')?.[1]);
   if (Math.abs(Date.now() / 1000 - t) > 300) return false;
   const expected = createHmac('sha256', secret).update(`${t}.${raw}`).digest();
-  const given = Buffer.from(fields.v1 ?? '', 'hex');
-  return given.length === expected.length && timingSafeEqual(given, expected);
+  return fields.some(([k, v]) => {
+    if (k !== 'v1') return false;
+    const given = Buffer.from(v ?? '', 'hex');
+    return given.length === expected.length && timingSafeEqual(given, expected);
+  });
 }
 
 async function until<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs = 15_000): Promise<T> {
@@ -141,6 +144,7 @@ describe.each(databases)('webhooks (%s)', (database) => {
         WEBHOOK_MAX_ATTEMPTS: String(MAX_ATTEMPTS),
         WEBHOOK_POLL_INTERVAL: '0.2',
         WEBHOOK_TIMEOUT: '2',
+        WEBHOOK_DISABLE_AFTER_FAILURES: '2',
       },
     });
     rp = await discover(s.issuer, 'rp-basic', 'rp-basic-secret-0123456789');
@@ -259,6 +263,119 @@ describe.each(databases)('webhooks (%s)', (database) => {
     expect(await deliveries(other.id)).toEqual([]);
   });
 
+  test('a rotated secret: the answer shows the new one once; during the grace period every delivery carries both signatures, then only the new one', async () => {
+    const hook = await register('/rotate');
+    const rotated = await call('POST', `${API}/webhooks/${hook.id}/rotate-secret`, { token: t1 });
+    expect(rotated.status).toBe(200);
+    const fresh = rotated.body.secret as string;
+    expect(fresh).toMatch(/^whsec_[A-Za-z0-9_-]{43}$/);
+    expect(fresh).not.toBe(hook.secret);
+    // The old secret signs for 24 hours by default.
+    const expires = Date.parse(rotated.body.previousSecretExpiresAt as string);
+    expect(Math.abs(expires - (Date.now() + 24 * 3_600_000))).toBeLessThan(60_000);
+    const read = await call('GET', `${API}/webhooks/${hook.id}`, { token: t1 });
+    expect(read.status).toBe(200);
+    expect(read.body).toMatchObject({ id: hook.id, enabled: true, previousSecretExpiresAt: rotated.body.previousSecretExpiresAt });
+    expect(JSON.stringify(read.body)).not.toContain(fresh);
+
+    const during = await call('POST', `${API}/webhooks/${hook.id}/test`, { token: t1 });
+    const got = await arrived('/rotate', (b) => b.id === during.body.eventId);
+    const header = got.headers['anshin-signature'] as string;
+    expect(header).toMatch(/^t=\d+,v1=[0-9a-f]{64},v1=[0-9a-f]{64}$/);
+    // A receiver still holding the old secret and one already on the new secret both accept it.
+    expect(receiverVerifies(hook.secret, got.raw, header)).toBe(true);
+    expect(receiverVerifies(fresh, got.raw, header)).toBe(true);
+    expect(verifySignature(hook.secret, got.raw, header)).toBe(true);
+    expect(verifySignature(fresh, got.raw, header)).toBe(true);
+    expect(receiverVerifies(`${fresh}x`, got.raw, header)).toBe(false);
+
+    // A second rotation with no grace: only the newest secret signs; the first is gone, the second at once.
+    const again = await call('POST', `${API}/webhooks/${hook.id}/rotate-secret`, { token: t1, body: { graceSeconds: 0 } });
+    expect(again.status).toBe(200);
+    expect(again.body.previousSecretExpiresAt).toBeNull();
+    const newest = again.body.secret as string;
+    const after = await call('POST', `${API}/webhooks/${hook.id}/test`, { token: t1 });
+    const late = await arrived('/rotate', (b) => b.id === after.body.eventId);
+    const single = late.headers['anshin-signature'] as string;
+    expect(single).toMatch(/^t=\d+,v1=[0-9a-f]{64}$/);
+    expect(receiverVerifies(newest, late.raw, single)).toBe(true);
+    expect(receiverVerifies(fresh, late.raw, single)).toBe(false);
+    expect(receiverVerifies(hook.secret, late.raw, single)).toBe(false);
+    expect((await call('POST', `${API}/webhooks/${hook.id}/rotate-secret`, { token: t1, body: { graceSeconds: 8 * 24 * 3600 } })).status).toBe(400);
+  });
+
+  test('PATCH changes the URL (checked again), the events and the description; GET shows the hook', async () => {
+    const hook = await register('/before-move', { description: 'first' });
+    const refused = await call('PATCH', `${API}/webhooks/${hook.id}`, { token: t1, body: { url: 'ftp://127.0.0.1/x' } });
+    expect(refused.status).toBe(400);
+    expect(refused.body.errors).toEqual([{ field: 'url', message: expect.any(String) }]);
+    expect((await call('PATCH', `${API}/webhooks/${hook.id}`, { token: t1, body: {} })).status).toBe(400);
+    expect((await call('PATCH', `${API}/webhooks/${hook.id}`, { token: t1, body: { secret: 'x' } })).status).toBe(400);
+    const changed = await call('PATCH', `${API}/webhooks/${hook.id}`, { token: t1, body: { url: hooks.url('/moved'), events: ['account.deleted', 'account.deleted'], description: null } });
+    expect(changed.status).toBe(200);
+    expect(changed.body).toMatchObject({ id: hook.id, url: hooks.url('/moved'), events: ['account.deleted'], description: null, enabled: true });
+    expect((await call('GET', `${API}/webhooks/${hook.id}`, { token: t1 })).body).toEqual(changed.body);
+    const queued = await call('POST', `${API}/webhooks/${hook.id}/test`, { token: t1 });
+    const got = await arrived('/moved', (b) => b.id === queued.body.eventId);
+    expect(receiverVerifies(hook.secret, got.raw, got.headers['anshin-signature'] as string)).toBe(true);
+    expect(hooks.received.some((r) => r.path === '/before-move')).toBe(false);
+  });
+
+  test('a delivery sent again: a new delivery of the same event id and the same body, shown in the log next to the original', async () => {
+    const hook = await register('/redeliver');
+    const queued = await call('POST', `${API}/webhooks/${hook.id}/test`, { token: t1 });
+    const first = await arrived('/redeliver', (b) => b.id === queued.body.eventId);
+    await until('the first delivery to be logged', async () => ((await deliveries(hook.id))[0]?.status === 'delivered' ? true : undefined));
+    const again = await call('POST', `${API}/webhooks/${hook.id}/deliveries/${queued.body.deliveryId}/redeliver`, { token: t1 });
+    expect(again.status).toBe(202);
+    expect(again.body).toMatchObject({ eventId: queued.body.eventId, eventType: 'webhook.test', redeliveryOf: queued.body.deliveryId });
+    expect(again.body.deliveryId).not.toBe(queued.body.deliveryId);
+    const second = await until('the redelivery', () => hooks.received.filter((r) => r.path === '/redeliver' && r.body.id === queued.body.eventId)[1]);
+    expect(second.raw).toBe(first.raw);
+    expect(second.headers['anshin-event-id']).toBe(queued.body.eventId);
+    expect(receiverVerifies(hook.secret, second.raw, second.headers['anshin-signature'] as string)).toBe(true);
+    const log = await until('the redelivery to be logged', async () => {
+      const items = await deliveries(hook.id);
+      return items.length === 2 && items.every((d) => d.status === 'delivered') ? items : undefined;
+    });
+    expect(log.map((d) => [d.id, d.redeliveryOf])).toEqual([
+      [again.body.deliveryId, queued.body.deliveryId],
+      [queued.body.deliveryId, null],
+    ]);
+    expect((await call('POST', `${API}/webhooks/${hook.id}/deliveries/00000000-0000-4000-8000-000000000000/redeliver`, { token: t1 })).status).toBe(404);
+    expect((await call('POST', `${API}/webhooks/${hook.id}/deliveries/nonsense/redeliver`, { token: t1 })).status).toBe(404);
+  });
+
+  test('a hook whose deliveries keep being given up is turned off (no more events queued for it) until PATCH enabled: true', async () => {
+    const hook = await register('/fail-off', { events: ['account.deleted'] });
+    const witness = await register('/off-witness', { events: ['account.deleted'] });
+    // WEBHOOK_DISABLE_AFTER_FAILURES is 2 in this suite: two given-up deliveries in a row.
+    for (let i = 0; i < 2; i++) expect((await call('POST', `${API}/webhooks/${hook.id}/test`, { token: t1 })).status).toBe(202);
+    const off = await until('the hook to be turned off', async () => {
+      const h = await call('GET', `${API}/webhooks/${hook.id}`, { token: t1 });
+      return h.body.enabled === false ? h.body : undefined;
+    });
+    expect(off).toMatchObject({ enabled: false, disabledAt: expect.any(String), consecutiveFailures: 2 });
+    expect((await call('GET', `${API}/webhooks`, { token: t1 })).body.items).toContainEqual(expect.objectContaining({ id: hook.id, enabled: false }));
+
+    // An event raised now reaches the witness, queued by the same statement, and not the hook turned off.
+    const u = uniqueUser('off');
+    expect((await call('POST', `${API}/accounts`, { token: t1, body: { userId: u.userId, devices: [{ email: u.email }] } })).status).toBe(201);
+    expect((await call('DELETE', `${API}/accounts/${u.userId}`, { token: t1 })).status).toBe(204);
+    await arrived('/off-witness', (b) => b.type === 'account.deleted' && b.data.userId === u.userId);
+    expect((await deliveries(hook.id)).map((d) => d.eventType)).toEqual(['webhook.test', 'webhook.test']);
+
+    const on = await call('PATCH', `${API}/webhooks/${hook.id}`, { token: t1, body: { enabled: true, url: hooks.url('/back-on') } });
+    expect(on.status).toBe(200);
+    expect(on.body).toMatchObject({ enabled: true, disabledAt: null, consecutiveFailures: 0 });
+    const v = uniqueUser('on');
+    expect((await call('POST', `${API}/accounts`, { token: t1, body: { userId: v.userId, devices: [{ email: v.email }] } })).status).toBe(201);
+    expect((await call('DELETE', `${API}/accounts/${v.userId}`, { token: t1 })).status).toBe(204);
+    const got = await arrived('/back-on', (b) => b.type === 'account.deleted' && b.data.userId === v.userId);
+    expect(receiverVerifies(hook.secret, got.raw, got.headers['anshin-signature'] as string)).toBe(true);
+    expect(witness.id).not.toBe(hook.id);
+  });
+
   test("another tenant's token sees none of this tenant's hooks and cannot test, read or delete them", async () => {
     const hook = await register('/isolated');
     const mine = await register('/t2-hook', {}, t2);
@@ -267,6 +384,14 @@ describe.each(databases)('webhooks (%s)', (database) => {
     expect((await call('POST', `${API}/webhooks/${hook.id}/test`, { token: t2 })).status).toBe(404);
     expect((await call('GET', `${API}/webhooks/${hook.id}/deliveries`, { token: t2 })).status).toBe(404);
     expect((await call('DELETE', `${API}/webhooks/${hook.id}`, { token: t2 })).status).toBe(404);
+    expect((await call('GET', `${API}/webhooks/${hook.id}`, { token: t2 })).status).toBe(404);
+    expect((await call('PATCH', `${API}/webhooks/${hook.id}`, { token: t2, body: { enabled: false } })).status).toBe(404);
+    expect((await call('POST', `${API}/webhooks/${hook.id}/rotate-secret`, { token: t2 })).status).toBe(404);
+    const test1 = await call('POST', `${API}/webhooks/${hook.id}/test`, { token: t1 });
+    expect((await call('POST', `${API}/webhooks/${hook.id}/deliveries/${test1.body.deliveryId}/redeliver`, { token: t2 })).status).toBe(404);
+    // t2's own hook with t1's delivery id: not found either.
+    expect((await call('POST', `${API}/webhooks/${mine.id}/deliveries/${test1.body.deliveryId}/redeliver`, { token: t2 })).status).toBe(404);
+    expect((await call('GET', `${API}/webhooks/not-a-uuid`, { token: t1 })).status).toBe(404);
     expect((await call('GET', `${API}/webhooks/not-a-uuid/deliveries`, { token: t1 })).status).toBe(404);
     // t1's events do not reach t2's hook: t1's hook gets the lock, t2's log stays empty.
     const u = await newAccount();
