@@ -16,6 +16,8 @@ export interface PurgeCounts {
   codes: number;
   payloads: number;
   loginEvents: number;
+  /** Staff audit records past AUDIT_RETENTION_DAYS. */
+  auditRecords: number;
 }
 
 export interface HousekeepingStats {
@@ -46,20 +48,21 @@ export interface HousekeepingOptions {
   runAtStart?: boolean;
 }
 
-export type HousekeepingServices = Pick<AppServices, 'flows' | 'payloads' | 'events' | 'otpRepo' | 'passkeys' | 'exclusive'>;
+export type HousekeepingServices = Pick<AppServices, 'flows' | 'payloads' | 'events' | 'otpRepo' | 'passkeys' | 'exclusive'> & { audit: Pick<AppServices['audit'], 'purgeOlderThan'> };
 
 /**
  * Purges expired login flows with their codes, superseded activation codes, expired oidc-provider
- * records, expired passkey challenges and login events past their retention (LOGIN_EVENT_RETENTION_DAYS), in batches, on one
+ * records, expired passkey challenges, login events past their retention (LOGIN_EVENT_RETENTION_DAYS)
+ * and staff audit records past theirs (AUDIT_RETENTION_DAYS), in batches, on one
  * instance at a time: every instance ticks, the one that gets the advisory lock does the work and the
  * others count a skip. Runs once at start too, so a rarely running instance still purges. (Rate-limit
  * rows and finished outbox mail have their own sweepers: src/http/rate-limit.ts, src/mail/mail.outbox.ts.)
  */
-export function startHousekeeping(services: HousekeepingServices, logger: Logger, config: Pick<AppConfig, 'loginEventRetentionDays'>, everyMs = 10 * 60_000, options: HousekeepingOptions = {}) {
+export function startHousekeeping(services: HousekeepingServices, logger: Logger, config: Pick<AppConfig, 'loginEventRetentionDays' | 'auditRetentionDays'>, everyMs = 10 * 60_000, options: HousekeepingOptions = {}) {
   const batchSize = options.batchSize ?? 1000;
   const pauseMs = options.pauseMs ?? 50;
   const codeGraceMs = options.codeGraceMs ?? DAY_MS;
-  const zero = (): PurgeCounts => ({ flows: 0, codes: 0, payloads: 0, loginEvents: 0 });
+  const zero = (): PurgeCounts => ({ flows: 0, codes: 0, payloads: 0, loginEvents: 0, auditRecords: 0 });
   const totals = zero();
   const state: Omit<HousekeepingStats, 'purged'> = { runs: 0, lastRunAt: null, lastDurationMs: null, lastRun: null, skippedBecauseLocked: 0 };
   let stopped = false;
@@ -82,6 +85,7 @@ export function startHousekeeping(services: HousekeepingServices, logger: Logger
     counts.codes += await services.passkeys.purgeExpiredChallenges(new Date(now), purgeOptions('codes'));
     counts.payloads = await services.payloads.purgeExpired(new Date(now), purgeOptions('payloads'));
     counts.loginEvents = await services.events.purgeOlderThan(new Date(now - config.loginEventRetentionDays * DAY_MS), purgeOptions('loginEvents'));
+    counts.auditRecords = await services.audit.purgeOlderThan(new Date(now - config.auditRetentionDays * DAY_MS), purgeOptions('auditRecords'));
     return counts;
   };
 

@@ -274,6 +274,7 @@ export async function createAppServices(opts: AppServicesOptions): Promise<AppSe
     const [outbox, bull] = await Promise.all([mailOutboxFigures(db), backlog?.read()]);
     return bull ? { ...outbox, ...bull } : outbox;
   });
+  metrics.readWebhookQueueFrom(() => domain.webhookRepo.queueFigures());
   metrics.readPoolFrom(() => db.pool && { total: db.pool.totalCount, idle: db.pool.idleCount, waiting: db.pool.waitingCount });
   const redisHealth = config.redisUrl ? redisProbe(config.redisUrl) : undefined;
   const webhookDelivery = startWebhookDelivery({ repo: domain.webhookRepo, logger, cookieKeys: secrets.cookieKeys, target: domain.webhookTargets, options: config.webhooks });

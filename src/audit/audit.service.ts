@@ -1,6 +1,7 @@
 import { isLocked } from '../lockout/account-lock.js';
 import type { AccountWithDevices } from '../persistence/account.repository.js';
 import type { AuditCursor, AuditFilter, AuditRecord, AuditRepository } from '../persistence/audit.repository.js';
+import type { PurgeOptions } from '../persistence/purge.js';
 
 /** Who made a staff change: a back-office client (its client_id), an operator at the CLI, support staff. */
 export const ACTOR_KINDS = ['api', 'cli', 'console'] as const;
@@ -113,6 +114,11 @@ export class AuditService {
     const items = rows.slice(0, opts.limit);
     const last = items.at(-1);
     return { items, next: rows.length > opts.limit && last ? encodeCursor(last) : null };
+  }
+
+  /** Housekeeping: records past AUDIT_RETENTION_DAYS go, in batches. */
+  purgeOlderThan(cutoff: Date, opts: PurgeOptions): Promise<number> {
+    return this.repo.purgeOlderThan(cutoff, opts);
   }
 
   /** Every matching record, newest first, read in batches (for a streamed export). */

@@ -88,6 +88,8 @@ export const envSchema = z.object({
   ACCOUNT_SESSION_TTL: z.coerce.number().int().min(60).default(3600),
   /** Login events older than this many days are purged by the retention job. */
   LOGIN_EVENT_RETENTION_DAYS: z.coerce.number().int().min(1).default(90),
+  /** Staff audit records (GET /api/v1/audit) older than this many days are purged by housekeeping (default 400: a year and a month, for a yearly review). */
+  AUDIT_RETENTION_DAYS: z.coerce.number().int().min(1).default(400),
   /** Internal certificate authority's certificate (PEM) that issues the devices' client certificates. Unset outside production: generated once under DATA_DIR/ca. */
   CA_CERT_FILE: z.string().optional(),
   /** The CA's RSA private key (PEM, PKCS#8 or PKCS#1). Required in production with CA_CERT_FILE when a contract allows password_certificate. */

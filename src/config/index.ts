@@ -42,6 +42,8 @@ export interface AppConfig {
   secretQuestions: SecretQuestion[];
   accountArea: { reauthAgeSeconds: number; sessionTtlSeconds: number };
   loginEventRetentionDays: number;
+  /** AUDIT_RETENTION_DAYS. */
+  auditRetentionDays: number;
   certificates: CertificateConfig;
   /** STARTUP_TIMEOUT_SECONDS and SHUTDOWN_TIMEOUT_SECONDS. */
   startupTimeoutSeconds: number;
@@ -121,6 +123,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     secretQuestions: overrides.secretQuestions ?? loadSecretQuestions(e.SECRET_QUESTIONS_FILE),
     accountArea: { reauthAgeSeconds: e.ACCOUNT_REAUTH_AGE, sessionTtlSeconds: e.ACCOUNT_SESSION_TTL },
     loginEventRetentionDays: e.LOGIN_EVENT_RETENTION_DAYS,
+    auditRetentionDays: e.AUDIT_RETENTION_DAYS,
     certificates: {
       caCertFile: e.CA_CERT_FILE,
       caKeyFile: e.CA_KEY_FILE,

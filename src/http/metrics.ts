@@ -13,6 +13,18 @@ export interface MailQueueFigures {
   failed: number;
 }
 
+/** What the webhook gauges read at scrape time (WebhookRepository.queueFigures). */
+export interface WebhookQueueFigures {
+  /** Deliveries waiting, of hooks turned on. */
+  pending: number;
+  /** Age of the oldest of them, in seconds; 0 when none waits. */
+  oldestSeconds: number;
+  /** Deliveries given up (kept in the delivery log for 30 days). */
+  failed: number;
+  /** Hooks turned off (by their failures or by hand). */
+  disabledHooks: number;
+}
+
 /** Connections of the PostgreSQL pool (pg's Pool counters). */
 export interface PoolFigures {
   total: number;
@@ -33,6 +45,8 @@ export interface Metrics {
   request(method: string, route: string, status: number, seconds: number): void;
   /** Where the mail gauges come from (read at scrape time). */
   readMailQueueFrom(source: () => Promise<MailQueueFigures>): void;
+  /** Where the webhook gauges come from (read at scrape time). */
+  readWebhookQueueFrom(source: () => Promise<WebhookQueueFigures>): void;
   /** Where the pool gauge comes from; an embedded database has none. */
   readPoolFrom(source: () => PoolFigures | undefined): void;
   /** Where the housekeeping figures come from (this process's purges). */
@@ -56,7 +70,7 @@ export interface ScrapedMetrics extends Metrics {
 
 export function noMetrics(): Metrics {
   const none = () => {};
-  return { login: none, codeMailed: none, lockout: none, rateLimitRefused: none, request: none, readMailQueueFrom: none, readPoolFrom: none, readHousekeepingFrom: none };
+  return { login: none, codeMailed: none, lockout: none, rateLimitRefused: none, request: none, readMailQueueFrom: none, readWebhookQueueFrom: none, readPoolFrom: none, readHousekeepingFrom: none };
 }
 
 /**
@@ -71,6 +85,7 @@ export async function createPrometheusMetrics(): Promise<ScrapedMetrics> {
   collectDefaultMetrics({ register: registry });
   let mailSource: (() => Promise<MailQueueFigures>) | undefined;
   let poolSource: (() => PoolFigures | undefined) | undefined;
+  let webhookSource: (() => Promise<WebhookQueueFigures>) | undefined;
   let housekeepingSource: (() => HousekeepingFigures) | undefined;
 
   const logins = new Counter({ name: 'idp_logins_total', help: 'Login events recorded, by result and login method', labelNames: ['result', 'method'] as const, registers });
@@ -104,6 +119,27 @@ export async function createPrometheusMetrics(): Promise<ScrapedMetrics> {
   mailGauge('idp_mail_queue_depth', 'Mails waiting for delivery', (f) => f.pending);
   mailGauge('idp_mail_delivery_failures_total', 'Mails given up (kept listed for 30 days)', (f) => f.failed);
   mailGauge('idp_mail_oldest_undelivered_seconds', 'Age of the oldest mail waiting for delivery (0: none)', (f) => f.oldestSeconds);
+  // The webhook queue likewise: one query per scrape for its four gauges.
+  let hookFigures: Promise<WebhookQueueFigures | undefined> | undefined;
+  const webhookFigures = () => {
+    hookFigures ??= (webhookSource?.() ?? Promise.resolve(undefined)).catch(() => undefined).finally(() => setImmediate(() => (hookFigures = undefined)));
+    return hookFigures;
+  };
+  const webhookGauge = (name: string, help: string, pick: (f: WebhookQueueFigures) => number) =>
+    new Gauge({
+      name,
+      help,
+      registers,
+      async collect() {
+        if (!webhookSource) return;
+        const f = await webhookFigures();
+        this.set(f ? pick(f) : Number.NaN);
+      },
+    });
+  webhookGauge('idp_webhook_queue_depth', 'Webhook deliveries waiting (first attempt or retry) for hooks turned on', (f) => f.pending);
+  webhookGauge('idp_webhook_oldest_pending_seconds', 'Age of the oldest webhook delivery waiting (0: none)', (f) => f.oldestSeconds);
+  webhookGauge('idp_webhook_deliveries_given_up', 'Webhook deliveries given up after their last attempt (kept listed for 30 days)', (f) => f.failed);
+  webhookGauge('idp_webhooks_disabled', 'Webhooks turned off (by deliveries given up in a row, or by hand)', (f) => f.disabledHooks);
   new Gauge({
     name: 'idp_db_pool_connections',
     help: 'PostgreSQL pool connections by state (total, idle, waiting clients)',
@@ -161,6 +197,7 @@ export async function createPrometheusMetrics(): Promise<ScrapedMetrics> {
     rateLimitRefused: (kind) => refusals.inc({ kind }),
     request: (method, route, status, seconds) => requests.observe({ method, route, status: String(status) }, seconds),
     readMailQueueFrom: (source) => void (mailSource = source),
+    readWebhookQueueFrom: (source) => void (webhookSource = source),
     readPoolFrom: (source) => void (poolSource = source),
     readHousekeepingFrom: (source) => void (housekeepingSource = source),
   };

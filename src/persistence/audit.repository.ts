@@ -1,4 +1,6 @@
 import type { AuditRecord, Prisma, PrismaClient } from './generated/client.js';
+import { batchDelete, purgeInBatches, type PurgeOptions } from './purge.js';
+import { sqlThroughPrisma } from './sql.js';
 
 export type { AuditRecord } from './generated/client.js';
 
@@ -59,5 +61,10 @@ export class AuditRepository {
       orderBy: [{ createdAt: 'desc' }, { id: 'desc' }],
       take: opts.take,
     });
+  }
+
+  /** Deletes the records created before the cutoff (AUDIT_RETENTION_DAYS), in batches. */
+  purgeOlderThan(cutoff: Date, opts: PurgeOptions): Promise<number> {
+    return purgeInBatches(sqlThroughPrisma(this.prisma), batchDelete('audit_records', 'SELECT ctid FROM audit_records WHERE created_at < $2 LIMIT $1'), [cutoff], opts);
   }
 }

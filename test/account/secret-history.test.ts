@@ -282,7 +282,7 @@ describe('account area: secret question change and login history', () => {
       const left = await s.db.prisma.loginEvent.findMany({ where: { accountId: u.id, createdAt: { lt: new Date(now - 30 * DAY) } } });
       expect(left.map((e) => e.sourceIp)).toEqual(['203.0.113.40']);
       // A shorter retention reaches the 40-day-old one too; the month shown is untouched.
-      const shorter = startHousekeeping(s.app.services, createLogger('silent'), { loginEventRetentionDays: 35 }, 3600_000);
+      const shorter = startHousekeeping(s.app.services, createLogger('silent'), { loginEventRetentionDays: 35, auditRetentionDays: 400 }, 3600_000);
       shorter.stop();
       await shorter.first;
       expect(await s.db.prisma.loginEvent.count({ where: { accountId: u.id, createdAt: { lt: new Date(now - 30 * DAY) } } })).toBe(0);

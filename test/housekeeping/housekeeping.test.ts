@@ -9,13 +9,15 @@ import { LoginFlowRepository } from '../../src/persistence/login-flow.repository
 import { OidcPayloadRepository } from '../../src/persistence/oidc-payload.repository.js';
 import { PasskeyRepository } from '../../src/persistence/passkey.repository.js';
 import { OneTimePasswordRepository } from '../../src/persistence/one-time-password.repository.js';
+import { AuditRepository } from '../../src/persistence/audit.repository.js';
+import { AuditService } from '../../src/audit/audit.service.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 
 const DAY = 24 * 3600_000;
 const EXPIRED = 180;
 const LIVE = 20;
 const BATCH = 50;
-const config = { loginEventRetentionDays: 90 };
+const config = { loginEventRetentionDays: 90, auditRetentionDays: 400 };
 const silent = createLogger('silent');
 
 function servicesOf(db: Database): HousekeepingServices {
@@ -25,6 +27,7 @@ function servicesOf(db: Database): HousekeepingServices {
     events: new LoginEventRepository(db.prisma),
     otpRepo: new OneTimePasswordRepository(db.prisma, db.sql),
     passkeys: new PasskeyRepository(db.prisma, db.sql),
+    audit: new AuditService(new AuditRepository(db.prisma)),
     exclusive: db,
   };
 }
@@ -33,7 +36,7 @@ interface Seeded {
   /** Rows housekeeping must delete, per table. */
   expired: PurgeCounts;
   /** Ids of rows that must stay. */
-  kept: { flows: string[]; codes: string[]; challenges: string[]; payloads: string[]; events: string[] };
+  kept: { flows: string[]; codes: string[]; challenges: string[]; payloads: string[]; events: string[]; audit: string[] };
 }
 
 /** `expired` of each kind past their time, `live` ones not, and the account-level codes that must stay. */
@@ -72,6 +75,13 @@ async function seed(db: Database, expired = EXPIRED, live = LIVE): Promise<Seede
       [offset, n],
     );
   }
+  // Staff audit records: past AUDIT_RETENTION_DAYS (400 here) by a day (go), or a day short of it (stay).
+  for (const [n, offset] of [[expired, '-401 days'], [live, '-399 days']] as const) {
+    await q(
+      `INSERT INTO audit_records (id, tenant_id, actor_kind, actor_id, action, created_at) SELECT gen_random_uuid(), 't1', 'api', 'c1', 'account.created', now() + $1::interval FROM generate_series(1, $2::int) i`,
+      [offset, n],
+    );
+  }
   // Activation codes of one account: the oldest is superseded and a week past its expiry (goes); the
   // second is superseded but expired only an hour ago (kept a while); the newest expired long ago, but
   // is what answers "expired" (kept). A device proof's codes all stay: its failures count from the first.
@@ -93,13 +103,14 @@ async function seed(db: Database, expired = EXPIRED, live = LIVE): Promise<Seede
 
   const ids = async (sql: string) => (await q<{ id: string }>(sql)).map((r) => r.id).sort();
   return {
-    expired: { flows: expired, codes: expired + 1 + expired, payloads: expired, loginEvents: expired },
+    expired: { flows: expired, codes: expired + 1 + expired, payloads: expired, loginEvents: expired, auditRecords: expired },
     kept: {
       flows: await ids(`SELECT id::text FROM login_flows WHERE expires_at > now()`),
       codes: [...(await ids(`SELECT id::text FROM one_time_passwords WHERE flow_id IS NOT NULL AND expires_at > now()`)), graced!, newest!, ...proof].sort(),
       challenges: await ids(`SELECT challenge AS id FROM webauthn_challenges WHERE expires_at > now()`),
       payloads: await ids(`SELECT id FROM oidc_payloads WHERE expires_at IS NULL OR expires_at > now()`),
       events: await ids(`SELECT id::text FROM login_events WHERE created_at > now() - interval '90 days'`),
+      audit: await ids(`SELECT id::text FROM audit_records WHERE created_at > now() - interval '400 days'`),
     },
   };
 }
@@ -112,11 +123,12 @@ async function remaining(db: Database): Promise<Seeded['kept']> {
     challenges: await ids('SELECT challenge AS id FROM webauthn_challenges'),
     payloads: await ids('SELECT id FROM oidc_payloads'),
     events: await ids('SELECT id::text FROM login_events'),
+    audit: await ids('SELECT id::text FROM audit_records'),
   };
 }
 
 function recorder() {
-  const batches: Record<keyof PurgeCounts, number[]> = { flows: [], codes: [], payloads: [], loginEvents: [] };
+  const batches: Record<keyof PurgeCounts, number[]> = { flows: [], codes: [], payloads: [], loginEvents: [], auditRecords: [] };
   const onBatch: HousekeepingOptions['onBatch'] = (table, n) => batches[table].push(n);
   return { batches, onBatch };
 }
@@ -142,7 +154,7 @@ describe('housekeeping on PostgreSQL', () => {
     await t?.drop();
   });
   afterEach(async () => {
-    await a.sql.query('TRUNCATE login_flows, one_time_passwords, webauthn_challenges, oidc_payloads, login_events');
+    await a.sql.query('TRUNCATE login_flows, one_time_passwords, webauthn_challenges, oidc_payloads, login_events, audit_records');
   });
 
   // Housekeeping's lock in this test's database (pg_locks lists the whole server's, other suites' migration locks too).
@@ -160,14 +172,14 @@ describe('housekeeping on PostgreSQL', () => {
     const { batches, onBatch } = recorder();
     const hk = startHousekeeping(servicesOf(a), silent, config, 3600_000, { batchSize: BATCH, pauseMs: 1, onBatch, runAtStart: false });
     try {
-      expect(hk.stats()).toEqual({ runs: 0, lastRunAt: null, lastDurationMs: null, lastRun: null, purged: { flows: 0, codes: 0, payloads: 0, loginEvents: 0 }, skippedBecauseLocked: 0 });
+      expect(hk.stats()).toEqual({ runs: 0, lastRunAt: null, lastDurationMs: null, lastRun: null, purged: { flows: 0, codes: 0, payloads: 0, loginEvents: 0, auditRecords: 0 }, skippedBecauseLocked: 0 });
       const before = Date.now();
       await hk.run();
       expect(await remaining(a)).toEqual(seeded.kept);
       // 180 rows in batches of 50: three full ones and the rest. The flows' codes go with their flows
       // (and are counted there); the superseded activation code takes one statement of its own, then
       // the expired passkey challenges are counted with the codes.
-      expect(batches).toEqual({ flows: [50, 50, 50, 30], codes: [1, 50, 50, 50, 30], payloads: [50, 50, 50, 30], loginEvents: [50, 50, 50, 30] });
+      expect(batches).toEqual({ flows: [50, 50, 50, 30], codes: [1, 50, 50, 50, 30], payloads: [50, 50, 50, 30], loginEvents: [50, 50, 50, 30], auditRecords: [50, 50, 50, 30] });
       const stats = hk.stats();
       expect(stats).toMatchObject({ runs: 1, purged: seeded.expired, lastRun: seeded.expired, skippedBecauseLocked: 0 });
       expect(stats.lastRunAt!.getTime()).toBeGreaterThanOrEqual(before);
@@ -175,7 +187,7 @@ describe('housekeeping on PostgreSQL', () => {
 
       // Nothing left to do: a run deletes nothing, the totals stay.
       await hk.run();
-      expect(hk.stats()).toMatchObject({ runs: 2, purged: seeded.expired, lastRun: { flows: 0, codes: 0, payloads: 0, loginEvents: 0 } });
+      expect(hk.stats()).toMatchObject({ runs: 2, purged: seeded.expired, lastRun: { flows: 0, codes: 0, payloads: 0, loginEvents: 0, auditRecords: 0 } });
       expect(await remaining(a)).toEqual(seeded.kept);
       expect(await advisoryLocks()).toBe(0);
     } finally {
@@ -202,7 +214,7 @@ describe('housekeeping on PostgreSQL', () => {
       await aInside.promise;
       expect(await advisoryLocks()).toBe(1);
       await hkB.run();
-      expect(hkB.stats()).toMatchObject({ runs: 0, skippedBecauseLocked: 1, purged: { flows: 0, codes: 0, payloads: 0, loginEvents: 0 } });
+      expect(hkB.stats()).toMatchObject({ runs: 0, skippedBecauseLocked: 1, purged: { flows: 0, codes: 0, payloads: 0, loginEvents: 0, auditRecords: 0 } });
       bDone.resolve();
       await runA;
       expect(hkA.stats()).toMatchObject({ runs: 1, skippedBecauseLocked: 0, purged: seeded.expired });
@@ -212,7 +224,7 @@ describe('housekeeping on PostgreSQL', () => {
       await hkB.run();
       expect(hkB.stats()).toMatchObject({ runs: 1, skippedBecauseLocked: 1 });
       const total = (k: keyof PurgeCounts) => hkA.stats().purged[k] + hkB.stats().purged[k];
-      expect({ flows: total('flows'), codes: total('codes'), payloads: total('payloads'), loginEvents: total('loginEvents') }).toEqual(seeded.expired);
+      expect({ flows: total('flows'), codes: total('codes'), payloads: total('payloads'), loginEvents: total('loginEvents'), auditRecords: total('auditRecords') }).toEqual(seeded.expired);
       expect(await remaining(a)).toEqual(seeded.kept);
     } finally {
       hkA.stop();
@@ -232,7 +244,7 @@ describe('housekeeping on PostgreSQL', () => {
       if (runs[0] === 0) expect(skips).toEqual([0, 1]);
       else expect(runs).toEqual([1, 1]);
       const total = (k: keyof PurgeCounts) => stats[0]!.purged[k] + stats[1]!.purged[k];
-      expect({ flows: total('flows'), codes: total('codes'), payloads: total('payloads'), loginEvents: total('loginEvents') }).toEqual(seeded.expired);
+      expect({ flows: total('flows'), codes: total('codes'), payloads: total('payloads'), loginEvents: total('loginEvents'), auditRecords: total('auditRecords') }).toEqual(seeded.expired);
       expect(await remaining(a)).toEqual(seeded.kept);
     } finally {
       hks.forEach((hk) => hk.stop());
@@ -245,8 +257,8 @@ describe('housekeeping on PostgreSQL', () => {
     // The shutdown arrives during the first pause, after the first batch of flows.
     const hk = startHousekeeping(servicesOf(a), silent, config, 3600_000, { batchSize: BATCH, runAtStart: false, onBatch, pause: async () => void hk.stop() });
     await hk.run();
-    expect(batches).toEqual({ flows: [50], codes: [1, 50], payloads: [50], loginEvents: [50] });
-    expect(hk.stats()).toMatchObject({ runs: 1, purged: { flows: 50, codes: 101, payloads: 50, loginEvents: 50 } });
+    expect(batches).toEqual({ flows: [50], codes: [1, 50], payloads: [50], loginEvents: [50], auditRecords: [50] });
+    expect(hk.stats()).toMatchObject({ runs: 1, purged: { flows: 50, codes: 101, payloads: 50, loginEvents: 50, auditRecords: 50 } });
     expect(await advisoryLocks()).toBe(0);
   });
 
