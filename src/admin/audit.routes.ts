@@ -2,7 +2,7 @@ import { Readable } from 'node:stream';
 import type Router from '@koa/router';
 import type { Context, Middleware } from 'koa';
 import { z } from 'zod';
-import { ACTOR_KINDS, AUDIT_ACTIONS, auditView, decodeCursor, type AuditService } from '../audit/audit.service.js';
+import { ACTOR_KINDS, AUDIT_ACTIONS, AUDIT_OUTCOMES, auditView, decodeCursor, type AuditService } from '../audit/audit.service.js';
 import type { AuditFilter } from '../persistence/audit.repository.js';
 import { API_PREFIX, RequestValidationError } from './problem.js';
 
@@ -11,6 +11,7 @@ const filterFields = {
   action: z.enum(AUDIT_ACTIONS).optional(),
   actor_kind: z.enum(ACTOR_KINDS).optional(),
   actor_id: z.string().min(1).max(200).optional(),
+  outcome: z.enum(AUDIT_OUTCOMES).optional(),
   since: z.iso.datetime({ offset: true }).optional(),
   until: z.iso.datetime({ offset: true }).optional(),
 };
@@ -21,7 +22,7 @@ function filterOf(tenantId: string, q: z.output<typeof auditExportQuery>): Audit
   const since = q.since ? new Date(q.since) : undefined;
   const until = q.until ? new Date(q.until) : undefined;
   if (since && until && since >= until) throw new RequestValidationError([{ field: 'since', messageKey: 'management:fields.bad_time_range' }]);
-  return { tenantId, userId: q.user_id, action: q.action, actorKind: q.actor_kind, actorId: q.actor_id, since, until };
+  return { tenantId, userId: q.user_id, action: q.action, actorKind: q.actor_kind, actorId: q.actor_id, outcome: q.outcome, since, until };
 }
 
 /**
@@ -41,7 +42,7 @@ export function auditRoutes(
     const { items, next } = await audit.list(filterOf(tenantOf(ctx), q), { cursor, limit: q.limit });
     const link = (c?: string) => {
       const params = new URLSearchParams();
-      for (const key of ['user_id', 'action', 'actor_kind', 'actor_id', 'since', 'until'] as const) if (q[key] !== undefined) params.set(key, q[key]);
+      for (const key of ['user_id', 'action', 'actor_kind', 'actor_id', 'outcome', 'since', 'until'] as const) if (q[key] !== undefined) params.set(key, q[key]);
       params.set('limit', String(q.limit));
       if (c) params.set('cursor', c);
       return `${API_PREFIX}/audit?${params.toString()}`;

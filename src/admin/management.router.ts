@@ -12,7 +12,8 @@ import { LOCALES } from '../i18n/index.js';
 import { MANAGEMENT_SCOPE, type VerifiedAccessToken } from '../oidc/access-tokens.js';
 import type { LoginEvent } from '../persistence/login-event.repository.js';
 import { openApiDocument } from './openapi.js';
-import type { AuditService, StaffActor } from '../audit/audit.service.js';
+import type { AuditAction, AuditService, StaffActor } from '../audit/audit.service.js';
+import { AppError } from '../http/errors.js';
 import type { WebhookService } from '../webhooks/webhook.service.js';
 import { requestIdOf } from '../http/request-id.js';
 import { auditRoutes } from './audit.routes.js';
@@ -118,11 +119,30 @@ export function managementRouter(deps: { accounts: AccountService; tokens: Acces
   };
   const userIdOf = (ctx: Context): string => ctx.params.userId ?? '';
 
+  /**
+   * Records a staff change the API turned down (a 4xx: validation error, not found, conflict) with
+   * its error code, so the trail shows attempts too. Runs after `authenticate`: a request without a
+   * valid token names no tenant and no actor, and is not recorded.
+   */
+  const audited = (action: AuditAction) => async (ctx: Context, next: Next) => {
+    try {
+      await next();
+    } catch (e) {
+      if (deps.audit && e instanceof AppError && e.status >= 400 && e.status < 500) {
+        const body = (ctx.request as { body?: unknown }).body as { userId?: unknown } | undefined;
+        const named = ctx.params.userId ?? (typeof body?.userId === 'string' ? body.userId : undefined);
+        const userId = named !== undefined && named.length <= 64 && !named.includes('\0') ? named : null;
+        await deps.audit.recordRefusal({ tenantId: caller(ctx).tenantId, who: actor(ctx).staff, action, userId, errorCode: e.code });
+      }
+      throw e;
+    }
+  };
+
   router.get('/openapi.json', (ctx) => {
     ctx.body = document;
   });
 
-  router.post('/accounts', authenticate, async (ctx) => {
+  router.post('/accounts', authenticate, audited('account.created'), async (ctx) => {
     const body = parse(createBody, jsonBody(ctx));
     const mailed = body.sendActivation === true;
     const { account, activation } = await accounts.create(
@@ -159,7 +179,7 @@ export function managementRouter(deps: { accounts: AccountService; tokens: Acces
     ctx.body = toView(await accounts.find(caller(ctx).tenantId, userIdOf(ctx)));
   });
 
-  router.patch('/accounts/:userId', authenticate, async (ctx) => {
+  router.patch('/accounts/:userId', authenticate, audited('account.updated'), async (ctx) => {
     const body = parse(patchBody, jsonBody(ctx));
     const mailed = body.sendActivation === true;
     const { sendActivation: _send, ...change } = body;
@@ -168,19 +188,19 @@ export function managementRouter(deps: { accounts: AccountService; tokens: Acces
     ctx.body = { ...toView(updated), ...(updated.activation ? { activation: activationView(updated.activation, mailed) } : {}) };
   });
 
-  router.delete('/accounts/:userId', authenticate, async (ctx) => {
+  router.delete('/accounts/:userId', authenticate, audited('account.deleted'), async (ctx) => {
     await accounts.delete(caller(ctx).tenantId, userIdOf(ctx), actor(ctx));
     ctx.status = 204;
   });
 
-  router.post('/accounts/:userId/activation', authenticate, async (ctx) => {
+  router.post('/accounts/:userId/activation', authenticate, audited('account.activation_issued'), async (ctx) => {
     const body = parse(activationBody, jsonBody(ctx));
     const mailed = body.send === true;
     const activation = await accounts.issueActivation(caller(ctx).tenantId, userIdOf(ctx), { ...actor(ctx), mail: mailed, locale: body.locale });
     ctx.body = activationView(activation, mailed);
   });
 
-  router.post('/accounts/:userId/unlock', authenticate, async (ctx) => {
+  router.post('/accounts/:userId/unlock', authenticate, audited('account.unlocked'), async (ctx) => {
     const body = parse(unlockBody, jsonBody(ctx));
     ctx.body = toView(await accounts.unlock(caller(ctx).tenantId, userIdOf(ctx), { ...actor(ctx), locale: body.locale }));
   });

@@ -3,7 +3,7 @@ import { LOCALES } from '../i18n/index.js';
 import { EMAIL_ADDRESS_MAX_LENGTH, EMAIL_ADDRESS_PATTERN } from '../mail/email-address.js';
 import { MANAGEMENT_SCOPE } from '../oidc/access-tokens.js';
 import { API_PREFIX } from './problem.js';
-import { ACTOR_KINDS, AUDIT_ACTIONS } from '../audit/audit.service.js';
+import { ACTOR_KINDS, AUDIT_ACTIONS, AUDIT_OUTCOMES } from '../audit/audit.service.js';
 import { DEFAULT_EVENTS, OPT_IN_EVENTS, TEST_EVENT, WEBHOOK_EVENTS } from '../webhooks/webhook-events.js';
 import { MAX_ROTATION_GRACE_SECONDS, ROTATION_GRACE_SECONDS } from '../webhooks/webhook.service.js';
 import { EVENT_ID_HEADER, EVENT_TYPE_HEADER, SIGNATURE_HEADER, DEFAULT_TOLERANCE_SECONDS } from '../webhooks/webhook-signature.js';
@@ -65,6 +65,7 @@ const auditFilters = [
   { name: 'action', in: 'query', required: false, schema: { type: 'string', enum: [...AUDIT_ACTIONS] } },
   { name: 'actor_kind', in: 'query', required: false, schema: { type: 'string', enum: [...ACTOR_KINDS] } },
   { name: 'actor_id', in: 'query', required: false, description: 'A client_id (api), `user@host` (cli).', schema: { type: 'string', maxLength: 200 } },
+  { name: 'outcome', in: 'query', required: false, description: '`done` (changes made) or `refused` (attempts turned down).', schema: { type: 'string', enum: [...AUDIT_OUTCOMES] } },
   { name: 'since', in: 'query', required: false, description: 'Records at or after this time.', schema: { type: 'string', format: 'date-time' } },
   { name: 'until', in: 'query', required: false, description: 'Records before this time.', schema: { type: 'string', format: 'date-time' } },
 ];
@@ -442,7 +443,7 @@ export function openApiDocument(issuer: string) {
         AuditRecord: {
           type: 'object',
           additionalProperties: false,
-          required: ['id', 'createdAt', 'tenant', 'actor', 'action', 'userId', 'sourceIp', 'requestId', 'before', 'after'],
+          required: ['id', 'createdAt', 'tenant', 'actor', 'action', 'userId', 'sourceIp', 'requestId', 'before', 'after', 'outcome', 'error'],
           properties: {
             id: { type: 'string', format: 'uuid' },
             createdAt: dateTime,
@@ -459,6 +460,8 @@ export function openApiDocument(issuer: string) {
             requestId: { ...nullableString, description: 'The X-Request-Id of the API call.' },
             before: auditStateSchema,
             after: auditStateSchema,
+            outcome: { type: 'string', enum: [...AUDIT_OUTCOMES], description: '`refused`: the request was turned down (validation error, not found, conflict) and changed nothing; `before` and `after` are null.' },
+            error: { ...nullableString, description: 'The problem code of a refused action (`validation_failed`, `account_not_found`, `account_exists`, …); null when done.' },
           },
         },
         AuditPage: {

@@ -1,6 +1,6 @@
 import { isLocked } from '../lockout/account-lock.js';
 import type { AccountWithDevices } from '../persistence/account.repository.js';
-import type { AuditCursor, AuditFilter, AuditRecord, AuditRepository } from '../persistence/audit.repository.js';
+import type { AuditCursor, AuditFilter, AuditOutcome, AuditRecord, AuditRepository } from '../persistence/audit.repository.js';
 import type { PurgeOptions } from '../persistence/purge.js';
 
 /** Who made a staff change: a back-office client (its client_id), an operator at the CLI, support staff. */
@@ -17,6 +17,8 @@ export interface StaffActor {
 
 export const AUDIT_ACTIONS = ['account.created', 'account.updated', 'account.deleted', 'account.unlocked', 'account.activation_issued'] as const;
 export type AuditAction = (typeof AUDIT_ACTIONS)[number];
+/** `done`: the change was made; `refused`: the request was turned down (nothing changed), `error` says why. */
+export const AUDIT_OUTCOMES = ['done', 'refused'] as const satisfies readonly AuditOutcome[];
 
 /**
  * An account's state as the audit trail keeps it, before and after a change: what support staff need
@@ -55,6 +57,9 @@ export interface AuditRecordView {
   requestId: string | null;
   before: unknown;
   after: unknown;
+  outcome: AuditOutcome;
+  /** The error code of a refused action (e.g. `validation_failed`, `account_not_found`, `account_exists`). */
+  error: string | null;
 }
 
 export function auditView(r: AuditRecord): AuditRecordView {
@@ -69,6 +74,8 @@ export function auditView(r: AuditRecord): AuditRecordView {
     requestId: r.requestId,
     before: r.before ?? null,
     after: r.after ?? null,
+    outcome: r.outcome as AuditOutcome,
+    error: r.errorCode,
   };
 }
 
@@ -105,6 +112,27 @@ export class AuditService {
       requestId: who.requestId,
       before: input.before,
       after: input.after,
+    });
+  }
+
+  /**
+   * A staff action turned down (validation error, not found, conflict): recorded too, so the trail
+   * shows attempts. Nothing changed, so there is no state before or after.
+   */
+  recordRefusal(input: { tenantId: string; who: StaffActor; action: AuditAction; userId: string | null; errorCode: string }): Promise<AuditRecord> {
+    const { who } = input;
+    return this.repo.record({
+      tenantId: input.tenantId,
+      actorKind: who.kind,
+      actorId: who.id,
+      action: input.action,
+      targetUserId: input.userId,
+      sourceIp: who.ip,
+      requestId: who.requestId,
+      before: null,
+      after: null,
+      outcome: 'refused',
+      errorCode: input.errorCode,
     });
   }
 

@@ -157,7 +157,7 @@ export async function createPrometheusMetrics(): Promise<ScrapedMetrics> {
   // Housekeeping: counters kept by the housekeeper, read when scraped (one instance at a time purges).
   new Gauge({
     name: 'idp_housekeeping_purged_rows',
-    help: 'Rows purged by this process since it started, by table (expired flows, codes, oidc-provider records, old login events)',
+    help: 'Rows purged by this process since it started, by table (expired flows, codes, oidc-provider records, old login events and audit records)',
     labelNames: ['table'] as const,
     registers,
     collect() {

@@ -15,7 +15,12 @@ export interface NewAuditRecord {
   /** Plain JSON data (the account's state). */
   before: object | null;
   after: object | null;
+  /** `done` (the default) or `refused`, with the error code. */
+  outcome?: AuditOutcome;
+  errorCode?: string | null;
 }
+
+export type AuditOutcome = 'done' | 'refused';
 
 export interface AuditFilter {
   tenantId: string;
@@ -23,6 +28,7 @@ export interface AuditFilter {
   action?: string;
   actorKind?: string;
   actorId?: string;
+  outcome?: AuditOutcome;
   since?: Date;
   until?: Date;
 }
@@ -52,6 +58,7 @@ export class AuditRepository {
       ...(filter.action !== undefined ? { action: filter.action } : {}),
       ...(filter.actorKind !== undefined ? { actorKind: filter.actorKind } : {}),
       ...(filter.actorId !== undefined ? { actorId: filter.actorId } : {}),
+      ...(filter.outcome !== undefined ? { outcome: filter.outcome } : {}),
       ...(filter.since || filter.until ? { createdAt: { ...(filter.since ? { gte: filter.since } : {}), ...(filter.until ? { lt: filter.until } : {}) } } : {}),
     };
     const after = opts.after;

@@ -161,6 +161,43 @@ describe('audit trail of staff actions (management API and CLI)', () => {
     expect(exported.text).toBe('');
   });
 
+  test('refused staff actions (validation, not found, conflict) are recorded with outcome "refused" and the error code; reads are not', async () => {
+    const u = uniqueUser('ref');
+    const created = await call('POST', `${API}/accounts`, { token: t1, body: { userId: u.userId, devices: [{ email: u.email }] } });
+    expect(created.status).toBe(201);
+    expect(created.body).not.toHaveProperty('outcome');
+    // A conflict, a validation error, then not-found changes of an account that is gone.
+    expect((await call('POST', `${API}/accounts`, { token: t1, body: { userId: u.userId, devices: [{ email: u.email }] }, headers: { 'x-request-id': 'req-dup-1' } })).status).toBe(409);
+    expect((await call('PATCH', `${API}/accounts/${u.userId}`, { token: t1, body: { loginMethod: 'carrier-pigeon' } })).status).toBe(400);
+    expect((await call('DELETE', `${API}/accounts/${u.userId}`, { token: t1 })).status).toBe(204);
+    expect((await call('POST', `${API}/accounts/${u.userId}/unlock`, { token: t1 })).status).toBe(404);
+    expect((await call('POST', `${API}/accounts/${u.userId}/activation`, { token: t1 })).status).toBe(404);
+    // Reads of it are not recorded, refused or not.
+    expect((await call('GET', `${API}/accounts/${u.userId}`, { token: t1 })).status).toBe(404);
+    expect((await call('GET', `${API}/accounts/${u.userId}/login-events`, { token: t1 })).status).toBe(404);
+
+    const { items } = await audit(`user_id=${u.userId}`);
+    expect(items.map((r) => [r.action, r.outcome, r.error])).toEqual([
+      ['account.activation_issued', 'refused', 'account_not_found'],
+      ['account.unlocked', 'refused', 'account_not_found'],
+      ['account.deleted', 'done', null],
+      ['account.updated', 'refused', 'validation_failed'],
+      ['account.created', 'refused', 'account_exists'],
+      ['account.created', 'done', null],
+    ]);
+    const dup = items[4]!;
+    expect(dup).toMatchObject({ actor: { kind: 'api', id: 'backoffice-t1' }, requestId: 'req-dup-1', before: null, after: null });
+    expect(dup.sourceIp).toMatch(/^(127\.0\.0\.1|::1)$/);
+    // The filter picks the attempts out.
+    expect((await audit(`user_id=${u.userId}&outcome=refused`)).items).toHaveLength(4);
+    expect((await audit(`user_id=${u.userId}&outcome=done`)).items.map((r) => r.action)).toEqual(['account.deleted', 'account.created']);
+
+    // Another tenant's attempt on this account is recorded in that tenant's trail, not in this one's.
+    expect((await call('DELETE', `${API}/accounts/${u.userId}`, { token: t2 })).status).toBe(404);
+    expect((await audit(`user_id=${u.userId}`)).items).toHaveLength(6);
+    expect((await audit(`user_id=${u.userId}`, t2)).items.map((r) => [r.tenant, r.action, r.outcome, r.error])).toEqual([['t2', 'account.deleted', 'refused', 'account_not_found']]);
+  });
+
   test('CLI actions are recorded with the operator as actor', async () => {
     const u = uniqueUser('cli');
     expect((await call('POST', `${API}/accounts`, { token: t1, body: { userId: u.userId, devices: [{ email: u.email }] } })).status).toBe(201);
