@@ -11,6 +11,8 @@ export const WEBHOOK_EVENTS = [
   'account.unlocked',
   'account.activated',
   'account.deleted',
+  'account.password_reset',
+  'secret_question.changed',
   'device.added',
   'device.verified',
   'device.changed',
@@ -37,10 +39,14 @@ const FROM_ACCOUNT_EVENT: Record<string, WebhookEventType> = {
   device_changed: 'device.changed',
   device_deleted: 'device.deleted',
   login_method_changed: 'login_method.changed',
+  password_reset: 'account.password_reset',
+  secret_question_changed: 'secret_question.changed',
 };
 const NO_ACCOUNT = '00000000-0000-0000-0000-000000000000';
 // Only these details of an account event go out (never an address, a code or an internal id).
-const SAFE_DETAIL = ['number', 'kind', 'from', 'to'];
+const SAFE_DETAIL = ['number', 'kind', 'from', 'to', 'via'];
+// Fewer for some: which secret question an account chose narrows the guess of its answer.
+const DETAIL_OF: Partial<Record<WebhookEventType, readonly string[]>> = { 'secret_question.changed': [] };
 
 /**
  * Emits webhook events: each is one INSERT into the delivery queue (src/webhooks/webhook-delivery.ts
@@ -107,7 +113,7 @@ export class WebhookEvents {
     // An unlock of an account that was not locked changed nothing.
     if (type === 'account.unlocked' && e.detail?.wasLocked === false) return Promise.resolve();
     const data: EventData = {};
-    for (const key of SAFE_DETAIL) if (e.detail && key in e.detail) data[key] = e.detail[key] ?? null;
+    for (const key of DETAIL_OF[type] ?? SAFE_DETAIL) if (e.detail && key in e.detail) data[key] = e.detail[key] ?? null;
     return this.emitForAccount(e.accountId, type, data);
   }
 
