@@ -7,7 +7,11 @@ import { translator } from '../i18n/index.js';
 import { createLogger } from '../logger.js';
 import { DataDirLockedError } from '../persistence/data-dir-lock.js';
 import { openDatabase } from '../persistence/database.js';
-import { createDomainServices } from '../services.js';
+import { createDomainServices, type DomainServices } from '../services.js';
+import { ACTOR_KINDS, AUDIT_ACTIONS, AUDIT_OUTCOMES, auditView, decodeCursor, type AuditAction, type ActorKind } from '../audit/audit.service.js';
+import type { AuditFilter, AuditOutcome } from '../persistence/audit.repository.js';
+import { WEBHOOK_EVENTS, type WebhookEventType } from '../webhooks/webhook-events.js';
+import { webhookView } from '../webhooks/webhook.service.js';
 
 const HELP = `Usage: npm run admin -- <command> [options]
 
@@ -34,6 +38,17 @@ Commands:
   mail undelivered [--tenant <t>] [--per-page N]
                                            Mail waiting for delivery or given up: template, masked
                                            recipients, age, attempts, last error (never the content)
+  audit list <tenant> [--user <id>] [--action <a>] [--actor-kind api|cli|console] [--outcome done|refused]
+             [--since <ISO time>] [--until <ISO time>] [--per-page N] [--cursor <c>]
+                                           The staff audit trail, newest first (the next page's
+                                           --cursor is printed at the end)
+  audit export <tenant> [same filters]     Every matching record as JSON Lines on stdout
+  webhooks list <tenant>                   The tenant's webhooks (never their secrets)
+  webhooks register <tenant> --url <u> [--event <type>...] [--description <d>]
+                                           Register a receiver; prints its signing secret, this once
+  webhooks test <tenant> <id>              Queue a webhook.test event for the hook (the running
+                                           provider sends it)
+  webhooks delete <tenant> <id> --yes      Delete a hook with its delivery log
 
 Options:
   --json      Machine-readable output (one JSON document on stdout)
@@ -62,6 +77,16 @@ async function main(argv: string[]): Promise<number> {
       send: { type: 'boolean', default: false },
       yes: { type: 'boolean', default: false },
       tenant: { type: 'string' },
+      user: { type: 'string' },
+      action: { type: 'string' },
+      'actor-kind': { type: 'string' },
+      outcome: { type: 'string' },
+      since: { type: 'string' },
+      until: { type: 'string' },
+      cursor: { type: 'string' },
+      url: { type: 'string' },
+      event: { type: 'string', multiple: true },
+      description: { type: 'string' },
     },
   });
   const [command, ...args] = positionals;
@@ -92,6 +117,8 @@ async function main(argv: string[]): Promise<number> {
   }
 
   if (command === 'mail') return mailCommand(config, args, values, out);
+  if (command === 'audit') return auditCommand(config, args, values, out);
+  if (command === 'webhooks') return webhooksCommand(config, args, values, out);
 
   const [tenantId, userId] = args;
   if (!tenantId) throw new UsageError(`${command} needs <tenant>`);
@@ -246,6 +273,122 @@ async function mailCommand(config: AppConfig, args: string[], values: { tenant?:
     await services.mail.close();
     await db.close();
   }
+}
+
+/** Opens the database and the domain services for one command, and closes them after it. */
+async function withServices<T>(config: AppConfig, run: (services: DomainServices) => Promise<T>): Promise<T> {
+  const logger = createLogger('warn', 'admin');
+  const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
+  const services = createDomainServices({ config, db, logger, mailQueue: { outbox: { onlyOwn: true } } });
+  try {
+    return await run(services);
+  } finally {
+    await services.mail.close();
+    await db.close();
+  }
+}
+
+function knownTenant(config: AppConfig, tenantId: string | undefined, usage: string): string {
+  if (!tenantId) throw new UsageError(`${usage} needs <tenant>`);
+  if (!config.tenants.some((x) => x.id === tenantId)) throw new UsageError(`unknown tenant "${tenantId}" (see: npm run admin -- tenants)`);
+  return tenantId;
+}
+
+function oneOf<T extends string>(value: string | undefined, allowed: readonly T[], option: string): T | undefined {
+  if (value === undefined) return undefined;
+  if (!(allowed as readonly string[]).includes(value)) throw new UsageError(`${option} must be one of: ${allowed.join(', ')}`);
+  return value as T;
+}
+
+function timeOption(value: string | undefined, option: string): Date | undefined {
+  if (value === undefined) return undefined;
+  // An ISO 8601 date-time (with a zone), as the API's since/until.
+  const at = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$/.test(value) ? new Date(value) : undefined;
+  if (!at || Number.isNaN(at.getTime())) throw new UsageError(`${option} must be an ISO 8601 time such as 2026-11-30T09:00:00Z`);
+  return at;
+}
+
+type AuditValues = { user?: string; action?: string; 'actor-kind'?: string; outcome?: string; since?: string; until?: string; cursor?: string; 'per-page': string };
+
+/** `audit list` (one page, newest first) and `audit export` (JSON Lines), as GET /api/v1/audit and /audit/export. */
+async function auditCommand(config: AppConfig, args: string[], values: AuditValues, out: (human: string, data: unknown) => void): Promise<number> {
+  const [sub, tenantArg] = args;
+  if (sub !== 'list' && sub !== 'export') throw new UsageError('audit needs a subcommand: list or export');
+  const tenantId = knownTenant(config, tenantArg, `audit ${sub}`);
+  const since = timeOption(values.since, '--since');
+  const until = timeOption(values.until, '--until');
+  if (since && until && since >= until) throw new UsageError('--since must be before --until');
+  const filter: AuditFilter = {
+    tenantId,
+    userId: values.user,
+    action: oneOf<AuditAction>(values.action, AUDIT_ACTIONS, '--action'),
+    actorKind: oneOf<ActorKind>(values['actor-kind'], ACTOR_KINDS, '--actor-kind'),
+    outcome: oneOf<AuditOutcome>(values.outcome, AUDIT_OUTCOMES, '--outcome'),
+    since,
+    until,
+  };
+  const limit = Number(values['per-page']);
+  if (!Number.isInteger(limit) || limit < 1 || limit > 200) throw new UsageError('--per-page must be 1..200');
+  const cursor = values.cursor === undefined ? undefined : decodeCursor(values.cursor);
+  if (values.cursor !== undefined && !cursor) throw new UsageError('--cursor is not valid: use the one the previous page printed');
+  return withServices(config, async ({ audit }) => {
+    if (sub === 'export') {
+      // Streamed: records are written as the batches are read.
+      for await (const r of audit.all(filter)) {
+        if (!process.stdout.write(`${JSON.stringify(auditView(r))}\n`)) await new Promise((resolve) => process.stdout.once('drain', resolve));
+      }
+      return 0;
+    }
+    const { items, next } = await audit.list(filter, { cursor, limit });
+    const views = items.map(auditView);
+    out(
+      [
+        ...views.map((r) => `${r.createdAt}\t${r.actor.kind}:${r.actor.id}\t${r.action}\t${r.userId ?? '-'}\t${r.outcome}${r.error ? ` (${r.error})` : ''}`),
+        ...(views.length ? [] : ['(no records)']),
+        ...(next ? [`more: --cursor ${next}`] : []),
+      ].join('\n'),
+      { items: views, nextCursor: next },
+    );
+    return 0;
+  });
+}
+
+type WebhookValues = { url?: string; event?: string[]; description?: string; yes: boolean };
+
+/** `webhooks list|register|test|delete`, as the management API's /webhooks within one tenant. */
+async function webhooksCommand(config: AppConfig, args: string[], values: WebhookValues, out: (human: string, data: unknown) => void): Promise<number> {
+  const [sub, tenantArg, id] = args;
+  if (!sub || !['list', 'register', 'test', 'delete'].includes(sub)) throw new UsageError('webhooks needs a subcommand: list, register, test or delete');
+  const tenantId = knownTenant(config, tenantArg, `webhooks ${sub}`);
+  if ((sub === 'test' || sub === 'delete') && !id) throw new UsageError(`webhooks ${sub} needs <tenant> <id>`);
+  if (sub === 'delete' && !values.yes) throw new UsageError('webhooks delete removes the hook and its delivery log: add --yes to confirm');
+  if (sub === 'register' && !values.url) throw new UsageError('webhooks register needs --url');
+  const events = values.event?.map((e) => oneOf<WebhookEventType>(e, WEBHOOK_EVENTS, '--event')!);
+  return withServices(config, async ({ webhooks }) => {
+    switch (sub) {
+      case 'list': {
+        const items = (await webhooks.list(tenantId)).map((h) => webhookView(h));
+        out(items.map((h) => `${h.id}\t${h.enabled ? 'enabled' : 'disabled'}\t${h.url}\t${h.events.join(',')}\t${h.description ?? ''}`).join('\n') || '(no webhooks)', { items });
+        return 0;
+      }
+      case 'register': {
+        const { hook, secret } = await webhooks.register(tenantId, { url: values.url!, events, description: values.description }, `cli:${operatorName()}@${hostname()}`);
+        const view = { ...webhookView(hook), secret };
+        out([`registered webhook ${hook.id} for ${tenantId}: ${hook.url}`, `events: ${hook.events.join(', ')}`, `signing secret (shown this once): ${secret}`].join('\n'), view);
+        return 0;
+      }
+      case 'test': {
+        const d = await webhooks.test(tenantId, id!);
+        out(`queued webhook.test ${d.eventId} for webhook ${id}: the running provider sends it`, { deliveryId: d.id, eventId: d.eventId, eventType: d.eventType });
+        return 0;
+      }
+      default: {
+        await webhooks.delete(tenantId, id!);
+        out(`deleted webhook ${id}`, { id, deleted: true });
+        return 0;
+      }
+    }
+  });
 }
 
 main(process.argv.slice(2)).then(
