@@ -4,7 +4,7 @@ import { LOGIN_METHODS } from '../config/tenants.js';
 import type { ActivationService, Actor, IssuedActivation } from '../activation/activation.service.js';
 import type { Locale } from '../i18n/index.js';
 import type { MailQueue } from '../mail/mail.types.js';
-import type { AccountRepository, AccountWithDevices } from '../persistence/account.repository.js';
+import { ACCOUNT_ROLES, type AccountRepository, type AccountRole, type AccountWithDevices } from '../persistence/account.repository.js';
 import type { LoginEvent, LoginEventRepository } from '../persistence/login-event.repository.js';
 import { deliverableAddresses } from '../login/factors/email-otp.factor.js';
 import { METHOD_FACTORS } from '../login/login-methods.js';
@@ -37,6 +37,8 @@ export interface AccountView {
   userId: string;
   status: AccountStatusView;
   loginMethod: string;
+  /** Staff of the tenant's support desk (support console): `support` or `admin`; null for everyone else. */
+  role: AccountRole | null;
   failedAttempts: number;
   lockedAt: string | null;
   /** When a temporary lock lifts by itself; null: not locked, or locked until an administrator unlocks. */
@@ -55,6 +57,7 @@ export function toView(a: AccountWithDevices): AccountView {
     userId: a.userId,
     status: locked ? 'locked' : a.status,
     loginMethod: a.loginMethod,
+    role: a.role,
     failedAttempts: a.failedAttempts,
     lockedAt: locked ? (a.lockedAt?.toISOString() ?? null) : null,
     lockedUntil: locked ? (a.lockedUntil?.toISOString() ?? null) : null,
@@ -111,6 +114,11 @@ export class AccountService {
     return chosen as LoginMethod;
   }
 
+  private checkRole(role: string | null): AccountRole | null {
+    if (role !== null && !(ACCOUNT_ROLES as readonly string[]).includes(role)) throw new AccountValidationError('role', 'account:errors.unknown_role', { role });
+    return role as AccountRole | null;
+  }
+
   private checkDevices(tenant: Tenant, devices: DeviceInput[]): Array<{ email: string; kind: DeviceKind }> {
     if (devices.length === 0) throw new AccountValidationError('devices', 'account:errors.devices_required');
     if (devices.length > tenant.contract.max_devices) throw new AccountValidationError('devices', 'account:errors.too_many_devices', { max: tenant.contract.max_devices });
@@ -163,9 +171,16 @@ export class AccountService {
     return { account: created, activation };
   }
 
-  async list(tenantId: string, opts: { status?: AccountStatusView; page: number; perPage: number }) {
+  /** One page of the tenant's accounts, newest first; `userIdPrefix` holds user-ID characters only (USER_ID_PATTERN's). */
+  async list(tenantId: string, opts: { status?: AccountStatusView; userIdPrefix?: string; email?: string; page: number; perPage: number }) {
     this.tenant(tenantId);
-    const { items, total } = await this.deps.accounts.list(tenantId, { status: opts.status, skip: (opts.page - 1) * opts.perPage, take: opts.perPage });
+    const { items, total } = await this.deps.accounts.list(tenantId, {
+      status: opts.status,
+      userIdPrefix: opts.userIdPrefix,
+      email: opts.email,
+      skip: (opts.page - 1) * opts.perPage,
+      take: opts.perPage,
+    });
     return { items, total, page: opts.page, perPage: opts.perPage };
   }
 
@@ -177,14 +192,15 @@ export class AccountService {
   async update(
     tenantId: string,
     userId: string,
-    input: { loginMethod?: string; devices?: DeviceInput[]; mailActivation?: boolean; locale?: Locale },
+    input: { loginMethod?: string; role?: string | null; devices?: DeviceInput[]; mailActivation?: boolean; locale?: Locale },
     who: StaffRequest,
   ): Promise<AccountWithDevices & { activation?: IssuedActivation }> {
     const tenant = this.tenant(tenantId);
     const account = await this.find(tenantId, userId);
     const loginMethod = input.loginMethod === undefined ? undefined : this.checkMethod(tenant, input.loginMethod);
+    const role = input.role === undefined ? undefined : this.checkRole(input.role);
     const devices = input.devices === undefined ? undefined : this.checkDevices(tenant, input.devices);
-    const updated = await this.deps.accounts.update(account.id, { loginMethod, devices });
+    const updated = await this.deps.accounts.update(account.id, { loginMethod, role, devices });
     const changed = loginMethod !== undefined && loginMethod !== account.loginMethod;
     const lacksCredentials = changed && updated.status === 'active' && (await this.lacksCredentials(updated, loginMethod));
     await this.deps.events.record({
@@ -193,7 +209,7 @@ export class AccountService {
       type: 'updated',
       actor: who.actor,
       sourceIp: who.ip ?? null,
-      detail: { loginMethod: loginMethod ?? null, devices: devices ? devices.length : null },
+      detail: { loginMethod: loginMethod ?? null, devices: devices ? devices.length : null, ...(role !== undefined ? { role } : {}) },
     });
     if (changed) await this.deps.webhooks?.emit(tenantId, 'login_method.changed', { userId, from: account.loginMethod, to: loginMethod });
     if (devices) await this.deps.webhooks?.emit(tenantId, 'devices.replaced', { userId, count: devices.length });
