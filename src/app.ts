@@ -32,10 +32,11 @@ import { secretQuestionRouter } from './account/area/secret-question.router.js';
 import { historyRouter } from './account/area/history.router.js';
 import { recoveryRouter } from './recovery/recovery.router.js';
 import { managementRouter } from './admin/management.router.js';
+import { consoleRouter } from './console/console.router.js';
 import { renderProblem } from './admin/problem.js';
 
 /** Path prefixes served by our own routers; everything else belongs to oidc-provider. */
-const OWN_PREFIXES = ['/interaction', '/demo', '/dev', '/static', '/account', '/activation', '/recovery', '/api', '/health', '/certificates'];
+const OWN_PREFIXES = ['/interaction', '/demo', '/dev', '/static', '/account', '/activation', '/recovery', '/api', '/health', '/certificates', '/console'];
 const isOwn = (path: string) => OWN_PREFIXES.some((p) => path === p || path.startsWith(`${p}/`));
 
 export type { AppServices };
@@ -133,6 +134,7 @@ export async function createApp(opts: CreateAppOptions): Promise<App> {
     secretQuestionRouter({ config, tenants, accounts, secretQuestions: services.secretQuestions, cookieKeys: secrets.cookieKeys, secure }),
     historyRouter({ tenants, accounts, history: services.loginHistory, secure }),
   );
+  routers.push(consoleRouter({ config, tenants, accounts, sessions: providerSessions, console: services.supportConsole, secure }));
   routers.push(certificateRouter({ certificates: services.certificates }));
   if (config.devMailbox) routers.push(devMailboxRouter({ repo: devMail }));
   if (config.demoSite) routers.push(demoRouter({ config, tenants }));
