@@ -33,6 +33,7 @@ import { historyRouter } from './account/area/history.router.js';
 import { recoveryRouter } from './recovery/recovery.router.js';
 import { managementRouter } from './admin/management.router.js';
 import { consoleRouter } from './console/console.router.js';
+import { consoleActionsRouter } from './console/console-actions.router.js';
 import { renderProblem } from './admin/problem.js';
 
 /** Path prefixes served by our own routers; everything else belongs to oidc-provider. */
@@ -134,7 +135,10 @@ export async function createApp(opts: CreateAppOptions): Promise<App> {
     secretQuestionRouter({ config, tenants, accounts, secretQuestions: services.secretQuestions, cookieKeys: secrets.cookieKeys, secure }),
     historyRouter({ tenants, accounts, history: services.loginHistory, secure }),
   );
-  routers.push(consoleRouter({ config, tenants, accounts, sessions: providerSessions, console: services.supportConsole, secure }));
+  routers.push(
+    consoleRouter({ config, tenants, accounts, sessions: providerSessions, console: services.supportConsole, secure }),
+    consoleActionsRouter({ config, tenants, accounts, sessions: providerSessions, accountService, secure }),
+  );
   routers.push(certificateRouter({ certificates: services.certificates }));
   if (config.devMailbox) routers.push(devMailboxRouter({ repo: devMail }));
   if (config.demoSite) routers.push(demoRouter({ config, tenants }));

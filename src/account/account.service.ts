@@ -82,7 +82,7 @@ export class AccountService {
       mail: MailQueue;
       tenants: TenantDirectory;
       lifecycle: Pick<AccountLifecycleService, 'endAccess'>;
-      certificates: Pick<CertificateService, 'hasLiveCertificate'>;
+      certificates: Pick<CertificateService, 'hasLiveCertificate' | 'listForAccount' | 'revokeForDevice'>;
       passkeys: Pick<PasskeyService, 'hasPasskey'>;
       /** The staff audit trail: every change made here by staff, with the account's state before and after. */
       audit?: Pick<AuditService, 'record'>;
@@ -264,6 +264,29 @@ export class AccountService {
     await this.deps.accounts.delete(account.id);
     if (who) await this.audit(tenantId, who, 'account.deleted', userId, auditState(account), null);
     await this.deps.webhooks?.emit(tenantId, 'account.deleted', { userId });
+  }
+
+  /**
+   * Ends every provider session of the account and revokes its grants and tokens (sites registered
+   * for back-channel logout are told), for staff: the user's own way is the account area's
+   * "sign out everywhere".
+   */
+  async endSessions(tenantId: string, userId: string, who: StaffRequest): Promise<{ sessions: number }> {
+    const account = await this.find(tenantId, userId);
+    const { sessions } = await this.deps.lifecycle.endAccess(account.id, 'staff_signed_out');
+    await this.deps.events.record({ tenantId, accountId: account.id, type: 'signed_out_everywhere', actor: who.actor, sourceIp: who.ip ?? null, detail: { sessions } });
+    await this.audit(tenantId, who, 'account.sessions_ended', userId, auditState(account), account);
+    return { sessions };
+  }
+
+  /** Revokes the live client certificate of one device of the account (a lost or handed-on terminal). */
+  async revokeCertificate(tenantId: string, userId: string, deviceNumber: number, who: StaffRequest): Promise<number> {
+    const account = await this.find(tenantId, userId);
+    const device = account.devices.find((d) => d.number === deviceNumber);
+    if (!device) throw new AccountValidationError('device', 'account:errors.no_device');
+    const revoked = await this.deps.certificates.revokeForDevice(device.id, 'admin');
+    await this.audit(tenantId, who, 'account.certificate_revoked', userId, auditState(account), account);
+    return revoked;
   }
 
   async loginEvents(tenantId: string, userId: string, opts: { page: number; perPage: number }): Promise<{ items: LoginEvent[]; page: number; perPage: number }> {

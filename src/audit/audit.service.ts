@@ -14,7 +14,16 @@ export interface StaffActor {
   requestId: string | null;
 }
 
-export const AUDIT_ACTIONS = ['account.created', 'account.updated', 'account.deleted', 'account.unlocked', 'account.activation_issued'] as const;
+export const AUDIT_ACTIONS = [
+  'account.created',
+  'account.updated',
+  'account.deleted',
+  'account.unlocked',
+  'account.activation_issued',
+  // Support console (src/console/): ending all sessions, revoking a device's certificate.
+  'account.sessions_ended',
+  'account.certificate_revoked',
+] as const;
 export type AuditAction = (typeof AUDIT_ACTIONS)[number];
 
 /**

@@ -10,6 +10,10 @@ import type { SessionRepository } from '../persistence/session.repository.js';
 import type { LoginMethod } from '../config/index.js';
 import { isStaff, readConsoleSession, requireStaff, safeConsoleReturn, staffOf, writeConsoleSession } from './console-session.js';
 import type { SupportConsoleService } from './support-console.service.js';
+import { ACTIONS_OF } from './console-roles.js';
+
+/** The notices an action's redirect may ask the account page to show (console:done.*). */
+const DONE_NOTICES = ['unlocked', 'activation_mailed', 'sessions_ended', 'certificate_revoked', 'method_changed', 'method_changed_activation'];
 
 const PENDING = 'support_console_login';
 
@@ -206,14 +210,16 @@ export function consoleRouter(deps: {
       p.set('page', String(page));
       return `/console/?${p.toString()}`;
     };
-    await ctx.render('console/accounts', { staff, tenant, menu: 'accounts', q, result, link, consoleTime });
+    const deleted = typeof ctx.query.deleted === 'string' ? ctx.query.deleted.slice(0, 64) : undefined;
+    await ctx.render('console/accounts', { staff, tenant, menu: 'accounts', q, result, link, consoleTime, deleted });
   });
 
   // アカウント詳細: an account of the staff member's tenant only (another tenant's user ID is a 404).
   router.get('/accounts/:userId', staffOnly, async (ctx) => {
     const { staff, tenant } = staffOf(ctx);
     const detail = await deps.console.detail(tenant.id, ctx.params.userId ?? '');
-    await ctx.render('console/account', { staff, tenant, menu: 'accounts', detail, consoleTime, notice: typeof ctx.query.done === 'string' ? ctx.query.done : undefined });
+    const done = typeof ctx.query.done === 'string' && DONE_NOTICES.includes(ctx.query.done) ? ctx.query.done : undefined;
+    await ctx.render('console/account', { staff, tenant, menu: 'accounts', detail, consoleTime, actions: ACTIONS_OF[staff.role], done });
   });
 
   return router;

@@ -2,6 +2,7 @@ import { parseTenants } from '../../src/config/tenants.js';
 import { startTestServer, uniqueUser, TEST_TENANTS_YAML, type TestServer } from '../support/harness.js';
 import { Agent, csrfOf } from '../support/browser-less.js';
 import { consoleTenantsYaml, newStaff, signInToConsole, walkLogin } from '../support/console.js';
+import { signInToArea } from '../support/account-area.js';
 
 describe('support console: sign-in, staff check, search and account page', () => {
   let s: TestServer;
@@ -200,5 +201,158 @@ describe('support console: sign-in, staff check, search and account page', () =>
     } finally {
       await off.close();
     }
+  });
+});
+
+describe('support console: actions on an account', () => {
+  let s: TestServer;
+  beforeAll(async () => {
+    s = await startTestServer({ tenants: parseTenants('t', consoleTenantsYaml(TEST_TENANTS_YAML)) });
+  });
+  afterAll(async () => {
+    await s?.close();
+  });
+
+  async function newUser(tenantId = 't1') {
+    const u = uniqueUser('act');
+    const a = await s.app.services.accounts.create({ tenantId, userId: u.userId, devices: [{ email: u.email }] });
+    return { ...u, id: a.id };
+  }
+  async function staffAgent(role: 'support' | 'admin', tenantId = 't1') {
+    const staff = await newStaff(s, tenantId, role);
+    const agent = new Agent(s.issuer);
+    expect((await signInToConsole(s, agent, staff, tenantId)).status).toBe(200);
+    return { staff, agent };
+  }
+  /** Opens the action's confirmation page and submits its form with `fields`. */
+  async function act(agent: Agent, userId: string, action: string, fields: Record<string, string> = {}, query = '') {
+    const page = await agent.get(`/console/accounts/${userId}/actions/${action}${query}`);
+    expect(page.status).toBe(200);
+    const html = await page.text();
+    expect(html).toContain('id="confirm"');
+    return agent.post(`/console/accounts/${userId}/actions/${action}`, { _csrf: csrfOf(html), ...fields });
+  }
+  const audits = (userId: string) => s.db.prisma.auditRecord.findMany({ where: { targetUserId: userId }, orderBy: { createdAt: 'asc' } });
+
+  test('unlock asks for confirmation, unlocks, tells the user, and is audited with the staff member as actor', async () => {
+    const { staff, agent } = await staffAgent('support');
+    const u = await newUser();
+    await s.db.prisma.account.update({ where: { id: u.id }, data: { lockedAt: new Date(), failedAttempts: 5 } });
+    const before = s.smtp.messages.length;
+    const res = await act(agent, u.userId, 'unlock');
+    expect(res.status).toBe(303);
+    expect(res.headers.get('location')).toBe(`/console/accounts/${u.userId}?done=unlocked`);
+    expect(await (await agent.get(res.headers.get('location')!)).text()).toContain('ロックを解除しました');
+    expect(await s.db.prisma.account.findUnique({ where: { id: u.id } })).toMatchObject({ lockedAt: null, failedAttempts: 0 });
+    await s.smtp.waitFor((m) => s.smtp.messages.indexOf(m) >= before && m.to.includes(u.email));
+    const [record] = await audits(u.userId);
+    expect(record).toMatchObject({ tenantId: 't1', actorKind: 'console', actorId: staff.userId, action: 'account.unlocked', sourceIp: expect.any(String) });
+    expect(record!.requestId).toBeTruthy();
+    const event = await s.db.prisma.accountEvent.findFirst({ where: { accountId: u.id, type: 'unlocked' } });
+    expect(event?.actor).toBe('admin');
+  });
+
+  test('a new activation is shown once, or mailed; both are audited', async () => {
+    const { staff, agent } = await staffAgent('support');
+    const u = await newUser();
+    const shown = await act(agent, u.userId, 'activation', { delivery: 'show' });
+    expect(shown.status).toBe(200);
+    const html = await shown.text();
+    const code = /id="activation-code">(\d+)</.exec(html)?.[1];
+    expect(code).toMatch(/^\d{6,12}$/);
+    expect(html).toContain(`/activation/t1`);
+    expect(shown.headers.get('cache-control')).toBe('no-store');
+    const before = s.smtp.messages.length;
+    const mailed = await act(agent, u.userId, 'activation', { delivery: 'mail' });
+    expect(mailed.headers.get('location')).toBe(`/console/accounts/${u.userId}?done=activation_mailed`);
+    await s.smtp.waitFor((m) => s.smtp.messages.indexOf(m) >= before && m.to.includes(u.email));
+    expect((await audits(u.userId)).map((r) => [r.action, r.actorKind, r.actorId])).toEqual([
+      ['account.activation_issued', 'console', staff.userId],
+      ['account.activation_issued', 'console', staff.userId],
+    ]);
+  });
+
+  test("ending all sessions signs the user out everywhere and is audited", async () => {
+    const { staff, agent } = await staffAgent('support');
+    const u = await newUser();
+    const user = new Agent(s.issuer);
+    expect((await signInToArea(s, user, u)).status).toBe(200);
+    expect(await s.app.services.providerSessions.listForAccount(u.id)).toHaveLength(1);
+    const detail = await (await agent.get(`/console/accounts/${u.userId}`)).text();
+    expect(detail).toMatch(/data-session="[^"]+"/);
+    const res = await act(agent, u.userId, 'end-sessions');
+    expect(res.headers.get('location')).toBe(`/console/accounts/${u.userId}?done=sessions_ended`);
+    expect(await s.app.services.providerSessions.listForAccount(u.id)).toHaveLength(0);
+    // The user's account area session ended with it.
+    expect((await user.get('/account/')).status).toBe(303);
+    expect((await audits(u.userId)).map((r) => [r.action, r.actorId])).toEqual([['account.sessions_ended', staff.userId]]);
+  });
+
+  test("revoking a device's certificate, and changing the login method (the credential step goes to the user by mail)", async () => {
+    const { staff, agent } = await staffAgent('support');
+    const u = await newUser();
+    const account = (await s.app.services.accounts.findById(u.id))!;
+    await s.app.services.certificates.issue(u.id, account.devices[0]!.id);
+    const page = await (await agent.get(`/console/accounts/${u.userId}`)).text();
+    expect(page).toContain('id="revoke-1"');
+    const revoked = await act(agent, u.userId, 'revoke-certificate', { device: '1' }, '?device=1');
+    expect(revoked.headers.get('location')).toBe(`/console/accounts/${u.userId}?done=certificate_revoked`);
+    expect((await s.app.services.certificates.listForAccount(u.id)).map((c) => c.status)).toEqual(['revoked']);
+    expect((await agent.get(`/console/accounts/${u.userId}/actions/revoke-certificate?device=9`)).status).toBe(404);
+
+    const before = s.smtp.messages.length;
+    const changed = await act(agent, u.userId, 'login-method', { method: 'password_otp' });
+    expect(changed.headers.get('location')).toBe(`/console/accounts/${u.userId}?done=method_changed_activation`);
+    expect(await s.db.prisma.account.findUnique({ where: { id: u.id } })).toMatchObject({ loginMethod: 'password_otp', status: 'pending_activation' });
+    await s.smtp.waitFor((m) => s.smtp.messages.indexOf(m) >= before && m.to.includes(u.email));
+    expect((await audits(u.userId)).map((r) => [r.action, r.actorId])).toEqual([
+      ['account.certificate_revoked', staff.userId],
+      ['account.updated', staff.userId],
+    ]);
+  });
+
+  test('delete is for admins, with the user ID typed to confirm; support gets 403', async () => {
+    const u = await newUser();
+    const support = await staffAgent('support');
+    expect((await support.agent.get(`/console/accounts/${u.userId}/actions/delete`)).status).toBe(403);
+    const detail = await (await support.agent.get(`/console/accounts/${u.userId}`)).text();
+    expect(detail).not.toContain('id="action-delete"');
+    expect((await support.agent.post(`/console/accounts/${u.userId}/actions/delete`, { _csrf: csrfOf(detail), confirm_user_id: u.userId })).status).toBe(403);
+    expect(await s.db.prisma.account.findUnique({ where: { id: u.id } })).not.toBeNull();
+
+    const { staff, agent } = await staffAgent('admin');
+    const wrong = await act(agent, u.userId, 'delete', { confirm_user_id: `${u.userId}x` });
+    expect(wrong.status).toBe(400);
+    expect(await wrong.text()).toContain('入力されたユーザIDが一致しません');
+    expect(await s.db.prisma.account.findUnique({ where: { id: u.id } })).not.toBeNull();
+    const done = await act(agent, u.userId, 'delete', { confirm_user_id: u.userId });
+    expect(done.status).toBe(303);
+    expect(await s.db.prisma.account.findUnique({ where: { id: u.id } })).toBeNull();
+    expect((await audits(u.userId)).map((r) => [r.action, r.actorKind, r.actorId])).toEqual([['account.deleted', 'console', staff.userId]]);
+  });
+
+  test('a form without its CSRF token is refused and changes nothing', async () => {
+    const { agent } = await staffAgent('admin');
+    const u = await newUser();
+    await s.db.prisma.account.update({ where: { id: u.id }, data: { lockedAt: new Date(), failedAttempts: 5 } });
+    expect((await agent.post(`/console/accounts/${u.userId}/actions/unlock`, {})).status).toBe(403);
+    expect((await agent.post(`/console/accounts/${u.userId}/actions/delete`, { _csrf: 'forged', confirm_user_id: u.userId })).status).toBe(403);
+    expect(await s.db.prisma.account.findUnique({ where: { id: u.id } })).toMatchObject({ failedAttempts: 5 });
+    expect(await audits(u.userId)).toEqual([]);
+  });
+
+  test("another tenant's admin gets 404 on every forged action for this tenant's account, and nothing changes", async () => {
+    const u = await newUser('t1');
+    await s.db.prisma.account.update({ where: { id: u.id }, data: { lockedAt: new Date(), failedAttempts: 5 } });
+    const { agent } = await staffAgent('admin', 't2');
+    const csrf = csrfOf(await (await agent.get('/console/')).text());
+    for (const action of ['unlock', 'activation', 'end-sessions', 'login-method', 'delete']) {
+      expect((await agent.get(`/console/accounts/${u.userId}/actions/${action}`)).status).toBe(404);
+      const res = await agent.post(`/console/accounts/${u.userId}/actions/${action}`, { _csrf: csrf, confirm_user_id: u.userId, method: 'otp', delivery: 'show', device: '1' });
+      expect(res.status).toBe(404);
+    }
+    expect((await agent.post(`/console/accounts/${u.userId}/actions/revoke-certificate`, { _csrf: csrf, device: '1' })).status).toBe(404);
+    expect(await s.db.prisma.account.findUnique({ where: { id: u.id } })).toMatchObject({ failedAttempts: 5, status: 'active' });
+    expect(await audits(u.userId)).toEqual([]);
   });
 });
