@@ -34,6 +34,7 @@ import { recoveryRouter } from './recovery/recovery.router.js';
 import { managementRouter } from './admin/management.router.js';
 import { consoleRouter } from './console/console.router.js';
 import { consoleActionsRouter } from './console/console-actions.router.js';
+import { consoleSupportDeskRouter } from './console/console-support-desk.router.js';
 import { renderProblem } from './admin/problem.js';
 
 /** Path prefixes served by our own routers; everything else belongs to oidc-provider. */
@@ -138,6 +139,7 @@ export async function createApp(opts: CreateAppOptions): Promise<App> {
   routers.push(
     consoleRouter({ config, tenants, accounts, sessions: providerSessions, console: services.supportConsole, secure }),
     consoleActionsRouter({ config, tenants, accounts, sessions: providerSessions, accountService, secure }),
+    consoleSupportDeskRouter({ tenants, accounts, sessions: providerSessions, audit: services.audit, webhooks: services.webhooks, secure }),
   );
   routers.push(certificateRouter({ certificates: services.certificates }));
   if (config.devMailbox) routers.push(devMailboxRouter({ repo: devMail }));

@@ -3,6 +3,8 @@ import { startTestServer, uniqueUser, TEST_TENANTS_YAML, type TestServer } from 
 import { Agent, csrfOf } from '../support/browser-less.js';
 import { consoleTenantsYaml, newStaff, signInToConsole, walkLogin } from '../support/console.js';
 import { signInToArea } from '../support/account-area.js';
+import { createServer, type IncomingMessage } from 'node:http';
+import type { AddressInfo } from 'node:net';
 
 describe('support console: sign-in, staff check, search and account page', () => {
   let s: TestServer;
@@ -354,5 +356,127 @@ describe('support console: actions on an account', () => {
     expect((await agent.post(`/console/accounts/${u.userId}/actions/revoke-certificate`, { _csrf: csrf, device: '1' })).status).toBe(404);
     expect(await s.db.prisma.account.findUnique({ where: { id: u.id } })).toMatchObject({ failedAttempts: 5, status: 'active' });
     expect(await audits(u.userId)).toEqual([]);
+  });
+});
+
+describe('support console: audit trail and webhooks', () => {
+  let s: TestServer;
+  beforeAll(async () => {
+    // Webhook receivers on 127.0.0.1 (the test's own) are allowed here.
+    s = await startTestServer({ tenants: parseTenants('t', consoleTenantsYaml(TEST_TENANTS_YAML)), env: { WEBHOOK_ALLOW_PRIVATE_TARGETS: 'true' } });
+  });
+  afterAll(async () => {
+    await s?.close();
+  });
+
+  async function staffAgent(role: 'support' | 'admin', tenantId = 't1') {
+    const staff = await newStaff(s, tenantId, role);
+    const agent = new Agent(s.issuer);
+    expect((await signInToConsole(s, agent, staff, tenantId)).status).toBe(200);
+    return { staff, agent };
+  }
+
+  test('the audit view lists the tenant\'s records newest first, filters by user ID, action, actor and time, pages, and exports JSON Lines', async () => {
+    const { staff, agent } = await staffAgent('admin');
+    const users = [];
+    for (let i = 0; i < 3; i++) {
+      const u = uniqueUser('aud');
+      await s.app.services.accounts.create({ tenantId: 't1', userId: u.userId, devices: [{ email: u.email }] });
+      users.push(u);
+    }
+    const who = { actor: 'admin' as const, ip: '192.0.2.9', staff: { kind: 'console' as const, id: staff.userId, ip: '192.0.2.9', requestId: null } };
+    for (const u of users) await s.app.services.accountService.unlock('t1', u.userId, who);
+    await s.app.services.accountService.issueActivation('t1', users[0]!.userId, { ...who, mail: false });
+    // Another tenant's record never shows.
+    const other = uniqueUser('aud2');
+    await s.app.services.accounts.create({ tenantId: 't2', userId: other.userId, devices: [{ email: other.email }] });
+    await s.app.services.accountService.unlock('t2', other.userId, { ...who, staff: { ...who.staff, id: 'someone-in-t2' } });
+
+    const page = await agent.get(`/console/audit?actor_id=${staff.userId}`);
+    expect(page.status).toBe(200);
+    const html = await page.text();
+    expect((html.match(/data-action="/g) ?? []).length).toBe(4);
+    expect(html).toContain('初回認証の発行');
+    expect(html).toContain(`サポートコンソール: ${staff.userId}`);
+    expect(html).not.toContain(other.userId);
+    const byUser = await (await agent.get(`/console/audit?user_id=${users[0]!.userId}&action=account.unlocked`)).text();
+    expect((byUser.match(/data-action="account.unlocked"/g) ?? []).length).toBe(1);
+    const future = await (await agent.get(`/console/audit?actor_id=${staff.userId}&since=2999-01-01T00:00`)).text();
+    expect(future).toContain('該当する記録はありません');
+    const exported = await agent.get(`/console/audit/export?actor_id=${staff.userId}`);
+    expect(exported.headers.get('content-type')).toMatch(/ndjson/);
+    const lines = (await exported.text()).trim().split('\n').map((l) => JSON.parse(l) as { action: string; tenant: string });
+    expect(lines.map((l) => l.action)).toEqual(['account.activation_issued', 'account.unlocked', 'account.unlocked', 'account.unlocked']);
+    expect(new Set(lines.map((l) => l.tenant))).toEqual(new Set(['t1']));
+    // Pages of 50, by cursor: 51 records of one actor make two pages, without repeats.
+    for (let i = 0; i < 51; i++) await s.app.services.audit.record({ tenantId: 't1', who: { ...who.staff, id: 'pager' }, action: 'account.updated', userId: `p-page-${i}`, before: null, after: null });
+    const first = await (await agent.get('/console/audit?actor_id=pager')).text();
+    expect((first.match(/data-action="/g) ?? []).length).toBe(50);
+    const next = /id="next" href="([^"]+)"/.exec(first)![1]!.replaceAll('&amp;', '&');
+    const second = await (await agent.get(next)).text();
+    expect((second.match(/data-action="/g) ?? []).length).toBe(1);
+    expect(second).not.toContain('id="next"');
+    const en = await (await agent.get(`/console/audit?actor_id=${staff.userId}`, { 'accept-language': 'en' })).text();
+    expect(en).toContain('Audit trail');
+    expect(en).toContain('Activation issued');
+  });
+
+  test('admins register a webhook (secret shown once), send a test delivery that reaches the receiver, and see it in the delivery log; support cannot register', async () => {
+    const received: Array<{ headers: IncomingMessage['headers']; body: string }> = [];
+    const receiver = createServer((req, res) => {
+      let body = '';
+      req.on('data', (c: Buffer) => (body += c.toString()));
+      req.on('end', () => {
+        received.push({ headers: req.headers, body });
+        res.writeHead(204).end();
+      });
+    });
+    await new Promise<void>((r) => receiver.listen(0, '127.0.0.1', r));
+    const url = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hook`;
+    try {
+      const support = await staffAgent('support');
+      const list = await (await support.agent.get('/console/webhooks')).text();
+      expect(list).not.toContain('id="register"');
+      expect((await support.agent.post('/console/webhooks', { _csrf: csrfOf(list), url })).status).toBe(403);
+
+      const { agent } = await staffAgent('admin');
+      const page = await (await agent.get('/console/webhooks')).text();
+      const registered = await agent.post('/console/webhooks', { _csrf: csrfOf(page), url, description: 'support desk' });
+      expect(registered.status).toBe(200);
+      const html = await registered.text();
+      const secret = /id="hook-secret">([^<]+)</.exec(html)?.[1];
+      expect(secret).toMatch(/^whsec_/);
+      const hookId = /href="\/console\/webhooks\/([0-9a-f-]{36})"/.exec(html)![1]!;
+      // Listed afterwards, without the secret.
+      const after = await (await agent.get('/console/webhooks')).text();
+      expect(after).toContain(url);
+      expect(after).not.toContain(secret!);
+
+      const detail = await (await agent.get(`/console/webhooks/${hookId}`)).text();
+      const sent = await agent.post(`/console/webhooks/${hookId}/test`, { _csrf: csrfOf(detail) });
+      expect(sent.headers.get('location')).toBe(`/console/webhooks/${hookId}?done=test_queued`);
+      for (let i = 0; i < 100 && received.length === 0; i++) await new Promise((r) => setTimeout(r, 100));
+      expect(JSON.parse(received[0]!.body)).toMatchObject({ type: 'webhook.test' });
+      let log = '';
+      for (let i = 0; i < 50 && !log.includes('data-status="delivered"'); i++) log = await (await agent.get(`/console/webhooks/${hookId}`)).text();
+      expect(log).toContain('data-event="webhook.test"');
+      expect(log).toContain('HTTP 204');
+
+      // Another tenant's admin finds nothing of it.
+      const t2 = await staffAgent('admin', 't2');
+      const t2Page = await (await t2.agent.get('/console/webhooks')).text();
+      expect(t2Page).not.toContain(url);
+      expect((await t2.agent.get(`/console/webhooks/${hookId}`)).status).toBe(404);
+      expect((await t2.agent.post(`/console/webhooks/${hookId}/test`, { _csrf: csrfOf(t2Page) })).status).toBe(404);
+      expect((await t2.agent.post(`/console/webhooks/${hookId}/delete`, { _csrf: csrfOf(t2Page) })).status).toBe(404);
+
+      const confirm = await (await agent.get(`/console/webhooks/${hookId}/delete`)).text();
+      const deleted = await agent.post(`/console/webhooks/${hookId}/delete`, { _csrf: csrfOf(confirm) });
+      expect(deleted.headers.get('location')).toBe('/console/webhooks?done=deleted');
+      expect(await (await agent.get('/console/webhooks')).text()).not.toContain(url);
+    } finally {
+      receiver.closeAllConnections();
+      await new Promise<void>((r) => receiver.close(() => r()));
+    }
   });
 });
