@@ -397,7 +397,7 @@ describe('support console: audit trail and webhooks', () => {
     const html = await page.text();
     expect((html.match(/data-action="/g) ?? []).length).toBe(4);
     expect(html).toContain('初回認証の発行');
-    expect(html).toContain(`サポートコンソール: ${staff.userId}`);
+    expect(html).toContain(`<td>サポートコンソール<br>${staff.userId}</td>`);
     expect(html).not.toContain(other.userId);
     const byUser = await (await agent.get(`/console/audit?user_id=${users[0]!.userId}&action=account.unlocked`)).text();
     expect((byUser.match(/data-action="account.unlocked"/g) ?? []).length).toBe(1);
