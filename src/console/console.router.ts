@@ -95,7 +95,7 @@ export function consoleRouter(deps: {
     ctx.cookies.set(PENDING, p ? Buffer.from(JSON.stringify(p)).toString('base64url') : null, {
       signed: true,
       httpOnly: true,
-      // Lax: the provider's redirect back to /console/callback is a cross-site-initiated navigation only behind some proxies, never a POST.
+      // Lax, as the account area's: it must come along on the redirect chain back to /console/callback.
       sameSite: 'lax',
       path: '/console',
       maxAge: 30 * 60 * 1000,
