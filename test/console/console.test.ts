@@ -182,6 +182,16 @@ describe('support console: sign-in, staff check, search and account page', () =>
     expect(back.headers.get('location')).toMatch(/^\/console\/login/);
   });
 
+  test('odd search and page input is no error: bad values are ignored, another tenant is never chosen by the request', async () => {
+    const staff = await newStaff(s, 't1', 'support');
+    const agent = new Agent(s.issuer);
+    await signInToConsole(s, agent, staff, 't1');
+    for (const q of ['page=abc', 'page=-1', 'status=deleted', 'user_id=%25%5F', 'email=' + 'x'.repeat(400), 'user_id=a&user_id=b', 'tenant=t2'])
+      expect((await agent.get(`/console/?${q}`)).status).toBe(200);
+    expect((await agent.get('/console/accounts/%00')).status).toBe(400);
+    expect((await agent.get(`/console/accounts/${'x'.repeat(300)}`)).status).toBe(404);
+  });
+
   test('the login page asks for the tenant and names an unknown one', async () => {
     const agent = new Agent(s.issuer);
     const ask = await agent.get('/console/login');
