@@ -32,10 +32,13 @@ import { secretQuestionRouter } from './account/area/secret-question.router.js';
 import { historyRouter } from './account/area/history.router.js';
 import { recoveryRouter } from './recovery/recovery.router.js';
 import { managementRouter } from './admin/management.router.js';
+import { consoleRouter } from './console/console.router.js';
+import { consoleActionsRouter } from './console/console-actions.router.js';
+import { consoleSupportDeskRouter } from './console/console-support-desk.router.js';
 import { renderProblem } from './admin/problem.js';
 
 /** Path prefixes served by our own routers; everything else belongs to oidc-provider. */
-const OWN_PREFIXES = ['/interaction', '/demo', '/dev', '/static', '/account', '/activation', '/recovery', '/api', '/health', '/certificates'];
+const OWN_PREFIXES = ['/interaction', '/demo', '/dev', '/static', '/account', '/activation', '/recovery', '/api', '/health', '/certificates', '/console'];
 const isOwn = (path: string) => OWN_PREFIXES.some((p) => path === p || path.startsWith(`${p}/`));
 
 export type { AppServices };
@@ -132,6 +135,11 @@ export async function createApp(opts: CreateAppOptions): Promise<App> {
   routers.push(
     secretQuestionRouter({ config, tenants, accounts, secretQuestions: services.secretQuestions, cookieKeys: secrets.cookieKeys, secure }),
     historyRouter({ tenants, accounts, history: services.loginHistory, secure }),
+  );
+  routers.push(
+    consoleRouter({ config, tenants, accounts, sessions: providerSessions, console: services.supportConsole, secure }),
+    consoleActionsRouter({ config, tenants, accounts, sessions: providerSessions, accountService, secure }),
+    consoleSupportDeskRouter({ tenants, accounts, sessions: providerSessions, audit: services.audit, webhooks: services.webhooks, secure }),
   );
   routers.push(certificateRouter({ certificates: services.certificates }));
   if (config.devMailbox) routers.push(devMailboxRouter({ repo: devMail }));

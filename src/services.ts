@@ -64,6 +64,7 @@ import { WebhookEvents } from './webhooks/webhook-events.js';
 import { WebhookService } from './webhooks/webhook.service.js';
 import { startWebhookDelivery, type WebhookDeliveryWorker } from './webhooks/webhook-delivery.js';
 import type { TargetPolicy } from './webhooks/webhook-target.js';
+import { SupportConsoleService } from './console/support-console.service.js';
 
 /** The domain services and repositories, wired once; the HTTP app and the admin CLI share them. */
 export interface DomainServices {
@@ -223,6 +224,8 @@ export interface AppServices extends DomainServices {
   /** パスキー in the account area (register, rename, delete, with notices). */
   accountPasskeys: AccountPasskeyService;
   loginHistory: LoginHistoryService;
+  /** The support console's look-ups (search, account page), always within the staff member's tenant. */
+  supportConsole: SupportConsoleService;
   /** The Prometheus registry behind /metrics; undefined without METRICS_TOKEN (nothing is counted then). */
   scrapedMetrics: ScrapedMetrics | undefined;
   /** Redis' PING for /health/ready, when Redis is configured. */
@@ -311,6 +314,7 @@ export async function createAppServices(opts: AppServicesOptions): Promise<AppSe
   provider.on('backchannel.error', (_ctx: unknown, err: unknown, client: { clientId?: string } | undefined) =>
     logger.warn({ err, clientId: client?.clientId }, 'back-channel logout failed'),
   );
+  const accountSessions = new AccountSessionService({ sessions: domain.providerSessions, backchannel, events: accountEvents, tenants, logger, mail });
 
   return {
     ...domain,
@@ -333,7 +337,8 @@ export async function createAppServices(opts: AppServicesOptions): Promise<AppSe
       certificates,
     }),
     loginMethods: new LoginMethodService({ accounts, certificates, events: accountEvents, mail, lifecycle, passkeys: domain.passkeyService, passwordMinLength: config.passwordMinLength }),
-    accountSessions: new AccountSessionService({ sessions: domain.providerSessions, backchannel, events: accountEvents, tenants, logger, mail }),
+    accountSessions,
+    supportConsole: new SupportConsoleService({ accounts: domain.accountService, certificates, passkeys: domain.passkeys, loginEvents: events, sessions: accountSessions }),
     secretQuestions: new SecretQuestionService({ accounts, activation, events: accountEvents, mail }),
     accountPasskeys: new AccountPasskeyService({ passkeys: domain.passkeyService, events: accountEvents, mail }),
     loginHistory: new LoginHistoryService(events),

@@ -3,7 +3,7 @@ import type { BackchannelOutcome, SiteSignIn } from '../oidc/backchannel.js';
 import type { SessionRepository, StoredSession } from '../persistence/session.repository.js';
 
 /** Account events after which nothing signed in before may stay signed in (OWASP ASVS 3.3). */
-export type AccessEndReason = 'locked' | 'reactivated' | 'password_reset' | 'method_changed' | 'deleted';
+export type AccessEndReason = 'locked' | 'reactivated' | 'password_reset' | 'method_changed' | 'deleted' | 'staff_signed_out';
 
 /** Tells relying sites (back-channel logout) that sessions ended; src/oidc/backchannel.ts. */
 export interface SiteNotifier {

@@ -4,7 +4,7 @@ import { LOGIN_METHODS } from '../config/tenants.js';
 import type { ActivationService, Actor, IssuedActivation } from '../activation/activation.service.js';
 import type { Locale } from '../i18n/index.js';
 import type { MailQueue } from '../mail/mail.types.js';
-import type { AccountRepository, AccountWithDevices } from '../persistence/account.repository.js';
+import { ACCOUNT_ROLES, type AccountRepository, type AccountRole, type AccountWithDevices } from '../persistence/account.repository.js';
 import type { LoginEvent, LoginEventRepository } from '../persistence/login-event.repository.js';
 import { deliverableAddresses } from '../login/factors/email-otp.factor.js';
 import { METHOD_FACTORS } from '../login/login-methods.js';
@@ -37,6 +37,8 @@ export interface AccountView {
   userId: string;
   status: AccountStatusView;
   loginMethod: string;
+  /** Staff of the tenant's support desk (support console): `support` or `admin`; null for everyone else. */
+  role: AccountRole | null;
   failedAttempts: number;
   lockedAt: string | null;
   /** When a temporary lock lifts by itself; null: not locked, or locked until an administrator unlocks. */
@@ -55,6 +57,7 @@ export function toView(a: AccountWithDevices): AccountView {
     userId: a.userId,
     status: locked ? 'locked' : a.status,
     loginMethod: a.loginMethod,
+    role: a.role,
     failedAttempts: a.failedAttempts,
     lockedAt: locked ? (a.lockedAt?.toISOString() ?? null) : null,
     lockedUntil: locked ? (a.lockedUntil?.toISOString() ?? null) : null,
@@ -79,7 +82,7 @@ export class AccountService {
       mail: MailQueue;
       tenants: TenantDirectory;
       lifecycle: Pick<AccountLifecycleService, 'endAccess'>;
-      certificates: Pick<CertificateService, 'hasLiveCertificate'>;
+      certificates: Pick<CertificateService, 'hasLiveCertificate' | 'listForAccount' | 'revokeForDevice'>;
       passkeys: Pick<PasskeyService, 'hasPasskey'>;
       /** The staff audit trail: every change made here by staff, with the account's state before and after. */
       audit?: Pick<AuditService, 'record'>;
@@ -109,6 +112,11 @@ export class AccountService {
     if (!(LOGIN_METHODS as readonly string[]).includes(chosen)) throw new AccountValidationError('loginMethod', 'account:errors.unknown_method', { method: chosen });
     if (!(tenant.contract.login_methods as string[]).includes(chosen)) throw new AccountValidationError('loginMethod', 'account:errors.method_not_in_contract', { method: chosen });
     return chosen as LoginMethod;
+  }
+
+  private checkRole(role: string | null): AccountRole | null {
+    if (role !== null && !(ACCOUNT_ROLES as readonly string[]).includes(role)) throw new AccountValidationError('role', 'account:errors.unknown_role', { role });
+    return role as AccountRole | null;
   }
 
   private checkDevices(tenant: Tenant, devices: DeviceInput[]): Array<{ email: string; kind: DeviceKind }> {
@@ -163,9 +171,16 @@ export class AccountService {
     return { account: created, activation };
   }
 
-  async list(tenantId: string, opts: { status?: AccountStatusView; page: number; perPage: number }) {
+  /** One page of the tenant's accounts, newest first; `userIdPrefix` holds user-ID characters only (USER_ID_PATTERN's). */
+  async list(tenantId: string, opts: { status?: AccountStatusView; userIdPrefix?: string; email?: string; page: number; perPage: number }) {
     this.tenant(tenantId);
-    const { items, total } = await this.deps.accounts.list(tenantId, { status: opts.status, skip: (opts.page - 1) * opts.perPage, take: opts.perPage });
+    const { items, total } = await this.deps.accounts.list(tenantId, {
+      status: opts.status,
+      userIdPrefix: opts.userIdPrefix,
+      email: opts.email,
+      skip: (opts.page - 1) * opts.perPage,
+      take: opts.perPage,
+    });
     return { items, total, page: opts.page, perPage: opts.perPage };
   }
 
@@ -177,14 +192,15 @@ export class AccountService {
   async update(
     tenantId: string,
     userId: string,
-    input: { loginMethod?: string; devices?: DeviceInput[]; mailActivation?: boolean; locale?: Locale },
+    input: { loginMethod?: string; role?: string | null; devices?: DeviceInput[]; mailActivation?: boolean; locale?: Locale },
     who: StaffRequest,
   ): Promise<AccountWithDevices & { activation?: IssuedActivation }> {
     const tenant = this.tenant(tenantId);
     const account = await this.find(tenantId, userId);
     const loginMethod = input.loginMethod === undefined ? undefined : this.checkMethod(tenant, input.loginMethod);
+    const role = input.role === undefined ? undefined : this.checkRole(input.role);
     const devices = input.devices === undefined ? undefined : this.checkDevices(tenant, input.devices);
-    const updated = await this.deps.accounts.update(account.id, { loginMethod, devices });
+    const updated = await this.deps.accounts.update(account.id, { loginMethod, role, devices });
     const changed = loginMethod !== undefined && loginMethod !== account.loginMethod;
     const lacksCredentials = changed && updated.status === 'active' && (await this.lacksCredentials(updated, loginMethod));
     await this.deps.events.record({
@@ -193,7 +209,7 @@ export class AccountService {
       type: 'updated',
       actor: who.actor,
       sourceIp: who.ip ?? null,
-      detail: { loginMethod: loginMethod ?? null, devices: devices ? devices.length : null },
+      detail: { loginMethod: loginMethod ?? null, devices: devices ? devices.length : null, ...(role !== undefined ? { role } : {}) },
     });
     if (changed) await this.deps.webhooks?.emit(tenantId, 'login_method.changed', { userId, from: account.loginMethod, to: loginMethod });
     if (devices) await this.deps.webhooks?.emit(tenantId, 'devices.replaced', { userId, count: devices.length });
@@ -248,6 +264,29 @@ export class AccountService {
     await this.deps.accounts.delete(account.id);
     if (who) await this.audit(tenantId, who, 'account.deleted', userId, auditState(account), null);
     await this.deps.webhooks?.emit(tenantId, 'account.deleted', { userId });
+  }
+
+  /**
+   * Ends every provider session of the account and revokes its grants and tokens (sites registered
+   * for back-channel logout are told), for staff: the user's own way is the account area's
+   * "sign out everywhere".
+   */
+  async endSessions(tenantId: string, userId: string, who: StaffRequest): Promise<{ sessions: number }> {
+    const account = await this.find(tenantId, userId);
+    const { sessions } = await this.deps.lifecycle.endAccess(account.id, 'staff_signed_out');
+    await this.deps.events.record({ tenantId, accountId: account.id, type: 'signed_out_everywhere', actor: who.actor, sourceIp: who.ip ?? null, detail: { sessions } });
+    await this.audit(tenantId, who, 'account.sessions_ended', userId, auditState(account), account);
+    return { sessions };
+  }
+
+  /** Revokes the live client certificate of one device of the account (a lost or handed-on terminal). */
+  async revokeCertificate(tenantId: string, userId: string, deviceNumber: number, who: StaffRequest): Promise<number> {
+    const account = await this.find(tenantId, userId);
+    const device = account.devices.find((d) => d.number === deviceNumber);
+    if (!device) throw new AccountValidationError('device', 'account:errors.no_device');
+    const revoked = await this.deps.certificates.revokeForDevice(device.id, 'admin');
+    await this.audit(tenantId, who, 'account.certificate_revoked', userId, auditState(account), account);
+    return revoked;
   }
 
   async loginEvents(tenantId: string, userId: string, opts: { page: number; perPage: number }): Promise<{ items: LoginEvent[]; page: number; perPage: number }> {

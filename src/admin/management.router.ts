@@ -11,6 +11,7 @@ import { clientIp } from '../http/client-ip.js';
 import { LOCALES } from '../i18n/index.js';
 import { MANAGEMENT_SCOPE, type VerifiedAccessToken } from '../oidc/access-tokens.js';
 import type { LoginEvent } from '../persistence/login-event.repository.js';
+import { ACCOUNT_ROLES, type AccountRole } from '../persistence/account.repository.js';
 import { openApiDocument } from './openapi.js';
 import type { AuditAction, AuditService, StaffActor } from '../audit/audit.service.js';
 import { AppError } from '../http/errors.js';
@@ -43,8 +44,14 @@ const createBody = z.strictObject({
   locale: locale.optional(),
 });
 const patchBody = z
-  .strictObject({ loginMethod: z.enum(LOGIN_METHODS).optional(), devices: devices.optional(), sendActivation: z.boolean().optional(), locale: locale.optional() })
-  .refine((b) => b.loginMethod !== undefined || b.devices !== undefined, { params: { messageKey: 'management:fields.empty_patch' } });
+  .strictObject({
+    loginMethod: z.enum(LOGIN_METHODS).optional(),
+    role: z.enum(ACCOUNT_ROLES as [AccountRole, ...AccountRole[]]).nullable().optional(),
+    devices: devices.optional(),
+    sendActivation: z.boolean().optional(),
+    locale: locale.optional(),
+  })
+  .refine((b) => b.loginMethod !== undefined || b.role !== undefined || b.devices !== undefined, { params: { messageKey: 'management:fields.empty_patch' } });
 const activationBody = z.strictObject({ send: z.boolean().optional(), locale: locale.optional() });
 const unlockBody = z.strictObject({ locale: locale.optional() });
 

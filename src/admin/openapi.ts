@@ -3,6 +3,7 @@ import { LOCALES } from '../i18n/index.js';
 import { EMAIL_ADDRESS_MAX_LENGTH, EMAIL_ADDRESS_PATTERN } from '../mail/email-address.js';
 import { MANAGEMENT_SCOPE } from '../oidc/access-tokens.js';
 import { API_PREFIX } from './problem.js';
+import { ACCOUNT_ROLES } from '../persistence/account.repository.js';
 import { ACTOR_KINDS, AUDIT_ACTIONS, AUDIT_OUTCOMES } from '../audit/audit.service.js';
 import { DEFAULT_EVENTS, OPT_IN_EVENTS, TEST_EVENT, WEBHOOK_EVENTS } from '../webhooks/webhook-events.js';
 import { MAX_ROTATION_GRACE_SECONDS, ROTATION_GRACE_SECONDS } from '../webhooks/webhook.service.js';
@@ -21,6 +22,7 @@ const accountProperties = {
   userId: { type: 'string', description: 'The user ID (ユーザID), unique within the tenant.' },
   status: { type: 'string', enum: ['pending_activation', 'active', 'locked'], description: '`locked` whenever the account is locked, whatever its activation state. A temporary lock that has lifted by itself is no lock.' },
   loginMethod: { type: 'string', enum: [...LOGIN_METHODS] },
+  role: { type: ['string', 'null'], enum: [...ACCOUNT_ROLES, null], description: "Staff of the tenant's support desk: `support` or `admin` may sign in to the support console (/console/); null for every other account." },
   failedAttempts: { type: 'integer', minimum: 0 },
   lockedAt: { ...nullableDateTime, description: 'When the lock in force was taken; null when the account is not locked.' },
   lockedUntil: { ...nullableDateTime, description: 'When a temporary lock (the contract\'s `lockout.duration_minutes`) lifts by itself; null when not locked, or locked until an administrator unlocks.' },
@@ -145,7 +147,7 @@ export function openApiDocument(issuer: string) {
         },
         patch: {
           operationId: 'updateAccount',
-          summary: 'Change the login method and/or replace the devices',
+          summary: 'Change the login method or the staff role, and/or replace the devices',
           description:
             "A login-method change ends the account's sessions at the provider and revokes its tokens (sites registered for back-channel logout are told). " +
             'When an active account has no credentials for the new method (no password for `password`, `password_otp`, `password_certificate`; ' +
@@ -382,6 +384,7 @@ export function openApiDocument(issuer: string) {
           minProperties: 1,
           properties: {
             loginMethod: { type: 'string', enum: [...LOGIN_METHODS] },
+            role: { type: ['string', 'null'], enum: [...ACCOUNT_ROLES, null], description: 'Makes the account staff of the support console (`support`, `admin`), or an ordinary account again (null).' },
             devices: { type: 'array', minItems: 1, maxItems: 50, items: ref('DeviceInput'), description: 'Replaces every device.' },
             sendActivation: { type: 'boolean', default: false, description: 'When the change needs a fresh activation: mail it instead of returning the code.' },
             locale: { type: 'string', enum: [...LOCALES], default: 'ja', description: 'Language of that mail.' },

@@ -15,7 +15,16 @@ export interface StaffActor {
   requestId: string | null;
 }
 
-export const AUDIT_ACTIONS = ['account.created', 'account.updated', 'account.deleted', 'account.unlocked', 'account.activation_issued'] as const;
+export const AUDIT_ACTIONS = [
+  'account.created',
+  'account.updated',
+  'account.deleted',
+  'account.unlocked',
+  'account.activation_issued',
+  // Support console (src/console/): ending all sessions, revoking a device's certificate.
+  'account.sessions_ended',
+  'account.certificate_revoked',
+] as const;
 export type AuditAction = (typeof AUDIT_ACTIONS)[number];
 /** `done`: the change was made; `refused`: the request was turned down (nothing changed), `error` says why. */
 export const AUDIT_OUTCOMES = ['done', 'refused'] as const satisfies readonly AuditOutcome[];
@@ -30,6 +39,8 @@ export interface AuditState {
   lockedUntil: string | null;
   failedAttempts: number;
   loginMethod: string;
+  /** Staff role (support console), null for an ordinary account. */
+  role: string | null;
   devices: Array<{ number: number; email: string; kind: string; verified: boolean }>;
 }
 
@@ -41,6 +52,7 @@ export function auditState(a: AccountWithDevices): AuditState {
     lockedUntil: locked ? (a.lockedUntil?.toISOString() ?? null) : null,
     failedAttempts: a.failedAttempts,
     loginMethod: a.loginMethod,
+    role: a.role,
     devices: a.devices.map((d) => ({ number: d.number, email: d.email, kind: d.kind, verified: d.verifiedAt !== null })),
   };
 }

@@ -86,6 +86,8 @@ export const envSchema = z.object({
   ACCOUNT_REAUTH_AGE: z.coerce.number().int().min(0).default(300),
   /** Account area: how long its own session lasts (seconds). */
   ACCOUNT_SESSION_TTL: z.coerce.number().int().min(60).default(3600),
+  /** Support console (/console/): how long a staff session lasts (seconds); shorter than the account area's, as staff act on other people's accounts. */
+  CONSOLE_SESSION_TTL: z.coerce.number().int().min(60).default(1800),
   /** Login events older than this many days are purged by the retention job. */
   LOGIN_EVENT_RETENTION_DAYS: z.coerce.number().int().min(1).default(90),
   /** Staff audit records (GET /api/v1/audit) older than this many days are purged by housekeeping (default 400: a year and a month, for a yearly review). */

@@ -41,6 +41,8 @@ export interface AppConfig {
   passwordMinLength: number;
   secretQuestions: SecretQuestion[];
   accountArea: { reauthAgeSeconds: number; sessionTtlSeconds: number };
+  /** The support console (/console/): its staff session's lifetime (CONSOLE_SESSION_TTL). */
+  supportConsole: { sessionTtlSeconds: number };
   loginEventRetentionDays: number;
   /** AUDIT_RETENTION_DAYS. */
   auditRetentionDays: number;
@@ -122,6 +124,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     passwordMinLength: e.PASSWORD_MIN_LENGTH,
     secretQuestions: overrides.secretQuestions ?? loadSecretQuestions(e.SECRET_QUESTIONS_FILE),
     accountArea: { reauthAgeSeconds: e.ACCOUNT_REAUTH_AGE, sessionTtlSeconds: e.ACCOUNT_SESSION_TTL },
+    supportConsole: { sessionTtlSeconds: e.CONSOLE_SESSION_TTL },
     loginEventRetentionDays: e.LOGIN_EVENT_RETENTION_DAYS,
     auditRetentionDays: e.AUDIT_RETENTION_DAYS,
     certificates: {
@@ -157,9 +160,13 @@ function mtlsUrl(e: Env, issuer: string): string | undefined {
 /** client_id of the account area (the account console) of a tenant: a first-party public client of this provider. */
 export const accountConsoleClientId = (tenantId: string) => `account-console-${tenantId}`;
 
+/** client_id of the support console (/console/) of a tenant: a first-party public client its staff sign in through. */
+export const supportConsoleClientId = (tenantId: string) => `support-console-${tenantId}`;
+
 /**
  * Lookups over the configured tenants and clients. With an issuer, each tenant whose contract offers
- * the account area also gets its account console client (redirecting to /account/callback).
+ * the account area also gets its account console client (redirecting to /account/callback), and each
+ * one offering the support console its support console client (redirecting to /console/callback).
  */
 export class TenantDirectory {
   private readonly byClient = new Map<string, { tenant: Tenant; client: ClientConfig }>();
@@ -184,6 +191,19 @@ export class TenantDirectory {
         };
         this.byClient.set(client.client_id, { tenant, client });
       }
+      if (issuer && tenant.contract.support_console) {
+        const client: ClientConfig = {
+          client_id: supportConsoleClientId(tenant.id),
+          name: 'サポートコンソール / Support console',
+          first_party: true,
+          token_endpoint_auth_method: 'client_secret_basic',
+          redirect_uris: [`${issuer}/console/callback`],
+          post_logout_redirect_uris: [`${issuer}/console/logged-out`],
+          extra_grant_types: [],
+          require_pkce: true,
+        };
+        this.byClient.set(client.client_id, { tenant, client });
+      }
     }
   }
   tenant(id: string): Tenant | undefined {
@@ -192,7 +212,7 @@ export class TenantDirectory {
   client(clientId: string): { tenant: Tenant; client: ClientConfig } | undefined {
     return this.byClient.get(clientId);
   }
-  /** Every client, the account consoles included. */
+  /** Every client, the account and support consoles included. */
   allClients(): Array<{ tenant: Tenant; client: ClientConfig }> {
     return [...this.byClient.values()];
   }

@@ -17,6 +17,8 @@ export const contractSchema = z
     login_methods: z.array(z.enum(LOGIN_METHODS)).min(1).default(['otp']),
     /** Whether the account area is offered. */
     account_area: z.boolean().default(true),
+    /** Whether the support console (/console/) is offered to the tenant's staff (accounts with a role). */
+    support_console: z.boolean().default(true),
     /** Whether users may add, change and delete devices themselves. */
     device_add: z.boolean().default(false),
     device_change: z.boolean().default(false),

@@ -1,5 +1,5 @@
 import Provider, { interactionPolicy, type Configuration, type KoaContextWithOIDC, type ClientMetadata } from 'oidc-provider';
-import { accountConsoleClientId, isResourceServer, type AppConfig, type ClientConfig, type TenantDirectory } from '../config/index.js';
+import { accountConsoleClientId, supportConsoleClientId, isResourceServer, type AppConfig, type ClientConfig, type TenantDirectory } from '../config/index.js';
 import { pageLocals, renderPage } from '../http/pages.js';
 import { LOCALES, negotiateLocale } from '../i18n/index.js';
 import type { ClientCertificateReader } from '../http/client-certificate.js';
@@ -224,11 +224,11 @@ export function createProvider(deps: ProviderDeps): Provider {
         async logoutSource(ctx, form) {
           const locale = localeOf(ctx);
           ctx.type = 'html';
-          // Declining the account area's own logout goes back to the area with both sessions kept; the
+          // Declining the account area's (or support console's) own logout goes back to the area with both sessions kept; the
           // library's decline (a form post without logout=yes) would still sign the user out of the client.
           const clientId = ctx.oidc.client?.clientId;
           const tenant = clientId ? tenants.client(clientId)?.tenant : undefined;
-          const stayHref = tenant && clientId === accountConsoleClientId(tenant.id) ? '/account/' : undefined;
+          const stayHref = tenant && clientId === accountConsoleClientId(tenant.id) ? '/account/' : tenant && clientId === supportConsoleClientId(tenant.id) ? '/console/' : undefined;
           ctx.body = renderPage('logout/confirm', { ...pageLocals(locale, ctx.method === 'GET' ? ctx.url : undefined), form, stayHref, pageTitle: undefined });
         },
         async postLogoutSuccessSource(ctx) {

@@ -4,6 +4,9 @@ import { asDate, sqlThroughPrisma, type Sql } from './sql.js';
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export type AccountWithDevices = Account & { devices: Device[] };
+/** A staff role of the tenant's support desk (the support console); null on ordinary accounts. */
+export type AccountRole = NonNullable<Account['role']>;
+export const ACCOUNT_ROLES: readonly AccountRole[] = ['support', 'admin'];
 export type { Account, Device } from './generated/client.js';
 
 export interface NewAccount {
@@ -32,7 +35,7 @@ export function lockInForceWhere(locked: boolean, now = new Date()): Prisma.Acco
  * The columns of `accounts a` with its devices as one JSON array (ordered by number), for
  * accountFromRow. Other statements (the login context) select the same to load an account on the side.
  */
-export const ACCOUNT_COLUMNS = `a.id, a.tenant_id, a.user_id, a.status::text AS status, a.login_method, a.failed_attempts, a.locked_at, a.locked_until,
+export const ACCOUNT_COLUMNS = `a.id, a.tenant_id, a.user_id, a.status::text AS status, a.login_method, a.role::text AS role, a.failed_attempts, a.locked_at, a.locked_until,
   a.password_hash, a.secret_question_id, a.secret_answer_hash, a.locale, a.last_login_at, a.last_login_ip, a.activated_at,
   a.created_at, a.updated_at,
   COALESCE((SELECT json_agg(json_build_object('id', d.id, 'number', d.number, 'email', d.email, 'kind', d.kind::text,
@@ -45,6 +48,7 @@ export interface AccountRow {
   user_id: string;
   status: string;
   login_method: string;
+  role: string | null;
   failed_attempts: number;
   locked_at: Date | null;
   locked_until: Date | null;
@@ -69,6 +73,7 @@ export function accountFromRow(r: AccountRow): AccountWithDevices {
     userId: r.user_id,
     status: r.status as Account['status'],
     loginMethod: r.login_method,
+    role: r.role as Account['role'],
     failedAttempts: r.failed_attempts,
     lockedAt: asDate(r.locked_at),
     lockedUntil: asDate(r.locked_until),
@@ -170,14 +175,25 @@ export class AccountRepository {
     return row ? { failedAttempts: row.failed_attempts, locked: row.locked_at !== null, lockedUntil: asDate(row.locked_until) } : null;
   }
 
-  /** Accounts of a tenant, newest first, optionally by status (`locked` means locked now, whatever the status). */
-  async list(tenantId: string, opts: { status?: 'pending_activation' | 'active' | 'locked'; skip: number; take: number }): Promise<{ items: AccountWithDevices[]; total: number }> {
-    const where: Prisma.AccountWhereInput =
-      opts.status === 'locked'
-        ? { tenantId, ...lockInForceWhere(true) }
-        : opts.status
-          ? { tenantId, status: opts.status, ...lockInForceWhere(false) }
-          : { tenantId };
+  /**
+   * Accounts of a tenant, newest first, optionally by status (`locked` means locked now, whatever the
+   * status), by the start of the user ID (callers pass user-ID characters only: no LIKE wildcards)
+   * and by a device's e-mail address (whole, any case).
+   */
+  async list(
+    tenantId: string,
+    opts: { status?: 'pending_activation' | 'active' | 'locked'; userIdPrefix?: string; email?: string; skip: number; take: number },
+  ): Promise<{ items: AccountWithDevices[]; total: number }> {
+    const byStatus: Prisma.AccountWhereInput =
+      opts.status === 'locked' ? lockInForceWhere(true) : opts.status ? { status: opts.status, ...lockInForceWhere(false) } : {};
+    const where: Prisma.AccountWhereInput = {
+      AND: [
+        { tenantId },
+        byStatus,
+        ...(opts.userIdPrefix ? [{ userId: { startsWith: opts.userIdPrefix } }] : []),
+        ...(opts.email ? [{ devices: { some: { email: { equals: opts.email, mode: 'insensitive' as const } } } }] : []),
+      ],
+    };
     const [items, total] = await this.prisma.$transaction([
       this.prisma.account.findMany({ where, orderBy: [{ createdAt: 'desc' }, { userId: 'asc' }], skip: opts.skip, take: opts.take, include: { devices: { orderBy: { number: 'asc' } } } }),
       this.prisma.account.count({ where }),
@@ -185,8 +201,8 @@ export class AccountRepository {
     return { items, total };
   }
 
-  /** Replaces the login method and/or the devices (renumbered from 1) of an account. */
-  async update(id: string, data: { loginMethod?: string; devices?: Array<{ email: string; kind: 'pc' | 'mobile' | 'smartphone' }> }): Promise<AccountWithDevices> {
+  /** Replaces the login method, the staff role and/or the devices (renumbered from 1) of an account. */
+  async update(id: string, data: { loginMethod?: string; role?: AccountRole | null; devices?: Array<{ email: string; kind: 'pc' | 'mobile' | 'smartphone' }> }): Promise<AccountWithDevices> {
     return this.prisma.$transaction(async (tx) => {
       if (data.devices) {
         await tx.device.deleteMany({ where: { accountId: id } });
@@ -195,7 +211,7 @@ export class AccountRepository {
       }
       return tx.account.update({
         where: { id },
-        data: { ...(data.loginMethod ? { loginMethod: data.loginMethod } : {}) },
+        data: { ...(data.loginMethod ? { loginMethod: data.loginMethod } : {}), ...(data.role !== undefined ? { role: data.role } : {}) },
         include: { devices: { orderBy: { number: 'asc' } } },
       });
     });

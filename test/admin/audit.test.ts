@@ -72,7 +72,7 @@ describe('audit trail of staff actions (management API and CLI)', () => {
     const [deleted, , unlocked, updated, create] = items as [Json, Json, Json, Json, Json];
     expect(create.requestId).toBe('req-create-1');
     expect(create.before).toBeNull();
-    expect(create.after).toEqual({ status: 'pending_activation', locked: false, lockedUntil: null, failedAttempts: 0, loginMethod: 'otp', devices: [{ number: 1, email: u.email, kind: 'pc', verified: true }] });
+    expect(create.after).toEqual({ status: 'pending_activation', locked: false, lockedUntil: null, failedAttempts: 0, loginMethod: 'otp', role: null, devices: [{ number: 1, email: u.email, kind: 'pc', verified: true }] });
     expect(updated.requestId).toBe('req-patch-1');
     expect(updated.before.devices).toEqual([{ number: 1, email: u.email, kind: 'pc', verified: true }]);
     expect(updated.after.devices).toEqual([{ number: 1, email: `new-${u.email}`, kind: 'smartphone', verified: true }]);
@@ -196,6 +196,18 @@ describe('audit trail of staff actions (management API and CLI)', () => {
     expect((await call('DELETE', `${API}/accounts/${u.userId}`, { token: t2 })).status).toBe(404);
     expect((await audit(`user_id=${u.userId}`)).items).toHaveLength(6);
     expect((await audit(`user_id=${u.userId}`, t2)).items.map((r) => [r.tenant, r.action, r.outcome, r.error])).toEqual([['t2', 'account.deleted', 'refused', 'account_not_found']]);
+  });
+
+  test('a role given or taken through the API shows in the states before and after', async () => {
+    const u = uniqueUser('role');
+    expect((await call('POST', `${API}/accounts`, { token: t1, body: { userId: u.userId, devices: [{ email: u.email }] } })).status).toBe(201);
+    expect((await call('PATCH', `${API}/accounts/${u.userId}`, { token: t1, body: { role: 'support' } })).status).toBe(200);
+    expect((await call('PATCH', `${API}/accounts/${u.userId}`, { token: t1, body: { role: null } })).status).toBe(200);
+    const { items } = await audit(`user_id=${u.userId}&action=account.updated`);
+    expect(items.map((r) => [(r.before as { role: unknown }).role, (r.after as { role: unknown }).role])).toEqual([
+      ['support', null],
+      [null, 'support'],
+    ]);
   });
 
   test('CLI actions are recorded with the operator as actor', async () => {

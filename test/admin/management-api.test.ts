@@ -249,6 +249,29 @@ describe('management API (/api/v1)', () => {
     expect(types.filter((t) => t === 'updated')).toHaveLength(2);
   });
 
+  test('PATCH /accounts/{userId} with role makes an account staff of the support console, and null makes it ordinary again', async () => {
+    const { userId, body } = await create(t1);
+    expect(body.role).toBeNull();
+    const support = await call('PATCH', accountPath(userId), { token: t1, body: { role: 'support' } });
+    expect(support.status).toBe(200);
+    expect(support.body.role).toBe('support');
+    expect((await call('GET', accountPath(userId), { token: t1 })).body.role).toBe('support');
+    expect((await dbAccount('t1', userId))!.role).toBe('support');
+    const admin = await call('PATCH', accountPath(userId), { token: t1, body: { role: 'admin' } });
+    expect(admin.body.role).toBe('admin');
+    const unknown = await call('PATCH', accountPath(userId), { token: t1, body: { role: 'owner' } });
+    expect(unknown.status).toBe(400);
+    expect(unknown.body.errors[0].field).toBe('role');
+    expect((await dbAccount('t1', userId))!.role).toBe('admin');
+    // Another tenant's back office cannot make anyone here staff.
+    expect((await call('PATCH', accountPath(userId), { token: t2, body: { role: 'support' } })).status).toBe(404);
+    const cleared = await call('PATCH', accountPath(userId), { token: t1, body: { role: null } });
+    expect(cleared.body.role).toBeNull();
+    expect((await dbAccount('t1', userId))!.role).toBeNull();
+    const events = await s.db.prisma.accountEvent.findMany({ where: { account: { userId, tenantId: 't1' }, type: 'updated' }, orderBy: { createdAt: 'asc' } });
+    expect(events.map((e) => (e.detail as { role?: string | null }).role)).toEqual(['support', 'admin', null]);
+  });
+
   test('POST /accounts/{userId}/activation issues a fresh code and retires the old one; send mails it', async () => {
     const { userId, email, body } = await create(t1);
     const fresh = await call('POST', `${accountPath(userId)}/activation`, { token: t1, body: { send: false } });

@@ -206,7 +206,7 @@ describe('discovery follows the registered clients', () => {
 tenants:
   - id: solo
     name: 単独
-    contract: { account_area: false }
+    contract: { account_area: false, support_console: false }
     clients:
       - { client_id: only-site, client_secret: only-site-secret-0123456789, name: サイト, redirect_uris: ['${REDIRECT_URI}'], tls_client_certificate_bound_access_tokens: true }
 `;
