@@ -1,9 +1,9 @@
 import Router from '@koa/router';
 import type { Context } from 'koa';
-import * as oidc from 'openid-client';
 import { z } from 'zod';
 import { supportConsoleClientId, type AppConfig, type TenantDirectory } from '../config/index.js';
 import { AppError, BadRequestError, ForbiddenError } from '../http/errors.js';
+import { firstPartySignIn } from '../http/first-party-sign-in.js';
 import { METHOD_ACR, METHOD_STRENGTH, isAtLeast, methodOfAcr } from '../login/login-methods.js';
 import type { AccountRepository } from '../persistence/account.repository.js';
 import type { SessionRepository } from '../persistence/session.repository.js';
@@ -22,13 +22,6 @@ export const CONSOLE_MIN_METHOD: LoginMethod = 'password_otp';
 /** acr_values of the console's authorization requests: the minimum and every stronger method. */
 export const CONSOLE_ACR_VALUES = METHOD_STRENGTH.filter((m) => isAtLeast(m, CONSOLE_MIN_METHOD)).map((m) => METHOD_ACR[m]);
 
-interface PendingLogin {
-  verifier: string;
-  state: string;
-  nonce: string;
-  tenant: string;
-  returnTo: string;
-}
 
 // The search form's fields; a user-ID prefix holds user-ID characters only, so no LIKE wildcard reaches SQL.
 const searchQuery = z.object({
@@ -65,43 +58,20 @@ export function consoleRouter(deps: {
 }) {
   const { config, tenants } = deps;
   const router = new Router({ prefix: '/console' });
-  const discovered = new Map<string, Promise<oidc.Configuration>>();
   const staffOnly = requireStaff({ accounts: deps.accounts, tenants, sessions: deps.sessions, secure: deps.secure });
 
-  const client = (tenantId: string) => {
-    const clientId = supportConsoleClientId(tenantId);
-    let found = discovered.get(clientId);
-    if (!found) {
-      found = oidc
-        .discovery(new URL(config.issuer), clientId, undefined, oidc.None(), { execute: config.issuer.startsWith('http:') ? [oidc.allowInsecureRequests] : [] })
-        .catch((e: unknown) => {
-          discovered.delete(clientId);
-          throw e;
-        });
-      discovered.set(clientId, found);
-    }
-    return found;
-  };
-
-  const readPending = (ctx: Context): PendingLogin | undefined => {
-    try {
-      const raw = ctx.cookies.get(PENDING, { signed: true });
-      return raw ? (JSON.parse(Buffer.from(raw, 'base64url').toString()) as PendingLogin) : undefined;
-    } catch {
-      return undefined;
-    }
-  };
-  const writePending = (ctx: Context, p: PendingLogin | undefined) =>
-    ctx.cookies.set(PENDING, p ? Buffer.from(JSON.stringify(p)).toString('base64url') : null, {
-      signed: true,
-      httpOnly: true,
-      // Lax, as the account area's: it must come along on the redirect chain back to /console/callback.
-      sameSite: 'lax',
-      path: '/console',
-      maxAge: 30 * 60 * 1000,
-      secure: deps.secure && ctx.secure,
-      overwrite: true,
-    });
+  const signIn = firstPartySignIn({
+    issuer: config.issuer,
+    path: '/console',
+    clientIdOf: supportConsoleClientId,
+    pendingCookie: PENDING,
+    secure: deps.secure,
+    sessions: deps.sessions,
+    errors: {
+      noSignIn: () => new BadRequestError('console:errors.no_sign_in', {}, '/console/'),
+      signInFailed: () => new AppError('sign_in_failed', 401, 'console:errors.sign_in_failed', {}, '/console/'),
+    },
+  });
 
   // Sign-in: /console/login?tenant=<tenant id>; without one, a small page asks for it.
   router.get('/login', async (ctx) => {
@@ -118,48 +88,20 @@ export function consoleRouter(deps: {
       return;
     }
     if (!tenant.contract.support_console) throw new ForbiddenError('console:errors.not_offered');
-    const cfg = await client(tenantId);
-    const verifier = oidc.randomPKCECodeVerifier();
-    const pending: PendingLogin = { verifier, state: oidc.randomState(), nonce: oidc.randomNonce(), tenant: tenantId, returnTo };
-    writePending(ctx, pending);
-    const url = oidc.buildAuthorizationUrl(cfg, {
-      redirect_uri: `${config.issuer}/console/callback`,
+    await signIn.start(ctx, { tenant: tenantId, returnTo }, {
       scope: 'openid profile',
-      code_challenge: await oidc.calculatePKCECodeChallenge(verifier),
-      code_challenge_method: 'S256',
-      state: pending.state,
-      nonce: pending.nonce,
-      ui_locales: ctx.state.locale,
       // A session signed in with less is stepped up by the provider (the acr_step_up check).
       acr_values: CONSOLE_ACR_VALUES.join(' '),
-      claims: JSON.stringify({ id_token: { sid: null } }),
     });
-    ctx.status = 303;
-    ctx.redirect(url.href);
   });
 
   router.get('/callback', async (ctx) => {
-    const pending = readPending(ctx);
-    writePending(ctx, undefined);
-    if (!pending) throw new BadRequestError('console:errors.no_sign_in', {}, '/console/');
-    const cfg = await client(pending.tenant);
-    const current = new URL(ctx.originalUrl, config.issuer);
-    if (current.searchParams.get('error')) throw new AppError('sign_in_failed', 401, 'console:errors.sign_in_failed', {}, '/console/');
-    let tokens: Awaited<ReturnType<typeof oidc.authorizationCodeGrant>>;
-    try {
-      tokens = await oidc.authorizationCodeGrant(cfg, current, { pkceCodeVerifier: pending.verifier, expectedState: pending.state, expectedNonce: pending.nonce });
-    } catch {
-      throw new BadRequestError('console:errors.no_sign_in', {}, '/console/');
-    }
-    const claims = tokens.claims()!;
+    const { pending, tokens, claims, providerSession } = await signIn.finish(ctx);
     // The provider asked for the method (acr_values), but the ID token is what proves it.
     const method = methodOfAcr(typeof claims.acr === 'string' ? claims.acr : undefined);
     if (!method || !isAtLeast(method, CONSOLE_MIN_METHOD)) throw new AppError('weak_method', 403, 'console:errors.weak_method', {}, '/console/');
     const staff = await deps.accounts.findById(claims.sub);
     if (!isStaff(staff, pending.tenant)) throw new AppError('not_staff', 403, 'console:errors.not_staff');
-    const sid = typeof claims.sid === 'string' ? claims.sid : undefined;
-    const providerSession = sid ? await deps.sessions.findBySid(claims.sub, supportConsoleClientId(pending.tenant), sid) : undefined;
-    if (!providerSession) throw new BadRequestError('console:errors.no_sign_in', {}, '/console/');
     const now = Math.floor(Date.now() / 1000);
     writeConsoleSession(
       ctx,
@@ -186,10 +128,8 @@ export function consoleRouter(deps: {
       ctx.redirect('/console/logged-out');
       return;
     }
-    const cfg = await client(session.tenant);
-    const url = oidc.buildEndSessionUrl(cfg, { id_token_hint: session.idToken, post_logout_redirect_uri: `${config.issuer}/console/logged-out`, ui_locales: ctx.state.locale });
     ctx.status = 303;
-    ctx.redirect(url.href);
+    ctx.redirect(await signIn.endSessionUrl(ctx, session.tenant, session.idToken));
   });
 
   router.get('/logged-out', async (ctx) => {

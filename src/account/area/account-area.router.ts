@@ -1,8 +1,8 @@
 import Router from '@koa/router';
 import type { Context } from 'koa';
-import * as oidc from 'openid-client';
 import { accountConsoleClientId, type AppConfig, type TenantDirectory } from '../../config/index.js';
 import { AppError, BadRequestError, ForbiddenError } from '../../http/errors.js';
+import { firstPartySignIn } from '../../http/first-party-sign-in.js';
 import type { AccountRepository } from '../../persistence/account.repository.js';
 import type { CertificateService } from '../../certificates/certificate.service.js';
 import type { LoginEventRepository } from '../../persistence/login-event.repository.js';
@@ -10,15 +10,6 @@ import type { SessionRepository } from '../../persistence/session.repository.js'
 import { readAreaSession, requireAreaSession, safeReturn, writeAreaSession, type AreaState } from './area-session.js';
 
 const PENDING = 'account_area_login';
-
-interface PendingLogin {
-  verifier: string;
-  state: string;
-  nonce: string;
-  tenant: string;
-  from?: string;
-  returnTo: string;
-}
 
 /**
  * The account area (manual chapter 5) is a first-party OIDC client of this provider, one per tenant
@@ -37,63 +28,26 @@ export function accountAreaRouter(deps: {
 }) {
   const { config, tenants } = deps;
   const router = new Router({ prefix: '/account' });
-  const discovered = new Map<string, Promise<oidc.Configuration>>();
-
-  const client = (tenantId: string) => {
-    const clientId = accountConsoleClientId(tenantId);
-    let found = discovered.get(clientId);
-    if (!found) {
-      found = oidc
-        .discovery(new URL(config.issuer), clientId, undefined, oidc.None(), { execute: config.issuer.startsWith('http:') ? [oidc.allowInsecureRequests] : [] })
-        .catch((e: unknown) => {
-          discovered.delete(clientId);
-          throw e;
-        });
-      discovered.set(clientId, found);
-    }
-    return found;
-  };
-
-  const readPending = (ctx: Context): PendingLogin | undefined => {
-    try {
-      const raw = ctx.cookies.get(PENDING, { signed: true });
-      return raw ? (JSON.parse(Buffer.from(raw, 'base64url').toString()) as PendingLogin) : undefined;
-    } catch {
-      return undefined;
-    }
-  };
-  const writePending = (ctx: Context, p: PendingLogin | undefined) =>
-    ctx.cookies.set(PENDING, p ? Buffer.from(JSON.stringify(p)).toString('base64url') : null, {
-      signed: true,
-      httpOnly: true,
-      sameSite: 'lax',
-      path: '/account',
-      maxAge: 30 * 60 * 1000,
-      secure: deps.secure && ctx.secure,
-      overwrite: true,
-    });
+  const signIn = firstPartySignIn({
+    issuer: config.issuer,
+    path: '/account',
+    clientIdOf: accountConsoleClientId,
+    pendingCookie: PENDING,
+    secure: deps.secure,
+    sessions: deps.sessions,
+    errors: {
+      noSignIn: () => new BadRequestError('area:errors.no_sign_in'),
+      signInFailed: () => new AppError('sign_in_failed', 401, 'area:errors.sign_in_failed', {}, '/account/'),
+    },
+  });
 
   /** Starts the OIDC sign-in for a tenant's account console; `maxAge0` forces the user to prove themselves again. */
   async function startSignIn(ctx: Context, tenantId: string, from: string | undefined, returnTo: string, maxAge0: boolean) {
-    const cfg = await client(tenantId);
-    const verifier = oidc.randomPKCECodeVerifier();
-    const pending: PendingLogin = { verifier, state: oidc.randomState(), nonce: oidc.randomNonce(), tenant: tenantId, from, returnTo };
-    writePending(ctx, pending);
-    const url = oidc.buildAuthorizationUrl(cfg, {
-      redirect_uri: `${config.issuer}/account/callback`,
+    await signIn.start(ctx, { tenant: tenantId, from, returnTo }, {
       scope: 'openid profile email',
-      code_challenge: await oidc.calculatePKCECodeChallenge(verifier),
-      code_challenge_method: 'S256',
-      state: pending.state,
-      nonce: pending.nonce,
-      ui_locales: ctx.state.locale,
-      // The sid claim names the provider session behind the area session (sessions page, sign-outs).
-      claims: JSON.stringify({ id_token: { sid: null } }),
       // prompt=login too: max_age=0 alone lets a login made within the same second through.
       ...(maxAge0 ? { max_age: '0', prompt: 'login' } : {}),
     });
-    ctx.status = 303;
-    ctx.redirect(url.href);
   }
 
   // Entry from a relying site's link: /account/?client_id=<the site's client_id>.
@@ -106,24 +60,8 @@ export function accountAreaRouter(deps: {
   });
 
   router.get('/callback', async (ctx) => {
-    const pending = readPending(ctx);
-    writePending(ctx, undefined);
-    if (!pending) throw new BadRequestError('area:errors.no_sign_in');
-    const cfg = await client(pending.tenant);
-    const current = new URL(ctx.originalUrl, config.issuer);
-    if (current.searchParams.get('error')) throw new AppError('sign_in_failed', 401, 'area:errors.sign_in_failed', {}, '/account/');
-    let tokens: Awaited<ReturnType<typeof oidc.authorizationCodeGrant>>;
-    try {
-      tokens = await oidc.authorizationCodeGrant(cfg, current, { pkceCodeVerifier: pending.verifier, expectedState: pending.state, expectedNonce: pending.nonce });
-    } catch {
-      throw new BadRequestError('area:errors.no_sign_in');
-    }
-    const claims = tokens.claims()!;
+    const { pending, tokens, claims, providerSession, sid } = await signIn.finish(ctx);
     const now = Math.floor(Date.now() / 1000);
-    // The session's uid, unlike sid, is indexed: every area request checks the session still exists.
-    const sid = typeof claims.sid === 'string' ? claims.sid : undefined;
-    const providerSession = sid ? await deps.sessions.findBySid(claims.sub, accountConsoleClientId(pending.tenant), sid) : undefined;
-    if (!providerSession) throw new BadRequestError('area:errors.no_sign_in');
     writeAreaSession(
       ctx,
       {
@@ -164,10 +102,8 @@ export function accountAreaRouter(deps: {
       ctx.redirect('/account/logged-out');
       return;
     }
-    const cfg = await client(session.tenant);
-    const url = oidc.buildEndSessionUrl(cfg, { id_token_hint: session.idToken, post_logout_redirect_uri: `${config.issuer}/account/logged-out`, ui_locales: ctx.state.locale });
     ctx.status = 303;
-    ctx.redirect(url.href);
+    ctx.redirect(await signIn.endSessionUrl(ctx, session.tenant, session.idToken));
   });
 
   router.get('/logged-out', async (ctx) => {
