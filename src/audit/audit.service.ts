@@ -113,18 +113,7 @@ export class AuditService {
   constructor(private readonly repo: AuditRepository) {}
 
   record(input: { tenantId: string; who: StaffActor; action: AuditAction; userId: string | null; before: AuditState | null; after: AuditState | null }): Promise<AuditRecord> {
-    const { who } = input;
-    return this.repo.record({
-      tenantId: input.tenantId,
-      actorKind: who.kind,
-      actorId: who.id,
-      action: input.action,
-      targetUserId: input.userId,
-      sourceIp: who.ip,
-      requestId: who.requestId,
-      before: input.before,
-      after: input.after,
-    });
+    return this.write(input, { before: input.before, after: input.after });
   }
 
   /**
@@ -132,6 +121,13 @@ export class AuditService {
    * shows attempts. Nothing changed, so there is no state before or after.
    */
   recordRefusal(input: { tenantId: string; who: StaffActor; action: AuditAction; userId: string | null; errorCode: string }): Promise<AuditRecord> {
+    return this.write(input, { before: null, after: null, outcome: 'refused', errorCode: input.errorCode });
+  }
+
+  private write(
+    input: { tenantId: string; who: StaffActor; action: AuditAction; userId: string | null },
+    what: { before: AuditState | null; after: AuditState | null; outcome?: 'refused'; errorCode?: string },
+  ): Promise<AuditRecord> {
     const { who } = input;
     return this.repo.record({
       tenantId: input.tenantId,
@@ -141,10 +137,7 @@ export class AuditService {
       targetUserId: input.userId,
       sourceIp: who.ip,
       requestId: who.requestId,
-      before: null,
-      after: null,
-      outcome: 'refused',
-      errorCode: input.errorCode,
+      ...what,
     });
   }
 

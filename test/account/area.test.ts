@@ -1,6 +1,6 @@
 import { parseTenants } from '../../src/config/tenants.js';
 import { startTestServer, uniqueUser, TEST_TENANTS_YAML, type TestServer } from '../support/harness.js';
-import { Agent, csrfOf } from '../support/browser-less.js';
+import { Agent, confirmEndSession, csrfOf } from '../support/browser-less.js';
 import { follow, signInToArea } from '../support/account-area.js';
 
 
@@ -48,12 +48,7 @@ describe('account area: sign-in, top page, sign-out', () => {
     const html = await top.text();
     const out = await agent.post('/account/logout', { _csrf: csrfOf(html) });
     expect(out.status).toBe(303);
-    const end = new URL(out.headers.get('location')!, s.issuer);
-    expect(end.pathname).toBe('/session/end');
-    const confirm = await (await agent.get(end.pathname + end.search)).text();
-    const xsrf = /name="xsrf" value="([^"]+)"/.exec(confirm)![1]!;
-    const done = await agent.post('/session/end/confirm', { xsrf, logout: 'yes' });
-    expect(done.headers.get('location')).toBe(`${s.issuer}/account/logged-out`);
+    expect(await confirmEndSession(agent, out)).toBe(`${s.issuer}/account/logged-out`);
     expect((await agent.get('/account/logged-out')).status).toBe(200);
     // Both sessions are gone: the area sends the user to sign in, and the provider asks for the user ID.
     const back = await agent.get('/account/');

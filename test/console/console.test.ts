@@ -1,6 +1,6 @@
 import { parseTenants } from '../../src/config/tenants.js';
 import { startTestServer, uniqueUser, TEST_TENANTS_YAML, type TestServer } from '../support/harness.js';
-import { Agent, csrfOf } from '../support/browser-less.js';
+import { Agent, confirmEndSession, csrfOf } from '../support/browser-less.js';
 import { consoleTenantsYaml, newStaff, signInToConsole, walkLogin } from '../support/console.js';
 import { signInToArea } from '../support/account-area.js';
 import { createServer, type IncomingMessage } from 'node:http';
@@ -170,12 +170,7 @@ describe('support console: sign-in, staff check, search and account page', () =>
     expect((await agent.post('/console/logout', {})).status).toBe(403);
     const out = await agent.post('/console/logout', { _csrf: csrfOf(top) });
     expect(out.status).toBe(303);
-    const end = new URL(out.headers.get('location')!, s.issuer);
-    expect(end.pathname).toBe('/session/end');
-    const confirm = await (await agent.get(end.pathname + end.search)).text();
-    const xsrf = /name="xsrf" value="([^"]+)"/.exec(confirm)![1]!;
-    const done = await agent.post('/session/end/confirm', { xsrf, logout: 'yes' });
-    expect(done.headers.get('location')).toBe(`${s.issuer}/console/logged-out`);
+    expect(await confirmEndSession(agent, out)).toBe(`${s.issuer}/console/logged-out`);
     expect(await (await agent.get('/console/logged-out')).text()).toContain('ログアウトしました');
     const back = await agent.get('/console/');
     expect(back.status).toBe(303);

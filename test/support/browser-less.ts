@@ -108,3 +108,16 @@ export async function followToCallback(agent: Agent, res: Response): Promise<URL
   }
   throw new Error('too many redirects');
 }
+
+/**
+ * RP-initiated logout as a browser completes it: from a client's redirect to /session/end, the
+ * provider's confirmation page is confirmed. Returns where the provider sends the browser then.
+ */
+export async function confirmEndSession(agent: Agent, logoutRedirect: Response): Promise<string | null> {
+  const end = new URL(logoutRedirect.headers.get('location')!, agent.base);
+  expect(end.pathname).toBe('/session/end');
+  const confirm = await (await agent.get(end.pathname + end.search)).text();
+  const xsrf = /name="xsrf" value="([^"]+)"/.exec(confirm)![1]!;
+  const done = await agent.post('/session/end/confirm', { xsrf, logout: 'yes' });
+  return done.headers.get('location');
+}
