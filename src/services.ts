@@ -174,7 +174,7 @@ export function createDomainServices(opts: { config: AppConfig; db: Database; lo
     webhookEvents,
     webhookRepo,
     webhookTargets,
-    webhooks: new WebhookService({ repo: webhookRepo, cookieKeys: secrets.cookieKeys, target: webhookTargets, onQueued: () => webhookEvents.notifyQueued(), onChanged: () => webhookEvents.hooksChanged() }),
+    webhooks: new WebhookService({ repo: webhookRepo, cookieKeys: secrets.cookieKeys, target: webhookTargets, onQueued: () => webhookEvents.notifyQueued(), onChanged: () => webhookEvents.hooksChanged(), audit }),
     exclusive: { tryExclusive: db.tryExclusive.bind(db) },
     metrics,
     loginHandoff,

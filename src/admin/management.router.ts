@@ -232,7 +232,7 @@ export function managementRouter(deps: { accounts: AccountService; tokens: Acces
   });
 
   if (deps.audit) auditRoutes(router, { audit: deps.audit, authenticate, tenantOf: (ctx) => caller(ctx).tenantId, parse });
-  if (deps.webhooks) webhookRoutes(router, { webhooks: deps.webhooks, authenticate, caller, parse, jsonBody });
+  if (deps.webhooks) webhookRoutes(router, { webhooks: deps.webhooks, authenticate, caller, staff: (ctx) => actor(ctx).staff, audited, parse, jsonBody });
 
   return router;
 }

@@ -1,7 +1,7 @@
 import type Router from '@koa/router';
 import type { Context, Middleware } from 'koa';
 import { z } from 'zod';
-import { decodeCursor, encodeCursor } from '../audit/audit.service.js';
+import { decodeCursor, encodeCursor, type AuditAction, type StaffActor } from '../audit/audit.service.js';
 import { WEBHOOK_EVENTS } from '../webhooks/webhook-events.js';
 import { deliveryView, MAX_ROTATION_GRACE_SECONDS, webhookView, type WebhookService } from '../webhooks/webhook.service.js';
 import { API_PREFIX, RequestValidationError } from './problem.js';
@@ -34,17 +34,21 @@ export function webhookRoutes(
     webhooks: WebhookService;
     authenticate: Middleware;
     caller: (ctx: Context) => { tenantId: string; clientId: string };
+    /** The caller as the audit trail names it. */
+    staff: (ctx: Context) => StaffActor;
+    /** Records the action as refused when the route turns it down (a 4xx). */
+    audited: (action: AuditAction) => Middleware;
     parse: <S extends z.ZodType>(schema: S, input: unknown) => z.output<S>;
     jsonBody: (ctx: Context) => unknown;
   },
 ): void {
-  const { webhooks, authenticate, caller, parse, jsonBody } = deps;
+  const { webhooks, authenticate, caller, staff, audited, parse, jsonBody } = deps;
   const idOf = (ctx: Context): string => ctx.params.id ?? '';
 
-  router.post('/webhooks', authenticate, async (ctx) => {
+  router.post('/webhooks', authenticate, audited('webhook.registered'), async (ctx) => {
     const body = parse(createWebhookBody, jsonBody(ctx));
     const { tenantId, clientId } = caller(ctx);
-    const { hook, secret } = await webhooks.register(tenantId, body, clientId);
+    const { hook, secret } = await webhooks.register(tenantId, body, clientId, staff(ctx));
     ctx.status = 201;
     ctx.set('Location', hookPath(hook.id));
     ctx.body = { ...webhookView(hook), secret };
@@ -58,30 +62,30 @@ export function webhookRoutes(
     ctx.body = webhookView(await webhooks.find(caller(ctx).tenantId, idOf(ctx)));
   });
 
-  router.patch('/webhooks/:id', authenticate, async (ctx) => {
+  router.patch('/webhooks/:id', authenticate, audited('webhook.updated'), async (ctx) => {
     const body = parse(patchWebhookBody, jsonBody(ctx));
-    ctx.body = webhookView(await webhooks.update(caller(ctx).tenantId, idOf(ctx), body));
+    ctx.body = webhookView(await webhooks.update(caller(ctx).tenantId, idOf(ctx), body, staff(ctx)));
   });
 
-  router.post('/webhooks/:id/rotate-secret', authenticate, async (ctx) => {
+  router.post('/webhooks/:id/rotate-secret', authenticate, audited('webhook.secret_rotated'), async (ctx) => {
     const body = parse(rotateBody, jsonBody(ctx));
-    const { hook, secret } = await webhooks.rotateSecret(caller(ctx).tenantId, idOf(ctx), body.graceSeconds);
+    const { hook, secret } = await webhooks.rotateSecret(caller(ctx).tenantId, idOf(ctx), body.graceSeconds, staff(ctx));
     ctx.body = { ...webhookView(hook), secret };
   });
 
-  router.post('/webhooks/:id/deliveries/:deliveryId/redeliver', authenticate, async (ctx) => {
-    const d = await webhooks.redeliver(caller(ctx).tenantId, idOf(ctx), ctx.params.deliveryId ?? '');
+  router.post('/webhooks/:id/deliveries/:deliveryId/redeliver', authenticate, audited('webhook.redelivered'), async (ctx) => {
+    const d = await webhooks.redeliver(caller(ctx).tenantId, idOf(ctx), ctx.params.deliveryId ?? '', staff(ctx));
     ctx.status = 202;
     ctx.body = { deliveryId: d.id, eventId: d.eventId, eventType: d.eventType, redeliveryOf: d.redeliveryOf };
   });
 
-  router.delete('/webhooks/:id', authenticate, async (ctx) => {
-    await webhooks.delete(caller(ctx).tenantId, idOf(ctx));
+  router.delete('/webhooks/:id', authenticate, audited('webhook.deleted'), async (ctx) => {
+    await webhooks.delete(caller(ctx).tenantId, idOf(ctx), staff(ctx));
     ctx.status = 204;
   });
 
-  router.post('/webhooks/:id/test', authenticate, async (ctx) => {
-    const d = await webhooks.test(caller(ctx).tenantId, idOf(ctx));
+  router.post('/webhooks/:id/test', authenticate, audited('webhook.tested'), async (ctx) => {
+    const d = await webhooks.test(caller(ctx).tenantId, idOf(ctx), staff(ctx));
     ctx.status = 202;
     ctx.body = { deliveryId: d.id, eventId: d.eventId, eventType: d.eventType };
   });

@@ -24,6 +24,13 @@ export const AUDIT_ACTIONS = [
   // Support console (src/console/): ending all sessions, revoking a device's certificate.
   'account.sessions_ended',
   'account.certificate_revoked',
+  // The tenant's webhooks (API, console, CLI): their state before and after, never the secret.
+  'webhook.registered',
+  'webhook.updated',
+  'webhook.secret_rotated',
+  'webhook.deleted',
+  'webhook.tested',
+  'webhook.redelivered',
 ] as const;
 export type AuditAction = (typeof AUDIT_ACTIONS)[number];
 /** `done`: the change was made; `refused`: the request was turned down (nothing changed), `error` says why. */
@@ -43,6 +50,18 @@ export interface AuditState {
   role: string | null;
   devices: Array<{ number: number; email: string; kind: string; verified: boolean }>;
 }
+
+/** A webhook's state as the audit trail keeps it (its signing secrets never). */
+export interface WebhookAuditState {
+  id: string;
+  url: string;
+  events: string[];
+  description: string | null;
+  enabled: boolean;
+}
+
+/** What a record's before and after hold: an account's state, or a webhook's. */
+export type AuditSubjectState = AuditState | WebhookAuditState;
 
 export function auditState(a: AccountWithDevices): AuditState {
   const locked = isLocked(a);
@@ -112,7 +131,7 @@ const EXPORT_BATCH = 500;
 export class AuditService {
   constructor(private readonly repo: AuditRepository) {}
 
-  record(input: { tenantId: string; who: StaffActor; action: AuditAction; userId: string | null; before: AuditState | null; after: AuditState | null }): Promise<AuditRecord> {
+  record(input: { tenantId: string; who: StaffActor; action: AuditAction; userId: string | null; before: AuditSubjectState | null; after: AuditSubjectState | null }): Promise<AuditRecord> {
     return this.write(input, { before: input.before, after: input.after });
   }
 
@@ -126,7 +145,7 @@ export class AuditService {
 
   private write(
     input: { tenantId: string; who: StaffActor; action: AuditAction; userId: string | null },
-    what: { before: AuditState | null; after: AuditState | null; outcome?: 'refused'; errorCode?: string },
+    what: { before: AuditSubjectState | null; after: AuditSubjectState | null; outcome?: 'refused'; errorCode?: string },
   ): Promise<AuditRecord> {
     const { who } = input;
     return this.repo.record({

@@ -1,3 +1,4 @@
+import type { StaffActor } from '../audit/audit.service.js';
 import { hostname, userInfo } from 'node:os';
 import { parseArgs } from 'node:util';
 import { toView, DEVICE_KINDS, type AccountStatusView, type DeviceKind } from '../account/account.service.js';
@@ -132,7 +133,7 @@ async function main(argv: string[]): Promise<number> {
   if (!DEVICE_KINDS.includes(kind)) throw new UsageError('--kind must be pc, mobile or smartphone');
   const devices = values.email?.map((email) => ({ email, kind }));
   // The audit trail names the operator by the OS account that ran the command.
-  const who = { actor: 'admin' as const, staff: { kind: 'cli' as const, id: `${operatorName()}@${hostname()}`, ip: null, requestId: null } };
+  const who = { actor: 'admin' as const, staff: { kind: 'cli' as const, id: `${operatorName()}@${hostname()}`, ip: null, requestId: null } satisfies StaffActor };
   const known = ['create', 'create-account', 'list', 'show', 'update', 'activation', 'unlock', 'delete', 'events'];
   if (!known.includes(command)) throw new UsageError(`unknown command "${command}"`);
   if (command === 'delete' && !values.yes) throw new UsageError('delete removes the account and all its data: add --yes to confirm');
@@ -364,6 +365,7 @@ async function webhooksCommand(config: AppConfig, args: string[], values: Webhoo
   if (sub === 'delete' && !values.yes) throw new UsageError('webhooks delete removes the hook and its delivery log: add --yes to confirm');
   if (sub === 'register' && !values.url) throw new UsageError('webhooks register needs --url');
   const events = values.event?.map((e) => oneOf<WebhookEventType>(e, WEBHOOK_EVENTS, '--event')!);
+  const operator: StaffActor = { kind: 'cli', id: `${operatorName()}@${hostname()}`, ip: null, requestId: null };
   return withServices(config, async ({ webhooks }) => {
     switch (sub) {
       case 'list': {
@@ -372,18 +374,18 @@ async function webhooksCommand(config: AppConfig, args: string[], values: Webhoo
         return 0;
       }
       case 'register': {
-        const { hook, secret } = await webhooks.register(tenantId, { url: values.url!, events, description: values.description }, `cli:${operatorName()}@${hostname()}`);
+        const { hook, secret } = await webhooks.register(tenantId, { url: values.url!, events, description: values.description }, `cli:${operator.id}`, operator);
         const view = { ...webhookView(hook), secret };
         out([`registered webhook ${hook.id} for ${tenantId}: ${hook.url}`, `events: ${hook.events.join(', ')}`, `signing secret (shown this once): ${secret}`].join('\n'), view);
         return 0;
       }
       case 'test': {
-        const d = await webhooks.test(tenantId, id!);
+        const d = await webhooks.test(tenantId, id!, operator);
         out(`queued webhook.test ${d.eventId} for webhook ${id}: the running provider sends it`, { deliveryId: d.id, eventId: d.eventId, eventType: d.eventType });
         return 0;
       }
       default: {
-        await webhooks.delete(tenantId, id!);
+        await webhooks.delete(tenantId, id!, operator);
         out(`deleted webhook ${id}`, { id, deleted: true });
         return 0;
       }

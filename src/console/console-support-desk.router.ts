@@ -10,7 +10,7 @@ import type { AuditFilter } from '../persistence/audit.repository.js';
 import type { SessionRepository } from '../persistence/session.repository.js';
 import type { WebhookService } from '../webhooks/webhook.service.js';
 import { DEFAULT_EVENTS, WEBHOOK_EVENTS, type WebhookEventType } from '../webhooks/webhook-events.js';
-import { requireStaff, staffOf } from './console-session.js';
+import { requireStaff, staffOf, staffRequest } from './console-session.js';
 import { consoleTime } from './console.router.js';
 
 /** Records per page of the console's audit view. */
@@ -127,6 +127,7 @@ export function consoleSupportDeskRouter(deps: {
       tenant.id,
       { url: body.data.url, events: events?.length ? events : undefined, description: body.data.description || undefined },
       `console:${staff.userId}`,
+      staffRequest(ctx).staff,
     );
     // The signing secret is shown on this answer only (no-store), as the API returns it once.
     await ctx.render('console/webhook-registered', { staff, tenant, menu: 'webhooks', hook, secret });
@@ -142,7 +143,7 @@ export function consoleSupportDeskRouter(deps: {
   router.post('/webhooks/:id/test', staffOnly, async (ctx) => {
     const { tenant } = staffOf(ctx);
     const id = ctx.params.id ?? '';
-    await deps.webhooks.test(tenant.id, id);
+    await deps.webhooks.test(tenant.id, id, staffRequest(ctx).staff);
     ctx.status = 303;
     ctx.redirect(`/console/webhooks/${encodeURIComponent(id)}?done=test_queued`);
   });
@@ -155,7 +156,7 @@ export function consoleSupportDeskRouter(deps: {
 
   router.post('/webhooks/:id/delete', staffOnly, adminOnly, async (ctx) => {
     const { tenant } = staffOf(ctx);
-    await deps.webhooks.delete(tenant.id, ctx.params.id ?? '');
+    await deps.webhooks.delete(tenant.id, ctx.params.id ?? '', staffRequest(ctx).staff);
     ctx.status = 303;
     ctx.redirect('/console/webhooks?done=deleted');
   });

@@ -1,3 +1,4 @@
+import type { AuditAction, AuditService, StaffActor, WebhookAuditState } from '../audit/audit.service.js';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { AccountValidationError } from '../account/account-errors.js';
 import { AppError } from '../http/errors.js';
@@ -46,6 +47,10 @@ export interface WebhookView {
   createdAt: string;
 }
 
+export function webhookAuditState(h: Webhook): WebhookAuditState {
+  return { id: h.id, url: h.url, events: h.events, description: h.description, enabled: h.enabled };
+}
+
 export function webhookView(h: Webhook, now: Date = new Date()): WebhookView {
   const previous = h.previousSealedSecret && h.previousSecretExpiresAt && h.previousSecretExpiresAt > now ? h.previousSecretExpiresAt.toISOString() : null;
   return {
@@ -86,12 +91,24 @@ export class WebhookService {
   private readonly box: ReturnType<typeof sealedBox>;
 
   constructor(
-    private readonly deps: { repo: WebhookRepository; cookieKeys: string[]; target: TargetPolicy; onQueued?: () => void; onChanged?: () => void },
+    private readonly deps: {
+      repo: WebhookRepository;
+      cookieKeys: string[];
+      target: TargetPolicy;
+      onQueued?: () => void;
+      onChanged?: () => void;
+      /** The staff audit trail: changes made with a `who` are recorded with the hook's state before and after. */
+      audit?: Pick<AuditService, 'record'>;
+    },
   ) {
     this.box = sealedBox(deps.cookieKeys, SECRET_PURPOSE);
   }
 
-  async register(tenantId: string, input: { url: string; events?: WebhookEventType[]; description?: string }, createdBy: string | null): Promise<{ hook: Webhook; secret: string }> {
+  private async audit(tenantId: string, who: StaffActor | undefined, action: AuditAction, before: Webhook | null, after: Webhook | null): Promise<void> {
+    if (who) await this.deps.audit?.record({ tenantId, who, action, userId: null, before: before && webhookAuditState(before), after: after && webhookAuditState(after) });
+  }
+
+  async register(tenantId: string, input: { url: string; events?: WebhookEventType[]; description?: string }, createdBy: string | null, who?: StaffActor): Promise<{ hook: Webhook; secret: string }> {
     const problem = await targetProblem(input.url, this.deps.target);
     if (problem) throw new AccountValidationError('url', `management:fields.${problem}`);
     if ((await this.deps.repo.list(tenantId)).length >= MAX_HOOKS_PER_TENANT) throw new AccountValidationError('url', 'management:fields.webhook_limit', { max: MAX_HOOKS_PER_TENANT });
@@ -99,6 +116,7 @@ export class WebhookService {
     const events = [...new Set(input.events ?? DEFAULT_EVENTS)];
     const hook = await this.deps.repo.create({ tenantId, url: input.url, events, description: input.description ?? null, sealedSecret: this.box.seal(secret), createdBy });
     this.deps.onChanged?.();
+    await this.audit(tenantId, who, 'webhook.registered', null, hook);
     return { hook, secret };
   }
 
@@ -113,7 +131,8 @@ export class WebhookService {
   }
 
   /** Changes the URL (checked as at registration), the events, the description, or turns the hook on or off. */
-  async update(tenantId: string, id: string, change: { url?: string; events?: WebhookEventType[]; description?: string | null; enabled?: boolean }): Promise<Webhook> {
+  async update(tenantId: string, id: string, change: { url?: string; events?: WebhookEventType[]; description?: string | null; enabled?: boolean }, who?: StaffActor): Promise<Webhook> {
+    const before = who ? await this.find(tenantId, id) : null;
     if (change.url !== undefined) {
       const problem = await targetProblem(change.url, this.deps.target);
       if (problem) throw new AccountValidationError('url', `management:fields.${problem}`);
@@ -122,6 +141,7 @@ export class WebhookService {
     if (!hook) throw new WebhookNotFoundError();
     // The events or the hook's state may change which tenants get login events.
     this.deps.onChanged?.();
+    await this.audit(tenantId, who, 'webhook.updated', before, hook);
     return hook;
   }
 
@@ -129,32 +149,38 @@ export class WebhookService {
    * A new secret, returned this once. The one it replaces signs too (a second v1 in the signature
    * header) for `graceSeconds` (default 24 h; 0 stops it at once, e.g. after a leak).
    */
-  async rotateSecret(tenantId: string, id: string, graceSeconds: number = ROTATION_GRACE_SECONDS): Promise<{ hook: Webhook; secret: string }> {
+  async rotateSecret(tenantId: string, id: string, graceSeconds: number = ROTATION_GRACE_SECONDS, who?: StaffActor): Promise<{ hook: Webhook; secret: string }> {
     const secret = newSecret();
     if (!(await this.deps.repo.rotateSecret(tenantId, id, this.box.seal(secret), new Date(Date.now() + graceSeconds * 1000)))) throw new WebhookNotFoundError();
-    return { hook: await this.find(tenantId, id), secret };
+    const hook = await this.find(tenantId, id);
+    await this.audit(tenantId, who, 'webhook.secret_rotated', hook, hook);
+    return { hook, secret };
   }
 
   /** Sends a delivery's event again (same event id and payload) as a new delivery, now, signed with the current secret. */
-  async redeliver(tenantId: string, id: string, deliveryId: string): Promise<WebhookDelivery> {
+  async redeliver(tenantId: string, id: string, deliveryId: string, who?: StaffActor): Promise<WebhookDelivery> {
     const hook = await this.find(tenantId, id);
     const original = await this.deps.repo.findDelivery(hook.id, deliveryId);
     if (!original) throw new WebhookDeliveryNotFoundError();
     const delivery = await this.deps.repo.redeliver(original);
     this.deps.onQueued?.();
+    await this.audit(tenantId, who, 'webhook.redelivered', hook, hook);
     return delivery;
   }
 
-  async delete(tenantId: string, id: string): Promise<void> {
+  async delete(tenantId: string, id: string, who?: StaffActor): Promise<void> {
+    const before = who ? await this.find(tenantId, id) : null;
     if (!(await this.deps.repo.delete(tenantId, id))) throw new WebhookNotFoundError();
     this.deps.onChanged?.();
+    await this.audit(tenantId, who, 'webhook.deleted', before, null);
   }
 
   /** Queues a `webhook.test` event for this hook only; it goes out like any other (signed, retried). */
-  async test(tenantId: string, id: string): Promise<WebhookDelivery> {
+  async test(tenantId: string, id: string, who?: StaffActor): Promise<WebhookDelivery> {
     const hook = await this.find(tenantId, id);
     const delivery = await this.deps.repo.enqueueForHook(hook, { eventId: randomUUID(), type: TEST_EVENT, data: { webhookId: hook.id } });
     this.deps.onQueued?.();
+    await this.audit(tenantId, who, 'webhook.tested', hook, hook);
     return delivery;
   }
 

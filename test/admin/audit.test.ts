@@ -38,7 +38,8 @@ describe('audit trail of staff actions (management API and CLI)', () => {
   };
 
   beforeAll(async () => {
-    s = await startTestServer();
+    // Webhooks to a loopback receiver (nothing listens there: only the trail matters here).
+    s = await startTestServer({ env: { WEBHOOK_ALLOW_PRIVATE_TARGETS: 'true' } });
     [t1, t2] = await Promise.all([token(T1), token(T2)]);
     dir = mkdtempSync(join(tmpdir(), 'audit-test-'));
   });
@@ -208,6 +209,36 @@ describe('audit trail of staff actions (management API and CLI)', () => {
       ['support', null],
       [null, 'support'],
     ]);
+  });
+
+  test('webhook changes through the API are recorded with the hook before and after, never its secret; refused ones too', async () => {
+    const created = await call('POST', `${API}/webhooks`, { token: t1, body: { url: 'http://127.0.0.1:9/audit-hook', events: ['account.locked'] }, headers: { 'x-request-id': 'req-hook-1' } });
+    expect(created.status).toBe(201);
+    const id = created.body.id as string;
+    const secret = created.body.secret as string;
+    expect((await call('PATCH', `${API}/webhooks/${id}`, { token: t1, body: { description: 'ops', enabled: false } })).status).toBe(200);
+    expect((await call('POST', `${API}/webhooks/${id}/rotate-secret`, { token: t1, body: { graceSeconds: 0 } })).status).toBe(200);
+    expect((await call('POST', `${API}/webhooks/${id}/test`, { token: t1 })).status).toBe(202);
+    // Another tenant's attempt: a 404, recorded as refused in that tenant's trail only.
+    expect((await call('DELETE', `${API}/webhooks/${id}`, { token: t2 })).status).toBe(404);
+    expect((await call('DELETE', `${API}/webhooks/${id}`, { token: t1 })).status).toBe(204);
+
+    const { items } = await audit('actor_kind=api&limit=100');
+    const mine = items.filter((r) => String(r.action).startsWith('webhook.') && JSON.stringify(r).includes(id));
+    expect(mine.map((r) => [r.action, r.outcome])).toEqual([
+      ['webhook.deleted', 'done'],
+      ['webhook.tested', 'done'],
+      ['webhook.secret_rotated', 'done'],
+      ['webhook.updated', 'done'],
+      ['webhook.registered', 'done'],
+    ]);
+    const [deleted, , , updated, registered] = mine;
+    expect(registered).toMatchObject({ actor: { kind: 'api', id: 'backoffice-t1' }, requestId: 'req-hook-1', userId: null, before: null, after: { id, url: 'http://127.0.0.1:9/audit-hook', events: ['account.locked'], enabled: true, description: null } });
+    expect(updated).toMatchObject({ before: { enabled: true, description: null }, after: { enabled: false, description: 'ops' } });
+    expect(deleted).toMatchObject({ before: { id }, after: null });
+    for (const r of mine) expect(JSON.stringify(r)).not.toContain(secret.slice(6));
+    const refused = (await audit('action=webhook.deleted&outcome=refused', t2)).items;
+    expect(refused.map((r) => [r.tenant, r.action, r.error])).toEqual([['t2', 'webhook.deleted', 'webhook_not_found']]);
   });
 
   test('CLI actions are recorded with the operator as actor', async () => {
