@@ -1,3 +1,4 @@
+import { ACCOUNT_ROLES, type AccountRole } from '../persistence/account.repository.js';
 import type { StaffActor } from '../audit/audit.service.js';
 import { hostname, userInfo } from 'node:os';
 import { parseArgs } from 'node:util';
@@ -27,8 +28,9 @@ Commands:
                                            activation URL and one-time password (--send mails them instead)
   list <tenant> [--status pending_activation|active|locked] [--page N] [--per-page N]
   show <tenant> <user-id>                  An account, its devices and lock state
-  update <tenant> <user-id> [--method <m>] [--email <a>... [--kind k]] [--send]
-                                           Change the login method and/or replace the devices; a
+  update <tenant> <user-id> [--method <m>] [--email <a>... [--kind k]] [--role support|admin|none] [--send]
+                                           Change the login method, the staff role (support console)
+                                           and/or replace the devices; a
                                            method needing credentials the account lacks (password,
                                            certificate) issues a fresh activation (printed, or mailed
                                            with --send). A method change signs the account out everywhere
@@ -72,6 +74,7 @@ async function main(argv: string[]): Promise<number> {
       email: { type: 'string', multiple: true },
       kind: { type: 'string' },
       method: { type: 'string' },
+      role: { type: 'string' },
       status: { type: 'string' },
       page: { type: 'string', default: '1' },
       'per-page': { type: 'string', default: '20' },
@@ -191,13 +194,14 @@ async function main(argv: string[]): Promise<number> {
         return 0;
       }
       case 'update': {
-        if (!values.method && !devices) throw new UsageError('update needs --method and/or --email');
-        const updated = await accounts.update(tenantId, user, { loginMethod: values.method, devices, mailActivation: values.send }, who);
+        if (!values.method && !devices && values.role === undefined) throw new UsageError('update needs --method, --role and/or --email');
+        const role = values.role === undefined ? undefined : values.role === 'none' ? null : oneOf<AccountRole>(values.role, ACCOUNT_ROLES, '--role')!;
+        const updated = await accounts.update(tenantId, user, { loginMethod: values.method, role, devices, mailActivation: values.send }, who);
         const a = toView(updated);
         const fresh = updated.activation;
         out(
           [
-            `updated ${tenantId}/${user}: method=${a.loginMethod}, ${a.devices.length} device(s)`,
+            `updated ${tenantId}/${user}: method=${a.loginMethod}, role=${a.role ?? 'none'}, ${a.devices.length} device(s)`,
             // The new method needs credentials the account lacks: the user sets them at a fresh activation.
             ...(fresh ? [`the new method needs credentials the account does not have: activation again at ${fresh.url}`, values.send ? 'mailed to the device addresses' : `activation one-time password: ${fresh.otp}`] : []),
           ].join('\n'),

@@ -57,6 +57,12 @@ describe('admin CLI (spawned as an operator would)', () => {
 
     const updated = await json('update', 'demo', 'cli-user', '--email', 'c@example.test');
     expect(updated.devices).toEqual([{ number: 1, email: 'c@example.test', kind: 'pc', verified: true }]);
+    // The support console's staff role: given, then taken away.
+    expect((await json('update', 'demo', 'cli-user', '--role', 'support')).role).toBe('support');
+    expect((await json('update', 'demo', 'cli-user', '--role', 'none')).role).toBeNull();
+    const badRole = await admin('update', 'demo', 'cli-user', '--role', 'root');
+    expect(badRole.code).toBe(2);
+    expect(badRole.err).toContain('--role');
 
     const sent = await json('activation', 'demo', 'cli-user', '--send');
     expect(sent).toMatchObject({ sent: true });
@@ -75,6 +81,8 @@ describe('admin CLI (spawned as an operator would)', () => {
     expect(audit.map((e) => [e.type, e.actor])).toEqual([
       ['created', 'admin'],
       ['activation_issued', 'admin'],
+      ['updated', 'admin'],
+      ['updated', 'admin'],
       ['updated', 'admin'],
       ['activation_issued', 'admin'],
       ['unlocked', 'admin'],
