@@ -1,3 +1,4 @@
+import { serialPoll } from '../serial-poll.js';
 import { randomUUID } from 'node:crypto';
 import type { Logger } from '../logger.js';
 import type { ClaimedMailMessage, MailMessage } from '../persistence/mail-outbox.repository.js';
@@ -66,8 +67,8 @@ export function createOutboxMailQueue(deps: { sender: MailSender; logger: Logger
   const own = new Set<string>();
   let closing = false;
   let closed: Promise<void> | undefined;
-  let polling: Promise<void> | undefined;
-  let again = false;
+  const polls = serialPoll(poll, (err: unknown) => logger.warn({ err: errorMessage(err) }, 'mail outbox: polling failed'));
+  const kick = polls.kick;
   // More may be due than this process had room for: a finished delivery looks again at once.
   let backlog = false;
   let lastPurge = 0;
@@ -82,23 +83,6 @@ export function createOutboxMailQueue(deps: { sender: MailSender; logger: Logger
     outbox.renewLease(due, token, leaseMs).catch((err: unknown) => logger.warn({ err: errorMessage(err) }, 'mail outbox: renewing leases failed'));
   }, Math.max(50, Math.floor(leaseMs / 3)));
   leaseTimer.unref();
-
-  function kick(): void {
-    if (closing) return;
-    if (polling) {
-      again = true;
-      return;
-    }
-    polling = poll()
-      .catch((err: unknown) => logger.warn({ err: errorMessage(err) }, 'mail outbox: polling failed'))
-      .finally(() => {
-        polling = undefined;
-        if (again) {
-          again = false;
-          kick();
-        }
-      });
-  }
 
   async function poll(): Promise<void> {
     const free = concurrency - inHand.size;
@@ -187,9 +171,10 @@ export function createOutboxMailQueue(deps: { sender: MailSender; logger: Logger
     },
     close() {
       closing = true;
+      polls.stop();
       closed ??= (async () => {
         clearInterval(pollTimer);
-        await polling;
+        await polls.idle();
         await Promise.all(inHand.values());
         try {
           const rows = await outbox.claimDue({ limit: own.size, leaseMs, token, ids: [...own] });

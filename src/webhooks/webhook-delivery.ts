@@ -1,3 +1,4 @@
+import { serialPoll } from '../serial-poll.js';
 import { randomUUID } from 'node:crypto';
 import { sealedBox } from '../http/sealed-box.js';
 import type { Logger } from '../logger.js';
@@ -61,30 +62,12 @@ export function startWebhookDelivery(deps: {
   const leaseMs = options.timeoutMs + 30_000;
   const token = randomUUID();
   const inHand = new Set<Promise<void>>();
-  let closing = false;
-  let polling: Promise<void> | undefined;
-  let again = false;
+  const polls = serialPoll(poll, (err: unknown) => logger.warn({ err }, 'webhooks: polling the delivery queue failed'));
+  const kick = polls.kick;
   let lastPurge = 0;
 
   const timer = setInterval(() => kick(), options.pollMs);
   timer.unref();
-
-  function kick(): void {
-    if (closing) return;
-    if (polling) {
-      again = true;
-      return;
-    }
-    polling = poll()
-      .catch((err: unknown) => logger.warn({ err }, 'webhooks: polling the delivery queue failed'))
-      .finally(() => {
-        polling = undefined;
-        if (again) {
-          again = false;
-          kick();
-        }
-      });
-  }
 
   async function poll(): Promise<void> {
     const free = concurrency - inHand.size;
@@ -166,9 +149,9 @@ export function startWebhookDelivery(deps: {
   return {
     kick: () => setImmediate(kick),
     async close() {
-      closing = true;
+      polls.stop();
       clearInterval(timer);
-      await polling;
+      await polls.idle();
       // Deliveries in flight finish (each is bounded by the timeout); the rest wait in the queue.
       await Promise.all(inHand);
     },

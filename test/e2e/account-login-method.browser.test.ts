@@ -4,7 +4,7 @@ import { parseTenants } from '../../src/config/tenants.js';
 import { verifySecret } from '../../src/credentials/hashing.js';
 import { startTestServer, uniqueUser, TEST_TENANTS_YAML, type TestServer } from '../support/harness.js';
 import { discover, followToCallback, startLogin, submit } from '../support/browser-less.js';
-import { describeBrowser, screenshot, useBrowserSuite } from '../support/browser.js';
+import { describeBrowser, screenshot, signInToAreaInBrowser, useBrowserSuite } from '../support/browser.js';
 
 const NEW_PASSWORD = 'yuki-no-hi-no-tegami-77';
 
@@ -69,13 +69,7 @@ describeBrowser('account area: login method change in Chromium', () => {
       const account = await s.app.services.accounts.create({ tenantId: 't1', userId: u.userId, devices: [{ email: u.email }] });
       const page = await openPage(t.browserLocale);
 
-      await page.goto(`${s.issuer}/account/?client_id=rp-basic`);
-      const before = s.smtp.messages.length;
-      await page.locator('#userId').fill(u.userId);
-      await page.getByRole('button', { name: t.send, exact: true }).click();
-      await page.locator('#otp').fill(await s.smtp.otpFor(u.email, before));
-      await page.locator('form[action$="/otp"]').getByRole('button', { name: t.otpSubmit, exact: true }).click();
-      await page.locator('#devices').waitFor();
+      await signInToAreaInBrowser(page, s, u, t);
 
       await page.getByRole('link', { name: t.menu, exact: true }).click();
       expect(await visible(page)).toContain(t.chooseLead);

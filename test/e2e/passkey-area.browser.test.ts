@@ -5,7 +5,7 @@ import { hashSecret, normalizeAnswer } from '../../src/credentials/hashing.js';
 import { REDIRECT_URI, startTestServer, uniqueUser, type TestServer } from '../support/harness.js';
 import { passkeyTenants } from '../support/passkeys.js';
 import { discover } from '../support/browser-less.js';
-import { describeBrowser, screenshot, useBrowserSuite } from '../support/browser.js';
+import { describeBrowser, screenshot, signInToAreaInBrowser, useBrowserSuite } from '../support/browser.js';
 import { addVirtualAuthenticator } from '../support/virtual-authenticator.js';
 
 /** What the pages must say, per language (literal, so a broken translation fails the test). */
@@ -87,17 +87,6 @@ describeBrowser('passkeys: account area, login method, activation and recovery i
 
   const text = (page: Page) => page.locator('body').innerText();
 
-  /** The account area, signed in with the mailed code (the account's method is otp). */
-  async function signInToArea(page: Page, u: { userId: string; email: string }, lang: 'ja' | 'en') {
-    const t = TEXTS[lang];
-    await page.goto(`${s.issuer}/account/?client_id=rp-basic`);
-    const before = s.smtp.messages.length;
-    await page.locator('#userId').fill(u.userId);
-    await page.getByRole('button', { name: t.send, exact: true }).click();
-    await page.locator('#otp').fill(await s.smtp.otpFor(u.email, before));
-    await page.locator('form[action$="/otp"]').getByRole('button', { name: t.otpSubmit, exact: true }).click();
-    await page.locator('#devices').waitFor();
-  }
 
   /**
    * "Can sign in with the new passkey": the assertion ceremony the login's passkey step runs, here
@@ -125,7 +114,7 @@ describeBrowser('passkeys: account area, login method, activation and recovery i
       const account = await s.app.services.accounts.create({ tenantId: 't1', userId: u.userId, devices: [{ email: u.email }] });
       const page = await openPage(t.browserLocale);
       const authenticator = await addVirtualAuthenticator(page);
-      await signInToArea(page, u, lang);
+      await signInToAreaInBrowser(page, s, u, TEXTS[lang]);
 
       // Without a passkey the passkey methods are not offered yet, and the page says how to get them.
       await page.getByRole('link', { name: t.methodMenu, exact: true }).click();

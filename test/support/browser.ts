@@ -173,3 +173,22 @@ tenants:
     },
   };
 }
+
+/**
+ * Signs `u` in to the account area in the browser, the way a user does: the user-ID page, the mailed
+ * code, then the area's top page. `t`: the page's button texts in the page's language.
+ */
+export async function signInToAreaInBrowser(
+  page: Page,
+  s: Pick<TestServer, 'issuer' | 'smtp'>,
+  u: { userId: string; email: string },
+  t: { send: string; otpSubmit: string },
+): Promise<void> {
+  await page.goto(`${s.issuer}/account/?client_id=rp-basic`);
+  const before = s.smtp.messages.length;
+  await page.locator('#userId').fill(u.userId);
+  await page.getByRole('button', { name: t.send, exact: true }).click();
+  await page.locator('#otp').fill(await s.smtp.otpFor(u.email, before));
+  await page.locator('form[action$="/otp"]').getByRole('button', { name: t.otpSubmit, exact: true }).click();
+  await page.locator('#devices').waitFor();
+}
