@@ -138,7 +138,7 @@ export async function createApp(opts: CreateAppOptions): Promise<App> {
   );
   routers.push(
     consoleRouter({ config, tenants, accounts, sessions: providerSessions, console: services.supportConsole, secure }),
-    consoleActionsRouter({ config, tenants, accounts, sessions: providerSessions, accountService, secure }),
+    consoleActionsRouter({ config, tenants, accounts, sessions: providerSessions, accountService, audit: services.audit, secure }),
     consoleSupportDeskRouter({ tenants, accounts, sessions: providerSessions, audit: services.audit, webhooks: services.webhooks, secure }),
   );
   routers.push(certificateRouter({ certificates: services.certificates }));

@@ -2,12 +2,23 @@ import Router from '@koa/router';
 import type { Context, Next } from 'koa';
 import type { AccountService } from '../account/account.service.js';
 import type { AppConfig, TenantDirectory } from '../config/index.js';
-import { BadRequestError, ForbiddenError, NotFoundError } from '../http/errors.js';
+import type { AuditAction, AuditService } from '../audit/audit.service.js';
+import { AppError, BadRequestError, ForbiddenError, NotFoundError } from '../http/errors.js';
 import type { AccountRepository } from '../persistence/account.repository.js';
 import { CONSOLE_ACTIONS, mayDo, type ConsoleAction } from './console-roles.js';
 import type { SessionRepository } from '../persistence/session.repository.js';
 import { requireStaff, staffOf, staffRequest } from './console-session.js';
 import { consoleTime } from './console.router.js';
+
+/** The audit action each console action is recorded as. */
+const AUDITED_AS: Record<ConsoleAction, AuditAction> = {
+  unlock: 'account.unlocked',
+  activation: 'account.activation_issued',
+  'end-sessions': 'account.sessions_ended',
+  'revoke-certificate': 'account.certificate_revoked',
+  'login-method': 'account.updated',
+  delete: 'account.deleted',
+};
 
 const isAction = (value: unknown): value is ConsoleAction => typeof value === 'string' && (CONSOLE_ACTIONS as readonly string[]).includes(value);
 
@@ -28,6 +39,8 @@ export function consoleActionsRouter(deps: {
   accounts: AccountRepository;
   sessions: SessionRepository;
   accountService: AccountService;
+  /** Refused attempts (a 4xx: not allowed, not found, bad input) go to the audit trail too. */
+  audit?: Pick<AuditService, 'recordRefusal'>;
   secure: boolean;
 }) {
   const router = new Router({ prefix: '/console/accounts/:userId/actions' });
@@ -40,6 +53,21 @@ export function consoleActionsRouter(deps: {
     if (!isAction(action)) throw new NotFoundError();
     if (!mayDo(staffOf(ctx).staff.role, action)) throw new ForbiddenError('console:errors.not_allowed');
     return next();
+  }
+
+  // A change turned down is recorded as a refused attempt, as the management API does (changes made are
+  // recorded by AccountService).
+  async function audited(ctx: Context, next: Next) {
+    try {
+      await next();
+    } catch (e) {
+      const action = ctx.params.action;
+      const who = staffRequest(ctx).staff;
+      if (deps.audit && who && isAction(action) && e instanceof AppError && e.status >= 400 && e.status < 500) {
+        await deps.audit.recordRefusal({ tenantId: staffOf(ctx).tenant.id, who, action: AUDITED_AS[action], userId: ctx.params.userId ?? null, errorCode: e.code });
+      }
+      throw e;
+    }
   }
 
   const deviceNumber = (value: unknown): number => {
@@ -57,7 +85,7 @@ export function consoleActionsRouter(deps: {
     await ctx.render('console/confirm', { staff, tenant, menu: 'accounts', account, action, device, methods: tenant.contract.login_methods, consoleTime });
   });
 
-  router.post('/:action', staffOnly, allowed, async (ctx) => {
+  router.post('/:action', staffOnly, audited, allowed, async (ctx) => {
     const { staff, tenant } = staffOf(ctx);
     const action = ctx.params.action as ConsoleAction;
     const userId = ctx.params.userId ?? '';

@@ -335,7 +335,12 @@ describe('support console: actions on an account', () => {
     const done = await act(agent, u.userId, 'delete', { confirm_user_id: u.userId });
     expect(done.status).toBe(303);
     expect(await s.db.prisma.account.findUnique({ where: { id: u.id } })).toBeNull();
-    expect((await audits(u.userId)).map((r) => [r.action, r.actorKind, r.actorId])).toEqual([['account.deleted', 'console', staff.userId]]);
+    // The refused attempts are in the trail too: support's (not allowed), and the mistyped confirmation.
+    expect((await audits(u.userId)).map((r) => [r.action, r.actorKind, r.actorId, r.outcome, r.errorCode])).toEqual([
+      ['account.deleted', 'console', support.staff.userId, 'refused', 'forbidden'],
+      ['account.deleted', 'console', staff.userId, 'refused', 'bad_request'],
+      ['account.deleted', 'console', staff.userId, 'done', null],
+    ]);
   });
 
   test('a form without its CSRF token is refused and changes nothing', async () => {
@@ -360,7 +365,17 @@ describe('support console: actions on an account', () => {
     }
     expect((await agent.post(`/console/accounts/${u.userId}/actions/revoke-certificate`, { _csrf: csrf, device: '1' })).status).toBe(404);
     expect(await s.db.prisma.account.findUnique({ where: { id: u.id } })).toMatchObject({ failedAttempts: 5, status: 'active' });
-    expect(await audits(u.userId)).toEqual([]);
+    // Nothing in this tenant's trail; the attempts are in the other tenant's, refused: they found nothing.
+    const trail = await audits(u.userId);
+    expect(trail.filter((r) => r.tenantId === 't1')).toEqual([]);
+    expect(trail.map((r) => [r.tenantId, r.action, r.outcome, r.errorCode])).toEqual([
+      ['t2', 'account.unlocked', 'refused', 'account_not_found'],
+      ['t2', 'account.activation_issued', 'refused', 'account_not_found'],
+      ['t2', 'account.sessions_ended', 'refused', 'account_not_found'],
+      ['t2', 'account.updated', 'refused', 'account_not_found'],
+      ['t2', 'account.deleted', 'refused', 'account_not_found'],
+      ['t2', 'account.certificate_revoked', 'refused', 'account_not_found'],
+    ]);
   });
 });
 
