@@ -5,6 +5,7 @@ import { consoleTenantsYaml, newStaff, signInToConsole, walkLogin } from '../sup
 import { signInToArea } from '../support/account-area.js';
 import { createServer, type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { waitUntil } from '../mail/mail-store.js';
 
 describe('support console: sign-in, staff check, search and account page', () => {
   let s: TestServer;
@@ -475,10 +476,12 @@ describe('support console: audit trail and webhooks', () => {
       const detail = await (await agent.get(`/console/webhooks/${hookId}`)).text();
       const sent = await agent.post(`/console/webhooks/${hookId}/test`, { _csrf: csrfOf(detail) });
       expect(sent.headers.get('location')).toBe(`/console/webhooks/${hookId}?done=test_queued`);
-      for (let i = 0; i < 100 && received.length === 0; i++) await new Promise((r) => setTimeout(r, 100));
+      await waitUntil(() => received.length > 0, 'the test delivery at the receiver');
       expect(JSON.parse(received[0]!.body)).toMatchObject({ type: 'webhook.test' });
-      let log = '';
-      for (let i = 0; i < 50 && !log.includes('data-status="delivered"'); i++) log = await (await agent.get(`/console/webhooks/${hookId}`)).text();
+      const log = await waitUntil(async () => {
+        const page = await (await agent.get(`/console/webhooks/${hookId}`)).text();
+        return page.includes('data-status="delivered"') && page;
+      }, 'the delivery log saying delivered');
       expect(log).toContain('data-event="webhook.test"');
       expect(log).toContain('HTTP 204');
 

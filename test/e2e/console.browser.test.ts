@@ -7,6 +7,7 @@ import { Agent } from '../support/browser-less.js';
 import { signInToArea } from '../support/account-area.js';
 import { describeBrowser, screenshot, useBrowserSuite } from '../support/browser.js';
 import { consoleTenantsYaml, newStaff, STAFF_PASSWORD } from '../support/console.js';
+import { waitUntil } from '../mail/mail-store.js';
 
 /** What the console's pages must say, per language (literal, so a broken translation fails the test). */
 const TEXTS = {
@@ -158,9 +159,12 @@ describeBrowser('the support console in Chromium', () => {
       await page.locator('#test-delivery').click();
       await expectPage(page, lang, t.testQueued);
       // The receiver gets it; the delivery log then says so.
-      for (let i = 0; i < 100 && received.length === sentBefore; i++) await new Promise((r) => setTimeout(r, 100));
+      await waitUntil(() => received.length > sentBefore, 'the test delivery at the receiver');
       expect(JSON.parse(received.at(-1)!)).toMatchObject({ type: 'webhook.test' });
-      for (let i = 0; i < 50 && (await page.locator('#deliveries tr[data-status="delivered"]').count()) === 0; i++) await page.reload();
+      await waitUntil(async () => {
+        await page.reload();
+        return (await page.locator('#deliveries tr[data-status="delivered"]').count()) > 0;
+      }, 'the delivery log saying delivered');
       await expectPage(page, lang, t.delivered, 'webhook.test');
       await screenshot(page, `console-${lang}-webhook-delivered`);
     });

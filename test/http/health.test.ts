@@ -5,6 +5,7 @@ import pg from 'pg';
 import { startTestServer, type TestServer } from '../support/harness.js';
 import { startRedis, stopRedis } from '../support/redis-server.js';
 import { freePort } from '../support/relying-party.js';
+import { waitUntil } from '../mail/mail-store.js';
 
 async function get(s: TestServer, path: string): Promise<{ status: number; body: Record<string, unknown> }> {
   const res = await fetch(new URL(path, s.issuer));
@@ -103,9 +104,6 @@ describe('health probes with Redis (a private redis-server, never the shared one
     expect((await get(s!, '/health/live')).status).toBe(200);
     redis = await startRedis(port);
     // The probe's connection comes back by itself (reconnect backoff up to 2 s).
-    const deadline = Date.now() + 10_000;
-    let status = 0;
-    while (Date.now() < deadline && (status = (await get(s!, '/health/ready')).status) !== 200) await new Promise((r) => setTimeout(r, 100));
-    expect(status).toBe(200);
+    expect(await waitUntil(async () => (await get(s!, '/health/ready')).status === 200, 'ready again', 10_000)).toBe(true);
   });
 });

@@ -5,6 +5,7 @@ import * as oidc from 'openid-client';
 import { pino } from 'pino';
 import { REDIRECT_URI, startTestServer, type TestServer } from '../support/harness.js';
 import { discover, startLogin } from '../support/browser-less.js';
+import { waitUntil } from '../mail/mail-store.js';
 
 type Line = Record<string, unknown>;
 
@@ -32,14 +33,8 @@ describe('request ids', () => {
 
   const at = (path: string) => new URL(path, s.issuer);
   /** The request's log line; it is written as the response leaves, so it may trail the response a little. */
-  async function logLine(requestId: string): Promise<Line> {
-    const deadline = Date.now() + 5000;
-    for (;;) {
-      const line = captured.lines.find((l) => l.requestId === requestId && l.msg === 'request');
-      if (line) return line;
-      if (Date.now() > deadline) throw new Error(`no request log line with ${requestId}`);
-      await new Promise((r) => setTimeout(r, 20));
-    }
+  function logLine(requestId: string): Promise<Line> {
+    return waitUntil(() => captured.lines.find((l) => l.requestId === requestId && l.msg === 'request'), `a request log line with ${requestId}`, 5000);
   }
 
   test('a sane incoming id is echoed and logged with method, route, status, duration and client IP', async () => {
