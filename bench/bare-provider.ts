@@ -24,8 +24,8 @@ const backofficeSecret = required('BACKOFFICE_CLIENT_SECRET');
 const mailDomain = required('MAIL_DOMAIN');
 const jwks = JSON.parse(required('JWKS')) as Configuration['jwks'];
 const cookieKeys = required('COOKIE_KEYS').split(',');
-// No pool, like ours: one SMTP connection per message.
-const smtp = nodemailer.createTransport({ url: required('SMTP_URL') });
+// Pooled, like ours (src/mail/mail.transport.ts): up to 5 connections, each reused for many messages.
+const smtp = nodemailer.createTransport({ url: required('SMTP_URL'), pool: true, maxConnections: 5 });
 
 const provider = new Provider(issuer, {
   clients: [

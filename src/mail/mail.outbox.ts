@@ -184,6 +184,7 @@ export function createOutboxMailQueue(deps: { sender: MailSender; logger: Logger
           logger.warn({ err: errorMessage(err) }, 'mail outbox: last delivery round failed; the messages stay queued');
         }
         clearInterval(leaseTimer);
+        sender.close();
       })();
       return closed;
     },

@@ -250,6 +250,7 @@ function createBullMailQueue(deps: MailQueueDeps, redisUrl: string): MailQueue {
           await queue.close();
         } finally {
           await quit(connection);
+          deps.sender.close();
         }
       })();
       return closing;

@@ -70,6 +70,7 @@ export function createMailSender(deps: MailSenderDeps): MailSender {
         logger.info(log, 'mail sent');
       }
     },
+    close: () => transport.close(),
   };
 }
 

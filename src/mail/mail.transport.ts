@@ -24,10 +24,16 @@ export interface MailTransport {
 
 /**
  * Timeouts shorter than nodemailer's (2 min to connect, 10 min idle): a stuck server should fail the
- * attempt and let the queue retry while the OTP is still valid. Query parameters of SMTP_URL
- * (e.g. `?pool=true&connectionTimeout=30000`) override them.
+ * attempt and let the queue retry while the OTP is still valid.
+ *
+ * Connections are pooled (up to 5, as many as the queue delivers at once; each carries up to 100
+ * messages and is closed after 4 idle minutes): a new connection per message costs the TCP (and TLS)
+ * handshake, the greeting and EHLO, and a relay that pauses before its greeting (smtp-server waits
+ * 100 ms for early talkers, Postfix's postscreen longer) would cap delivery at a few messages per
+ * second per connection. Query parameters of SMTP_URL (e.g. `?pool=false&connectionTimeout=30000`)
+ * override these.
  */
-const SMTP_DEFAULTS = { connectionTimeout: 10_000, greetingTimeout: 10_000, socketTimeout: 30_000 };
+const SMTP_DEFAULTS = { pool: true, maxConnections: 5, connectionTimeout: 10_000, greetingTimeout: 10_000, socketTimeout: 30_000 };
 
 /** SMTP from `smtpUrl` (smtp://user:pass@host:587, smtps://host:465); without it, a transport that delivers nowhere. */
 export function createMailTransport(config: Pick<AppConfig, 'smtpUrl'>): MailTransport {

@@ -72,6 +72,8 @@ export interface RenderedMail {
 /** Renders and delivers one job, once; retrying is the queue's business. */
 export interface MailSender {
   send(job: MailJob): Promise<void>;
+  /** Closes the transport's pooled SMTP connections; the queue that delivers through the sender calls it as it closes. */
+  close(): void;
 }
 
 /**

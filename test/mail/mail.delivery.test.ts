@@ -77,6 +77,18 @@ describe('outbox mail queue (no Redis) over real SMTP', () => {
     expect(row).toMatchObject({ status: 'sent', payload: null, attempts: 1, recipients: 2, maskedTo: 'ta***@example.jp,ta***@example.jp' });
   });
 
+  test('consecutive messages travel over one pooled SMTP connection, closed with the queue', async () => {
+    const { sink, queue } = await setup();
+    for (let i = 1; i <= 4; i++) {
+      await queue.enqueue(otpJob('ja', [`user${i}@example.jp`]));
+      await sink.waitFor(i);
+    }
+    expect(sink.connections).toBe(1);
+    await queue.close();
+    // The pooled connection is ended by the client: the server has no connection left to wait for.
+    await waitUntil(() => sink.openConnections() === 0, 'the pooled connection closed');
+  });
+
   test('a queued message holds neither the code nor the addresses readable, and loses its payload once sent', async () => {
     const { sink, queue } = await setup((n) => (n <= 1 ? 451 : undefined), { retry: { backoffMs: 300 } });
     await queue.enqueue(otpJob('ja'));

@@ -20,6 +20,10 @@ export interface SmtpSink {
   received: ReceivedMail[];
   /** Transactions refused so far. */
   refusals: number;
+  /** SMTP connections opened to the sink so far. */
+  connections: number;
+  /** SMTP connections open now. */
+  openConnections(): number;
   waitFor(count: number, timeoutMs?: number): Promise<ReceivedMail[]>;
   close(): Promise<void>;
 }
@@ -35,6 +39,8 @@ export async function startSmtpSink(opts: { refuse?: (transaction: number) => nu
     url: '',
     received,
     refusals: 0,
+    connections: 0,
+    openConnections: () => server.connections.size,
     async waitFor(count, timeoutMs = 10_000) {
       const deadline = Date.now() + timeoutMs;
       while (received.length < count) {
@@ -49,6 +55,12 @@ export async function startSmtpSink(opts: { refuse?: (transaction: number) => nu
     authOptional: true,
     disabledCommands: ['STARTTLS'],
     logger: false,
+    // Closing ends the connections a pooling client keeps open (421 "shutting down") after this grace.
+    closeTimeout: 200,
+    onConnect(_session, callback) {
+      sink.connections++;
+      callback();
+    },
     onMailFrom(_address, _session, callback) {
       const code = opts.refuse?.(++transactions);
       if (code) {

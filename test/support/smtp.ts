@@ -17,6 +17,8 @@ export async function startSmtpServer() {
       authOptional: true,
       disabledCommands: ['STARTTLS', 'AUTH'],
       logger: false,
+      // Closing ends the connections a pooling client keeps open (421 "shutting down") after this grace.
+      closeTimeout: 200,
       onData(stream, session, callback) {
         simpleParser(stream)
           .then((parsed) => {
