@@ -45,4 +45,4 @@ HEALTHCHECK --interval=30s --timeout=3s --start-period=20s CMD node -e "fetch('h
 # Production needs DATABASE_URL (or a /data volume for the embedded database), ISSUER, JWKS or
 # JWKS_FILE, COOKIE_KEYS, OTP_HMAC_KEY, SMTP_URL, and usually REDIS_URL; WEB_CONCURRENCY forks that
 # many HTTP workers (PostgreSQL only). See README. The V8 flags are explained there too ("Memory").
-CMD ["node", "--max-semi-space-size=2", "--heap-growing-percent=30", "dist/main.js"]
+CMD ["node", "--max-semi-space-size=8", "--heap-growing-percent=30", "dist/main.js"]
