@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { randomFillSync } from 'node:crypto';
 import type { Context, Next } from 'koa';
 import type { Logger } from '../logger.js';
 import { clientIp } from './client-ip.js';
@@ -9,8 +9,18 @@ export const REQUEST_ID_HEADER = 'X-Request-Id';
 /** An incoming id is kept only when it is a plain token: it ends up in logs and on pages. */
 const SANE_ID = /^[A-Za-z0-9._-]{1,128}$/;
 
+/** Random bytes for request ids, drawn 4 KiB at a time: one `randomBytes` call per request cost more than the rest of this middleware. */
+const ID_BYTES = 12;
+const idPool = Buffer.alloc(ID_BYTES * 341);
+let idOffset = idPool.length;
+
 export function newRequestId(): string {
-  return randomBytes(12).toString('base64url');
+  if (idOffset + ID_BYTES > idPool.length) {
+    randomFillSync(idPool);
+    idOffset = 0;
+  }
+  idOffset += ID_BYTES;
+  return idPool.toString('base64url', idOffset - ID_BYTES, idOffset);
 }
 
 /** The id of the current request (set by `requestContext`). */

@@ -3,6 +3,7 @@
 import { Writable } from 'node:stream';
 import * as oidc from 'openid-client';
 import { pino } from 'pino';
+import { newRequestId } from '../../src/http/request-id.js';
 import { REDIRECT_URI, startTestServer, type TestServer } from '../support/harness.js';
 import { discover, startLogin } from '../support/browser-less.js';
 import { waitUntil } from '../mail/mail-store.js';
@@ -22,6 +23,12 @@ function capturingLogger() {
 }
 
 const GENERATED = /^[A-Za-z0-9_-]{16}$/;
+
+test('generated ids stay well-formed and distinct across refills of their random pool', () => {
+  const ids = Array.from({ length: 2000 }, () => newRequestId());
+  for (const id of ids) expect(id).toMatch(GENERATED);
+  expect(new Set(ids).size).toBe(ids.length);
+});
 
 describe('request ids', () => {
   let s: TestServer;
