@@ -1,4 +1,5 @@
 import { bodyParser } from '@koa/bodyparser';
+import type Router from '@koa/router';
 import Koa from 'koa';
 import helmet from 'koa-helmet';
 import mount from 'koa-mount';
@@ -144,7 +145,7 @@ export async function createApp(opts: CreateAppOptions): Promise<App> {
   routers.push(certificateRouter({ certificates: services.certificates }));
   if (config.devMailbox) routers.push(devMailboxRouter({ repo: devMail }));
   if (config.demoSite) routers.push(demoRouter({ config, tenants }));
-  for (const r of routers) koa.use(r.routes()).use(r.allowedMethods());
+  koa.use(ownRoutes(routers));
 
   // On an http issuer the provider takes only GET at these two (acceptsHttpPost): say so, not "not found".
   if (!acceptsHttpPost(config.issuer))
@@ -165,5 +166,22 @@ export async function createApp(opts: CreateAppOptions): Promise<App> {
       await limits.close();
       await services.closeObservers();
     },
+  };
+}
+
+/**
+ * Our routers as one middleware that runs only for our own paths: oidc-provider's requests
+ * (authorize, token, …) skip matching every router's routes. Every route must lie under
+ * OWN_PREFIXES, which is checked here, so a route outside them fails start-up instead of going unserved.
+ */
+function ownRoutes(routers: Router[]): Koa.Middleware {
+  for (const r of routers)
+    for (const layer of r.stack)
+      if (layer.methods.length && !isOwn(String(layer.path))) throw new Error(`route ${String(layer.path)} lies outside the own path prefixes (src/app.ts OWN_PREFIXES)`);
+  const chain = routers.flatMap((r) => [r.routes(), r.allowedMethods()]) as Koa.Middleware[];
+  return (ctx, next) => {
+    if (!isOwn(ctx.path)) return next();
+    const run = (i: number): Promise<void> => (i === chain.length ? next() : Promise.resolve(chain[i]!(ctx, () => run(i + 1))));
+    return run(0);
   };
 }
