@@ -154,6 +154,8 @@ export async function createApp(opts: CreateAppOptions): Promise<App> {
       ctx.set('Allow', 'GET');
       throw new MethodNotAllowedError('GET');
     });
+  // A token request reads its code (or refresh token), grant and session in one statement.
+  koa.use((ctx, next) => (ctx.method === 'POST' && ctx.path === '/token' ? payloads.withTokenPrefetch(next) : next()));
   koa.use(mount(provider));
 
   return {

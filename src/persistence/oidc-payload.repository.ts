@@ -14,8 +14,11 @@ export interface StoredPayloadRow {
 }
 type Row = StoredPayloadRow;
 
-/** Rows a request has already read with other data, by `type:id` (null: known not to exist). */
+/** Rows a request has already read with other data, by `type:id` or `type:uid:uid` (null: known not to exist). */
 type Prefetched = Map<string, Row | null>;
+
+/** Tokens whose grant and session are read along with them inside `withTokenPrefetch`. */
+const TOKEN_TYPES = new Set(['AuthorizationCode', 'RefreshToken']);
 
 /**
  * Storage behind oidc-provider's adapter interface, shared by every instance on the same database.
@@ -41,11 +44,20 @@ export class OidcPayloadRepository {
     return this.prefetched.run(map, fn);
   }
 
+  /**
+   * Runs `fn` (a token request) in a scope where reading an authorization code or a refresh token also
+   * reads, in the same statement, the grant it belongs to and the session it was issued in: the two
+   * rows oidc-provider reads next (its session-binding check and the grant's validation).
+   */
+  withTokenPrefetch<T>(fn: () => Promise<T>): Promise<T> {
+    return this.prefetched.run(new Map(this.prefetched.getStore()), fn);
+  }
+
   async upsert(type: string, id: string, payload: OidcPayloadData, expiresInSeconds: number | undefined): Promise<void> {
     const expiresAt = expiresInSeconds ? new Date(Date.now() + expiresInSeconds * 1000) : null;
     const str = (v: unknown) => (typeof v === 'string' ? v : null);
     // A prefetched copy would now be stale.
-    this.prefetched.getStore()?.delete(`${type}:${id}`);
+    this.forget(type, id);
     await this.sql.query(
       `INSERT INTO oidc_payloads (id, type, payload, grant_id, user_code, uid, expires_at)
        VALUES ($1, $2, $3::jsonb, $4, $5, $6, $7)
@@ -65,23 +77,69 @@ export class OidcPayloadRepository {
   }
 
   async find(type: string, id: string) {
-    const known = this.prefetched.getStore()?.get(`${type}:${id}`);
+    const store = this.prefetched.getStore();
+    const known = store?.get(`${type}:${id}`);
     if (known !== undefined) return this.present(known ? [known] : []);
+    if (store && TOKEN_TYPES.has(type)) return this.present(await this.findWithGrantAndSession(store, type, id));
     return this.present(await this.sql.query<Row>('SELECT payload, expires_at, consumed_at FROM oidc_payloads WHERE id = $1 AND type = $2', [id, type]));
   }
   async findByUid(type: string, uid: string) {
+    const known = this.prefetched.getStore()?.get(`${type}:uid:${uid}`);
+    if (known !== undefined) return this.present(known ? [known] : []);
     return this.present(await this.sql.query<Row>('SELECT payload, expires_at, consumed_at FROM oidc_payloads WHERE uid = $1 AND type = $2 LIMIT 1', [uid, type]));
+  }
+
+  /**
+   * The token row with its grant (by id) and its session (by uid): one statement instead of three. All
+   * three are remembered in `store`, rows that do not exist as such.
+   */
+  private async findWithGrantAndSession(store: Prefetched, type: string, id: string): Promise<Row[]> {
+    const rows = await this.sql.query<Row & { kind: string; key: string | null }>(
+      `WITH t AS (SELECT payload, expires_at, consumed_at, grant_id, payload->>'sessionUid' AS session_uid
+                    FROM oidc_payloads WHERE id = $1 AND type = $2)
+       SELECT 'token' AS kind, NULL AS key, payload, expires_at, consumed_at FROM t
+       UNION ALL
+       SELECT 'grant', t.grant_id, g.payload, g.expires_at, g.consumed_at
+         FROM t LEFT JOIN oidc_payloads g ON g.id = t.grant_id AND g.type = 'Grant' WHERE t.grant_id IS NOT NULL
+       UNION ALL
+       SELECT 'session', t.session_uid, s.payload, s.expires_at, s.consumed_at
+         FROM t LEFT JOIN LATERAL (SELECT payload, expires_at, consumed_at FROM oidc_payloads
+                                    WHERE uid = t.session_uid AND type = 'Session' LIMIT 1) s ON true
+        WHERE t.session_uid IS NOT NULL`,
+      [id, type],
+    );
+    const row = (r: Row & { payload: unknown }): Row | null => (r.payload === null ? null : { payload: r.payload, expires_at: r.expires_at, consumed_at: r.consumed_at });
+    let token: Row[] = [];
+    store.set(`${type}:${id}`, null);
+    for (const r of rows) {
+      if (r.kind === 'token') {
+        token = [{ payload: r.payload, expires_at: r.expires_at, consumed_at: r.consumed_at }];
+        store.set(`${type}:${id}`, token[0]!);
+      }
+      else if (r.kind === 'grant' && r.key) store.set(`Grant:${r.key}`, row(r));
+      else if (r.kind === 'session' && r.key) store.set(`Session:uid:${r.key}`, row(r));
+    }
+    return token;
+  }
+
+  /** Drops what a change to this row makes stale from the request's prefetched rows. */
+  private forget(type: string, id: string): void {
+    const store = this.prefetched.getStore();
+    if (!store) return;
+    store.delete(`${type}:${id}`);
+    // A session is also known by its uid, which a change by id does not name.
+    if (type === 'Session') for (const key of [...store.keys()]) if (key.startsWith('Session:uid:')) store.delete(key);
   }
   async findByUserCode(type: string, userCode: string) {
     return this.present(await this.sql.query<Row>('SELECT payload, expires_at, consumed_at FROM oidc_payloads WHERE user_code = $1 AND type = $2 LIMIT 1', [userCode, type]));
   }
 
   async consume(type: string, id: string): Promise<void> {
-    this.prefetched.getStore()?.delete(`${type}:${id}`);
+    this.forget(type, id);
     await this.sql.query('UPDATE oidc_payloads SET consumed_at = now() WHERE id = $1 AND type = $2', [id, type]);
   }
   async destroy(type: string, id: string): Promise<void> {
-    this.prefetched.getStore()?.delete(`${type}:${id}`);
+    this.forget(type, id);
     await this.sql.query('DELETE FROM oidc_payloads WHERE id = $1 AND type = $2', [id, type]);
   }
   async revokeByGrantId(grantId: string): Promise<void> {

@@ -92,6 +92,51 @@ describe.each(drivers)('login path SQL on %s', (_name, open) => {
     expect(await payloads.find('Interaction', uid)).toEqual({ changed: true });
   });
 
+  it('a token request reads its code with the grant and the session in one statement', async () => {
+    let statements = 0;
+    const counted = { query: <Row extends object>(text: string, params?: readonly unknown[]) => (statements++, db.sql.query<Row>(text, params)) };
+    const payloads = new OidcPayloadRepository(db.prisma, counted);
+    const [code, grantId, sessionUid, refresh] = [randomUUID(), randomUUID(), randomUUID(), randomUUID()];
+    await payloads.upsert('Grant', grantId, { jti: grantId, accountId: 'a1' }, 600);
+    await payloads.upsert('Session', randomUUID(), { uid: sessionUid, accountId: 'a1' }, 600);
+    await payloads.upsert('AuthorizationCode', code, { jti: code, grantId, sessionUid }, 60);
+    await payloads.upsert('RefreshToken', refresh, { jti: refresh, grantId: randomUUID(), sessionUid: randomUUID() }, 600);
+
+    statements = 0;
+    await payloads.withTokenPrefetch(async () => {
+      expect(await payloads.find('AuthorizationCode', code)).toEqual({ jti: code, grantId, sessionUid });
+      expect(await payloads.findByUid('Session', sessionUid)).toEqual({ uid: sessionUid, accountId: 'a1' });
+      expect(await payloads.find('Grant', grantId)).toEqual({ jti: grantId, accountId: 'a1' });
+      expect(statements).toBe(1);
+      // What the request changes is read again, not answered from what was read before.
+      await payloads.consume('AuthorizationCode', code);
+      expect(await payloads.find('AuthorizationCode', code)).toMatchObject({ jti: code, consumed: expect.any(Number) });
+      await payloads.upsert('Session', 'another', { uid: sessionUid, accountId: 'a2' }, 600);
+      expect((await payloads.findByUid('Session', sessionUid))?.accountId).toBeDefined();
+      await payloads.revokeByGrantId(grantId);
+      expect(await payloads.find('AuthorizationCode', code)).toBeUndefined();
+      await payloads.destroy('Grant', grantId);
+      expect(await payloads.find('Grant', grantId)).toBeUndefined();
+    });
+
+    // A token whose grant and session are gone: both are known not to exist, without more statements.
+    statements = 0;
+    await payloads.withTokenPrefetch(async () => {
+      expect(await payloads.find('RefreshToken', refresh)).toMatchObject({ jti: refresh });
+      const { grantId: gone, sessionUid: ended } = (await payloads.find('RefreshToken', refresh)) as { grantId: string; sessionUid: string };
+      expect(await payloads.find('Grant', gone)).toBeUndefined();
+      expect(await payloads.findByUid('Session', ended)).toBeUndefined();
+      expect(statements).toBe(1);
+      // An unknown token: nothing else is remembered.
+      expect(await payloads.find('AuthorizationCode', 'no-such-code')).toBeUndefined();
+    });
+    // Outside the scope nothing is remembered.
+    statements = 0;
+    expect(await payloads.find('RefreshToken', refresh)).toMatchObject({ jti: refresh });
+    expect(await payloads.find('Grant', grantId)).toBeUndefined();
+    expect(statements).toBe(2);
+  });
+
   it('stores a flow at its first user-ID submission, once, and moves a restarted one', async () => {
     const flows = new LoginFlowRepository(db.prisma, db.sql);
     const uid = `uid-${randomUUID()}`;
