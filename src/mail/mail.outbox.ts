@@ -65,6 +65,8 @@ export function createOutboxMailQueue(deps: { sender: MailSender; logger: Logger
   const takenAt = new Map<string, number>();
   // Rows this process queued and has not seen through an attempt: close() gives each one try.
   const own = new Set<string>();
+  // Messages being added right now (until their delivery has started or they wait in the table).
+  const enqueuing = new Set<Promise<void>>();
   let closing = false;
   let closed: Promise<void> | undefined;
   const polls = serialPoll(poll, (err: unknown) => logger.warn({ err: errorMessage(err) }, 'mail outbox: polling failed'));
@@ -142,6 +144,22 @@ export function createOutboxMailQueue(deps: { sender: MailSender; logger: Logger
     }
   }
 
+  async function add(input: Parameters<MailQueue['enqueue']>[0]): Promise<void> {
+    const job = parseMailJob(input);
+    const envelope = sealer.seal(job, deliverByOf(policy, job));
+    const message = { ...envelope, deliverBy: new Date(envelope.deliverBy) };
+    if (inHand.size < concurrency) {
+      // Taken by this process as it is added (one statement, no claim), and delivered now.
+      start(await outbox.addClaimed(message, { token, leaseMs }));
+      return;
+    }
+    backlog = true;
+    const id = await outbox.add(message);
+    own.add(id);
+    // Delivery starts after the caller (usually a request) has moved on.
+    setImmediate(kick);
+  }
+
   async function purge(): Promise<void> {
     if (Date.now() - lastPurge < 3_600_000) return;
     lastPurge = Date.now();
@@ -150,21 +168,16 @@ export function createOutboxMailQueue(deps: { sender: MailSender; logger: Logger
   }
 
   return {
-    async enqueue(input) {
-      if (closing) throw new Error('mail queue is closed');
-      const job = parseMailJob(input);
-      const envelope = sealer.seal(job, deliverByOf(policy, job));
-      const message = { ...envelope, deliverBy: new Date(envelope.deliverBy) };
-      if (inHand.size < concurrency) {
-        // Taken by this process as it is added (one statement, no claim), and delivered now.
-        start(await outbox.addClaimed(message, { token, leaseMs }));
-        return;
-      }
-      backlog = true;
-      const id = await outbox.add(message);
-      own.add(id);
-      // Delivery starts after the caller (usually a request) has moved on.
-      setImmediate(kick);
+    enqueue(input) {
+      if (closing) return Promise.reject(new Error('mail queue is closed'));
+      // close() waits for messages being added, and then for their deliveries.
+      const adding = add(input);
+      enqueuing.add(adding);
+      void adding.then(
+        () => enqueuing.delete(adding),
+        () => enqueuing.delete(adding),
+      );
+      return adding;
     },
     async undelivered(filter = {}) {
       return (await outbox.listUndelivered(filter)).map(undeliveredOf);
@@ -175,6 +188,7 @@ export function createOutboxMailQueue(deps: { sender: MailSender; logger: Logger
       closed ??= (async () => {
         clearInterval(pollTimer);
         await polls.idle();
+        await Promise.allSettled(enqueuing);
         await Promise.all(inHand.values());
         try {
           const rows = await outbox.claimDue({ limit: own.size, leaseMs, token, ids: [...own] });

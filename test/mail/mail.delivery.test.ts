@@ -89,6 +89,16 @@ describe('outbox mail queue (no Redis) over real SMTP', () => {
     await waitUntil(() => sink.openConnections() === 0, 'the pooled connection closed');
   });
 
+  test('closing while a message is being queued waits for it and delivers it', async () => {
+    const { sink, queue, log } = await setup();
+    const queued = queue.enqueue(otpJob('ja'));
+    await queue.close();
+    await queued;
+    expect(sink.received).toHaveLength(1);
+    expect(await db.prisma.mailMessage.findFirst()).toMatchObject({ status: 'sent' });
+    expect(log.output()).not.toContain('failed');
+  });
+
   test('a queued message holds neither the code nor the addresses readable, and loses its payload once sent', async () => {
     const { sink, queue } = await setup((n) => (n <= 1 ? 451 : undefined), { retry: { backoffMs: 300 } });
     await queue.enqueue(otpJob('ja'));
