@@ -1,6 +1,6 @@
 import type { Context, Next } from 'koa';
-import { isLocale, negotiateLocale } from '../i18n/index.js';
-import { pageLocals } from './pages.js';
+import { isLocale, negotiateLocale, translator } from '../i18n/index.js';
+import { langSwitchUrlOf } from './pages.js';
 
 /**
  * Picks the page language (?lang=, then the `lang` cookie, then Accept-Language; interaction pages
@@ -19,5 +19,13 @@ export function locale() {
 
 export function setLocale(ctx: Context, chosen: ReturnType<typeof negotiateLocale>) {
   ctx.state.locale = chosen;
-  Object.assign(ctx.state, pageLocals(chosen, ctx.method === 'GET' ? ctx.url : undefined));
+  ctx.state.t = translator(chosen);
+  // Built when a page reads it: most requests (oidc-provider's, redirects, posts) render no page.
+  const url = ctx.method === 'GET' ? ctx.url : undefined;
+  let link: string | undefined | null = null;
+  Object.defineProperty(ctx.state, 'langSwitchUrl', {
+    configurable: true,
+    enumerable: true,
+    get: () => (link === null ? (link = langSwitchUrlOf(chosen, url)) : link),
+  });
 }

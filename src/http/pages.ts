@@ -7,16 +7,18 @@ export const VIEWS_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', '..
 
 /** Locals every page gets: the translate function, the locale and a link to the other language. */
 export function pageLocals(locale: Locale, currentUrl?: string): Record<string, unknown> {
-  let langSwitchUrl: string | undefined;
-  if (currentUrl) {
-    // Only the query, relative to the page itself: a path such as /.//evil.example/x would otherwise
-    // normalise into a protocol-relative link to another site.
-    const q = currentUrl.indexOf('?');
-    const params = new URLSearchParams(q >= 0 ? currentUrl.slice(q + 1) : '');
-    params.set('lang', locale === 'ja' ? 'en' : 'ja');
-    langSwitchUrl = `?${params.toString()}`;
-  }
-  return { t: translator(locale), locale, langSwitchUrl };
+  return { t: translator(locale), locale, langSwitchUrl: langSwitchUrlOf(locale, currentUrl) };
+}
+
+/** The link to the same page in the other language (none for a page that answers a form post). */
+export function langSwitchUrlOf(locale: Locale, currentUrl: string | undefined): string | undefined {
+  if (!currentUrl) return undefined;
+  // Only the query, relative to the page itself: a path such as /.//evil.example/x would otherwise
+  // normalise into a protocol-relative link to another site.
+  const q = currentUrl.indexOf('?');
+  const params = new URLSearchParams(q >= 0 ? currentUrl.slice(q + 1) : '');
+  params.set('lang', locale === 'ja' ? 'en' : 'ja');
+  return `?${params.toString()}`;
 }
 
 const cache = new Map<string, pug.compileTemplate>();
