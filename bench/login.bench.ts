@@ -338,6 +338,9 @@ interface User {
   email: string;
 }
 
+/** OTP logins per provider in one round of the alternating comparison (at least the concurrency). */
+const OTP_ROUND = 50;
+
 /** Kinds of user ID whose user-ID step is timed, each this many times, interleaved and one at a time. */
 const PROBE_PER_KIND = 100;
 
@@ -364,18 +367,79 @@ async function stopProvider(child: ChildHandle): Promise<void> {
   if (exit !== 0) child.lines.push({ phase: 'shutdown', stream: 'stderr', text: `process exited with ${exit}` });
 }
 
-async function benchmarkTarget(target: Target, sink: OtpSink, opts: Options): Promise<TargetReport> {
-  const { child, issuer } = await startProvider(target.name, target.script, target.env);
-  const counts = { warmup: opts.warmup, measured: opts.logins, concurrency: opts.concurrency };
+/** A provider started, with its accounts and relying party, before its OTP logins are measured. */
+interface Started {
+  target: Target;
+  child: ChildHandle;
+  issuer: string;
+  rp: oidc.Configuration;
+  users: User[];
+  /** Node processes of the provider seen during the OTP run. */
+  processes: number;
+}
 
+async function startTarget(target: Target, opts: Options): Promise<Started> {
+  const { child, issuer } = await startProvider(target.name, target.script, target.env);
   const users = await target.prepareAccounts(opts.warmup + opts.logins);
   const rp = await discoverRp(issuer, target.client.id, target.client.secret);
+  return { target, child, issuer, rp, users, processes: 0 };
+}
+
+/**
+ * The OTP logins of every started provider, in alternating rounds (a, b, b, a, …) after each one's
+ * warm-up: the providers run one at a time, and a busier moment of the shared machine weighs on all
+ * of them alike. Each provider's CPU is summed over its own rounds.
+ */
+async function measureOtpRounds(started: Started[], sink: OtpSink, opts: Options): Promise<Array<Measured<LoginSample>>> {
   const otpProof: LoginProof = { kind: 'otp', sink };
-  let processes = 0;
-  const otp = await measure(child, 'OTP logins', counts, async (i) => {
-    processes = Math.max(processes, child.scriptPids().length);
-    return runLogin(rp, issuer, otpProof, users[i]!);
-  });
+  const login = (side: Started) => (i: number) => {
+    side.processes = Math.max(side.processes, side.child.scriptPids().length);
+    return runLogin(side.rp, side.issuer, otpProof, side.users[i]!);
+  };
+  for (const side of started) {
+    if (opts.warmup <= 0) continue;
+    checkInterrupted();
+    side.child.phase = 'OTP logins warm-up';
+    process.stderr.write(`${side.child.label}: ${opts.warmup} warm-up OTP logins… `);
+    const w = await runMany(opts.warmup, opts.concurrency, login(side));
+    process.stderr.write(`${w.samples.length} ok\n`);
+  }
+  const round = started.length > 1 ? Math.max(opts.concurrency, OTP_ROUND) : opts.logins;
+  const rounds = Math.ceil(opts.logins / round);
+  const results = started.map((): Measured<LoginSample> & { run: RunResult<LoginSample> } => ({
+    run: { samples: [], attempted: 0, wallMs: 0, failures: new Map(), statuses5xx: 0 },
+    cpuMs: 0,
+  }));
+  process.stderr.write(`${started.map((x) => x.child.label).join(', ')}: ${opts.logins} OTP logins each with ${opts.concurrency} workers${rounds > 1 ? `, in ${rounds} alternating rounds of ${round}` : ''}… `);
+  for (let r = 0; r < rounds; r++) {
+    const order = started.map((_, k) => k);
+    if (r % 2 === 1) order.reverse();
+    for (const k of order) {
+      checkInterrupted();
+      const side = started[k]!;
+      const first = opts.warmup + r * round;
+      const n = Math.min(round, opts.logins - r * round);
+      side.child.phase = 'OTP logins';
+      const cpuBefore = side.child.cpuMs();
+      const run = await runMany(n, opts.concurrency, (i) => login(side)(first + i));
+      const cpuAfter = side.child.cpuMs();
+      const acc = results[k]!;
+      acc.run.samples.push(...run.samples);
+      acc.run.attempted += run.attempted;
+      acc.run.wallMs += run.wallMs;
+      acc.run.statuses5xx += run.statuses5xx;
+      for (const [m, c] of run.failures) acc.run.failures.set(m, (acc.run.failures.get(m) ?? 0) + c);
+      acc.cpuMs = cpuBefore !== undefined && cpuAfter !== undefined && acc.cpuMs !== undefined ? acc.cpuMs + (cpuAfter - cpuBefore) : undefined;
+    }
+  }
+  process.stderr.write(`${results.map((x) => x.run.samples.length).join(' / ')} ok\n`);
+  return results;
+}
+
+/** Everything after the OTP logins, for one provider: probes, password logins, grants; then it stops. */
+async function finishTarget(started: Started, otp: Measured<LoginSample>, opts: Options): Promise<TargetReport> {
+  const { target, child, issuer, rp, processes } = started;
+  const counts = { warmup: opts.warmup, measured: opts.logins, concurrency: opts.concurrency };
   const peakRss = child.peakRssKb();
 
   let userIdStep: Record<string, number[]> | undefined;
@@ -860,7 +924,11 @@ function printComparison(opts: Options, reports: TargetReport[], database: strin
     const wc = opts.webConcurrency ? `WEB_CONCURRENCY=${opts.webConcurrency} (node processes seen: ${ours.processes})` : 'WEB_CONCURRENCY not set';
     console.log(`  ours = ${providerCommand}, NODE_ENV=production, PostgreSQL (${database}), in-process mail queue, no Redis, ${wc}`);
   }
-  if (reports.some((r) => r.name === 'bare')) console.log('  bare = bench/bare-provider.ts: oidc-provider with its in-memory adapter, minimal user-ID + OTP interaction');
+  if (reports.some((r) => r.name === 'bare')) {
+    console.log('  bare = bench/bare-provider.ts: oidc-provider with its in-memory adapter, minimal user-ID + OTP interaction');
+    if (reports.length > 1 && opts.logins > Math.max(opts.concurrency, OTP_ROUND))
+      console.log(`  The providers' OTP logins alternate in rounds of ${Math.max(opts.concurrency, OTP_ROUND)} (one provider at a time); CPU is summed over each one's rounds.`);
+  }
   console.log(`  Node ${process.version}, ${availableParallelism()} CPUs shared by the bench client, the SMTP sink and the provider.`);
   console.log('  One login = authorize (PKCE) → user-ID page → submit → OTP page → wait for mail → submit OTP → redirects → code grant.');
   console.log('  Latency includes mail delivery (both providers send over SMTP to a sink in the bench process, one');
@@ -1140,10 +1208,11 @@ async function main(): Promise<void> {
     return users;
   };
 
-  const reports: TargetReport[] = [];
+  // Both providers run side by side (one at a time): the OTP logins alternate between them.
+  const started: Started[] = [];
   if (opts.ours) {
-    reports.push(
-      await benchmarkTarget(
+    started.push(
+      await startTarget(
         {
           name: 'ours',
           script: 'src/main.ts',
@@ -1160,14 +1229,13 @@ async function main(): Promise<void> {
           },
           password: { client: clients.password, prepareAccounts: (count) => createPasswordAccounts('pw', count) },
         },
-        sink,
         opts,
       ),
     );
   }
   if (opts.bare) {
-    reports.push(
-      await benchmarkTarget(
+    started.push(
+      await startTarget(
         {
           name: 'bare',
           script: 'bench/bare-provider.ts',
@@ -1187,11 +1255,13 @@ async function main(): Promise<void> {
           },
           prepareAccounts: async (count) => Array.from({ length: count }, (_, i) => userFor('b', i)),
         },
-        sink,
         opts,
       ),
     );
   }
+  const otpRuns = await measureOtpRounds(started, sink, opts);
+  const reports: TargetReport[] = [];
+  for (const [k, side] of started.entries()) reports.push(await finishTarget(side, otpRuns[k]!, opts));
 
   // The later sections run after the comparison has been measured: one failing leaves the others' figures.
   const sectionErrors: string[] = [];
