@@ -89,6 +89,25 @@ describe('outbox mail queue (no Redis) over real SMTP', () => {
     await waitUntil(() => sink.openConnections() === 0, 'the pooled connection closed');
   });
 
+  test('after the SMTP server restarts, the pool connects again: the next message goes out at its first attempt', async () => {
+    const first = await startSmtpSink();
+    const { queue, log } = queueFor(first.url);
+    await queue.enqueue(otpJob('ja', ['before@example.jp']));
+    await first.waitFor(1);
+    // The server goes away (ending the pooled connection) and comes back on the same port.
+    await first.close();
+    sink = await startSmtpSink({ port: Number(new URL(first.url).port) });
+    await queue.enqueue(otpJob('ja', ['after@example.jp']));
+    const [mail] = await sink.waitFor(1);
+    expect(mail?.to).toEqual(['after@example.jp']);
+    const rows = await waitUntil(async () => {
+      const all = await db.prisma.mailMessage.findMany({ orderBy: { createdAt: 'asc' } });
+      return all.every((r) => r.status === 'sent') && all.length === 2 ? all : undefined;
+    }, 'both rows marked sent');
+    expect(rows.map((r) => r.attempts)).toEqual([1, 1]);
+    expect(log.output()).not.toContain('will retry');
+  });
+
   test('closing while a message is being queued waits for it and delivers it', async () => {
     const { sink, queue, log } = await setup();
     const queued = queue.enqueue(otpJob('ja'));

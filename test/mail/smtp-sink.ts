@@ -30,9 +30,9 @@ export interface SmtpSink {
 
 /**
  * `refuse(n)` is asked once per transaction (n = 1, 2, ...) and returns an SMTP reply code to refuse
- * it with (451 temporary, 550 permanent), or nothing to accept it.
+ * it with (451 temporary, 550 permanent), or nothing to accept it. `port`: listen there (a restarted server).
  */
-export async function startSmtpSink(opts: { refuse?: (transaction: number) => number | undefined } = {}): Promise<SmtpSink> {
+export async function startSmtpSink(opts: { refuse?: (transaction: number) => number | undefined; port?: number } = {}): Promise<SmtpSink> {
   const received: ReceivedMail[] = [];
   let transactions = 0;
   const sink: SmtpSink = {
@@ -86,7 +86,7 @@ export async function startSmtpSink(opts: { refuse?: (transaction: number) => nu
       });
     },
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+  await new Promise<void>((resolve) => server.listen(opts.port ?? 0, '127.0.0.1', () => resolve()));
   sink.url = `smtp://127.0.0.1:${(server.server.address() as AddressInfo).port}`;
   return sink;
 }
