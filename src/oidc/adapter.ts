@@ -1,4 +1,4 @@
-import type { Adapter, AdapterPayload } from 'oidc-provider';
+import { errors, type Adapter, type AdapterPayload } from 'oidc-provider';
 import type { OidcPayloadRepository } from '../persistence/oidc-payload.repository.js';
 
 /**
@@ -20,7 +20,13 @@ export function createAdapterFactory(repo: OidcPayloadRepository): (name: string
       return (await repo.findByUid(name, uid)) as AdapterPayload | undefined;
     },
     async consume(id: string) {
-      await repo.consume(name, id);
+      const { consumed, grantId } = await repo.consume(name, id);
+      if (consumed) return;
+      // Another request used it first (two token requests with one code, or one refresh token, at the
+      // same moment), or it is gone. Refused as oidc-provider refuses a later reuse: invalid_grant, and
+      // the grant revoked with every token issued from it (RFC 6749 4.1.2), the winner's included.
+      if (grantId) await repo.revokeGrant(grantId);
+      throw new errors.InvalidGrant(`${name} already consumed`);
     },
     async destroy(id: string) {
       await repo.destroy(name, id);

@@ -134,9 +134,25 @@ export class OidcPayloadRepository {
     return this.present(await this.sql.query<Row>('SELECT payload, expires_at, consumed_at FROM oidc_payloads WHERE user_code = $1 AND type = $2 LIMIT 1', [userCode, type]));
   }
 
-  async consume(type: string, id: string): Promise<void> {
+  /**
+   * Marks a single-use row (a code, a rotated refresh token) used, once: of two requests consuming it at
+   * the same moment only one gets `consumed: true` (the row lock orders them, and the second sees the
+   * first's mark). `grantId` is the row's grant, for revoking it when the caller lost.
+   */
+  async consume(type: string, id: string): Promise<{ consumed: boolean; grantId: string | null }> {
     this.forget(type, id);
-    await this.sql.query('UPDATE oidc_payloads SET consumed_at = now() WHERE id = $1 AND type = $2', [id, type]);
+    const [row] = await this.sql.query<{ consumed: boolean; grant_id: string | null }>(
+      `WITH u AS (UPDATE oidc_payloads SET consumed_at = now() WHERE id = $1 AND type = $2 AND consumed_at IS NULL RETURNING 1)
+       SELECT EXISTS (SELECT 1 FROM u) AS consumed, (SELECT grant_id FROM oidc_payloads WHERE id = $1 AND type = $2) AS grant_id`,
+      [id, type],
+    );
+    return { consumed: row?.consumed === true, grantId: row?.grant_id ?? null };
+  }
+
+  /** Removes a grant and everything issued from it (codes, tokens). */
+  async revokeGrant(grantId: string): Promise<void> {
+    this.prefetched.getStore()?.clear();
+    await this.sql.query("DELETE FROM oidc_payloads WHERE grant_id = $1 OR (type = 'Grant' AND id = $1)", [grantId]);
   }
   async destroy(type: string, id: string): Promise<void> {
     this.forget(type, id);
