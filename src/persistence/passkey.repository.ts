@@ -95,8 +95,15 @@ export class PasskeyRepository {
     return r.count === 1;
   }
 
+  /** Raw SQL: the user-ID page of a tenant offering passkeys stores one on every view. */
   async issueChallenge(input: { challenge: string; purpose: ChallengePurpose; binding: string; accountId: string | null; expiresAt: Date }): Promise<void> {
-    await this.prisma.webauthnChallenge.create({ data: input });
+    await this.sql.query('INSERT INTO webauthn_challenges (challenge, purpose, binding, account_id, expires_at) VALUES ($1, $2, $3, $4::uuid, $5)', [
+      input.challenge,
+      input.purpose,
+      input.binding,
+      input.accountId,
+      input.expiresAt,
+    ]);
   }
 
   /** Takes a challenge (once: a second use finds nothing) if it is unexpired and was issued for this purpose and binding. */
