@@ -1,6 +1,7 @@
 // The webhook backlog on /metrics: deliveries waiting and the age of the oldest, deliveries given up,
 // hooks turned off, all read from the delivery queue when scraped.
 import { startTestServer, type TestServer } from '../support/harness.js';
+import { waitUntil } from '../mail/mail-store.js';
 
 const TOKEN = 'metrics-token-0123456789abcdef';
 
@@ -24,15 +25,11 @@ describe('/metrics: the webhook delivery queue', () => {
     return res.text();
   };
 
-  async function scrapeUntil(ok: (text: string) => boolean): Promise<string> {
-    const deadline = Date.now() + 15_000;
-    for (;;) {
+  const scrapeUntil = (ok: (text: string) => boolean): Promise<string> =>
+    waitUntil(async () => {
       const text = await scrape();
-      if (ok(text)) return text;
-      if (Date.now() > deadline) throw new Error(`metrics never matched:\n${text.split('\n').filter((l) => l.startsWith('idp_webhook')).join('\n')}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
+      return ok(text) ? text : undefined;
+    }, 'the webhook metrics to match');
 
   test('a delivery waiting for its retry, one given up and a hook turned off are shown', async () => {
     const empty = await scrape();

@@ -10,6 +10,7 @@ import { verifySignature } from '../../src/webhooks/webhook-signature.js';
 import { Agent, csrfOf, discover, startLogin, type StartedLogin } from '../support/browser-less.js';
 import { signInToArea } from '../support/account-area.js';
 import { startTestServer, uniqueUser, TEST_TENANTS_YAML, type TestServer } from '../support/harness.js';
+import { waitUntil } from '../mail/mail-store.js';
 
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
@@ -17,15 +18,8 @@ type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-ex
 const TENANTS = parseTenants('webhook account-event tenants', TEST_TENANTS_YAML.replace('login_methods: [otp]', 'login_methods: [otp, password, password_otp]'));
 const NEW_PASSWORD = 'new-Harbour-Quince-47';
 
-async function until<T>(what: string, probe: () => T | undefined, timeoutMs = 15_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = probe();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+/** The project's polling wait (test/mail/mail-store.ts), with the description first as these tests read. */
+const until = <T>(what: string, probe: () => T | Promise<T>) => waitUntil(probe, what);
 
 describe('webhook events of credential changes', () => {
   let s: TestServer;

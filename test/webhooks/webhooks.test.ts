@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { TEST_TENANTS_YAML } from '../support/harness.js';
 import { createTestDatabase } from '../support/database.js';
 import { runAdminCli } from '../support/admin-cli.js';
+import { waitUntil } from '../mail/mail-store.js';
 
 const API = '/api/v1';
 const T1 = { id: 'backoffice-t1', secret: 'backoffice-t1-secret-0123456789' };
@@ -72,15 +73,8 @@ function receiverVerifies(secret: string, raw: string, header: string): boolean 
   });
 }
 
-async function until<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs = 15_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+/** The project's polling wait (test/mail/mail-store.ts), with the description first as these tests read. */
+const until = <T>(what: string, probe: () => T | Promise<T>) => waitUntil(probe, what);
 
 const databases = (process.env.TEST_DATABASES ?? 'postgres,pglite').split(',') as Array<'postgres' | 'pglite'>;
 
