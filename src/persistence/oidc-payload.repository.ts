@@ -108,18 +108,15 @@ export class OidcPayloadRepository {
         WHERE t.session_uid IS NOT NULL`,
       [id, type],
     );
-    const row = (r: Row & { payload: unknown }): Row | null => (r.payload === null ? null : { payload: r.payload, expires_at: r.expires_at, consumed_at: r.consumed_at });
-    let token: Row[] = [];
+    // A missing token row is remembered too; grant and session rows are named by their key (the
+    // statement returns them only when the token names one), with a null payload when they are gone.
     store.set(`${type}:${id}`, null);
-    for (const r of rows) {
-      if (r.kind === 'token') {
-        token = [{ payload: r.payload, expires_at: r.expires_at, consumed_at: r.consumed_at }];
-        store.set(`${type}:${id}`, token[0]!);
-      }
-      else if (r.kind === 'grant' && r.key) store.set(`Grant:${r.key}`, row(r));
-      else if (r.kind === 'session' && r.key) store.set(`Session:uid:${r.key}`, row(r));
+    for (const { kind, key, payload, expires_at, consumed_at } of rows) {
+      const name = kind === 'token' ? `${type}:${id}` : kind === 'grant' ? `Grant:${key}` : `Session:uid:${key}`;
+      store.set(name, payload === null ? null : { payload, expires_at, consumed_at });
     }
-    return token;
+    const token = store.get(`${type}:${id}`);
+    return token ? [token] : [];
   }
 
   /** Drops what a change to this row makes stale from the request's prefetched rows. */
