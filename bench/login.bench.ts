@@ -56,6 +56,8 @@ interface Options {
   grants: number;
   sqlLogins: number;
   sqlLog: boolean;
+  /** OTP logins per provider, one at a time, with the provider's CPU read after each step. */
+  stepCpu: number;
   million: boolean;
   scaleLogins: number;
   webConcurrency: string | undefined;
@@ -76,6 +78,9 @@ function usage(): string {
   --grants N             refresh_token and client_credentials grants each, per provider, 0 to skip (default 1000)
   --sql-logins N         OTP logins, one at a time, through the SQL-counting proxy (ours; a separate
                          provider instance), 0 to skip (default 20)
+  --step-cpu N           OTP logins per provider, one at a time and alternating, with the provider's CPU
+                         time read after each step (per-thread scheduler time, nanoseconds): where a login's
+                         CPU goes, step by step, ours next to bare; 0 to skip (default 50)
   --sql-log              also print the distinct SQL statements of one OTP login (and of one password
                          login and one grant of each kind) with counts, to see what repeats
   --million              latency with 1,000,000 accounts vs 1,000 (ours; default on): two more databases
@@ -102,6 +107,7 @@ function parseOptions(): Options {
       'password-logins': { type: 'string' },
       grants: { type: 'string' },
       'sql-logins': { type: 'string' },
+      'step-cpu': { type: 'string' },
       'sql-log': { type: 'boolean' },
       million: { type: 'boolean' },
       'no-million': { type: 'boolean' },
@@ -140,6 +146,7 @@ function parseOptions(): Options {
     passwordLogins: int('--password-logins', values['password-logins'], logins, 0),
     grants: int('--grants', values.grants, 1000, 0),
     sqlLogins: int('--sql-logins', values['sql-logins'], 20, 0),
+    stepCpu: int('--step-cpu', values['step-cpu'], 50, 0),
     sqlLog: values['sql-log'] === true,
     million: !values['no-million'],
     scaleLogins: int('--scale-logins', values['scale-logins'], 100, 1),
@@ -380,7 +387,7 @@ interface Started {
 
 async function startTarget(target: Target, opts: Options): Promise<Started> {
   const { child, issuer } = await startProvider(target.name, target.script, target.env);
-  const users = await target.prepareAccounts(opts.warmup + opts.logins);
+  const users = await target.prepareAccounts(opts.warmup + opts.logins + opts.stepCpu);
   const rp = await discoverRp(issuer, target.client.id, target.client.secret);
   return { target, child, issuer, rp, users, processes: 0 };
 }
@@ -434,6 +441,66 @@ async function measureOtpRounds(started: Started[], sink: OtpSink, opts: Options
   }
   process.stderr.write(`${results.map((x) => x.run.samples.length).join(' / ')} ok\n`);
   return results;
+}
+
+/** Provider CPU (ms) per step of an OTP login, one list per step, for each started provider. */
+type StepCpu = Map<string, number[]>;
+
+/** Waits until the provider has used no CPU for STEP_QUIET_MS (work a step leaves behind is its own). */
+async function cpuAfterQuiet(child: ChildHandle): Promise<number | undefined> {
+  let last = child.cpuNs();
+  for (let i = 0; i < 200 && last !== undefined; i++) {
+    await new Promise((r) => setTimeout(r, STEP_QUIET_MS));
+    const now = child.cpuNs();
+    if (now === last) break;
+    last = now;
+  }
+  return last;
+}
+
+/**
+ * OTP logins one at a time, alternating between the providers, reading each provider's CPU after every
+ * step once it has gone quiet: the step's own work, background work it caused (the OTP mail) included.
+ */
+async function measureStepCpu(started: Started[], sink: OtpSink, opts: Options): Promise<StepCpu[]> {
+  const otpProof: LoginProof = { kind: 'otp', sink };
+  const out = started.map((): StepCpu => new Map());
+  process.stderr.write(`${started.map((x) => x.child.label).join(', ')}: ${opts.stepCpu} OTP logins each, one at a time, CPU per step… `);
+  for (let i = 0; i < opts.stepCpu; i++) {
+    for (const [k, side] of started.entries()) {
+      checkInterrupted();
+      side.child.phase = 'CPU per step';
+      let before = await cpuAfterQuiet(side.child);
+      const afterStep = async (step: string) => {
+        const now = await cpuAfterQuiet(side.child);
+        if (before !== undefined && now !== undefined) {
+          const list = out[k]!.get(step) ?? [];
+          list.push((now - before) / 1e6);
+          out[k]!.set(step, list);
+        }
+        before = now;
+      };
+      await runLogin(side.rp, side.issuer, otpProof, side.users[opts.warmup + opts.logins + i]!, afterStep);
+    }
+  }
+  process.stderr.write('done\n');
+  return out;
+}
+
+function printStepCpu(opts: Options, names: string[], steps: StepCpu[]): void {
+  const stepNames = [...new Set(steps.flatMap((m) => [...m.keys()]))];
+  const mean = (xs: number[] | undefined) => (xs?.length ? xs.reduce((a, x) => a + x, 0) / xs.length : Number.NaN);
+  console.log('');
+  console.log(`Provider CPU per step (ms, mean of ${opts.stepCpu} OTP logins one at a time, alternating; per-thread scheduler`);
+  console.log(`  time read once the provider has been idle for ${STEP_QUIET_MS} ms after the step; the OTP mail's delivery is in`);
+  console.log('  "wait for OTP mail"). One login at a time costs more per login than the loaded runs above.');
+  const rows = stepNames.map((n) => {
+    const v = steps.map((m) => mean(m.get(n)));
+    return [`  ${n}`, ...v.map((x) => ms(x)), ...(v.length === 2 ? [ratio(v[0]!, v[1]!)] : [])];
+  });
+  const totals = steps.map((m) => [...m.values()].reduce((a, xs) => a + mean(xs), 0));
+  rows.push(['  whole login', ...totals.map((x) => ms(x)), ...(totals.length === 2 ? [ratio(totals[0]!, totals[1]!)] : [])]);
+  printTable(['CPU per step (ms)', ...names, ...(names.length === 2 ? ['ratio'] : [])], rows);
 }
 
 /** Everything after the OTP logins, for one provider: probes, password logins, grants; then it stops. */
@@ -526,6 +593,8 @@ const MAIL_STEP = '(mail outbox, in the background)';
 
 /** Quiet: no statement for QUIET_MS, counted from the later of the last statement and the call. */
 const QUIET_MS = 80;
+/** Idle time after a step before the CPU-per-step measurement reads the provider's CPU. */
+const STEP_QUIET_MS = 30;
 const QUIET_MAX_MS = 2_000;
 
 async function waitQuiet(counter: PgCounter): Promise<void> {
@@ -864,9 +933,10 @@ function printTable(header: string[], rows: string[][]): void {
   for (const r of rows) console.log(line(r));
 }
 
+const ratio = (x: number, y: number) => (Number.isFinite(x) && Number.isFinite(y) && y > 0 ? `${(x / y).toFixed(2)}x` : '-');
+
 function printComparison(opts: Options, reports: TargetReport[], database: string): void {
   const both = reports.length === 2;
-  const ratio = (x: number, y: number) => (Number.isFinite(x) && Number.isFinite(y) && y > 0 ? `${(x / y).toFixed(2)}x` : '-');
   const rows: string[][] = [];
   /** One row: a value per provider, and ours/bare when both ran. */
   const row = (label: string, values: number[], fmt: (v: number) => string) => rows.push([label, ...values.map(fmt), ...(both ? [ratio(values[0]!, values[1]!)] : [])]);
@@ -931,10 +1001,10 @@ function printComparison(opts: Options, reports: TargetReport[], database: strin
   }
   console.log(`  Node ${process.version}, ${availableParallelism()} CPUs shared by the bench client, the SMTP sink and the provider.`);
   console.log('  One login = authorize (PKCE) → user-ID page → submit → OTP page → wait for mail → submit OTP → redirects → code grant.');
-  console.log('  Latency includes mail delivery (both providers send over SMTP to a sink in the bench process, one');
-  console.log('  connection per message). "excl. mail wait" subtracts the time the user sat on the loaded OTP page');
-  console.log('  waiting for the mail; "mail delivery" = user-ID response → message parsed at the sink (about 100 ms');
-  console.log('  of it is the fixed pre-greeting delay of the smtp-server package, the same for both).');
+  console.log('  Latency includes mail delivery (both providers send over SMTP to a sink in the bench process, over');
+  console.log('  pooled connections, up to 5 each). "excl. mail wait" subtracts the time the user sat on the loaded OTP');
+  console.log('  page waiting for the mail; "mail delivery" = user-ID response → message parsed at the sink (a new');
+  console.log('  connection also waits for the smtp-server package\'s 100 ms pre-greeting delay, the same for both).');
   console.log('  RSS and CPU: every node process running the provider (with cluster workers: their sum; VmHWM summed');
   console.log('  is each process\'s own peak, an upper bound of the peak together): RSS up to the end of the OTP run, CPU during it.');
   if (opts.grants > 0) {
@@ -1260,6 +1330,7 @@ async function main(): Promise<void> {
     );
   }
   const otpRuns = await measureOtpRounds(started, sink, opts);
+  const stepCpu = opts.stepCpu > 0 ? await measureStepCpu(started, sink, opts) : undefined;
   const reports: TargetReport[] = [];
   for (const [k, side] of started.entries()) reports.push(await finishTarget(side, otpRuns[k]!, opts));
 
@@ -1289,6 +1360,7 @@ async function main(): Promise<void> {
 
   printComparison(opts, reports, database);
   const ours = reports.find((r) => r.name === 'ours');
+  if (stepCpu) printStepCpu(opts, started.map((x) => x.target.name), stepCpu);
   if (ours) printPassword(opts, ours);
   if (sql) printSql(opts, sql);
   if (scale) printScale(opts, scale);

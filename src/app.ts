@@ -64,7 +64,7 @@ export async function createApp(opts: CreateAppOptions): Promise<App> {
   const { clientCertificate, metrics, scrapedMetrics, redisHealth } = services;
 
   const koa = new Koa();
-  koa.keys = secrets.cookieKeys; // must equal the provider's cookie keys (docs/architecture.md)
+  koa.keys = provider.keys; // the provider's signer: one set of cookie keys (docs/architecture.md)
   koa.proxy = config.trustProxy;
   koa.silent = true; // errors are logged by errorHandler
   const secure = config.issuer.startsWith('https:');

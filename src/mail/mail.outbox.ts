@@ -65,6 +65,10 @@ export function createOutboxMailQueue(deps: { sender: MailSender; logger: Logger
   const takenAt = new Map<string, number>();
   // Rows this process queued and has not seen through an attempt: close() gives each one try.
   const own = new Set<string>();
+  // Rows this process took as it queued them while every delivery slot was busy; they start as slots
+  // free up, their leases renewed meanwhile (another instance takes them if this one dies).
+  const waiting: ClaimedMailMessage[] = [];
+  const maxWaiting = concurrency * 20;
   // Messages being added right now (until their delivery has started or they wait in the table).
   const enqueuing = new Set<Promise<void>>();
   let closing = false;
@@ -87,7 +91,7 @@ export function createOutboxMailQueue(deps: { sender: MailSender; logger: Logger
   leaseTimer.unref();
 
   async function poll(): Promise<void> {
-    const free = concurrency - inHand.size;
+    const free = concurrency - inHand.size - waiting.length;
     if (free <= 0) {
       backlog = true;
       return;
@@ -106,8 +110,10 @@ export function createOutboxMailQueue(deps: { sender: MailSender; logger: Logger
       .finally(() => {
         inHand.delete(row.id);
         takenAt.delete(row.id);
+        const next = waiting.shift();
+        if (next) start(next);
         // Otherwise the next poll (or enqueue) finds what is due; an idle instance sends no statement here.
-        if (backlog || own.size > 0) kick();
+        else if (backlog || own.size > 0) kick();
       });
     inHand.set(row.id, running);
     takenAt.set(row.id, Date.now());
@@ -148,11 +154,18 @@ export function createOutboxMailQueue(deps: { sender: MailSender; logger: Logger
     const job = parseMailJob(input);
     const envelope = sealer.seal(job, deliverByOf(policy, job));
     const message = { ...envelope, deliverBy: new Date(envelope.deliverBy) };
-    if (inHand.size < concurrency) {
-      // Taken by this process as it is added (one statement, no claim), and delivered now.
-      start(await outbox.addClaimed(message, { token, leaseMs }));
+    if (inHand.size + waiting.length < concurrency + maxWaiting) {
+      // Taken by this process as it is added (one statement, no claim), and delivered now or as soon
+      // as a delivery slot is free.
+      const row = await outbox.addClaimed(message, { token, leaseMs });
+      if (inHand.size < concurrency && waiting.length === 0) start(row);
+      else {
+        waiting.push(row);
+        takenAt.set(row.id, Date.now());
+      }
       return;
     }
+    // A long backlog stays in the table for any instance to take.
     backlog = true;
     const id = await outbox.add(message);
     own.add(id);
@@ -189,7 +202,8 @@ export function createOutboxMailQueue(deps: { sender: MailSender; logger: Logger
         clearInterval(pollTimer);
         await polls.idle();
         await Promise.allSettled(enqueuing);
-        await Promise.all(inHand.values());
+        // Waiting rows start as the deliveries before them end.
+        while (inHand.size > 0) await Promise.all(inHand.values());
         try {
           const rows = await outbox.claimDue({ limit: own.size, leaseMs, token, ids: [...own] });
           for (const row of rows) start(row);

@@ -13,6 +13,7 @@ import { renderOidcError } from './error-hints.js';
 import { createOutboundFetch } from './outbound-fetch.js';
 import { signingAlgs, type Jwks } from './keys.js';
 import { isLocked, type LockState } from '../lockout/account-lock.js';
+import { CookieSigner } from '../http/cookie-signer.js';
 
 export type { Provider };
 
@@ -311,6 +312,8 @@ export function createProvider(deps: ProviderDeps): Provider {
 
   const provider = new Provider(config.issuer, configuration);
   provider.proxy = config.trustProxy;
+  // The same keys, checked without Keygrip's per-check random HMAC key; the app shares this signer.
+  provider.keys = new CookieSigner(deps.cookieKeys);
   // oidc-provider's discovery override only fills absent fields, so two corrections are made here:
   // management is for back offices only (it still works for them), and certificate-bound tokens are
   // advertised only when a client is registered for them and certificates can reach the provider.

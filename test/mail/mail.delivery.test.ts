@@ -218,6 +218,37 @@ describe('outbox mail queue (no Redis) over real SMTP', () => {
     expect(new Set(sink.received.flatMap((m) => m.to)).size).toBe(12);
   });
 
+  test('a burst beyond the delivery slots is leased at once by the instance that queued it, kept while it waits, and sent once', async () => {
+    let release!: () => void;
+    sink = await startSmtpSink({ holdUntil: new Promise<void>((resolve) => (release = resolve)) });
+    const leaseMs = 300;
+    const { queue } = queueFor(sink.url, { outbox: { pollMs: 60_000, leaseMs } });
+    // Another instance on the same database, looking for due rows all the time.
+    queueFor(sink.url, { outbox: { pollMs: 20, leaseMs } });
+    // Five delivery slots (the default): three of the eight messages wait.
+    for (let i = 0; i < 8; i++) await queue.enqueue(otpJob('ja', [`burst${i}@example.jp`]));
+    const rows = await db.prisma.mailMessage.findMany();
+    expect(rows).toHaveLength(8);
+    // Each row was inserted already leased to the queueing instance (no second statement to claim it).
+    expect(rows.every((r) => r.leaseToken !== null && r.lockedUntil !== null && r.attempts === 1)).toBe(true);
+    const token = rows[0]!.leaseToken;
+    expect(rows.every((r) => r.leaseToken === token)).toBe(true);
+    // Five deliveries hang at the server; the waiting rows' leases are renewed past their first term…
+    const firstTerm = Math.max(...rows.map((r) => r.lockedUntil!.getTime()));
+    await waitUntil(async () => {
+      const now = await db.prisma.mailMessage.findMany();
+      return now.every((r) => r.lockedUntil !== null && r.lockedUntil.getTime() > firstTerm + leaseMs / 3) ? now : undefined;
+    }, 'every lease renewed');
+    // …so the other instance took none of them.
+    expect((await db.prisma.mailMessage.findMany()).every((r) => r.leaseToken === token && r.attempts === 1)).toBe(true);
+    release();
+    await sink.waitFor(8);
+    await waitUntil(async () => ((await db.prisma.mailMessage.count({ where: { status: 'sent' } })) === 8 ? true : undefined), 'all eight marked sent');
+    await queue.close();
+    expect(sink.received).toHaveLength(8);
+    expect(new Set(sink.received.flatMap((m) => m.to)).size).toBe(8);
+  });
+
   test('queued mail survives a restart: a new queue on the same database delivers it', async () => {
     const down = queueFor('smtp://127.0.0.1:1', { retry: { backoffMs: 50 } });
     await down.queue.enqueue(otpJob('ja', ['restart@example.jp']));

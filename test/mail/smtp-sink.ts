@@ -31,8 +31,9 @@ export interface SmtpSink {
 /**
  * `refuse(n)` is asked once per transaction (n = 1, 2, ...) and returns an SMTP reply code to refuse
  * it with (451 temporary, 550 permanent), or nothing to accept it. `port`: listen there (a restarted server).
+ * `holdUntil`: every transaction waits at MAIL FROM until it settles (a slow server, released by the test).
  */
-export async function startSmtpSink(opts: { refuse?: (transaction: number) => number | undefined; port?: number } = {}): Promise<SmtpSink> {
+export async function startSmtpSink(opts: { refuse?: (transaction: number) => number | undefined; port?: number; holdUntil?: Promise<unknown> } = {}): Promise<SmtpSink> {
   const received: ReceivedMail[] = [];
   let transactions = 0;
   const sink: SmtpSink = {
@@ -61,7 +62,8 @@ export async function startSmtpSink(opts: { refuse?: (transaction: number) => nu
       sink.connections++;
       callback();
     },
-    onMailFrom(_address, _session, callback) {
+    async onMailFrom(_address, _session, callback) {
+      if (opts.holdUntil) await opts.holdUntil;
       const code = opts.refuse?.(++transactions);
       if (code) {
         sink.refusals++;
