@@ -154,8 +154,9 @@ export async function createApp(opts: CreateAppOptions): Promise<App> {
       ctx.set('Allow', 'GET');
       throw new MethodNotAllowedError('GET');
     });
-  // A token request reads its code (or refresh token), grant and session in one statement.
-  koa.use((ctx, next) => (ctx.method === 'POST' && ctx.path === '/token' ? payloads.withTokenPrefetch(next) : next()));
+  // oidc-provider's writes of a request go in one statement at its end (finishing an authorization
+  // writes four rows); a token request reads its code (or refresh token), grant and session in one.
+  koa.use((ctx, next) => payloads.withDeferredWrites(ctx.method === 'POST' && ctx.path === '/token' ? () => payloads.withTokenPrefetch(next) : next));
   koa.use(mount(provider));
 
   return {

@@ -17,6 +17,20 @@ type Row = StoredPayloadRow;
 /** Rows a request has already read with other data, by `type:id` or `type:uid:uid` (null: known not to exist). */
 type Prefetched = Map<string, Row | null>;
 
+/** A write a request has made and not yet sent, by `type:id`: the row's new content, or its removal. */
+type PendingWrite = { type: string; id: string } & ({ kind: 'upsert'; values: unknown[] } | { kind: 'destroy' });
+
+/** What one request remembers: rows it has read, and (inside withDeferredWrites) writes it has not sent. */
+interface Scope {
+  rows: Prefetched;
+  writes?: Map<string, PendingWrite>;
+}
+
+const UPSERT_COLUMNS = 'id, type, payload, grant_id, user_code, uid, expires_at';
+const UPSERT_CONFLICT = `ON CONFLICT (id, type) DO UPDATE
+         SET payload = EXCLUDED.payload, grant_id = EXCLUDED.grant_id, user_code = EXCLUDED.user_code,
+             uid = EXCLUDED.uid, expires_at = EXCLUDED.expires_at`;
+
 /** Tokens whose grant and session are read along with them inside `withTokenPrefetch`. */
 const TOKEN_TYPES = new Set(['AuthorizationCode', 'RefreshToken']);
 
@@ -27,7 +41,7 @@ const TOKEN_TYPES = new Set(['AuthorizationCode', 'RefreshToken']);
  */
 export class OidcPayloadRepository {
   private readonly sql: Sql;
-  private readonly prefetched = new AsyncLocalStorage<Prefetched>();
+  private readonly scope = new AsyncLocalStorage<Scope>();
 
   constructor(prisma: PrismaClient, sql?: Sql) {
     this.sql = sql ?? sqlThroughPrisma(prisma);
@@ -39,9 +53,10 @@ export class OidcPayloadRepository {
    * together with its own data (see LoginContextRepository).
    */
   withPrefetched<T>(type: string, rows: Record<string, Row | null>, fn: () => Promise<T>): Promise<T> {
-    const map: Prefetched = new Map(this.prefetched.getStore());
+    const outer = this.scope.getStore();
+    const map: Prefetched = new Map(outer?.rows);
     for (const [id, row] of Object.entries(rows)) map.set(`${type}:${id}`, row);
-    return this.prefetched.run(map, fn);
+    return this.scope.run({ ...outer, rows: map }, fn);
   }
 
   /**
@@ -50,22 +65,68 @@ export class OidcPayloadRepository {
    * rows oidc-provider reads next (its session-binding check and the grant's validation).
    */
   withTokenPrefetch<T>(fn: () => Promise<T>): Promise<T> {
-    return this.prefetched.run(new Map(this.prefetched.getStore()), fn);
+    const outer = this.scope.getStore();
+    return this.scope.run({ ...outer, rows: new Map(outer?.rows) }, fn);
+  }
+
+  /**
+   * Runs `fn` (one of oidc-provider's requests) holding back its saves and removals of rows until it
+   * has finished, then sends them in one statement, before the response leaves: finishing an
+   * authorization saves the session, the grant and the code and removes the interaction (four
+   * statements otherwise), a code exchange saves two tokens. Anything else the request does with the
+   * table (a read, consuming a code, revoking a grant) first sends what is held, so it sees the table
+   * as if every write had gone at once. If `fn` fails, what it wrote is still sent, as it would have been.
+   */
+  async withDeferredWrites<T>(fn: () => Promise<T>): Promise<T> {
+    const outer = this.scope.getStore();
+    if (outer?.writes) return fn();
+    const scope: Scope = { rows: new Map(outer?.rows), writes: new Map() };
+    let result: T;
+    try {
+      result = await this.scope.run(scope, fn);
+    } catch (error) {
+      await this.flush(scope).catch(() => undefined);
+      throw error;
+    }
+    await this.flush(scope);
+    return result;
   }
 
   async upsert(type: string, id: string, payload: OidcPayloadData, expiresInSeconds: number | undefined): Promise<void> {
     const expiresAt = expiresInSeconds ? new Date(Date.now() + expiresInSeconds * 1000) : null;
     const str = (v: unknown) => (typeof v === 'string' ? v : null);
+    const values = [id, type, JSON.stringify(payload), str(payload.grantId), str(payload.userCode), str(payload.uid), expiresAt];
     // A prefetched copy would now be stale.
     this.forget(type, id);
-    await this.sql.query(
-      `INSERT INTO oidc_payloads (id, type, payload, grant_id, user_code, uid, expires_at)
-       VALUES ($1, $2, $3::jsonb, $4, $5, $6, $7)
-       ON CONFLICT (id, type) DO UPDATE
-         SET payload = EXCLUDED.payload, grant_id = EXCLUDED.grant_id, user_code = EXCLUDED.user_code,
-             uid = EXCLUDED.uid, expires_at = EXCLUDED.expires_at`,
-      [id, type, JSON.stringify(payload), str(payload.grantId), str(payload.userCode), str(payload.uid), expiresAt],
-    );
+    const scope = this.scope.getStore();
+    if (scope?.writes) {
+      const key = `${type}:${id}`;
+      // Removed and saved again: the removal goes first (it also clears the row's consumed mark).
+      if (scope.writes.get(key)?.kind === 'destroy') await this.flush(scope);
+      scope.writes.delete(key); // re-added last: writes go in the order of their latest change
+      scope.writes.set(key, { kind: 'upsert', type, id, values });
+      return;
+    }
+    await this.sql.query(`INSERT INTO oidc_payloads (${UPSERT_COLUMNS}) VALUES ($1, $2, $3::jsonb, $4, $5, $6, $7) ${UPSERT_CONFLICT}`, values);
+  }
+
+  /** Sends the writes `scope` holds (none: no statement), as one statement. */
+  private async flush(scope: Scope | undefined = this.scope.getStore()): Promise<void> {
+    const writes = scope?.writes;
+    if (!writes?.size) return;
+    const pending = [...writes.values()];
+    writes.clear();
+    const params: unknown[] = [];
+    const removals = pending.flatMap((w) => (w.kind === 'destroy' ? [`($${params.push(w.id)}, $${params.push(w.type)})`] : []));
+    const rows = pending.flatMap((w) => {
+      if (w.kind !== 'upsert') return [];
+      const n = params.push(...w.values);
+      return [`($${n - 6}, $${n - 5}, $${n - 4}::jsonb, $${n - 3}, $${n - 2}, $${n - 1}, $${n}::timestamptz)`];
+    });
+    const remove = removals.length ? `DELETE FROM oidc_payloads WHERE (id, type) IN (${removals.join(', ')})` : '';
+    const insert = rows.length ? `INSERT INTO oidc_payloads (${UPSERT_COLUMNS}) VALUES ${rows.join(', ')} ${UPSERT_CONFLICT}` : '';
+    // A key is in one of the two parts only, so they never touch the same row.
+    await this.sql.query(remove && insert ? `WITH removed AS (${remove}) ${insert}` : remove || insert, params);
   }
 
   private present(rows: Row[]): OidcPayloadData | undefined {
@@ -77,15 +138,18 @@ export class OidcPayloadRepository {
   }
 
   async find(type: string, id: string) {
-    const store = this.prefetched.getStore();
+    const scope = this.scope.getStore();
+    const store = scope?.rows;
     const known = store?.get(`${type}:${id}`);
     if (known !== undefined) return this.present(known ? [known] : []);
+    await this.flush(scope);
     if (store && TOKEN_TYPES.has(type)) return this.present(await this.findWithGrantAndSession(store, type, id));
     return this.present(await this.sql.query<Row>('SELECT payload, expires_at, consumed_at FROM oidc_payloads WHERE id = $1 AND type = $2', [id, type]));
   }
   async findByUid(type: string, uid: string) {
-    const known = this.prefetched.getStore()?.get(`${type}:uid:${uid}`);
+    const known = this.scope.getStore()?.rows.get(`${type}:uid:${uid}`);
     if (known !== undefined) return this.present(known ? [known] : []);
+    await this.flush();
     return this.present(await this.sql.query<Row>('SELECT payload, expires_at, consumed_at FROM oidc_payloads WHERE uid = $1 AND type = $2 LIMIT 1', [uid, type]));
   }
 
@@ -121,13 +185,14 @@ export class OidcPayloadRepository {
 
   /** Drops what a change to this row makes stale from the request's prefetched rows. */
   private forget(type: string, id: string): void {
-    const store = this.prefetched.getStore();
+    const store = this.scope.getStore()?.rows;
     if (!store) return;
     store.delete(`${type}:${id}`);
     // A session is also known by its uid, which a change by id does not name.
     if (type === 'Session') for (const key of [...store.keys()]) if (key.startsWith('Session:uid:')) store.delete(key);
   }
   async findByUserCode(type: string, userCode: string) {
+    await this.flush();
     return this.present(await this.sql.query<Row>('SELECT payload, expires_at, consumed_at FROM oidc_payloads WHERE user_code = $1 AND type = $2 LIMIT 1', [userCode, type]));
   }
 
@@ -138,6 +203,7 @@ export class OidcPayloadRepository {
    */
   async consume(type: string, id: string): Promise<{ consumed: boolean; grantId: string | null }> {
     this.forget(type, id);
+    await this.flush();
     const [row] = await this.sql.query<{ consumed: boolean; grant_id: string | null }>(
       `WITH u AS (UPDATE oidc_payloads SET consumed_at = now() WHERE id = $1 AND type = $2 AND consumed_at IS NULL RETURNING 1)
        SELECT EXISTS (SELECT 1 FROM u) AS consumed, (SELECT grant_id FROM oidc_payloads WHERE id = $1 AND type = $2) AS grant_id`,
@@ -148,15 +214,23 @@ export class OidcPayloadRepository {
 
   /** Removes a grant and everything issued from it (codes, tokens). */
   async revokeGrant(grantId: string): Promise<void> {
-    this.prefetched.getStore()?.clear();
+    this.scope.getStore()?.rows.clear();
+    await this.flush();
     await this.sql.query("DELETE FROM oidc_payloads WHERE grant_id = $1 OR (type = 'Grant' AND id = $1)", [grantId]);
   }
   async destroy(type: string, id: string): Promise<void> {
     this.forget(type, id);
+    const scope = this.scope.getStore();
+    if (scope?.writes) {
+      scope.writes.delete(`${type}:${id}`);
+      scope.writes.set(`${type}:${id}`, { kind: 'destroy', type, id });
+      return;
+    }
     await this.sql.query('DELETE FROM oidc_payloads WHERE id = $1 AND type = $2', [id, type]);
   }
   async revokeByGrantId(grantId: string): Promise<void> {
-    this.prefetched.getStore()?.clear();
+    this.scope.getStore()?.rows.clear();
+    await this.flush();
     await this.sql.query('DELETE FROM oidc_payloads WHERE grant_id = $1', [grantId]);
   }
   /** Purges rows past their expiry (a periodic job keeps the table small; expired rows are already ignored). */
