@@ -10,22 +10,9 @@ import { LoginFlowRepository } from '../../src/persistence/login-flow.repository
 import { OidcPayloadRepository } from '../../src/persistence/oidc-payload.repository.js';
 import { OneTimePasswordRepository } from '../../src/persistence/one-time-password.repository.js';
 import { LoginHandoff } from '../../src/login/login-handoff.js';
-import { createTestDatabase, type TestDatabase } from '../support/database.js';
+import { bothDatabases } from '../support/database.js';
 
-const drivers: Array<[string, () => Promise<{ db: Database; done(): Promise<void> }>]> = [
-  [
-    'PostgreSQL',
-    async () => {
-      const t: TestDatabase = await createTestDatabase('login_path');
-      const db = await openDatabase({ databaseUrl: t.url, dataDir: MEMORY_DATA_DIR });
-      return { db, done: async () => (await db.close(), await t.drop()) };
-    },
-  ],
-  ['PGlite', async () => {
-    const db = await openDatabase({ dataDir: MEMORY_DATA_DIR });
-    return { db, done: () => db.close() };
-  }],
-];
+const drivers = bothDatabases('login_path');
 
 describe.each(drivers)('login path SQL on %s', (_name, open) => {
   let db: Database;

@@ -6,22 +6,9 @@ import { randomUUID } from 'node:crypto';
 import { openDatabase, MEMORY_DATA_DIR, type Database } from '../../src/persistence/database.js';
 import { OidcPayloadRepository } from '../../src/persistence/oidc-payload.repository.js';
 import type { Sql } from '../../src/persistence/sql.js';
-import { createTestDatabase, type TestDatabase } from '../support/database.js';
+import { bothDatabases } from '../support/database.js';
 
-const drivers: Array<[string, () => Promise<{ db: Database; done(): Promise<void> }>]> = [
-  [
-    'PostgreSQL',
-    async () => {
-      const t: TestDatabase = await createTestDatabase('payload_writes');
-      const db = await openDatabase({ databaseUrl: t.url, dataDir: MEMORY_DATA_DIR });
-      return { db, done: async () => (await db.close(), await t.drop()) };
-    },
-  ],
-  ['PGlite', async () => {
-    const db = await openDatabase({ dataDir: MEMORY_DATA_DIR });
-    return { db, done: () => db.close() };
-  }],
-];
+const drivers = bothDatabases('payload_writes');
 
 describe.each(drivers)('deferred oidc-provider writes on %s', (_name, open) => {
   let db: Database;

@@ -2,6 +2,7 @@
 // (default 127.0.0.1:5432, user postgres, else root: both exist with trust auth on the dev machines).
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
+import { MEMORY_DATA_DIR, openDatabase, type Database } from '../../src/persistence/database.js';
 
 export interface TestDatabase {
   url: string;
@@ -63,4 +64,28 @@ export async function createTestDatabase(prefix: string): Promise<TestDatabase> 
       });
     },
   };
+}
+
+/**
+ * The two databases the provider runs on, for `describe.each`: a fresh PostgreSQL database (named
+ * after `prefix`) and an in-memory PGlite. Each entry opens its database with migrations applied.
+ */
+export function bothDatabases(prefix: string): Array<[string, () => Promise<{ db: Database; done(): Promise<void> }>]> {
+  return [
+    [
+      'PostgreSQL',
+      async () => {
+        const t = await createTestDatabase(prefix);
+        const db = await openDatabase({ databaseUrl: t.url, dataDir: MEMORY_DATA_DIR });
+        return { db, done: async () => (await db.close(), await t.drop()) };
+      },
+    ],
+    [
+      'PGlite',
+      async () => {
+        const db = await openDatabase({ dataDir: MEMORY_DATA_DIR });
+        return { db, done: () => db.close() };
+      },
+    ],
+  ];
 }
