@@ -4,7 +4,7 @@
 import { randomUUID } from 'node:crypto';
 import { jest } from '@jest/globals';
 import { AccountRepository } from '../../src/persistence/account.repository.js';
-import { openDatabase, MEMORY_DATA_DIR, type Database } from '../../src/persistence/database.js';
+import type { Database } from '../../src/persistence/database.js';
 import { LoginContextRepository } from '../../src/persistence/login-context.repository.js';
 import { LoginFlowRepository } from '../../src/persistence/login-flow.repository.js';
 import { OidcPayloadRepository } from '../../src/persistence/oidc-payload.repository.js';

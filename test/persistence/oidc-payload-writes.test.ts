@@ -3,7 +3,7 @@
 // at once, every read inside the request must see the writes before it, and a failing request keeps
 // what it wrote. On PostgreSQL and on the embedded PGlite.
 import { randomUUID } from 'node:crypto';
-import { openDatabase, MEMORY_DATA_DIR, type Database } from '../../src/persistence/database.js';
+import type { Database } from '../../src/persistence/database.js';
 import { OidcPayloadRepository } from '../../src/persistence/oidc-payload.repository.js';
 import type { Sql } from '../../src/persistence/sql.js';
 import { bothDatabases } from '../support/database.js';
