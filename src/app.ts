@@ -1,7 +1,6 @@
 import { bodyParser } from '@koa/bodyparser';
 import type Router from '@koa/router';
 import Koa from 'koa';
-import helmet from 'koa-helmet';
 import mount from 'koa-mount';
 import serve from 'koa-static';
 import views from 'koa-views';
@@ -22,6 +21,7 @@ import { demoRouter } from './demo/demo.router.js';
 import { activationRouter } from './activation/activation.router.js';
 import { healthRouter } from './http/health.router.js';
 import { metricsEndpoint } from './http/metrics.js';
+import { securityHeaders } from './http/security-headers.js';
 import { requestContext } from './http/request-id.js';
 import { accountAreaRouter } from './account/area/account-area.router.js';
 import { devicesRouter } from './account/area/devices.router.js';
@@ -80,7 +80,7 @@ export async function createApp(opts: CreateAppOptions): Promise<App> {
     for (const c of t.clients) for (const u of [...c.redirect_uris, ...c.post_logout_redirect_uris]) formTargets.add(new URL(u).origin);
 
   koa.use(
-    helmet({
+    securityHeaders({
       contentSecurityPolicy: {
         useDefaults: true,
         directives: { 'form-action': [...formTargets], 'upgrade-insecure-requests': secure ? [] : null, 'script-src': ["'self'"] },

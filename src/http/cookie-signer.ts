@@ -1,4 +1,4 @@
-import { createHmac, timingSafeEqual } from 'node:crypto';
+import { createHmac, createSecretKey, timingSafeEqual, type KeyObject } from 'node:crypto';
 
 /**
  * Signs and checks cookie signatures for Koa and oidc-provider (both take it as their `keys`): the
@@ -7,13 +7,19 @@ import { createHmac, timingSafeEqual } from 'node:crypto';
  * which draws a random key and computes two more HMACs for every check; Node's timingSafeEqual
  * compares the signatures in constant time on its own. Koa also builds a Keygrip for every request
  * when given an array of keys; one instance serves them all.
+ *
+ * The same cookies come back with every request of a login, so signatures found valid are remembered
+ * (by value and signature; at most VERIFIED_MAX, the oldest forgotten first): a valid pair stays valid
+ * for the life of the keys. Only valid pairs are kept, which no one can make without a key.
  */
 export class CookieSigner {
-  private readonly keys: readonly string[];
+  private readonly keys: readonly KeyObject[];
+  private readonly verified = new Map<string, number>();
 
   constructor(keys: readonly string[]) {
     if (!keys.length || keys.some((k) => !k)) throw new Error('cookie keys must be non-empty strings');
-    this.keys = [...keys];
+    // Imported once: an HMAC keyed with a string imports the key again every time.
+    this.keys = keys.map((k) => createSecretKey(Buffer.from(k, 'utf8')));
   }
 
   /** The signature of `data` with the current (first) key. */
@@ -27,15 +33,26 @@ export class CookieSigner {
 
   /** Which key signed `data` (0 = current, more = an older one being rotated out), or -1. */
   index(data: string, digest: string): number {
+    // Length-prefixed: no other (value, signature) pair spells the same key.
+    const remembered = `${String(digest).length}:${digest}${data}`;
+    const known = this.verified.get(remembered);
+    if (known !== undefined) return known;
     const given = Buffer.from(String(digest));
     for (let i = 0; i < this.keys.length; i++) {
       const expected = Buffer.from(signature(data, this.keys[i]!));
-      if (expected.length === given.length && timingSafeEqual(expected, given)) return i;
+      if (expected.length === given.length && timingSafeEqual(expected, given)) {
+        if (this.verified.size >= VERIFIED_MAX) this.verified.delete(this.verified.keys().next().value!);
+        this.verified.set(remembered, i);
+        return i;
+      }
     }
     return -1;
   }
 }
 
-function signature(data: string, key: string): string {
+/** Valid (value, signature) pairs remembered, about 100 bytes each. */
+const VERIFIED_MAX = 10_000;
+
+function signature(data: string, key: KeyObject): string {
   return createHmac('sha1', key).update(data).digest('base64url');
 }

@@ -41,6 +41,9 @@ export function errorHandler(logger: Logger, renderers: ErrorRenderer[] = []) {
         appError = new AppError('internal', 500, 'common:errors.internal');
       }
       ctx.status = appError.status;
+      // Whatever the failed handler meant to answer (a redirect, e.g. when its writes could not be
+      // stored at the end of the request) is not the answer now.
+      ctx.remove('Location');
       if (appError instanceof RateLimitedError || appError instanceof ServiceUnavailableError) ctx.set('Retry-After', String(appError.retryAfterSeconds));
       const rendered = appError;
       const requestId = requestIdOf(ctx);

@@ -43,12 +43,13 @@ export function isLocale(value: unknown): value is Locale {
 }
 
 const translators = new Map<Locale, TFunction>();
-/** Lookups remembered per locale; more distinct keys than this (none exist) are looked up each time. */
+/** Lookups remembered per locale (plain keys, and keys with the values they were given); the oldest go first. */
 const MAX_REMEMBERED = 10_000;
 
 /**
  * A translate function fixed to one locale; keys are `namespace:key`. One function per locale, shared
- * by every request: a plain `t(key)` (no options: most of what a page asks for) is looked up once and
+ * by every request: a plain `t(key)` (no options: most of what a page asks for), or one whose options
+ * are only string values to insert (`t('login:for_site', { site })`), is looked up once and
  * remembered, since the texts do not change while the process runs. i18next's own lookup took about a
  * quarter of the CPU of rendering the user-ID page.
  */
@@ -64,19 +65,42 @@ export function translator(locale: Locale): TFunction {
 function rememberingPlainLookups(t: TFunction): TFunction {
   const call = t as unknown as (...args: unknown[]) => string;
   const remembered = new Map<string, string>();
+  const remember = (key: string, text: string) => {
+    // Oldest first out: texts with values (a site's name) vary more than plain ones.
+    if (remembered.size >= MAX_REMEMBERED) remembered.delete(remembered.keys().next().value!);
+    remembered.set(key, text);
+  };
   const fn = (...args: unknown[]): string => {
-    const [key] = args;
-    if (args.length !== 1 || typeof key !== 'string') return call(...args);
-    let text = remembered.get(key);
+    const [key, options] = args;
+    if (typeof key !== 'string' || args.length > 2) return call(...args);
+    // A text with only string values to insert is as fixed as a plain one, for those values; counts
+    // (plurals), contexts and other options go to i18next every time.
+    const id = args.length === 1 ? key : stringValuesId(key, options);
+    if (id === undefined) return call(...args);
+    let text = remembered.get(id);
     if (text === undefined) {
-      text = call(key);
-      if (remembered.size < MAX_REMEMBERED) remembered.set(key, text);
+      text = call(...args);
+      remember(id, text);
     }
     return text;
   };
   // TFunction's overloaded, branded type cannot be spelled by a plain function; it is called the same way.
   return fn as unknown as TFunction;
 }
+
+/** `key` with its interpolation values as one string, or undefined unless every option is a value to insert (a string). */
+function stringValuesId(key: string, options: unknown): string | undefined {
+  if (!options || typeof options !== 'object' || Object.getPrototypeOf(options) !== Object.prototype) return undefined;
+  let id = key;
+  for (const [name, value] of Object.entries(options)) {
+    if (typeof value !== 'string' || OPTION_NAMES.has(name)) return undefined;
+    id += `\u0000${name}\u0001${value}`;
+  }
+  return id;
+}
+
+/** i18next's own option names (not values to insert): calls with any of them are not remembered. */
+const OPTION_NAMES = new Set(['count', 'context', 'lng', 'lngs', 'ns', 'defaultValue', 'returnObjects', 'joinArrays', 'replace', 'interpolation', 'postProcess', 'keySeparator', 'nsSeparator', 'ordinal', 'fallbackLng']);
 
 /**
  * Picks the locale: an explicit choice (query `lang`, the `lang` cookie, `ui_locales`) first, then

@@ -34,6 +34,20 @@ test('forged, altered, truncated and foreign signatures are refused', () => {
   expect(signer.verify('a=1', 'ü'.repeat(27))).toBe(false); // multi-byte input of the right length in characters
 });
 
+test('a signature checked before is still only good for its own value', () => {
+  const signer = new CookieSigner(['k1']);
+  const sig = signer.sign('a=1');
+  expect(signer.index('a=1', sig)).toBe(0);
+  expect(signer.index('a=1', sig)).toBe(0); // remembered
+  // The same characters split differently between signature and value.
+  expect(signer.index(`${sig.slice(-3)}a=1`, sig.slice(0, -3))).toBe(-1);
+  expect(signer.index('a=1', sig.slice(0, -1))).toBe(-1);
+  expect(signer.index('a=2', sig)).toBe(-1);
+  // Many different valid cookies later (more than it remembers), the first still checks out.
+  for (let i = 0; i < 10_050; i++) expect(signer.index(`c=${i}`, signer.sign(`c=${i}`))).toBe(0);
+  expect(signer.index('a=1', sig)).toBe(0);
+});
+
 test('no keys, or an empty key, is a configuration error', () => {
   expect(() => new CookieSigner([])).toThrow(/cookie keys/);
   expect(() => new CookieSigner(['ok', ''])).toThrow(/cookie keys/);

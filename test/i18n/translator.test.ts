@@ -1,5 +1,5 @@
-// The translate functions pages and mails use: plain lookups are remembered per locale, and what
-// carries options (interpolation) is translated afresh each time.
+// The translate functions pages and mails use: plain lookups, and lookups with string values to
+// insert, are remembered per locale; other options (counts, numbers) are translated afresh each time.
 import { translator } from '../../src/i18n/index.js';
 
 describe('translator', () => {
@@ -11,11 +11,31 @@ describe('translator', () => {
     expect(translator('ja')('common:service_name')).toBe('あんしんログインサービス');
   });
 
-  test('interpolation is not remembered: each call gets its own values', () => {
+  test('texts with numbers to insert are translated afresh: each call gets its own values', () => {
     const t = translator('ja');
     expect(t('common:errors.field_too_long', { field: 'ユーザID', max: 64 })).toBe('ユーザIDは64文字以内で入力してください。');
     expect(t('common:errors.field_too_long', { field: '名前', max: 20 })).toBe('名前は20文字以内で入力してください。');
     expect(translator('en')('common:errors.field_required', { field: 'User ID' })).toMatch(/User ID/);
+  });
+
+  test('texts with string values are remembered per set of values, and each set gets its own text', () => {
+    const t = translator('en');
+    const a = t('login:for_site', { site: 'Demo Site' });
+    expect(a).toContain('Demo Site');
+    expect(t('login:for_site', { site: 'Other <Site>' })).toContain('Other');
+    expect(t('login:for_site', { site: 'Demo Site' })).toBe(a);
+    // Values that spell the same characters split differently are different sets.
+    expect(t('common:errors.field_required', { field: 'User', x: 'ID' })).not.toBe(t('common:errors.field_required', { field: 'User\u0001x', x: '' }));
+    expect(translator('ja')('login:for_site', { site: 'Demo Site' })).not.toBe(a);
+  });
+
+  test('plural counts and other i18next options still choose the text on every call', () => {
+    const t = translator('en');
+    expect(t('activation:errors.locked_temporary', { count: 1 })).toMatch(/about 1 minute\./);
+    expect(t('activation:errors.locked_temporary', { count: 5 })).toMatch(/about 5 minutes\./);
+    expect(t('activation:errors.locked_temporary', { count: 1 })).toMatch(/about 1 minute\./);
+    expect(t('common:service_name', { lng: 'ja' })).toBe('あんしんログインサービス');
+    expect(t('common:service_name')).toBe('Anshin Login Service');
   });
 
   test('a key that does not exist comes back as itself, every time', () => {
