@@ -77,6 +77,17 @@ describe('outbox mail queue (no Redis) over real SMTP', () => {
     expect(row).toMatchObject({ status: 'sent', payload: null, attempts: 1, recipients: 2, maskedTo: 'ta***@example.jp,ta***@example.jp' });
   });
 
+  test('text and HTML parts travel in base64 (Japanese in quoted-printable is three times its size)', async () => {
+    const { sink, queue } = await setup();
+    await queue.enqueue(otpJob('ja'));
+    const [mail] = await sink.waitFor(1);
+    const encodings = [...mail!.raw.matchAll(/^Content-Transfer-Encoding: (.+)$/gim)].map((m) => m[1]!.trim().toLowerCase());
+    expect(encodings).toEqual(['base64', 'base64']);
+    expect(mail!.raw).toMatch(/^Content-Type: text\/plain; charset=utf-8$/im);
+    expect(mail!.text).toContain(`ワンタイムパスワード：${OTP}`);
+    expect(mail!.html).toContain(OTP);
+  });
+
   test('consecutive messages travel over one pooled SMTP connection, closed with the queue', async () => {
     const { sink, queue } = await setup();
     for (let i = 1; i <= 4; i++) {
