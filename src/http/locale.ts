@@ -9,7 +9,9 @@ import { langSwitchUrlOf } from './pages.js';
  */
 export function locale() {
   return async (ctx: Context, next: Next) => {
-    const fromQuery = typeof ctx.query.lang === 'string' ? ctx.query.lang : undefined;
+    // Parsing the query is skipped when it cannot hold `lang` (an authorization request's is long).
+    const lang = ctx.querystring.includes('lang=') ? ctx.query.lang : undefined;
+    const fromQuery = typeof lang === 'string' ? lang : undefined;
     if (isLocale(fromQuery)) ctx.cookies.set('lang', fromQuery, { httpOnly: true, sameSite: 'lax', maxAge: 365 * 24 * 3600 * 1000, signed: false });
     const chosen = negotiateLocale([fromQuery, ctx.cookies.get('lang', { signed: false })], ctx.get('accept-language'));
     setLocale(ctx, chosen);
