@@ -6,7 +6,7 @@ import { BadRequestError, RateLimitedError } from '../http/errors.js';
 import { LimitBatch, type RateLimits } from '../http/rate-limit.js';
 import { normalizeUserId, USER_ID_MAX, type LoginFlowService, type RequestInfo } from '../login/login-flow.service.js';
 import { optionsJson } from '../login/factors/passkey.factor.js';
-import { requiredMethod } from '../login/login-methods.js';
+import { requiredMethod, type FactorName } from '../login/login-methods.js';
 import type { OidcInteractions } from '../oidc/interactions.js';
 import type { LoginContextRepository } from '../persistence/login-context.repository.js';
 import type { OidcPayloadRepository } from '../persistence/oidc-payload.repository.js';
@@ -14,6 +14,8 @@ import { formBody, loadInteraction, requestInfo, withLoginStep } from './interac
 
 /** Login prompt reasons that only mean "the session's method is too weak" (step-up), not "sign in again". */
 const STEP_UP_REASONS = new Set(['acr_step_up', 'essential_acr', 'essential_acrs']);
+/** The factor whose form posts to each path of a login step. */
+const POSTED_FACTOR: Record<string, FactorName | undefined> = { otp: 'email_otp', password: 'password', certificate: 'client_certificate', passkey: 'passkey' };
 
 /**
  * The login screens (manual chapter 4) on top of oidc-provider's interactions. Thin: it validates
@@ -101,7 +103,8 @@ export function interactionRouter(deps: {
     ctx.redirect(flowUrl(details.uid));
   }, submittedUserId(ctx)));
 
-  // One handler for every factor's form: the flow knows which factor is current.
+  // One handler for every factor's form: the flow knows which factor is current (the form's own
+  // factor only tells a late repeat of a step already passed).
   router.post(['/:uid/otp', '/:uid/password', '/:uid/certificate', '/:uid/passkey', '/:uid/passkey-discover'], (ctx) => step(ctx, async ({ details, loaded }) => {
     let outcome: Awaited<ReturnType<LoginFlowService['submit']>> | undefined;
     await counted(ctx, details.uid, async (req) => {
@@ -113,7 +116,7 @@ export function interactionRouter(deps: {
       }
       // A finished flow still takes its last answer again (a double click lands after the first).
       if (!flow.state.startsWith('factor:') && flow.state !== 'complete') throw new BadRequestError('common:errors.bad_request', {}, flowUrl(details.uid));
-      outcome = await flows.submit(flow, body(ctx), req, flowUrl(details.uid));
+      outcome = await flows.submit(flow, body(ctx), req, flowUrl(details.uid), POSTED_FACTOR[ctx.path.slice(ctx.path.lastIndexOf('/') + 1)]);
     });
     if (!outcome) throw new BadRequestError('common:errors.bad_request', {}, flowUrl(details.uid));
     if ('next' in outcome) {

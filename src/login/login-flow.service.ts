@@ -312,11 +312,15 @@ export class LoginFlowService {
    * A factor's answer. Wrong answers count towards the lockout shared by all factors; the last
    * factor's success resets the counter, unless a lock landed first.
    */
-  async submit(flow: LoginFlow, input: Record<string, unknown>, req: RequestInfo, flowUrl: string): Promise<CompletedLogin | { next: FactorName }> {
+  async submit(flow: LoginFlow, input: Record<string, unknown>, req: RequestInfo, flowUrl: string, posted?: FactorName): Promise<CompletedLogin | { next: FactorName }> {
     // A resubmission after the flow finished (a late double click) is checked against its last factor.
     const finished = flow.state === 'complete';
     const last = (flow.completedFactors.at(-1) as FactorName | undefined) ?? METHOD_FACTORS[(flow.method ?? 'otp') as LoginMethod].at(-1);
     const factor = finished && last ? this.currentFactor({ ...flow, state: factorState(last) }) : this.currentFactor(flow);
+    // The form of a factor this login has already passed (a double click landing after the first moved
+    // the flow on, a second tab): answered as the first was, and the page shows the current step. Not
+    // checked against the current factor, which would refuse it for lacking that factor's answer.
+    if (!finished && posted && posted !== factor.name && flow.completedFactors.includes(posted)) return { next: factor.name };
     const ctx = await this.context(flow, req, flowUrl);
     const { tenant, account } = ctx;
 

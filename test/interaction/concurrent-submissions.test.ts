@@ -132,6 +132,30 @@ describe('parallel requests of one login (double clicks, several tabs)', () => {
     expect(account).toMatchObject({ failedAttempts: 0, lockedAt: null });
   });
 
+  test('the password form posted again after the login moved on to the code leads to the code step, without a failure or a second code', async () => {
+    const u = await newAccount('password_otp');
+    await s.app.services.accounts.setPassword(u.account.id, await hashSecret('correct horse battery'));
+    const before = s.smtp.messages.length;
+    const login = await startLogin(rp, s.issuer);
+    expect((await submit(login, 'identify', { userId: u.userId })).status).toBe(303);
+    const csrf = csrfOf(await (await login.agent.get(login.interactionPath)).text());
+    const first = await login.agent.post(`${login.interactionPath}/password`, { _csrf: csrf, password: 'correct horse battery' });
+    expect(first.status).toBe(303);
+    // The same form again (a double click that arrives once the first has finished, a second tab):
+    // the password step is behind this login, so it answers as the first did; the page asks for the code.
+    for (const password of ['correct horse battery', 'something else entirely']) {
+      const late = await login.agent.post(`${login.interactionPath}/password`, { _csrf: csrf, password });
+      expect(`${late.status} ${late.headers.get('location')}`).toBe(`303 ${login.interactionPath}`);
+    }
+    expect(await (await login.agent.get(login.interactionPath)).text()).toContain('name="otp"');
+    const otp = await s.smtp.otpFor(u.email, before);
+    const done = await submit(login, 'otp', { otp });
+    expect((await followToCallback(login.agent, done)).searchParams.get('code')).toBeTruthy();
+    expect(s.smtp.messages.slice(before).filter((m) => m.to.includes(u.email))).toHaveLength(1);
+    const account = await s.db.prisma.account.findUniqueOrThrow({ where: { id: u.account.id } });
+    expect(account).toMatchObject({ failedAttempts: 0, lockedAt: null });
+  });
+
   test('the right recovery code submitted 5 times at once moves recovery on once, without a failure', async () => {
     const u = await newAccount();
     const login = await startLogin(rp, s.issuer);
