@@ -33,6 +33,17 @@ describe('parallel requests of one login (double clicks, several tabs)', () => {
     return { login, otp, csrf };
   }
 
+  /** A password_otp account (password `correct horse battery`) and its login at the password step. */
+  async function atPasswordStep() {
+    const u = await newAccount('password_otp');
+    await s.app.services.accounts.setPassword(u.account.id, await hashSecret('correct horse battery'));
+    const before = s.smtp.messages.length;
+    const login = await startLogin(rp, s.issuer);
+    expect((await submit(login, 'identify', { userId: u.userId })).status).toBe(303);
+    const csrf = csrfOf(await (await login.agent.get(login.interactionPath)).text());
+    return { u, before, login, csrf };
+  }
+
   test('eight parallel first GETs of a new interaction all answer the same page; eight parallel first user IDs store one flow', async () => {
     // A few interactions, as the collision depends on how the requests interleave.
     for (let round = 0; round < 4; round++) {
@@ -115,12 +126,7 @@ describe('parallel requests of one login (double clicks, several tabs)', () => {
   });
 
   test('the right password submitted 5 times at once moves the login on once, to the code step', async () => {
-    const u = await newAccount('password_otp');
-    await s.app.services.accounts.setPassword(u.account.id, await hashSecret('correct horse battery'));
-    const before = s.smtp.messages.length;
-    const login = await startLogin(rp, s.issuer);
-    expect((await submit(login, 'identify', { userId: u.userId })).status).toBe(303);
-    const csrf = csrfOf(await (await login.agent.get(login.interactionPath)).text());
+    const { u, before, login, csrf } = await atPasswordStep();
     const responses = await Promise.all(Array.from({ length: 5 }, () => login.agent.post(`${login.interactionPath}/password`, { _csrf: csrf, password: 'correct horse battery' })));
     expect(responses.map((r) => `${r.status} ${r.headers.get('location')}`)).toEqual(Array(5).fill(`303 ${login.interactionPath}`));
     const otp = await s.smtp.otpFor(u.email, before);
@@ -133,12 +139,7 @@ describe('parallel requests of one login (double clicks, several tabs)', () => {
   });
 
   test('the password form posted again after the login moved on to the code leads to the code step, without a failure or a second code', async () => {
-    const u = await newAccount('password_otp');
-    await s.app.services.accounts.setPassword(u.account.id, await hashSecret('correct horse battery'));
-    const before = s.smtp.messages.length;
-    const login = await startLogin(rp, s.issuer);
-    expect((await submit(login, 'identify', { userId: u.userId })).status).toBe(303);
-    const csrf = csrfOf(await (await login.agent.get(login.interactionPath)).text());
+    const { u, before, login, csrf } = await atPasswordStep();
     const first = await login.agent.post(`${login.interactionPath}/password`, { _csrf: csrf, password: 'correct horse battery' });
     expect(first.status).toBe(303);
     // The same form again (a double click that arrives once the first has finished, a second tab):
