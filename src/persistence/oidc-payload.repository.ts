@@ -26,6 +26,13 @@ interface Scope {
   writes?: Map<string, PendingWrite>;
 }
 
+/** Keeps `write` as its row's latest, re-added last: writes go in the order of their latest change. */
+function hold(writes: Map<string, PendingWrite>, write: PendingWrite): void {
+  const key = `${write.type}:${write.id}`;
+  writes.delete(key);
+  writes.set(key, write);
+}
+
 const UPSERT_COLUMNS = 'id, type, payload, grant_id, user_code, uid, expires_at';
 const UPSERT_CONFLICT = `ON CONFLICT (id, type) DO UPDATE
          SET payload = EXCLUDED.payload, grant_id = EXCLUDED.grant_id, user_code = EXCLUDED.user_code,
@@ -103,8 +110,7 @@ export class OidcPayloadRepository {
       const key = `${type}:${id}`;
       // Removed and saved again: the removal goes first (it also clears the row's consumed mark).
       if (scope.writes.get(key)?.kind === 'destroy') await this.flush(scope);
-      scope.writes.delete(key); // re-added last: writes go in the order of their latest change
-      scope.writes.set(key, { kind: 'upsert', type, id, values });
+      hold(scope.writes, { kind: 'upsert', type, id, values });
       return;
     }
     await this.sql.query(`INSERT INTO oidc_payloads (${UPSERT_COLUMNS}) VALUES ($1, $2, $3::jsonb, $4, $5, $6, $7) ${UPSERT_CONFLICT}`, values);
@@ -222,8 +228,7 @@ export class OidcPayloadRepository {
     this.forget(type, id);
     const scope = this.scope.getStore();
     if (scope?.writes) {
-      scope.writes.delete(`${type}:${id}`);
-      scope.writes.set(`${type}:${id}`, { kind: 'destroy', type, id });
+      hold(scope.writes, { kind: 'destroy', type, id });
       return;
     }
     await this.sql.query('DELETE FROM oidc_payloads WHERE id = $1 AND type = $2', [id, type]);

@@ -44,6 +44,19 @@ describe('parallel requests of one login (double clicks, several tabs)', () => {
     return { u, before, login, csrf };
   }
 
+  /**
+   * Finishes a login from atPasswordStep with the code mailed since: it signs in, exactly one code
+   * mail was sent, and no failure was counted.
+   */
+  async function signsInWithTheOneCode({ u, before, login }: Awaited<ReturnType<typeof atPasswordStep>>) {
+    const otp = await s.smtp.otpFor(u.email, before);
+    const done = await submit(login, 'otp', { otp });
+    expect((await followToCallback(login.agent, done)).searchParams.get('code')).toBeTruthy();
+    expect(s.smtp.messages.slice(before).filter((m) => m.to.includes(u.email))).toHaveLength(1);
+    const account = await s.db.prisma.account.findUniqueOrThrow({ where: { id: u.account.id } });
+    expect(account).toMatchObject({ failedAttempts: 0, lockedAt: null });
+  }
+
   test('eight parallel first GETs of a new interaction all answer the same page; eight parallel first user IDs store one flow', async () => {
     // A few interactions, as the collision depends on how the requests interleave.
     for (let round = 0; round < 4; round++) {
@@ -126,20 +139,17 @@ describe('parallel requests of one login (double clicks, several tabs)', () => {
   });
 
   test('the right password submitted 5 times at once moves the login on once, to the code step', async () => {
-    const { u, before, login, csrf } = await atPasswordStep();
+    const atStep = await atPasswordStep();
+    const { login, csrf } = atStep;
     const responses = await Promise.all(Array.from({ length: 5 }, () => login.agent.post(`${login.interactionPath}/password`, { _csrf: csrf, password: 'correct horse battery' })));
     expect(responses.map((r) => `${r.status} ${r.headers.get('location')}`)).toEqual(Array(5).fill(`303 ${login.interactionPath}`));
-    const otp = await s.smtp.otpFor(u.email, before);
-    const done = await submit(login, 'otp', { otp });
-    expect((await followToCallback(login.agent, done)).searchParams.get('code')).toBeTruthy();
     // One code mail: the losers of the race did not send codes of their own.
-    expect(s.smtp.messages.slice(before).filter((m) => m.to.includes(u.email))).toHaveLength(1);
-    const account = await s.db.prisma.account.findUniqueOrThrow({ where: { id: u.account.id } });
-    expect(account).toMatchObject({ failedAttempts: 0, lockedAt: null });
+    await signsInWithTheOneCode(atStep);
   });
 
   test('the password form posted again after the login moved on to the code leads to the code step, without a failure or a second code', async () => {
-    const { u, before, login, csrf } = await atPasswordStep();
+    const atStep = await atPasswordStep();
+    const { login, csrf } = atStep;
     const first = await login.agent.post(`${login.interactionPath}/password`, { _csrf: csrf, password: 'correct horse battery' });
     expect(first.status).toBe(303);
     // The same form again (a double click that arrives once the first has finished, a second tab):
@@ -149,12 +159,7 @@ describe('parallel requests of one login (double clicks, several tabs)', () => {
       expect(`${late.status} ${late.headers.get('location')}`).toBe(`303 ${login.interactionPath}`);
     }
     expect(await (await login.agent.get(login.interactionPath)).text()).toContain('name="otp"');
-    const otp = await s.smtp.otpFor(u.email, before);
-    const done = await submit(login, 'otp', { otp });
-    expect((await followToCallback(login.agent, done)).searchParams.get('code')).toBeTruthy();
-    expect(s.smtp.messages.slice(before).filter((m) => m.to.includes(u.email))).toHaveLength(1);
-    const account = await s.db.prisma.account.findUniqueOrThrow({ where: { id: u.account.id } });
-    expect(account).toMatchObject({ failedAttempts: 0, lockedAt: null });
+    await signsInWithTheOneCode(atStep);
   });
 
   test('the right recovery code submitted 5 times at once moves recovery on once, without a failure', async () => {
