@@ -18,7 +18,7 @@ import pg from 'pg';
 import { hashSecret } from '../src/credentials/hashing.js';
 import { AccountRepository } from '../src/persistence/account.repository.js';
 import { MEMORY_DATA_DIR, openDatabase, type Database } from '../src/persistence/database.js';
-import { freePort, spawnTsx, waitForHttp, type ChildHandle, type ChildLine } from './lib/child.js';
+import { freePort, postgresCpuMs, spawnTsx, waitForHttp, type ChildHandle, type ChildLine } from './lib/child.js';
 import {
   clientCredentialsGrant,
   discoverRp,
@@ -277,6 +277,8 @@ interface Measured<T> {
   run: RunResult<T>;
   /** CPU time the provider used during the measured run. */
   cpuMs: number | undefined;
+  /** CPU time this host's PostgreSQL used meanwhile (undefined: none on this host). */
+  dbCpuMs?: number | undefined;
 }
 
 /** A warm-up (not counted), then the measured run with the provider's CPU time around it. */
@@ -416,6 +418,7 @@ async function measureOtpRounds(started: Started[], sink: OtpSink, opts: Options
   const results = started.map((): Measured<LoginSample> & { run: RunResult<LoginSample> } => ({
     run: { samples: [], attempted: 0, wallMs: 0, failures: new Map(), statuses5xx: 0 },
     cpuMs: 0,
+    dbCpuMs: 0,
   }));
   process.stderr.write(`${started.map((x) => x.child.label).join(', ')}: ${opts.logins} OTP logins each with ${opts.concurrency} workers${rounds > 1 ? `, in ${rounds} alternating rounds of ${round}` : ''}… `);
   for (let r = 0; r < rounds; r++) {
@@ -428,9 +431,12 @@ async function measureOtpRounds(started: Started[], sink: OtpSink, opts: Options
       const n = Math.min(round, opts.logins - r * round);
       side.child.phase = 'OTP logins';
       const cpuBefore = side.child.cpuMs();
+      const dbBefore = postgresCpuMs();
       const run = await runMany(n, opts.concurrency, (i) => login(side)(first + i));
       const cpuAfter = side.child.cpuMs();
+      const dbAfter = postgresCpuMs();
       const acc = results[k]!;
+      acc.dbCpuMs = dbBefore !== undefined && dbAfter !== undefined && acc.dbCpuMs !== undefined ? acc.dbCpuMs + (dbAfter - dbBefore) : undefined;
       acc.run.samples.push(...run.samples);
       acc.run.attempted += run.attempted;
       acc.run.wallMs += run.wallMs;
@@ -964,6 +970,8 @@ function printComparison(opts: Options, reports: TargetReport[], database: strin
   row('provider CPU per login (ms)', reports.map((r) => cpu(r.otp)), ms);
   const busy = (m: Measured<unknown>) => (m.cpuMs !== undefined ? (100 * m.cpuMs) / m.run.wallMs : Number.NaN);
   row('provider CPU busy (% of 1 core)', reports.map((r) => busy(r.otp)), (v) => (Number.isFinite(v) ? v.toFixed(0) : '-'));
+  const dbCpu = (m: Measured<unknown>) => (m.dbCpuMs !== undefined && m.run.samples.length ? m.dbCpuMs / m.run.samples.length : Number.NaN);
+  rows.push(['PostgreSQL CPU per login (ms)', ...reports.map((r) => (Number.isFinite(dbCpu(r.otp)) ? dbCpu(r.otp).toFixed(1) : 'n/a'))]);
   rows.push(['HTTP 5xx during run', ...reports.map((r) => String(r.otp.run.statuses5xx))]);
   rows.push(['warn/error log lines in run', ...reports.map((r) => String(r.lines.filter((l) => l.phase === 'OTP logins').length))]);
 

@@ -121,6 +121,45 @@ function cpuNsOf(pid: number): number | undefined {
   }
 }
 
+/**
+ * CPU time (user + system, ms) of this host's PostgreSQL server so far: every process named
+ * `postgres` (the postmaster, its backends and helpers) plus what its exited children used (the
+ * postmaster's cutime + cstime). Undefined when no PostgreSQL runs on this host (a remote database).
+ */
+export function postgresCpuMs(): number | undefined {
+  let ticks = 0;
+  let found = false;
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+    } catch {
+      continue; // ended between the listing and the read
+    }
+    const open = stat.indexOf('(');
+    const close = stat.lastIndexOf(')');
+    if (stat.slice(open + 1, close) !== 'postgres') continue;
+    found = true;
+    // After the command name: state is field 3, ppid 4, utime 14, stime 15, cutime 16, cstime 17.
+    const f = stat.slice(close + 2).split(' ');
+    ticks += Number(f[11]) + Number(f[12]);
+    // The postmaster (its parent is not postgres) reaps the backends: their time lands in its cutime.
+    if (!isPostgres(Number(f[1]))) ticks += Number(f[13]) + Number(f[14]);
+  }
+  clockTicks ??= Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+  return found ? (ticks * 1000) / clockTicks : undefined;
+}
+
+function isPostgres(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')) === 'postgres';
+  } catch {
+    return false;
+  }
+}
+
 function isWarnOrWorse(line: string): boolean {
   try {
     const level = (JSON.parse(line) as { level?: unknown }).level;

@@ -1,0 +1,14 @@
+import pg from 'pg';
+import { preparedSql } from '/work/main/dist/persistence/database.js';
+const pool = new pg.Pool({ connectionString: 'postgresql://postgres@localhost/manual?host=/var/run/postgresql', max: 4 });
+const sql = preparedSql(pool);
+const text = `SELECT id, tenant_id, user_id, status, created_at FROM accounts WHERE tenant_id = $1 AND user_id = $2`;
+for (let i = 0; i < 2000; i++) await sql.query(text, ['x', 'y' + i]);
+const N = 10000;
+let c0 = process.cpuUsage(); let t0 = performance.now();
+for (let i = 0; i < N; i++) await sql.query(text, ['x', 'y' + i]);
+let c = process.cpuUsage(c0); console.log('named  µs/stmt cpu', ((c.user + c.system) / N).toFixed(1), 'wall', ((performance.now() - t0) * 1000 / N).toFixed(1));
+c0 = process.cpuUsage(); t0 = performance.now();
+for (let i = 0; i < N; i++) await pool.query(text, ['x', 'y' + i]);
+c = process.cpuUsage(c0); console.log('unnamed µs/stmt cpu', ((c.user + c.system) / N).toFixed(1), 'wall', ((performance.now() - t0) * 1000 / N).toFixed(1));
+await pool.end();
