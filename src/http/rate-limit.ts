@@ -9,6 +9,7 @@ import {
   type RateLimiterAbstract,
 } from 'rate-limiter-flexible';
 import type { AppConfig } from '../config/index.js';
+import { preparedSql } from '../persistence/sql.js';
 import { ServiceUnavailableError } from './errors.js';
 
 /** What is being limited: requests per source IP, OTP attempts per account, OTP mails per account. */
@@ -176,6 +177,8 @@ export async function createRateLimits(opts: CreateRateLimitsOptions): Promise<R
       throw err;
     }
     makeStore = (kind) => new RateLimiterPostgres({ ...pgOptions(kind), tableCreated: true });
+    // A named statement per number of rows: parsed once per connection, not on every request.
+    const sql = preparedSql(pool);
     consumeInOneStatement = async (checks) => {
       // rate-limiter-flexible's own upsert (same table, keys and window rule), for several keys at once.
       const now = Date.now();
@@ -185,7 +188,7 @@ export async function createRateLimits(opts: CreateRateLimitsOptions): Promise<R
         const n = values.length;
         return `($${n - 2}, $${n - 1}, $${n})`;
       });
-      const result = await pool.query<{ key: string; points: number; expire: string | null }>(
+      const stored = await sql.query<{ key: string; points: number; expire: string | null }>(
         `INSERT INTO "${RATE_LIMIT_TABLE}" AS t (key, points, expire) VALUES ${rows.join(', ')}
          ON CONFLICT (key) DO UPDATE SET
            points = CASE WHEN t.expire <= $1 THEN EXCLUDED.points ELSE t.points + EXCLUDED.points END,
@@ -193,7 +196,7 @@ export async function createRateLimits(opts: CreateRateLimitsOptions): Promise<R
          RETURNING key, points, expire`,
         values,
       );
-      const byKey = new Map(result.rows.map((r) => [r.key, r]));
+      const byKey = new Map(stored.map((r) => [r.key, r]));
       return checks.map((c) => {
         const row = byKey.get(`${prefix}:${c.kind}:${storageKey(c.key)}`);
         const points = row?.points ?? 1;

@@ -1,6 +1,5 @@
 // Opens the one database: PostgreSQL when a URL is configured, otherwise an in-process PGlite kept
 // under the data folder, so the provider starts with nothing installed. Migrations run before use.
-import { createHash } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { PGlite } from '@electric-sql/pglite';
@@ -10,7 +9,7 @@ import { PrismaClient } from './generated/client.js';
 import { describeUrl, waitUntilReachable } from '../startup-checks.js';
 import { lockDataDir, type DataDirLock } from './data-dir-lock.js';
 import { applyMigrations, type MigrationLogger, type SqlExecutor } from './migrate.js';
-import type { Sql } from './sql.js';
+import { preparedSql, type Sql } from './sql.js';
 
 export interface Database {
   prisma: PrismaClient;
@@ -48,41 +47,6 @@ export interface OpenDatabaseOptions {
 }
 
 export const MEMORY_DATA_DIR = 'memory://';
-
-/** Distinct statement texts given a name of their own; texts beyond these run unnamed. */
-const MAX_PREPARED = 500;
-
-/**
- * Raw SQL on the pool as named prepared statements: each connection parses a statement once and
- * PostgreSQL keeps its plan, instead of parsing and planning it for every call (in the bench this
- * halved PostgreSQL's CPU per login). A statement's name is a hash of its text.
- */
-export function preparedSql(pool: pg.Pool, maxPrepared = MAX_PREPARED): Sql {
-  const names = new Map<string, string>();
-  const hashOf = (text: string) => createHash('sha1').update(text).digest('base64url').slice(0, 20);
-  return {
-    async query<Row extends object>(text: string, params: readonly unknown[] = []) {
-      const values = [...params];
-      let name = names.get(text);
-      if (name === undefined) {
-        if (names.size >= maxPrepared) return (await pool.query<Row>(text, values)).rows;
-        name = `anshin_${hashOf(text)}`;
-        names.set(text, name);
-      }
-      try {
-        return (await pool.query<Row>({ name, text, values })).rows;
-      } catch (error) {
-        // "cached plan must not change result type": a migration (another instance's, during a
-        // rolling deploy) changed a table under a statement that connections had prepared. Those
-        // connections keep the stale statement, so the text takes a new name, prepared afresh.
-        if ((error as { code?: string }).code !== '0A000') throw error;
-        const renamed = `anshin_${hashOf(`${name}\n${text}`)}`;
-        names.set(text, renamed);
-        return (await pool.query<Row>({ name: renamed, text, values })).rows;
-      }
-    },
-  };
-}
 
 export async function openDatabase(opts: OpenDatabaseOptions): Promise<Database> {
   return opts.databaseUrl ? openPostgres(opts.databaseUrl, opts) : openPglite(opts);

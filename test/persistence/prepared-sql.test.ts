@@ -1,8 +1,8 @@
-// Raw SQL on PostgreSQL runs as named prepared statements (src/persistence/database.ts, preparedSql):
+// Raw SQL on PostgreSQL runs as named prepared statements (src/persistence/sql.ts, preparedSql):
 // each connection parses a statement once, and a table changed under a prepared statement by a
 // migration does not break it.
 import pg from 'pg';
-import { preparedSql } from '../../src/persistence/database.js';
+import { preparedSql } from '../../src/persistence/sql.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 
 let t: TestDatabase;
