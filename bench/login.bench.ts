@@ -279,6 +279,8 @@ interface Measured<T> {
   cpuMs: number | undefined;
   /** CPU time this host's PostgreSQL used meanwhile (undefined: none on this host). */
   dbCpuMs?: number | undefined;
+  /** CPU time of the bench process itself meanwhile: the clients and the SMTP sink. */
+  benchCpuMs?: number;
 }
 
 /** A warm-up (not counted), then the measured run with the provider's CPU time around it. */
@@ -432,10 +434,13 @@ async function measureOtpRounds(started: Started[], sink: OtpSink, opts: Options
       side.child.phase = 'OTP logins';
       const cpuBefore = side.child.cpuMs();
       const dbBefore = postgresCpuMs();
+      const benchBefore = process.cpuUsage();
       const run = await runMany(n, opts.concurrency, (i) => login(side)(first + i));
+      const bench = process.cpuUsage(benchBefore);
       const cpuAfter = side.child.cpuMs();
       const dbAfter = postgresCpuMs();
       const acc = results[k]!;
+      acc.benchCpuMs = (acc.benchCpuMs ?? 0) + (bench.user + bench.system) / 1000;
       acc.dbCpuMs = dbBefore !== undefined && dbAfter !== undefined && acc.dbCpuMs !== undefined ? acc.dbCpuMs + (dbAfter - dbBefore) : undefined;
       acc.run.samples.push(...run.samples);
       acc.run.attempted += run.attempted;
@@ -972,6 +977,8 @@ function printComparison(opts: Options, reports: TargetReport[], database: strin
   row('provider CPU busy (% of 1 core)', reports.map((r) => busy(r.otp)), (v) => (Number.isFinite(v) ? v.toFixed(0) : '-'));
   const dbCpu = (m: Measured<unknown>) => (m.dbCpuMs !== undefined && m.run.samples.length ? m.dbCpuMs / m.run.samples.length : Number.NaN);
   rows.push(['PostgreSQL CPU per login (ms)', ...reports.map((r) => (Number.isFinite(dbCpu(r.otp)) ? dbCpu(r.otp).toFixed(1) : 'n/a'))]);
+  const benchCpu = (m: Measured<unknown>) => (m.benchCpuMs !== undefined && m.run.samples.length ? m.benchCpuMs / m.run.samples.length : Number.NaN);
+  row('bench client + sink CPU per login (ms)', reports.map((r) => benchCpu(r.otp)), ms);
   rows.push(['HTTP 5xx during run', ...reports.map((r) => String(r.otp.run.statuses5xx))]);
   rows.push(['warn/error log lines in run', ...reports.map((r) => String(r.lines.filter((l) => l.phase === 'OTP logins').length))]);
 
