@@ -9,12 +9,16 @@ import { createHmac, createSecretKey, timingSafeEqual, type KeyObject } from 'no
  * when given an array of keys; one instance serves them all.
  *
  * The same cookies come back with every request of a login, so signatures found valid are remembered
- * (by value and signature; at most VERIFIED_MAX, the oldest forgotten first): a valid pair stays valid
- * for the life of the keys. Only valid pairs are kept, which no one can make without a key.
+ * (by value and signature; at most REMEMBERED_MAX, the oldest forgotten first): a valid pair stays valid
+ * for the life of the keys. Only valid pairs are kept, which no one can make without a key. What this
+ * process signs is remembered as valid at once (the browser sends it back with the next request), and
+ * its signature too: a login sets the same values again and again (the deletions of its
+ * interaction cookies, `name=`), each of which cost an HMAC.
  */
 export class CookieSigner {
   private readonly keys: readonly KeyObject[];
   private readonly verified = new Map<string, number>();
+  private readonly signed = new Map<string, string>();
 
   constructor(keys: readonly string[]) {
     if (!keys.length || keys.some((k) => !k)) throw new Error('cookie keys must be non-empty strings');
@@ -24,7 +28,13 @@ export class CookieSigner {
 
   /** The signature of `data` with the current (first) key. */
   sign(data: string): string {
-    return signature(data, this.keys[0]!);
+    let sig = this.signed.get(data);
+    if (sig === undefined) {
+      sig = signature(data, this.keys[0]!);
+      remember(this.signed, data, sig);
+      remember(this.verified, pairKey(data, sig), 0);
+    }
+    return sig;
   }
 
   verify(data: string, digest: string): boolean {
@@ -33,16 +43,14 @@ export class CookieSigner {
 
   /** Which key signed `data` (0 = current, more = an older one being rotated out), or -1. */
   index(data: string, digest: string): number {
-    // Length-prefixed: no other (value, signature) pair spells the same key.
-    const remembered = `${String(digest).length}:${digest}${data}`;
+    const remembered = pairKey(data, digest);
     const known = this.verified.get(remembered);
     if (known !== undefined) return known;
     const given = Buffer.from(String(digest));
     for (let i = 0; i < this.keys.length; i++) {
       const expected = Buffer.from(signature(data, this.keys[i]!));
       if (expected.length === given.length && timingSafeEqual(expected, given)) {
-        if (this.verified.size >= VERIFIED_MAX) this.verified.delete(this.verified.keys().next().value!);
-        this.verified.set(remembered, i);
+        remember(this.verified, remembered, i);
         return i;
       }
     }
@@ -50,8 +58,18 @@ export class CookieSigner {
   }
 }
 
-/** Valid (value, signature) pairs remembered, about 100 bytes each. */
-const VERIFIED_MAX = 10_000;
+/** Valid (value, signature) pairs, and signatures made, remembered: about 100 bytes each. */
+const REMEMBERED_MAX = 10_000;
+
+function remember<V>(map: Map<string, V>, key: string, value: V): void {
+  if (map.size >= REMEMBERED_MAX) map.delete(map.keys().next().value!);
+  map.set(key, value);
+}
+
+/** Length-prefixed: no other (value, signature) pair spells the same key. */
+function pairKey(data: string, digest: string): string {
+  return `${String(digest).length}:${digest}${data}`;
+}
 
 function signature(data: string, key: KeyObject): string {
   return createHmac('sha1', key).update(data).digest('base64url');
