@@ -49,7 +49,7 @@ const MAX_REMEMBERED = 10_000;
 /**
  * A translate function fixed to one locale; keys are `namespace:key`. One function per locale, shared
  * by every request: a plain `t(key)` (no options: most of what a page asks for), or one whose options
- * are only string values to insert (`t('login:for_site', { site })`), is looked up once and
+ * are only string or number values to insert (`t('login:for_site', { site })`), is looked up once and
  * remembered, since the texts do not change while the process runs. i18next's own lookup took about a
  * quarter of the CPU of rendering the user-ID page.
  */
@@ -88,13 +88,19 @@ function rememberingPlainLookups(t: TFunction): TFunction {
   return fn as unknown as TFunction;
 }
 
-/** `key` with its interpolation values as one string, or undefined unless every option is a value to insert (a string). */
+/**
+ * `key` with its interpolation values as one string, or undefined unless every option is a value to
+ * insert: a string, or a finite number (the code page's minutes, a field's maximum length). The type
+ * is part of the id, so 5 and '5' are remembered apart.
+ */
 function stringValuesId(key: string, options: unknown): string | undefined {
   if (!options || typeof options !== 'object' || Object.getPrototypeOf(options) !== Object.prototype) return undefined;
   let id = key;
   for (const [name, value] of Object.entries(options)) {
-    if (typeof value !== 'string' || OPTION_NAMES.has(name)) return undefined;
-    id += `\u0000${name}\u0001${value}`;
+    if (OPTION_NAMES.has(name)) return undefined;
+    if (typeof value === 'string') id += `\u0000${name}\u0001${value}`;
+    else if (typeof value === 'number' && Number.isFinite(value)) id += `\u0000${name}\u0002${value}`;
+    else return undefined;
   }
   return id;
 }

@@ -1,5 +1,5 @@
-// The translate functions pages and mails use: plain lookups, and lookups with string values to
-// insert, are remembered per locale; other options (counts, numbers) are translated afresh each time.
+// The translate functions pages and mails use: plain lookups, and lookups with string or number values
+// to insert, are remembered per locale; other options (counts, contexts) are translated afresh each time.
 import { translator } from '../../src/i18n/index.js';
 
 describe('translator', () => {
@@ -11,11 +11,25 @@ describe('translator', () => {
     expect(translator('ja')('common:service_name')).toBe('あんしんログインサービス');
   });
 
-  test('texts with numbers to insert are translated afresh: each call gets its own values', () => {
+  test('texts with numbers to insert are remembered per set of values: each call gets its own values', () => {
     const t = translator('ja');
     expect(t('common:errors.field_too_long', { field: 'ユーザID', max: 64 })).toBe('ユーザIDは64文字以内で入力してください。');
     expect(t('common:errors.field_too_long', { field: '名前', max: 20 })).toBe('名前は20文字以内で入力してください。');
+    expect(t('common:errors.field_too_long', { field: 'ユーザID', max: 64 })).toBe('ユーザIDは64文字以内で入力してください。');
+    expect(t('common:errors.field_too_long', { field: 'ユーザID', max: 65 })).toBe('ユーザIDは65文字以内で入力してください。');
+    // The same digits as a string are their own set (remembered apart), with the same text here.
+    expect(t('common:errors.field_too_long', { field: 'ユーザID', max: '64' })).toBe('ユーザIDは64文字以内で入力してください。');
+    expect(t('login:otp.sent_hint', { minutes: 10 })).toContain('10');
+    expect(t('login:otp.sent_hint', { minutes: 5 })).toContain('5');
+    expect(t('login:otp.sent_hint', { minutes: 5 })).not.toBe(t('login:otp.sent_hint', { minutes: 10 }));
     expect(translator('en')('common:errors.field_required', { field: 'User ID' })).toMatch(/User ID/);
+  });
+
+  test('values that are neither strings nor finite numbers go to i18next every time', () => {
+    const t = translator('en');
+    expect(t('common:errors.field_too_long', { field: 'Name', max: Number.NaN })).toContain('NaN');
+    expect(t('common:errors.field_too_long', { field: 'Name', max: 3 })).toContain('3');
+    expect(t('common:errors.field_too_long', { field: { toString: () => 'Object name' }, max: 3 })).toContain('Object name');
   });
 
   test('texts with string values are remembered per set of values, and each set gets its own text', () => {
