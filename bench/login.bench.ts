@@ -58,6 +58,9 @@ interface Options {
   sqlLog: boolean;
   /** OTP logins per provider, one at a time, with the provider's CPU read after each step. */
   stepCpu: number;
+  /** OTP logins per provider started at `rate` per second whatever the answers (equal load for both). */
+  rateLogins: number;
+  rate: number;
   million: boolean;
   scaleLogins: number;
   webConcurrency: string | undefined;
@@ -81,6 +84,10 @@ function usage(): string {
   --step-cpu N           OTP logins per provider, one at a time and alternating, with the provider's CPU
                          time read after each step (per-thread scheduler time, nanoseconds): where a login's
                          CPU goes, step by step, ours next to bare; 0 to skip (default 50)
+  --rate-logins N        OTP logins per provider started at a fixed rate (--rate), whether or not earlier
+                         ones have finished, in alternating rounds: CPU per login with both providers under
+                         the same load, below what either saturates; 0 to skip (default 200)
+  --rate R               logins started per second in that run (default 15)
   --sql-log              also print the distinct SQL statements of one OTP login (and of one password
                          login and one grant of each kind) with counts, to see what repeats
   --million              latency with 1,000,000 accounts vs 1,000 (ours; default on): two more databases
@@ -108,6 +115,8 @@ function parseOptions(): Options {
       grants: { type: 'string' },
       'sql-logins': { type: 'string' },
       'step-cpu': { type: 'string' },
+      'rate-logins': { type: 'string' },
+      rate: { type: 'string' },
       'sql-log': { type: 'boolean' },
       million: { type: 'boolean' },
       'no-million': { type: 'boolean' },
@@ -147,6 +156,8 @@ function parseOptions(): Options {
     grants: int('--grants', values.grants, 1000, 0),
     sqlLogins: int('--sql-logins', values['sql-logins'], 20, 0),
     stepCpu: int('--step-cpu', values['step-cpu'], 50, 0),
+    rateLogins: int('--rate-logins', values['rate-logins'], 200, 0),
+    rate: int('--rate', values.rate, 15, 1),
     sqlLog: values['sql-log'] === true,
     million: !values['no-million'],
     scaleLogins: int('--scale-logins', values['scale-logins'], 100, 1),
@@ -244,6 +255,14 @@ interface RunResult<T> {
 }
 
 /** Runs `count` operations with `concurrency` workers; `op` gets the operation's index and its worker's. */
+/** Counts a failed operation: its 5xx, and its message (once per kind). */
+function recordFailure(result: RunResult<unknown>, e: unknown): void {
+  if (e instanceof LoginError && e.status !== undefined && e.status >= 500) result.statuses5xx++;
+  // Distinct failures are counted once per kind: interaction ids and codes would make each unique.
+  const message = (e as Error).message.replace(/\/interaction\/[\w-]+/g, '/interaction/<uid>').replace(/b-[\w-]+@/g, '<user>@');
+  result.failures.set(message, (result.failures.get(message) ?? 0) + 1);
+}
+
 async function runMany<T>(count: number, concurrency: number, op: (i: number, worker: number) => Promise<T>): Promise<RunResult<T>> {
   const result: RunResult<T> = { samples: [], attempted: count, wallMs: 0, failures: new Map(), statuses5xx: 0 };
   let next = 0;
@@ -254,10 +273,7 @@ async function runMany<T>(count: number, concurrency: number, op: (i: number, wo
       try {
         result.samples.push(await op(i, w));
       } catch (e) {
-        if (e instanceof LoginError && e.status !== undefined && e.status >= 500) result.statuses5xx++;
-        // Distinct failures are counted once per kind: interaction ids and codes would make each unique.
-        const message = (e as Error).message.replace(/\/interaction\/[\w-]+/g, '/interaction/<uid>').replace(/b-[\w-]+@/g, '<user>@');
-        result.failures.set(message, (result.failures.get(message) ?? 0) + 1);
+        recordFailure(result, e);
       }
     }
   };
@@ -391,7 +407,7 @@ interface Started {
 
 async function startTarget(target: Target, opts: Options): Promise<Started> {
   const { child, issuer } = await startProvider(target.name, target.script, target.env);
-  const users = await target.prepareAccounts(opts.warmup + opts.logins + opts.stepCpu);
+  const users = await target.prepareAccounts(opts.warmup + opts.logins + opts.stepCpu + opts.rateLogins);
   const rp = await discoverRp(issuer, target.client.id, target.client.secret);
   return { target, child, issuer, rp, users, processes: 0 };
 }
@@ -417,40 +433,57 @@ async function measureOtpRounds(started: Started[], sink: OtpSink, opts: Options
   }
   const round = started.length > 1 ? Math.max(opts.concurrency, OTP_ROUND) : opts.logins;
   const rounds = Math.ceil(opts.logins / round);
+  process.stderr.write(`${started.map((x) => x.child.label).join(', ')}: ${opts.logins} OTP logins each with ${opts.concurrency} workers${rounds > 1 ? `, in ${rounds} alternating rounds of ${round}` : ''}… `);
+  const results = await alternatingRounds(started, { total: opts.logins, round, first: opts.warmup, phase: 'OTP logins' }, (side, first, n) =>
+    runMany(n, opts.concurrency, (i) => login(side)(first + i)),
+  );
+  process.stderr.write(`${results.map((x) => x.run.samples.length).join(' / ')} ok\n`);
+  return results;
+}
+
+/**
+ * Runs `total` logins per provider in rounds of `round`, alternating (a, b, b, a, …): the providers run
+ * one at a time, and a busier moment of the shared machine weighs on all of them alike. Each
+ * provider's CPU (and PostgreSQL's, and the bench's own meanwhile) is summed over its own rounds.
+ * `run(side, first, n)` runs logins `first` to `first + n - 1` of that provider's users.
+ */
+async function alternatingRounds(
+  started: Started[],
+  plan: { total: number; round: number; first: number; phase: string },
+  run: (side: Started, first: number, n: number) => Promise<RunResult<LoginSample>>,
+): Promise<Array<Measured<LoginSample>>> {
   const results = started.map((): Measured<LoginSample> & { run: RunResult<LoginSample> } => ({
     run: { samples: [], attempted: 0, wallMs: 0, failures: new Map(), statuses5xx: 0 },
     cpuMs: 0,
     dbCpuMs: 0,
+    benchCpuMs: 0,
   }));
-  process.stderr.write(`${started.map((x) => x.child.label).join(', ')}: ${opts.logins} OTP logins each with ${opts.concurrency} workers${rounds > 1 ? `, in ${rounds} alternating rounds of ${round}` : ''}… `);
+  const rounds = Math.ceil(plan.total / plan.round);
   for (let r = 0; r < rounds; r++) {
     const order = started.map((_, k) => k);
     if (r % 2 === 1) order.reverse();
     for (const k of order) {
       checkInterrupted();
       const side = started[k]!;
-      const first = opts.warmup + r * round;
-      const n = Math.min(round, opts.logins - r * round);
-      side.child.phase = 'OTP logins';
+      side.child.phase = plan.phase;
       const cpuBefore = side.child.cpuMs();
       const dbBefore = postgresCpuMs();
       const benchBefore = process.cpuUsage();
-      const run = await runMany(n, opts.concurrency, (i) => login(side)(first + i));
+      const done = await run(side, plan.first + r * plan.round, Math.min(plan.round, plan.total - r * plan.round));
       const bench = process.cpuUsage(benchBefore);
       const cpuAfter = side.child.cpuMs();
       const dbAfter = postgresCpuMs();
       const acc = results[k]!;
       acc.benchCpuMs = (acc.benchCpuMs ?? 0) + (bench.user + bench.system) / 1000;
       acc.dbCpuMs = dbBefore !== undefined && dbAfter !== undefined && acc.dbCpuMs !== undefined ? acc.dbCpuMs + (dbAfter - dbBefore) : undefined;
-      acc.run.samples.push(...run.samples);
-      acc.run.attempted += run.attempted;
-      acc.run.wallMs += run.wallMs;
-      acc.run.statuses5xx += run.statuses5xx;
-      for (const [m, c] of run.failures) acc.run.failures.set(m, (acc.run.failures.get(m) ?? 0) + c);
+      acc.run.samples.push(...done.samples);
+      acc.run.attempted += done.attempted;
+      acc.run.wallMs += done.wallMs;
+      acc.run.statuses5xx += done.statuses5xx;
+      for (const [m, c] of done.failures) acc.run.failures.set(m, (acc.run.failures.get(m) ?? 0) + c);
       acc.cpuMs = cpuBefore !== undefined && cpuAfter !== undefined && acc.cpuMs !== undefined ? acc.cpuMs + (cpuAfter - cpuBefore) : undefined;
     }
   }
-  process.stderr.write(`${results.map((x) => x.run.samples.length).join(' / ')} ok\n`);
   return results;
 }
 
@@ -496,6 +529,71 @@ async function measureStepCpu(started: Started[], sink: OtpSink, opts: Options):
   }
   process.stderr.write('done\n');
   return out;
+}
+
+/** Logins started in one equal-load run at most this many at once (a provider far behind fails them). */
+const RATE_MAX_IN_FLIGHT = 100;
+
+/**
+ * Starts `count` operations `rate` per second, each at its time whether or not earlier ones have
+ * finished (an open loop, like users arriving), and waits for all of them.
+ */
+async function runAtRate<T>(count: number, rate: number, op: (i: number) => Promise<T>): Promise<RunResult<T>> {
+  const result: RunResult<T> = { samples: [], attempted: count, wallMs: 0, failures: new Map(), statuses5xx: 0 };
+  const t0 = performance.now();
+  const running = new Set<Promise<void>>();
+  for (let i = 0; i < count && !interrupted; i++) {
+    const due = t0 + (i * 1000) / rate;
+    const wait = due - performance.now();
+    if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    if (running.size >= RATE_MAX_IN_FLIGHT) await Promise.race(running);
+    const p = op(i).then(
+      (sample) => void result.samples.push(sample),
+      (e: unknown) => recordFailure(result, e),
+    );
+    const tracked = p.finally(() => running.delete(tracked));
+    running.add(tracked);
+  }
+  await Promise.all(running);
+  result.wallMs = performance.now() - t0;
+  return result;
+}
+
+/**
+ * OTP logins started at the same fixed rate for every provider, in alternating rounds: CPU per login
+ * under equal load. The throughput runs load each provider as far as it goes, which on a shared
+ * 2-core machine also measures how the provider copes with having no core to spare.
+ */
+async function measureAtRate(started: Started[], sink: OtpSink, opts: Options): Promise<Array<Measured<LoginSample>>> {
+  const otpProof: LoginProof = { kind: 'otp', sink };
+  const round = started.length > 1 ? OTP_ROUND : opts.rateLogins;
+  process.stderr.write(`${started.map((x) => x.child.label).join(', ')}: ${opts.rateLogins} OTP logins each started at ${opts.rate}/s… `);
+  const plan = { total: opts.rateLogins, round, first: opts.warmup + opts.logins + opts.stepCpu, phase: 'equal-load logins' };
+  const results = await alternatingRounds(started, plan, (side, first, n) =>
+    runAtRate(n, opts.rate, (i) => runLogin(side.rp, side.issuer, otpProof, side.users[first + i]!)),
+  );
+  process.stderr.write(`${results.map((x) => x.run.samples.length).join(' / ')} ok\n`);
+  return results;
+}
+
+function printAtRate(opts: Options, names: string[], runs: Array<Measured<LoginSample>>): void {
+  console.log('');
+  console.log(`Equal load: ${opts.rateLogins} OTP logins per provider started at ${opts.rate}/s (each at its time, whether or not`);
+  console.log(`  earlier ones have finished), in alternating rounds of ${OTP_ROUND}; CPU per login of each provider under the same load.`);
+  const perLogin = (m: Measured<unknown>, v: number | undefined) => (v !== undefined && m.run.samples.length ? v / m.run.samples.length : Number.NaN);
+  const rows: string[][] = [];
+  const row = (label: string, values: number[], fmt: (v: number) => string, withRatio = true) =>
+    rows.push([label, ...values.map(fmt), ...(values.length === 2 ? [withRatio ? ratio(values[0]!, values[1]!) : ''] : [])]);
+  rows.push(['logins ok / started', ...runs.map((m) => `${m.run.samples.length}/${m.run.attempted}`), ...(runs.length === 2 ? [''] : [])]);
+  row('logins/s', runs.map((m) => perSecond(m.run)), (v) => v.toFixed(1));
+  row('provider CPU per login (ms)', runs.map((m) => perLogin(m, m.cpuMs)), ms);
+  row('PostgreSQL CPU per login (ms)', runs.map((m) => perLogin(m, m.dbCpuMs)), ms, false);
+  row('bench CPU per login (ms)', runs.map((m) => perLogin(m, m.benchCpuMs)), ms, false);
+  const figures = runs.map((m) => figuresOf(m.run));
+  row('p50 latency excl. mail wait (ms)', figures.map((f) => percentile(f.exclMail, 50)), ms);
+  row('p95 latency excl. mail wait (ms)', figures.map((f) => percentile(f.exclMail, 95)), ms);
+  printTable(['', ...names, ...(names.length === 2 ? ['ours/bare'] : [])], rows);
+  for (const [k, m] of runs.entries()) for (const [message, count] of m.run.failures) console.log(`  ${names[k]}: ${count}x ${message}`);
 }
 
 function printStepCpu(opts: Options, names: string[], steps: StepCpu[]): void {
@@ -1346,6 +1444,7 @@ async function main(): Promise<void> {
   }
   const otpRuns = await measureOtpRounds(started, sink, opts);
   const stepCpu = opts.stepCpu > 0 ? await measureStepCpu(started, sink, opts) : undefined;
+  const atRate = opts.rateLogins > 0 ? await measureAtRate(started, sink, opts) : undefined;
   const reports: TargetReport[] = [];
   for (const [k, side] of started.entries()) reports.push(await finishTarget(side, otpRuns[k]!, opts));
 
@@ -1376,6 +1475,7 @@ async function main(): Promise<void> {
   printComparison(opts, reports, database);
   const ours = reports.find((r) => r.name === 'ours');
   if (stepCpu) printStepCpu(opts, started.map((x) => x.target.name), stepCpu);
+  if (atRate) printAtRate(opts, started.map((x) => x.target.name), atRate);
   if (ours) printPassword(opts, ours);
   if (sql) printSql(opts, sql);
   if (scale) printScale(opts, scale);
