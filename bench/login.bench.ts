@@ -613,7 +613,11 @@ function printStepCpu(opts: Options, names: string[], steps: StepCpu[]): void {
 }
 
 /** Everything after the OTP logins, for one provider: probes, password logins, grants; then it stops. */
-async function finishTarget(started: Started, otp: Measured<LoginSample>, opts: Options): Promise<TargetReport> {
+/**
+ * `latest`: the provider's most recent logins (the refresh tokens come from them: bare
+ * oidc-provider's in-memory adapter keeps only its last 1,000 entries).
+ */
+async function finishTarget(started: Started, otp: Measured<LoginSample>, latest: LoginSample[], opts: Options): Promise<TargetReport> {
   const { target, child, issuer, rp, processes } = started;
   const counts = { warmup: opts.warmup, measured: opts.logins, concurrency: opts.concurrency };
   const peakRss = child.peakRssKb();
@@ -639,8 +643,8 @@ async function finishTarget(started: Started, otp: Measured<LoginSample>, opts: 
   let refresh: Measured<number> | undefined;
   let clientCredentials: Measured<number> | undefined;
   if (opts.grants > 0) {
-    // One refresh token per worker, from the OTP logins; a rotated token replaces its worker's.
-    const tokens = otp.run.samples.flatMap((x) => (x.refreshToken ? [x.refreshToken] : [])).slice(0, opts.concurrency);
+    // One refresh token per worker, from the latest OTP logins; a rotated token replaces its worker's.
+    const tokens = latest.flatMap((x) => (x.refreshToken ? [x.refreshToken] : [])).slice(-opts.concurrency);
     if (tokens.length) {
       refresh = await measure(child, 'refresh_token grants', { warmup: opts.warmup, measured: opts.grants, concurrency: tokens.length }, (_i, w) =>
         timed(async () => {
@@ -1446,7 +1450,7 @@ async function main(): Promise<void> {
   const stepCpu = opts.stepCpu > 0 ? await measureStepCpu(started, sink, opts) : undefined;
   const atRate = opts.rateLogins > 0 ? await measureAtRate(started, sink, opts) : undefined;
   const reports: TargetReport[] = [];
-  for (const [k, side] of started.entries()) reports.push(await finishTarget(side, otpRuns[k]!, opts));
+  for (const [k, side] of started.entries()) reports.push(await finishTarget(side, otpRuns[k]!, (atRate?.[k] ?? otpRuns[k]!).run.samples, opts));
 
   // The later sections run after the comparison has been measured: one failing leaves the others' figures.
   const sectionErrors: string[] = [];
