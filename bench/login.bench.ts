@@ -580,7 +580,6 @@ function printAtRate(opts: Options, names: string[], runs: Array<Measured<LoginS
   console.log('');
   console.log(`Equal load: ${opts.rateLogins} OTP logins per provider started at ${opts.rate}/s (each at its time, whether or not`);
   console.log(`  earlier ones have finished), in alternating rounds of ${OTP_ROUND}; CPU per login of each provider under the same load.`);
-  const perLogin = (m: Measured<unknown>, v: number | undefined) => (v !== undefined && m.run.samples.length ? v / m.run.samples.length : Number.NaN);
   const rows: string[][] = [];
   const row = (label: string, values: number[], fmt: (v: number) => string, withRatio = true) =>
     rows.push([label, ...values.map(fmt), ...(values.length === 2 ? [withRatio ? ratio(values[0]!, values[1]!) : ''] : [])]);
@@ -1031,6 +1030,8 @@ function figuresOf(run: RunResult<LoginSample>): Figures {
 
 const ms = (v: number) => (Number.isFinite(v) ? v.toFixed(1) : '-');
 const perSecond = (run: RunResult<unknown>) => run.samples.length / (run.wallMs / 1000);
+/** A total (CPU ms) divided by the logins (or grants) of its run; NaN when unknown or none succeeded. */
+const perLogin = (m: Measured<unknown>, total: number | undefined) => (total !== undefined && m.run.samples.length ? total / m.run.samples.length : Number.NaN);
 const verdict = (ok: boolean) => (ok ? 'met' : 'NOT met');
 
 /** Left-aligned first column, right-aligned others, three spaces apart. */
@@ -1073,14 +1074,11 @@ function printComparison(opts: Options, reports: TargetReport[], database: strin
   const rssOf = (r: TargetReport) => (r.peakRss ? r.peakRss.kb : Number.NaN);
   row('peak RSS, VmHWM (MiB)', reports.map(rssOf), (v) => (Number.isFinite(v) ? (v / 1024).toFixed(0) : 'n/a'));
   rows.push(['  node processes summed', ...reports.map((r) => String(r.peakRss?.pids.length ?? '-'))]);
-  const cpu = (m: Measured<unknown>) => (m.cpuMs !== undefined && m.run.samples.length ? m.cpuMs / m.run.samples.length : Number.NaN);
-  row('provider CPU per login (ms)', reports.map((r) => cpu(r.otp)), ms);
+  row('provider CPU per login (ms)', reports.map((r) => perLogin(r.otp, r.otp.cpuMs)), ms);
   const busy = (m: Measured<unknown>) => (m.cpuMs !== undefined ? (100 * m.cpuMs) / m.run.wallMs : Number.NaN);
   row('provider CPU busy (% of 1 core)', reports.map((r) => busy(r.otp)), (v) => (Number.isFinite(v) ? v.toFixed(0) : '-'));
-  const dbCpu = (m: Measured<unknown>) => (m.dbCpuMs !== undefined && m.run.samples.length ? m.dbCpuMs / m.run.samples.length : Number.NaN);
-  rows.push(['PostgreSQL CPU per login (ms)', ...reports.map((r) => (Number.isFinite(dbCpu(r.otp)) ? dbCpu(r.otp).toFixed(1) : 'n/a'))]);
-  const benchCpu = (m: Measured<unknown>) => (m.benchCpuMs !== undefined && m.run.samples.length ? m.benchCpuMs / m.run.samples.length : Number.NaN);
-  row('bench client + sink CPU per login (ms)', reports.map((r) => benchCpu(r.otp)), ms);
+  rows.push(['PostgreSQL CPU per login (ms)', ...reports.map((r) => perLogin(r.otp, r.otp.dbCpuMs)).map((v) => (Number.isFinite(v) ? v.toFixed(1) : 'n/a'))]);
+  row('bench client + sink CPU per login (ms)', reports.map((r) => perLogin(r.otp, r.otp.benchCpuMs)), ms);
   rows.push(['HTTP 5xx during run', ...reports.map((r) => String(r.otp.run.statuses5xx))]);
   rows.push(['warn/error log lines in run', ...reports.map((r) => String(r.lines.filter((l) => l.phase === 'OTP logins').length))]);
 
@@ -1101,7 +1099,7 @@ function printComparison(opts: Options, reports: TargetReport[], database: strin
     const sorted = ms_.map((m) => (m ? [...m.run.samples].sort((p, q) => p - q) : []));
     row('  p50 (ms)', sorted.map((xs) => percentile(xs, 50)), ms);
     row('  p95 (ms)', sorted.map((xs) => percentile(xs, 95)), ms);
-    row('  provider CPU per grant (ms)', ms_.map((m) => (m ? cpu(m) : Number.NaN)), ms);
+    row('  provider CPU per grant (ms)', ms_.map((m) => (m ? perLogin(m, m.cpuMs) : Number.NaN)), ms);
   }
 
   const ours = reports.find((r) => r.name === 'ours');

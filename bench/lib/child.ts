@@ -93,13 +93,17 @@ const SETTLE_WINDOW_MS = 500;
 const SETTLE_CPU_MS = 30;
 
 let clockTicks: number | undefined;
+/** Milliseconds in `ticks` clock ticks (the unit of /proc/<pid>/stat's times). */
+function ticksToMs(ticks: number): number {
+  clockTicks ??= Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+  return (ticks * 1000) / clockTicks;
+}
 function cpuMsOf(pid: number): number | undefined {
   try {
-    clockTicks ??= Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
     // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return ((Number(fields[11]) + Number(fields[12])) * 1000) / clockTicks;
+    return ticksToMs(Number(fields[11]) + Number(fields[12]));
   } catch {
     return undefined;
   }
@@ -147,8 +151,7 @@ export function postgresCpuMs(): number | undefined {
     // The postmaster (its parent is not postgres) reaps the backends: their time lands in its cutime.
     if (!isPostgres(Number(f[1]))) ticks += Number(f[13]) + Number(f[14]);
   }
-  clockTicks ??= Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
-  return found ? (ticks * 1000) / clockTicks : undefined;
+  return found ? ticksToMs(ticks) : undefined;
 }
 
 function isPostgres(pid: number): boolean {

@@ -1,4 +1,5 @@
 import { createHmac, createSecretKey, timingSafeEqual, type KeyObject } from 'node:crypto';
+import { setBounded } from '../bounded-map.js';
 
 /**
  * Signs and checks cookie signatures for Koa and oidc-provider (both take it as their `keys`): the
@@ -31,8 +32,8 @@ export class CookieSigner {
     let sig = this.signed.get(data);
     if (sig === undefined) {
       sig = signature(data, this.keys[0]!);
-      remember(this.signed, data, sig);
-      remember(this.verified, pairKey(data, sig), 0);
+      setBounded(this.signed, data, sig, REMEMBERED_MAX);
+      setBounded(this.verified, pairKey(data, sig), 0, REMEMBERED_MAX);
     }
     return sig;
   }
@@ -50,7 +51,7 @@ export class CookieSigner {
     for (let i = 0; i < this.keys.length; i++) {
       const expected = Buffer.from(signature(data, this.keys[i]!));
       if (expected.length === given.length && timingSafeEqual(expected, given)) {
-        remember(this.verified, remembered, i);
+        setBounded(this.verified, remembered, i, REMEMBERED_MAX);
         return i;
       }
     }
@@ -60,11 +61,6 @@ export class CookieSigner {
 
 /** Valid (value, signature) pairs, and signatures made, remembered: about 100 bytes each. */
 const REMEMBERED_MAX = 10_000;
-
-function remember<V>(map: Map<string, V>, key: string, value: V): void {
-  if (map.size >= REMEMBERED_MAX) map.delete(map.keys().next().value!);
-  map.set(key, value);
-}
 
 /** Length-prefixed: no other (value, signature) pair spells the same key. */
 function pairKey(data: string, digest: string): string {

@@ -2,6 +2,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import i18next, { type Resource, type ResourceLanguage, type TFunction } from 'i18next';
+import { setBounded } from '../bounded-map.js';
 
 /** Japanese first (the default), English second. */
 export const LOCALES = ['ja', 'en'] as const;
@@ -65,22 +66,18 @@ export function translator(locale: Locale): TFunction {
 function rememberingPlainLookups(t: TFunction): TFunction {
   const call = t as unknown as (...args: unknown[]) => string;
   const remembered = new Map<string, string>();
-  const remember = (key: string, text: string) => {
-    // Oldest first out: texts with values (a site's name) vary more than plain ones.
-    if (remembered.size >= MAX_REMEMBERED) remembered.delete(remembered.keys().next().value!);
-    remembered.set(key, text);
-  };
   const fn = (...args: unknown[]): string => {
     const [key, options] = args;
     if (typeof key !== 'string' || args.length > 2) return call(...args);
-    // A text with only string values to insert is as fixed as a plain one, for those values; counts
-    // (plurals), contexts and other options go to i18next every time.
-    const id = args.length === 1 ? key : stringValuesId(key, options);
+    // A text with only string or number values to insert is as fixed as a plain one, for those
+    // values; counts (plurals), contexts and other options go to i18next every time.
+    const id = args.length === 1 ? key : valuesId(key, options);
     if (id === undefined) return call(...args);
     let text = remembered.get(id);
     if (text === undefined) {
       text = call(...args);
-      remember(id, text);
+      // Oldest first out: texts with values (a site's name) vary more than plain ones.
+      setBounded(remembered, id, text, MAX_REMEMBERED);
     }
     return text;
   };
@@ -93,7 +90,7 @@ function rememberingPlainLookups(t: TFunction): TFunction {
  * insert: a string, or a finite number (the code page's minutes, a field's maximum length). The type
  * is part of the id, so 5 and '5' are remembered apart.
  */
-function stringValuesId(key: string, options: unknown): string | undefined {
+function valuesId(key: string, options: unknown): string | undefined {
   if (!options || typeof options !== 'object' || Object.getPrototypeOf(options) !== Object.prototype) return undefined;
   let id = key;
   for (const [name, value] of Object.entries(options)) {

@@ -1,4 +1,5 @@
 import type { AccountWithDevices } from '../persistence/account.repository.js';
+import { setBounded } from '../bounded-map.js';
 
 /** How long a completed login's account is kept for its redirect and code exchange. */
 const TTL_MS = 30_000;
@@ -21,8 +22,7 @@ export class LoginHandoff {
     this.entries.delete(account.id);
     if (this.entries.size >= MAX_ENTRIES) this.prune();
     // Still full of live entries (a flood of logins): the oldest goes.
-    if (this.entries.size >= MAX_ENTRIES) this.entries.delete(this.entries.keys().next().value!);
-    this.entries.set(account.id, { account, until: Date.now() + TTL_MS, uses: USES });
+    setBounded(this.entries, account.id, { account, until: Date.now() + TTL_MS, uses: USES }, MAX_ENTRIES);
   }
 
   take(accountId: string): AccountWithDevices | undefined {
