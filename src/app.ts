@@ -17,6 +17,8 @@ import { interactionRouter } from './interaction/interaction.router.js';
 import { certificateRouter } from './certificates/certificate.router.js';
 import { devMailboxRouter } from './mail/dev-mailbox.router.js';
 import { acceptsHttpPost, type Provider } from './oidc/provider.js';
+import { invalidGrantResponse } from './oidc/adapter.js';
+import { SingleUseLost } from './persistence/oidc-payload.repository.js';
 import { demoRouter } from './demo/demo.router.js';
 import { activationRouter } from './activation/activation.router.js';
 import { healthRouter } from './http/health.router.js';
@@ -156,7 +158,19 @@ export async function createApp(opts: CreateAppOptions): Promise<App> {
     });
   // oidc-provider's writes of a request go in one statement at its end (finishing an authorization
   // writes four rows); a token request reads its code (or refresh token), grant and session in one.
-  koa.use((ctx, next) => payloads.withDeferredWrites(ctx.method === 'POST' && ctx.path === '/token' ? () => payloads.withTokenPrefetch(next) : next));
+  // A token request's consume of its code goes with the tokens it issued: when another request used
+  // the code first, nothing was stored and the answer is invalid_grant instead of the tokens.
+  koa.use(async (ctx, next) => {
+    if (ctx.method !== 'POST' || ctx.path !== '/token') return payloads.withDeferredWrites(next);
+    try {
+      await payloads.withDeferredWrites(() => payloads.withTokenPrefetch(next));
+    } catch (e) {
+      if (!(e instanceof SingleUseLost)) throw e;
+      const { status, body } = invalidGrantResponse(e);
+      ctx.status = status;
+      ctx.body = body;
+    }
+  });
   koa.use(mount(provider));
 
   return {

@@ -1,5 +1,5 @@
 import { errors, type Adapter, type AdapterPayload } from 'oidc-provider';
-import type { OidcPayloadRepository } from '../persistence/oidc-payload.repository.js';
+import { SingleUseLost, type OidcPayloadRepository } from '../persistence/oidc-payload.repository.js';
 
 /**
  * oidc-provider's storage adapter over the application database, so sessions, interactions, codes
@@ -8,19 +8,19 @@ import type { OidcPayloadRepository } from '../persistence/oidc-payload.reposito
 export function createAdapterFactory(repo: OidcPayloadRepository): (name: string) => Adapter {
   return (name: string): Adapter => ({
     async upsert(id: string, payload: AdapterPayload, expiresIn: number) {
-      await repo.upsert(name, id, payload as Record<string, unknown>, expiresIn);
+      await lostAsInvalidGrant(repo.upsert(name, id, payload as Record<string, unknown>, expiresIn));
     },
     async find(id: string) {
-      return (await repo.find(name, id)) as AdapterPayload | undefined;
+      return (await lostAsInvalidGrant(repo.find(name, id))) as AdapterPayload | undefined;
     },
     async findByUserCode(userCode: string) {
-      return (await repo.findByUserCode(name, userCode)) as AdapterPayload | undefined;
+      return (await lostAsInvalidGrant(repo.findByUserCode(name, userCode))) as AdapterPayload | undefined;
     },
     async findByUid(uid: string) {
-      return (await repo.findByUid(name, uid)) as AdapterPayload | undefined;
+      return (await lostAsInvalidGrant(repo.findByUid(name, uid))) as AdapterPayload | undefined;
     },
     async consume(id: string) {
-      const { consumed, grantId } = await repo.consume(name, id);
+      const { consumed, grantId } = await lostAsInvalidGrant(repo.consume(name, id));
       if (consumed) return;
       // Another request used it first (two token requests with one code, or one refresh token, at the
       // same moment), or it is gone. Refused as oidc-provider refuses a later reuse: invalid_grant, and
@@ -29,10 +29,34 @@ export function createAdapterFactory(repo: OidcPayloadRepository): (name: string
       throw new errors.InvalidGrant(`${name} already consumed`);
     },
     async destroy(id: string) {
-      await repo.destroy(name, id);
+      await lostAsInvalidGrant(repo.destroy(name, id));
     },
     async revokeByGrantId(grantId: string) {
-      await repo.revokeByGrantId(grantId);
+      await lostAsInvalidGrant(repo.revokeByGrantId(grantId));
     },
   });
+}
+
+/**
+ * In a token request the code's consume is sent with the request's next statement (see
+ * OidcPayloadRepository.flush); when another request had used the code first, that statement's caller
+ * gets invalid_grant, as from consume itself (the grant is already revoked).
+ */
+async function lostAsInvalidGrant<T>(op: Promise<T>): Promise<T> {
+  try {
+    return await op;
+  } catch (e) {
+    if (e instanceof SingleUseLost) throw new errors.InvalidGrant(e.message);
+    throw e;
+  }
+}
+
+/**
+ * The response to a token request whose held consume found the code (or refresh token) used by
+ * another request when its writes were sent at the request's end: what oidc-provider answers to a
+ * reused code, in place of the tokens it had prepared (none of them was stored).
+ */
+export function invalidGrantResponse(lost: SingleUseLost): { status: number; body: Record<string, string> } {
+  const e = new errors.InvalidGrant(lost.message);
+  return { status: e.status, body: { error: e.error, error_description: e.error_description ?? 'grant request is invalid' } };
 }

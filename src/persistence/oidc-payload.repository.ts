@@ -17,14 +17,37 @@ type Row = StoredPayloadRow;
 /** Rows a request has already read with other data, by `type:id` or `type:uid:uid` (null: known not to exist). */
 type Prefetched = Map<string, Row | null>;
 
-/** A write a request has made and not yet sent, by `type:id`: the row's new content, or its removal. */
-type PendingWrite = { type: string; id: string } & ({ kind: 'upsert'; values: unknown[] } | { kind: 'destroy' });
+/**
+ * A write a request has made and not yet sent, by `type:id`: the row's new content, its removal, or
+ * (a token request) its single use, on which every write held after it depends.
+ */
+type PendingWrite = { type: string; id: string } & ({ kind: 'upsert'; values: unknown[] } | { kind: 'destroy' } | { kind: 'consume' });
 
 /** What one request remembers: rows it has read, and (inside withDeferredWrites) writes it has not sent. */
 interface Scope {
   rows: Prefetched;
   writes?: Map<string, PendingWrite>;
+  /** A token request: consuming its code (or refresh token) goes with the writes it makes after it. */
+  consumeAtEnd?: boolean;
 }
+
+/**
+ * A token request found, when its writes were sent, that another request had used its code (or
+ * refresh token) first: nothing it wrote after consuming was stored, and the grant has been revoked
+ * with everything issued from it. The request must answer invalid_grant.
+ */
+export class SingleUseLost extends Error {
+  constructor(
+    readonly model: string,
+    readonly grantId: string | null,
+  ) {
+    super(`${model} already consumed`);
+    this.name = 'SingleUseLost';
+  }
+}
+
+/** The key under which a request holds its consume (apart from the row's own writes). */
+const CONSUME_KEY = 'consume';
 
 /** Keeps `write` as its row's latest, re-added last: writes go in the order of their latest change. */
 function hold(writes: Map<string, PendingWrite>, write: PendingWrite): void {
@@ -73,7 +96,7 @@ export class OidcPayloadRepository {
    */
   withTokenPrefetch<T>(fn: () => Promise<T>): Promise<T> {
     const outer = this.scope.getStore();
-    return this.scope.run({ ...outer, rows: new Map(outer?.rows) }, fn);
+    return this.scope.run({ ...outer, rows: new Map(outer?.rows), consumeAtEnd: true }, fn);
   }
 
   /**
@@ -83,6 +106,8 @@ export class OidcPayloadRepository {
    * statements otherwise), a code exchange saves two tokens. Anything else the request does with the
    * table (a read, consuming a code, revoking a grant) first sends what is held, so it sees the table
    * as if every write had gone at once. If `fn` fails, what it wrote is still sent, as it would have been.
+   * In a token request (`withTokenPrefetch`) the code's consume is held too, and the tokens are stored
+   * only if it takes: a request that lost the code to another fails with SingleUseLost.
    */
   async withDeferredWrites<T>(fn: () => Promise<T>): Promise<T> {
     const outer = this.scope.getStore();
@@ -120,19 +145,43 @@ export class OidcPayloadRepository {
   private async flush(scope: Scope | undefined = this.scope.getStore()): Promise<void> {
     const writes = scope?.writes;
     if (!writes?.size) return;
+    const consume = writes.get(CONSUME_KEY);
+    writes.delete(CONSUME_KEY);
     const pending = [...writes.values()];
     writes.clear();
-    const params: unknown[] = [];
+    const params: unknown[] = consume ? [consume.id, consume.type] : [];
     const removals = pending.flatMap((w) => (w.kind === 'destroy' ? [`($${params.push(w.id)}, $${params.push(w.type)})`] : []));
     const rows = pending.flatMap((w) => {
       if (w.kind !== 'upsert') return [];
       const n = params.push(...w.values);
       return [`($${n - 6}, $${n - 5}, $${n - 4}::jsonb, $${n - 3}, $${n - 2}, $${n - 1}, $${n}::timestamptz)`];
     });
-    const remove = removals.length ? `DELETE FROM oidc_payloads WHERE (id, type) IN (${removals.join(', ')})` : '';
-    const insert = rows.length ? `INSERT INTO oidc_payloads (${UPSERT_COLUMNS}) VALUES ${rows.join(', ')} ${UPSERT_CONFLICT}` : '';
-    // A key is in one of the two parts only, so they never touch the same row.
-    await this.sql.query(remove && insert ? `WITH removed AS (${remove}) ${insert}` : remove || insert, params);
+    if (!consume) {
+      const remove = removals.length ? `DELETE FROM oidc_payloads WHERE (id, type) IN (${removals.join(', ')})` : '';
+      const insert = rows.length ? `INSERT INTO oidc_payloads (${UPSERT_COLUMNS}) VALUES ${rows.join(', ')} ${UPSERT_CONFLICT}` : '';
+      // A key is in one of the two parts only, so they never touch the same row.
+      await this.sql.query(remove && insert ? `WITH removed AS (${remove}) ${insert}` : remove || insert, params);
+      return;
+    }
+    // The consume first; what the request wrote after it is stored only if it took. Of two requests
+    // consuming one row, the second waits for the first's row lock and then finds the row used.
+    const parts = [`c AS (UPDATE oidc_payloads SET consumed_at = now() WHERE id = $1 AND type = $2 AND consumed_at IS NULL RETURNING 1)`];
+    if (removals.length) parts.push(`removed AS (DELETE FROM oidc_payloads WHERE (id, type) IN (${removals.join(', ')}) AND EXISTS (SELECT 1 FROM c))`);
+    if (rows.length)
+      parts.push(
+        `stored AS (INSERT INTO oidc_payloads (${UPSERT_COLUMNS}) SELECT * FROM (VALUES ${rows.join(', ')}) AS v (${UPSERT_COLUMNS})
+           WHERE EXISTS (SELECT 1 FROM c) ${UPSERT_CONFLICT})`,
+      );
+    const [row] = await this.sql.query<{ consumed: boolean; grant_id: string | null }>(
+      `WITH ${parts.join(', ')}
+       SELECT EXISTS (SELECT 1 FROM c) AS consumed, (SELECT grant_id FROM oidc_payloads WHERE id = $1 AND type = $2) AS grant_id`,
+      params,
+    );
+    if (row?.consumed === true) return;
+    const grantId = row?.grant_id ?? null;
+    // As oidc-provider does with a code used twice (RFC 6749 4.1.2): the winner's tokens go too.
+    if (grantId) await this.revokeGrant(grantId);
+    throw new SingleUseLost(consume.type, grantId);
   }
 
   private present(rows: Row[]): OidcPayloadData | undefined {
@@ -205,11 +254,18 @@ export class OidcPayloadRepository {
   /**
    * Marks a single-use row (a code, a rotated refresh token) used, once: of two requests consuming it at
    * the same moment only one gets `consumed: true` (the row lock orders them, and the second sees the
-   * first's mark). `grantId` is the row's grant, for revoking it when the caller lost.
+   * first's mark). `grantId` is the row's grant, for revoking it when the caller lost. In a token
+   * request the consume is held and sent with the tokens (see flush), and `consumed: true` is provisional.
    */
   async consume(type: string, id: string): Promise<{ consumed: boolean; grantId: string | null }> {
     this.forget(type, id);
-    await this.flush();
+    const scope = this.scope.getStore();
+    await this.flush(scope);
+    if (scope?.writes && scope.consumeAtEnd) {
+      // Sent with the writes that follow (the tokens it gives), which depend on it; see flush.
+      scope.writes.set(CONSUME_KEY, { kind: 'consume', type, id });
+      return { consumed: true, grantId: null };
+    }
     const [row] = await this.sql.query<{ consumed: boolean; grant_id: string | null }>(
       `WITH u AS (UPDATE oidc_payloads SET consumed_at = now() WHERE id = $1 AND type = $2 AND consumed_at IS NULL RETURNING 1)
        SELECT EXISTS (SELECT 1 FROM u) AS consumed, (SELECT grant_id FROM oidc_payloads WHERE id = $1 AND type = $2) AS grant_id`,

@@ -4,7 +4,7 @@
 // what it wrote. On PostgreSQL and on the embedded PGlite.
 import { randomUUID } from 'node:crypto';
 import type { Database } from '../../src/persistence/database.js';
-import { OidcPayloadRepository } from '../../src/persistence/oidc-payload.repository.js';
+import { OidcPayloadRepository, SingleUseLost } from '../../src/persistence/oidc-payload.repository.js';
 import type { Sql } from '../../src/persistence/sql.js';
 import { bothDatabases } from '../support/database.js';
 
@@ -128,6 +128,71 @@ describe.each(drivers)('deferred oidc-provider writes on %s', (_name, open) => {
     });
     await expect(outcome).rejects.toThrow('connection terminated');
     expect(await rowsOf([s])).toEqual([]);
+  });
+
+  it('a token request consumes its code in the statement that stores the tokens it issued', async () => {
+    const [grant, code, access, refresh] = [id(), id(), id(), id()];
+    await repo.upsert('Grant', grant, { accountId: 'a1' }, 600);
+    await repo.upsert('AuthorizationCode', code, { grantId: grant }, 60);
+    sent.length = 0;
+    await repo.withDeferredWrites(() =>
+      repo.withTokenPrefetch(async () => {
+        expect(await repo.find('AuthorizationCode', code)).toMatchObject({ grantId: grant });
+        expect(await repo.consume('AuthorizationCode', code)).toMatchObject({ consumed: true });
+        await repo.upsert('AccessToken', access, { grantId: grant }, 60);
+        await repo.upsert('RefreshToken', refresh, { grantId: grant }, 600);
+      }),
+    );
+    // The read (with its grant and session), then the consume with both tokens.
+    expect(sent).toHaveLength(2);
+    const rows = await rowsOf([code, access, refresh]);
+    expect(rows.map((r) => r.type).sort()).toEqual(['AccessToken', 'AuthorizationCode', 'RefreshToken']);
+    expect(rows.find((r) => r.type === 'AuthorizationCode')?.consumed_at).toBeInstanceOf(Date);
+  });
+
+  it('a token request that loses its code to another stores nothing, and the grant is revoked', async () => {
+    const [grant, code, firstToken, secondToken] = [id(), id(), id(), id()];
+    await repo.upsert('Grant', grant, { accountId: 'a1' }, 600);
+    await repo.upsert('AuthorizationCode', code, { grantId: grant }, 60);
+    const exchange = (token: string, between?: () => Promise<void>) =>
+      repo.withDeferredWrites(() =>
+        repo.withTokenPrefetch(async () => {
+          // Both read the code unused.
+          expect((await repo.find('AuthorizationCode', code))?.consumed).toBeUndefined();
+          await between?.();
+          await repo.consume('AuthorizationCode', code);
+          await repo.upsert('AccessToken', token, { grantId: grant }, 60);
+          return token;
+        }),
+      );
+    // The second request reads the code, then the first runs to its end, then the second goes on.
+    let hasRead!: () => void;
+    let goOn!: () => void;
+    const read = new Promise<void>((r) => (hasRead = r));
+    const gate = new Promise<void>((r) => (goOn = r));
+    const second = exchange(secondToken, () => {
+      hasRead();
+      return gate;
+    });
+    await read;
+    await expect(exchange(firstToken)).resolves.toBe(firstToken);
+    expect(await rowsOf([firstToken])).toHaveLength(1);
+    goOn();
+    await expect(second).rejects.toBeInstanceOf(SingleUseLost);
+    await expect(second).rejects.toMatchObject({ model: 'AuthorizationCode' });
+    // The loser's token was never stored, and the winner's went with the grant (RFC 6749 4.1.2).
+    expect(await rowsOf([grant, code, firstToken, secondToken])).toEqual([]);
+  });
+
+  it('outside a token request a consume goes at once', async () => {
+    const [grant, request] = [id(), id()];
+    await repo.upsert('PushedAuthorizationRequest', request, { grantId: grant }, 60);
+    sent.length = 0;
+    await repo.withDeferredWrites(async () => {
+      expect(await repo.consume('PushedAuthorizationRequest', request)).toEqual({ consumed: true, grantId: grant });
+      expect(sent).toHaveLength(1);
+      expect(await repo.consume('PushedAuthorizationRequest', request)).toEqual({ consumed: false, grantId: grant });
+    });
   });
 
   it('outside a request every write goes at once', async () => {
