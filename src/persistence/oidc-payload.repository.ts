@@ -1,5 +1,6 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { PrismaClient } from './generated/client.js';
+import { setBounded } from '../bounded-map.js';
 import { batchDelete, purgeInBatches, type PurgeOptions } from './purge.js';
 import { sqlThroughPrisma, type Sql } from './sql.js';
 
@@ -49,6 +50,10 @@ export class SingleUseLost extends Error {
 /** The key under which a request holds its consume (apart from the row's own writes). */
 const CONSUME_KEY = 'consume';
 
+/** How long an interaction given its result here is kept for the resume that follows, and how many. */
+const FINISHED_TTL_MS = 30_000;
+const FINISHED_MAX = 10_000;
+
 /** Keeps `write` as its row's latest, re-added last: writes go in the order of their latest change. */
 function hold(writes: Map<string, PendingWrite>, write: PendingWrite): void {
   const key = `${write.type}:${write.id}`;
@@ -72,6 +77,11 @@ const TOKEN_TYPES = new Set(['AuthorizationCode', 'RefreshToken']);
 export class OidcPayloadRepository {
   private readonly sql: Sql;
   private readonly scope = new AsyncLocalStorage<Scope>();
+  /**
+   * Interactions this process has just given their result (a login or consent step finished), as
+   * saved, for the one read that follows: the authorization resuming, which the browser asks for next.
+   */
+  private readonly finished = new Map<string, { row: Row; until: number }>();
 
   constructor(prisma: PrismaClient, sql?: Sql) {
     this.sql = sql ?? sqlThroughPrisma(prisma);
@@ -130,6 +140,10 @@ export class OidcPayloadRepository {
     const values = [id, type, JSON.stringify(payload), str(payload.grantId), str(payload.userCode), str(payload.uid), expiresAt];
     // A prefetched copy would now be stale.
     this.forget(type, id);
+    if (type === 'Interaction') {
+      if (payload.result !== undefined) setBounded(this.finished, id, { row: { payload: values[2] as string, expires_at: expiresAt, consumed_at: null }, until: Date.now() + FINISHED_TTL_MS }, FINISHED_MAX);
+      else this.finished.delete(id);
+    }
     const scope = this.scope.getStore();
     if (scope?.writes) {
       const key = `${type}:${id}`;
@@ -197,6 +211,12 @@ export class OidcPayloadRepository {
     const store = scope?.rows;
     const known = store?.get(`${type}:${id}`);
     if (known !== undefined) return this.present(known ? [known] : []);
+    if (type === 'Interaction') {
+      const finished = this.finished.get(id);
+      this.finished.delete(id);
+      // Once, and soon: this process saved it last (any later save or removal here updates the entry).
+      if (finished && finished.until > Date.now()) return this.present([finished.row]);
+    }
     await this.flush(scope);
     if (store && TOKEN_TYPES.has(type)) return this.present(await this.findWithGrantAndSession(store, type, id));
     return this.present(await this.sql.query<Row>('SELECT payload, expires_at, consumed_at FROM oidc_payloads WHERE id = $1 AND type = $2', [id, type]));
@@ -282,6 +302,7 @@ export class OidcPayloadRepository {
   }
   async destroy(type: string, id: string): Promise<void> {
     this.forget(type, id);
+    if (type === 'Interaction') this.finished.delete(id);
     const scope = this.scope.getStore();
     if (scope?.writes) {
       hold(scope.writes, { kind: 'destroy', type, id });

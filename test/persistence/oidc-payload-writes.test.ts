@@ -2,6 +2,7 @@
 // (OidcPayloadRepository.withDeferredWrites): the table must end up exactly as if each write had gone
 // at once, every read inside the request must see the writes before it, and a failing request keeps
 // what it wrote. On PostgreSQL and on the embedded PGlite.
+import { jest } from '@jest/globals';
 import { randomUUID } from 'node:crypto';
 import type { Database } from '../../src/persistence/database.js';
 import { OidcPayloadRepository, SingleUseLost } from '../../src/persistence/oidc-payload.repository.js';
@@ -193,6 +194,46 @@ describe.each(drivers)('deferred oidc-provider writes on %s', (_name, open) => {
       expect(sent).toHaveLength(1);
       expect(await repo.consume('PushedAuthorizationRequest', request)).toEqual({ consumed: false, grantId: grant });
     });
+  });
+
+  it('an interaction given its result here is read from memory once, by the resume that follows', async () => {
+    const [a, b, c] = [id(), id(), id()];
+    const finished = (uid: string) => ({ uid, returnTo: `/auth/${uid}`, result: { login: { accountId: 'a1' } } });
+    await repo.upsert('Interaction', a, finished(a), 600);
+    sent.length = 0;
+    expect(await repo.find('Interaction', a)).toMatchObject({ result: { login: { accountId: 'a1' } } });
+    expect(sent).toHaveLength(0);
+    // Once: the next read goes to the table.
+    expect(await repo.find('Interaction', a)).toMatchObject({ result: { login: { accountId: 'a1' } } });
+    expect(sent).toHaveLength(1);
+
+    // Saved again without a result (another prompt), or removed: read from the table.
+    await repo.upsert('Interaction', b, finished(b), 600);
+    await repo.upsert('Interaction', b, { uid: b, prompt: { name: 'consent' } }, 600);
+    sent.length = 0;
+    expect(await repo.find('Interaction', b)).toMatchObject({ prompt: { name: 'consent' } });
+    expect(sent).toHaveLength(1);
+    await repo.upsert('Interaction', c, finished(c), 600);
+    await repo.withDeferredWrites(() => repo.destroy('Interaction', c));
+    sent.length = 0;
+    expect(await repo.find('Interaction', c)).toBeUndefined();
+    expect(sent).toHaveLength(1);
+  });
+
+  it('an interaction finished here more than 30 s ago is read from the table', async () => {
+    const a = id();
+    await repo.upsert('Interaction', a, { uid: a, result: { login: { accountId: 'a1' } } }, 600);
+    // Changed in the table meanwhile (e.g. by another instance).
+    await db.sql.query(`UPDATE oidc_payloads SET payload = payload || '{"changed": true}'::jsonb WHERE id = $1 AND type = 'Interaction'`, [a]);
+    const now = Date.now();
+    const clock = jest.spyOn(Date, 'now').mockReturnValue(now + 30_001);
+    try {
+      sent.length = 0;
+      expect(await repo.find('Interaction', a)).toMatchObject({ changed: true });
+      expect(sent).toHaveLength(1);
+    } finally {
+      clock.mockRestore();
+    }
   });
 
   it('outside a request every write goes at once', async () => {
