@@ -39,4 +39,24 @@ describe('authorization code redeemed in parallel', () => {
       await expect(oidc.refreshTokenGrant(rp, granted[0]!.refresh_token!)).rejects.toMatchObject({ error: 'invalid_grant' });
     }
   });
+
+  test(`of ${PARALLEL} refresh requests with one rotating refresh token (a public client), exactly one gets tokens, and the grant is revoked`, async () => {
+    const pub = await oidc.discovery(new URL(s.issuer), 'rp-public', undefined, oidc.None(), { execute: [oidc.allowInsecureRequests] });
+    for (let round = 0; round < 3; round++) {
+      const verifier = oidc.randomPKCECodeVerifier();
+      const challenge = await oidc.calculatePKCECodeChallenge(verifier);
+      const { request, callback } = await authorizeAndSignIn(s, pub, user, signedIn, { scope: 'openid offline_access', code_challenge: challenge, code_challenge_method: 'S256' });
+      const first = await oidc.authorizationCodeGrant(pub, callback, { pkceCodeVerifier: verifier, expectedState: request.state, expectedNonce: request.nonce });
+      expect(first.refresh_token).toBeDefined();
+      const results = await Promise.allSettled(Array.from({ length: PARALLEL }, () => oidc.refreshTokenGrant(pub, first.refresh_token!)));
+      const granted = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+      expect(granted).toHaveLength(1);
+      for (const r of results) if (r.status === 'rejected') expect(r.reason).toMatchObject({ error: 'invalid_grant' });
+      // Rotated: the winner got a new refresh token, which went with the grant a reuse revokes.
+      expect(granted[0]!.refresh_token).toBeDefined();
+      expect(granted[0]!.refresh_token).not.toBe(first.refresh_token);
+      await expect(oidc.refreshTokenGrant(pub, granted[0]!.refresh_token!)).rejects.toMatchObject({ error: 'invalid_grant' });
+      await expect(oidc.fetchUserInfo(pub, granted[0]!.access_token, oidc.skipSubjectCheck)).rejects.toMatchObject({ status: 401 });
+    }
+  });
 });
