@@ -140,19 +140,23 @@ export class OidcPayloadRepository {
     const values = [id, type, JSON.stringify(payload), str(payload.grantId), str(payload.userCode), str(payload.uid), expiresAt];
     // A prefetched copy would now be stale.
     this.forget(type, id);
-    if (type === 'Interaction') {
-      if (payload.result !== undefined) setBounded(this.finished, id, { row: { payload: values[2] as string, expires_at: expiresAt, consumed_at: null }, until: Date.now() + FINISHED_TTL_MS }, FINISHED_MAX);
-      else this.finished.delete(id);
-    }
+    // Kept for the resume only once stored (or held: a request whose held writes fail, fails).
+    const finished = type === 'Interaction' && payload.result !== undefined;
+    const remember = () => {
+      if (finished) setBounded(this.finished, id, { row: { payload: values[2] as string, expires_at: expiresAt, consumed_at: null }, until: Date.now() + FINISHED_TTL_MS }, FINISHED_MAX);
+    };
+    if (type === 'Interaction') this.finished.delete(id);
     const scope = this.scope.getStore();
     if (scope?.writes) {
       const key = `${type}:${id}`;
       // Removed and saved again: the removal goes first (it also clears the row's consumed mark).
       if (scope.writes.get(key)?.kind === 'destroy') await this.flush(scope);
       hold(scope.writes, { kind: 'upsert', type, id, values });
+      remember();
       return;
     }
     await this.sql.query(`INSERT INTO oidc_payloads (${UPSERT_COLUMNS}) VALUES ($1, $2, $3::jsonb, $4, $5, $6, $7) ${UPSERT_CONFLICT}`, values);
+    remember();
   }
 
   /** Sends the writes `scope` holds (none: no statement), as one statement. */

@@ -220,6 +220,16 @@ describe.each(drivers)('deferred oidc-provider writes on %s', (_name, open) => {
     expect(sent).toHaveLength(1);
   });
 
+  it('an interaction whose result could not be stored is not kept for the resume', async () => {
+    const a = id();
+    await repo.upsert('Interaction', a, { uid: a, prompt: { name: 'login' } }, 600);
+    failNext = new Error('connection terminated');
+    await expect(repo.upsert('Interaction', a, { uid: a, result: { login: { accountId: 'a1' } } }, 600)).rejects.toThrow('connection terminated');
+    sent.length = 0;
+    expect(await repo.find('Interaction', a)).toMatchObject({ prompt: { name: 'login' } });
+    expect(sent).toHaveLength(1);
+  });
+
   it('an interaction finished here more than 30 s ago is read from the table', async () => {
     const a = id();
     await repo.upsert('Interaction', a, { uid: a, result: { login: { accountId: 'a1' } } }, 600);
