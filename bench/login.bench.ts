@@ -626,7 +626,7 @@ async function finishTarget(started: Started, otp: Measured<LoginSample>, latest
     child.phase = 'user-ID probe';
     const ids = await target.prepareUserIdProbe(PROBE_PER_KIND);
     process.stderr.write(`${target.name}: user-ID step, ${PROBE_PER_KIND} times each for ${Object.keys(ids).join(', ')}… `);
-    userIdStep = await probeUserIdStep(rp, issuer, ids, PROBE_PER_KIND);
+    userIdStep = await probeUserIdStep(child, rp, issuer, ids, PROBE_PER_KIND);
     checkInterrupted();
     process.stderr.write('done\n');
   }
@@ -673,10 +673,18 @@ async function finishTarget(started: Started, otp: Measured<LoginSample>, latest
   };
 }
 
-/** Times the user-ID step for each kind of ID, interleaved (a slower moment of the machine hits every kind alike). */
-async function probeUserIdStep(rp: oidc.Configuration, issuer: string, ids: Record<string, string[]>, perKind: number): Promise<Record<string, number[]>> {
+/**
+ * Times the user-ID step for each kind of ID, interleaved (a slower moment of the machine hits every
+ * kind alike). Each probe starts once the provider is quiet: a live ID's code is mailed after the
+ * response, and that work would otherwise land on the next probe (another kind of ID) and be timed as its.
+ */
+async function probeUserIdStep(child: ChildHandle, rp: oidc.Configuration, issuer: string, ids: Record<string, string[]>, perKind: number): Promise<Record<string, number[]>> {
   const out: Record<string, number[]> = Object.fromEntries(Object.keys(ids).map((k) => [k, [] as number[]]));
-  for (let i = 0; i < perKind && !interrupted; i++) for (const [kind, list] of Object.entries(ids)) out[kind]!.push(await timeUserIdStep(rp, issuer, list[i]!));
+  for (let i = 0; i < perKind && !interrupted; i++)
+    for (const [kind, list] of Object.entries(ids)) {
+      await cpuAfterQuiet(child);
+      out[kind]!.push(await timeUserIdStep(rp, issuer, list[i]!));
+    }
   for (const xs of Object.values(out)) xs.sort((p, q) => p - q);
   return out;
 }
@@ -1236,7 +1244,7 @@ function printTail(reports: TargetReport[]): void {
   for (const r of reports) {
     if (r.userIdStep) {
       console.log('');
-      console.log(`User-ID step alone (${r.name}; submit → response), ${PROBE_PER_KIND} per kind of ID, one at a time, interleaved:`);
+      console.log(`User-ID step alone (${r.name}; submit → response), ${PROBE_PER_KIND} per kind of ID, one at a time, interleaved, each once the provider is quiet:`);
       for (const [kind, xs] of Object.entries(r.userIdStep)) console.log(`  ${kind.padEnd(8)} p50 ${ms(percentile(xs, 50))} ms   p95 ${ms(percentile(xs, 95))} ms`);
     }
   }
