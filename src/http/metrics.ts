@@ -212,6 +212,22 @@ export function countingCodeMails(queue: MailQueue, metrics: Metrics): MailQueue
     },
     undelivered: (filter) => queue.undelivered(filter),
     close: () => queue.close(),
+    ...(queue.stage ? { stage: countedStage(queue.stage.bind(queue), metrics) } : {}),
+  };
+}
+
+/** MailQueue.stage, counting a code mail once the statement that stores it has. */
+function countedStage(stage: NonNullable<MailQueue['stage']>, metrics: Metrics): NonNullable<MailQueue['stage']> {
+  return (job) => {
+    const staged = stage(job);
+    if (!staged || !isCodeTemplate(job.template)) return staged;
+    return {
+      row: staged.row,
+      stored() {
+        staged.stored();
+        metrics.codeMailed(job.template);
+      },
+    };
   };
 }
 

@@ -24,5 +24,7 @@ export function unavailableWhenQueueDown(queue: MailQueue, logger: Logger): Mail
     },
     close: () => queue.close(),
     undelivered: (filter) => queue.undelivered(filter),
+    // Nothing to wait for: staging stores nothing (the caller's statement does).
+    ...(queue.stage ? { stage: queue.stage.bind(queue) } : {}),
   };
 }

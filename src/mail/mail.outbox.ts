@@ -1,11 +1,11 @@
 import { serialPoll } from '../serial-poll.js';
 import { randomUUID } from 'node:crypto';
 import type { Logger } from '../logger.js';
-import type { ClaimedMailMessage, MailMessage } from '../persistence/mail-outbox.repository.js';
+import { claimedInsert, claimedMessage, type ClaimedMailMessage, type MailMessage } from '../persistence/mail-outbox.repository.js';
 import { attemptDelivery, markCodeUndelivered, retryPolicy, type MailStore } from './mail.delivery.js';
 import { mailSealer, type MailEnvelope } from './mail.envelope.js';
 import { errorMessage } from './mail.sender.js';
-import { MAIL_TEMPLATES, deliverByOf, parseMailJob, type MailQueue, type MailSender, type MailTemplate, type RetryPolicy, type UndeliveredMail } from './mail.types.js';
+import { MAIL_TEMPLATES, deliverByOf, parseMailJob, type MailJob, type MailQueue, type MailSender, type MailTemplate, type RetryPolicy, type StagedMail, type UndeliveredMail } from './mail.types.js';
 
 export interface OutboxOptions {
   retry?: Partial<RetryPolicy>;
@@ -150,19 +150,43 @@ export function createOutboxMailQueue(deps: { sender: MailSender; logger: Logger
     }
   }
 
-  async function add(input: Parameters<MailQueue['enqueue']>[0]): Promise<void> {
+  function sealed(input: MailJob) {
     const job = parseMailJob(input);
     const envelope = sealer.seal(job, deliverByOf(policy, job));
-    const message = { ...envelope, deliverBy: new Date(envelope.deliverBy) };
-    if (inHand.size + waiting.length < concurrency + maxWaiting) {
+    return { ...envelope, deliverBy: new Date(envelope.deliverBy) };
+  }
+
+  const hasRoom = () => inHand.size + waiting.length < concurrency + maxWaiting;
+
+  /** A row this process took as it was stored: delivered now, or as soon as a delivery slot is free. */
+  function deliverTaken(row: ClaimedMailMessage): void {
+    if (inHand.size < concurrency && waiting.length === 0) start(row);
+    else {
+      waiting.push(row);
+      takenAt.set(row.id, Date.now());
+    }
+  }
+
+  function stage(input: MailJob): StagedMail | undefined {
+    if (closing || !hasRoom()) return undefined;
+    const row = claimedInsert(sealed(input), { token, leaseMs });
+    return {
+      row,
+      stored() {
+        // Closing meanwhile, or the slots filled up: the row waits in the table, and its lease runs out
+        // for any instance's poll to take it.
+        if (closing || !hasRoom()) return;
+        deliverTaken(claimedMessage(row));
+      },
+    };
+  }
+
+  async function add(input: Parameters<MailQueue['enqueue']>[0]): Promise<void> {
+    const message = sealed(input);
+    if (hasRoom()) {
       // Taken by this process as it is added (one statement, no claim), and delivered now or as soon
       // as a delivery slot is free.
-      const row = await outbox.addClaimed(message, { token, leaseMs });
-      if (inHand.size < concurrency && waiting.length === 0) start(row);
-      else {
-        waiting.push(row);
-        takenAt.set(row.id, Date.now());
-      }
+      deliverTaken(await outbox.addClaimed(message, { token, leaseMs }));
       return;
     }
     // A long backlog stays in the table for any instance to take.
@@ -195,6 +219,7 @@ export function createOutboxMailQueue(deps: { sender: MailSender; logger: Logger
     async undelivered(filter = {}) {
       return (await outbox.listUndelivered(filter)).map(undeliveredOf);
     },
+    stage,
     close() {
       closing = true;
       polls.stop();

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { LOCALES, type Locale } from '../i18n/index.js';
+import type { ClaimedInsert } from '../persistence/mail-outbox.repository.js';
 import { emailAddressSchema } from './email-address.js';
 
 /**
@@ -37,6 +38,13 @@ export interface MailJob {
 export interface MailQueue {
   /** Resolves once the job is accepted (stored); delivery (with retries) happens later. Rejects on an invalid job. */
   enqueue(job: MailJob): Promise<void>;
+  /**
+   * The outbox only: `job` made ready for the caller's own statement to store (a login code's, which
+   * stores the code and its mail at once), already taken by this process; `stored()` once that
+   * statement succeeded starts its delivery. Undefined (no outbox, closing, a long backlog): enqueue it.
+   * Throws as enqueue rejects, on an invalid job.
+   */
+  stage?(job: MailJob): StagedMail | undefined;
   /** Mail waiting for delivery or finally given up, newest first; never the payload. */
   undelivered(filter?: { tenantId?: string; limit?: number }): Promise<UndeliveredMail[]>;
   /**
@@ -44,6 +52,12 @@ export interface MailQueue {
    * queued one attempt, so a short-lived CLI's mail goes out); retries wait in the outbox or Redis.
    */
   close(): Promise<void>;
+}
+
+/** A mail made ready by MailQueue.stage: the outbox row to insert, and what to call once it is. */
+export interface StagedMail {
+  readonly row: ClaimedInsert;
+  stored(): void;
 }
 
 /** One message as operators see it: what, to how many, how old, how it went; never its content. */

@@ -1,7 +1,15 @@
-import { createHmac, randomInt, timingSafeEqual } from 'node:crypto';
+import { createHmac, randomInt, randomUUID, timingSafeEqual } from 'node:crypto';
+import type { ClaimedInsert } from '../persistence/mail-outbox.repository.js';
 import type { OneTimePassword, OneTimePasswordRepository } from '../persistence/one-time-password.repository.js';
 
 export type OtpCheck = 'ok' | 'wrong' | 'expired' | 'used';
+
+/** A code just issued: its row's id, the plain code (mailed, never stored) and its expiry. */
+export interface IssuedCode {
+  id: string;
+  code: string;
+  expiresAt: Date;
+}
 
 export interface OtpSettings {
   length: number;
@@ -30,12 +38,22 @@ export class OtpService {
     return createHmac('sha256', this.hmacKey).update(`${purpose}\0${code}`).digest('hex');
   }
 
-  /** Issues a new code for a flow (retiring its earlier ones) and returns the plain code, to be mailed and forgotten. */
-  async issueForFlow(flowId: string, accountId: string | null, purpose = 'login', ttlSeconds = this.settings.ttlSeconds): Promise<{ id: string; code: string; expiresAt: Date }> {
-    const code = this.generateCode();
-    const expiresAt = new Date(Date.now() + ttlSeconds * 1000);
-    const row = await this.repo.issue({ flowId, accountId, purpose, codeHmac: this.hmac(purpose, code), expiresAt });
-    return { id: row.id, code, expiresAt };
+  /**
+   * Issues a new code for a flow (retiring its earlier ones) and returns the plain code, to be mailed
+   * and forgotten. `mailFor` may give the outbox row of the code's mail, which is then stored by the
+   * same statement as the code (MailQueue.stage): the code exists only with its mail queued.
+   */
+  async issueForFlow(
+    flowId: string,
+    accountId: string | null,
+    purpose = 'login',
+    ttlSeconds = this.settings.ttlSeconds,
+    mailFor?: (issued: IssuedCode) => ClaimedInsert | undefined,
+  ): Promise<IssuedCode> {
+    const issued: IssuedCode = { id: randomUUID(), code: this.generateCode(), expiresAt: new Date(Date.now() + ttlSeconds * 1000) };
+    const mail = mailFor?.(issued);
+    await this.repo.issue({ id: issued.id, flowId, accountId, purpose, codeHmac: this.hmac(purpose, issued.code), expiresAt: issued.expiresAt, ...(mail ? { mail } : {}) });
+    return issued;
   }
 
   /** Whether the mail with the flow's current (unused) code was finally given up. */

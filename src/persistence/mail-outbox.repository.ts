@@ -26,6 +26,37 @@ export interface ClaimedMailMessage {
   deliverBy: Date;
 }
 
+/** A message to be added already taken by one process for its first attempt (see addClaimed). */
+export interface ClaimedInsert {
+  id: string;
+  message: NewMailMessage & { payload: string };
+  token: string;
+  lockedUntil: Date;
+}
+
+/** The row of `message`, taken by the holder of `lease.token` from now on. */
+export function claimedInsert(message: NewMailMessage & { payload: string }, lease: { token: string; leaseMs: number }): ClaimedInsert {
+  return { id: randomUUID(), message, token: lease.token, lockedUntil: new Date(Date.now() + lease.leaseMs) };
+}
+
+/**
+ * The INSERT of a taken message, its values appended to `params`: run by addClaimed, or as a part of
+ * another statement (a login code's, which stores the code and its mail together).
+ */
+export function claimedInsertSql(params: unknown[], row: ClaimedInsert): string {
+  const m = row.message;
+  const n = params.push(row.id, m.template, m.tenantId, m.otpId, m.recipients, m.maskedTo.join(','), m.deliverBy, m.payload, row.token, row.lockedUntil) - 10;
+  const p = (i: number) => `$${n + i}`;
+  return `INSERT INTO mail_outbox (id, template, tenant_id, otp_id, recipients, masked_to, deliver_by, payload, lease_token, locked_until, attempts)
+       VALUES (${p(1)}::uuid, ${p(2)}, ${p(3)}, ${p(4)}::uuid, ${p(5)}, ${p(6)}, ${p(7)}::timestamptz, ${p(8)}, ${p(9)}, ${p(10)}::timestamptz, 1)`;
+}
+
+/** The taken message as its delivery sees it, once stored. */
+export function claimedMessage(row: ClaimedInsert): ClaimedMailMessage {
+  const m = row.message;
+  return { id: row.id, template: m.template, tenantId: m.tenantId, otpId: m.otpId, recipients: m.recipients, maskedTo: m.maskedTo.join(','), payload: m.payload, attempts: 1, deliverBy: m.deliverBy };
+}
+
 /**
  * The mail outbox (like Ory Kratos' courier messages): one row per message with a status. Instances
  * take due rows with a short lease (FOR UPDATE SKIP LOCKED), so a row is delivered by one instance at
@@ -52,14 +83,11 @@ export class MailOutboxRepository {
    * over if that process dies before the lease runs out.
    */
   async addClaimed(message: NewMailMessage & { payload: string }, lease: { token: string; leaseMs: number }): Promise<ClaimedMailMessage> {
-    // Raw SQL, as markSent: one of each per login code.
-    const id = randomUUID();
-    await this.sql.query(
-      `INSERT INTO mail_outbox (id, template, tenant_id, otp_id, recipients, masked_to, deliver_by, payload, lease_token, locked_until, attempts)
-       VALUES ($1::uuid, $2, $3, $4::uuid, $5, $6, $7, $8, $9, $10, 1)`,
-      [id, message.template, message.tenantId, message.otpId, message.recipients, message.maskedTo.join(','), message.deliverBy, message.payload, lease.token, new Date(Date.now() + lease.leaseMs)],
-    );
-    return { id, template: message.template, tenantId: message.tenantId, otpId: message.otpId, recipients: message.recipients, maskedTo: message.maskedTo.join(','), payload: message.payload, attempts: 1, deliverBy: message.deliverBy };
+    // Raw SQL, as markSent: one of each per mail.
+    const row = claimedInsert(message, lease);
+    const params: unknown[] = [];
+    await this.sql.query(claimedInsertSql(params, row), params);
+    return claimedMessage(row);
   }
 
   /**

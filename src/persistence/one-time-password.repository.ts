@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { OneTimePassword, PrismaClient } from './generated/client.js';
 import { batchDelete, purgeInBatches, type PurgeOptions } from './purge.js';
+import { claimedInsertSql, type ClaimedInsert } from './mail-outbox.repository.js';
 import { asDate, sqlThroughPrisma, type Sql } from './sql.js';
 
 export type { OneTimePassword } from './generated/client.js';
@@ -55,16 +56,23 @@ export class OneTimePasswordRepository {
    * Stores a new code for a flow and retires the flow's earlier unused codes (a resend replaces them),
    * in one statement: the UPDATE and the INSERT of the CTE share a snapshot, as a transaction would.
    */
-  async issue(input: { flowId: string | null; accountId: string | null; purpose: string; codeHmac: string; expiresAt: Date }): Promise<OneTimePassword> {
-    if (!input.flowId) return this.prisma.oneTimePassword.create({ data: input });
+  async issue(input: { id?: string; flowId: string | null; accountId: string | null; purpose: string; codeHmac: string; expiresAt: Date; mail?: ClaimedInsert }): Promise<OneTimePassword> {
+    const { mail, id = randomUUID(), ...data } = input;
+    if (!data.flowId) {
+      if (mail) throw new Error('a code stored with its mail needs a flow');
+      return this.prisma.oneTimePassword.create({ data: { id, ...data } });
+    }
+    const params: unknown[] = [id, data.flowId, data.accountId, data.purpose, data.codeHmac, data.expiresAt];
+    // The code's mail, when given, is stored by the same statement (see MailQueue.stage).
+    const withMail = mail ? `, mail AS (${claimedInsertSql(params, mail)})` : '';
     const rows = await this.sql.query<OtpRow>(
       `WITH retired AS (
          UPDATE one_time_passwords SET consumed_at = now() WHERE flow_id = $2::uuid AND purpose = $4 AND consumed_at IS NULL
-       )
+       )${withMail}
        INSERT INTO one_time_passwords AS o (id, flow_id, account_id, purpose, code_hmac, expires_at, created_at)
        VALUES ($1::uuid, $2::uuid, $3::uuid, $4, $5, $6, now())
        RETURNING ${OTP_COLUMNS}`,
-      [randomUUID(), input.flowId, input.accountId, input.purpose, input.codeHmac, input.expiresAt],
+      params,
     );
     return otpFromRow(rows[0]!);
   }

@@ -3,8 +3,8 @@ import type { LimitCheck } from '../../http/rate-limit.js';
 import type { Logger } from '../../logger.js';
 import { enqueueAfterResponse } from '../../mail/mail.after-response.js';
 import { isEmailAddress } from '../../mail/email-address.js';
-import type { MailJob, MailQueue } from '../../mail/mail.types.js';
-import type { OtpService } from '../../otp/otp.service.js';
+import type { MailJob, MailQueue, StagedMail } from '../../mail/mail.types.js';
+import type { IssuedCode, OtpService } from '../../otp/otp.service.js';
 import type { AccountWithDevices } from '../../persistence/account.repository.js';
 import type { Factor, FactorContext, FactorOutcome } from '../factor.js';
 
@@ -21,6 +21,9 @@ export function normalizeOtp(raw: unknown): string | undefined {
 export function deliverableAddresses(account: AccountWithDevices): string[] {
   return [...new Set(account.devices.filter((d) => d.verifiedAt && isEmailAddress(d.email)).map((d) => d.email))];
 }
+
+/** Where the mail prepared for an ID without one would go (it is never stored or sent). */
+const DECOY_RECIPIENTS = ['nobody@example.com'];
 
 /** The manual's one-time password by e-mail, sent to every proven device address of the account. */
 export class EmailOtpFactor implements Factor {
@@ -44,35 +47,50 @@ export class EmailOtpFactor implements Factor {
   /**
    * Issues a code and mails it. The mail limit is keyed by the user ID as typed, known or not, so it
    * neither mail-bombs a user nor tells known IDs from unknown ones; unknown, pending and locked
-   * accounts get a code stored like any other (same work, same timing) but no mail, and a live
-   * account's mail is queued after the response.
+   * accounts get a code stored like any other (same work, same timing) but no mail. A live account's
+   * mail is stored with its code, by the same statement (MailQueue.stage, the outbox), before the code
+   * page is shown, and delivered after the response; with BullMQ it is queued after the response.
    */
   enterLimits(ctx: FactorContext): LimitCheck[] {
     return [{ kind: 'otp_mail', key: `${ctx.tenant.id}:${ctx.flow.submittedUserId ?? ''}` }];
   }
 
   async enter(ctx: FactorContext): Promise<void> {
-    const { id, code, expiresAt } = await this.deps.otp.issueForFlow(ctx.flow.id, ctx.account?.id ?? null, 'login', this.deps.otpTtlSeconds);
-    if (!ctx.account || !ctx.live) return;
-    const to = deliverableAddresses(ctx.account);
-    if (to.length === 0) return;
-    const job: MailJob = {
-      to,
+    const to = ctx.account && ctx.live ? deliverableAddresses(ctx.account) : [];
+    const jobOf = (issued: IssuedCode, recipients: string[]): MailJob => ({
+      to: recipients,
       template: 'login-otp',
       locale: ctx.locale,
       params: {
-        userId: ctx.account.userId,
-        otp: code,
+        userId: ctx.account?.userId ?? ctx.flow.submittedUserId ?? '',
+        otp: issued.code,
         expiresMinutes: String(Math.round(this.deps.otpTtlSeconds / 60)),
         clientName: ctx.client.name,
       },
       // Tried until the code expires; if it never goes out, the code row says so (see `undelivered`).
-      deliverBy: expiresAt,
-      otpId: id,
+      deliverBy: issued.expiresAt,
+      otpId: issued.id,
       tenantId: ctx.tenant.id,
-    };
+    });
+    let job: MailJob | undefined;
+    let staged = undefined as StagedMail | undefined;
+    const { id } = await this.deps.otp.issueForFlow(ctx.flow.id, ctx.account?.id ?? null, 'login', this.deps.otpTtlSeconds, (issued) => {
+      // Without a mail to send, the same preparation of one (kept nowhere), so no ID is quicker.
+      const prepared = jobOf(issued, to.length ? to : DECOY_RECIPIENTS);
+      const candidate = this.deps.mail.stage?.(prepared);
+      if (!to.length) return undefined;
+      job = prepared;
+      staged = candidate;
+      return candidate?.row;
+    });
+    if (staged) {
+      const mail = staged;
+      // Stored with the code: delivery starts once the response is on its way.
+      setImmediate(() => mail.stored());
+      return;
+    }
     // Not even queued (Redis unreachable): the code page says so at the next step, as for a given-up mail.
-    enqueueAfterResponse(this.deps.mail, job, this.deps.logger, () => this.deps.otp.markDeliveryFailed(id));
+    if (job) enqueueAfterResponse(this.deps.mail, job, this.deps.logger, () => this.deps.otp.markDeliveryFailed(id));
   }
 
   /** Whether the mail with the current code was given up (the page then says it could not be sent). */
