@@ -707,8 +707,11 @@ interface SqlReport {
   lines: ChildLine[];
 }
 
-/** Statements of the mail queue (the outbox table), and the line they are counted on. */
-const MAIL_SQL = /\bmail_outbox\b/;
+/**
+ * Statements of the mail queue alone (the outbox table), and the line they are counted on. A login
+ * code's statement also adds its mail's row (a CTE): it belongs to its step.
+ */
+const MAIL_SQL = /^\s*(?:INSERT INTO|UPDATE|DELETE FROM|SELECT\b[^;]*?\bFROM)\s+(?:"?public"?\.)?"?mail_outbox\b/i;
 const MAIL_STEP = '(mail outbox, in the background)';
 
 /** Quiet: no statement for QUIET_MS, counted from the later of the last statement and the call. */

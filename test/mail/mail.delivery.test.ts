@@ -8,7 +8,7 @@ import { createMailSender } from '../../src/mail/mail.sender.js';
 import { createMailTransport } from '../../src/mail/mail.transport.js';
 import type { MailJob, MailQueue } from '../../src/mail/mail.types.js';
 import { openDatabase, type Database } from '../../src/persistence/database.js';
-import { MailOutboxRepository } from '../../src/persistence/mail-outbox.repository.js';
+import { claimedInsertSql, MailOutboxRepository, type ClaimedInsert } from '../../src/persistence/mail-outbox.repository.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { mailStore, SEAL_KEYS, waitUntil } from './mail-store.js';
 import { captureLogger, startSmtpSink, type SmtpSink } from './smtp-sink.js';
@@ -284,6 +284,46 @@ describe('outbox mail queue (no Redis) over real SMTP', () => {
     queueFor(sink.url, { outbox: { pollMs: 50, leaseMs: 600 } });
     queueFor(sink.url, { outbox: { pollMs: 50, leaseMs: 600 } });
     await sink.waitFor(1);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(400);
+    await waitUntil(() => db.prisma.mailMessage.findFirst({ where: { status: 'sent' } }), 'the row marked sent');
+    expect(sink.received).toHaveLength(1);
+  });
+
+  /** Stores a staged message as a login code's statement does: its row inside another statement. */
+  async function storeStaged(row: ClaimedInsert): Promise<void> {
+    const params: unknown[] = [];
+    await db.sql.query(`WITH mail AS (${claimedInsertSql(params, row)}) SELECT 1`, params);
+  }
+
+  test('a staged message goes out once the statement that stores it has run, leased to its instance', async () => {
+    sink = await startSmtpSink();
+    const { queue } = queueFor(sink.url, { outbox: { pollMs: 60_000 } });
+    const staged = queue.stage!(otpJob('ja', ['staged@example.jp']));
+    expect(staged).toBeDefined();
+    await storeStaged(staged!.row);
+    const [row] = await db.prisma.mailMessage.findMany();
+    expect(row).toMatchObject({ status: 'pending', attempts: 1, recipients: 1 });
+    expect(row!.leaseToken).not.toBeNull();
+    staged!.stored();
+    const [mail] = await sink.waitFor(1);
+    expect(mail?.to).toEqual(['staged@example.jp']);
+    await waitUntil(() => db.prisma.mailMessage.findFirst({ where: { status: 'sent' } }), 'the row marked sent');
+    // Invalid jobs are refused as enqueue refuses them; a closing queue stages nothing (enqueue then refuses).
+    expect(() => queue.stage!({ ...otpJob('ja'), to: ['not an address'] })).toThrow();
+    await queue.close();
+    expect(queue.stage!(otpJob('ja'))).toBeUndefined();
+  });
+
+  test('a staged message whose instance died before starting it is delivered by another once the lease runs out, once', async () => {
+    sink = await startSmtpSink();
+    // The "dying" instance stages and stores the row, and never calls stored().
+    const { queue: dying } = queueFor(sink.url, { outbox: { pollMs: 60_000, leaseMs: 600 } });
+    const staged = dying.stage!(otpJob('en', ['orphan@example.jp']));
+    await storeStaged(staged!.row);
+    const started = Date.now();
+    queueFor(sink.url, { outbox: { pollMs: 50, leaseMs: 600 } });
+    const [mail] = await sink.waitFor(1);
+    expect(mail?.to).toEqual(['orphan@example.jp']);
     expect(Date.now() - started).toBeGreaterThanOrEqual(400);
     await waitUntil(() => db.prisma.mailMessage.findFirst({ where: { status: 'sent' } }), 'the row marked sent');
     expect(sink.received).toHaveLength(1);
