@@ -993,6 +993,8 @@ async function measureScale(
   for (let i = 0; i < SCALE_PROBES && !interrupted; i++)
     for (const k of i % 2 === 0 ? [0, 1] : [1, 0]) {
       const side = sides[k]!;
+      // Once both are quiet: the code mail of the probe before goes out after its response.
+      for (const other of sides) await cpuAfterQuiet(other.child);
       probes[k]!.push(await timeUserIdStep(side.rp, side.issuer, side.users[opts.warmup + opts.scaleLogins + i]!.userId));
     }
   checkInterrupted();
@@ -1217,7 +1219,7 @@ function printScale(opts: Options, scale: ScaleReport): void {
   console.log(`  up to ${LARGE_ACCOUNTS.toLocaleString('en-US')} (filler accounts of another tenant, one device each: one INSERT …`);
   console.log(`  SELECT generate_series, then ANALYZE; ${scale.seeded.toLocaleString('en-US')} accounts took ${scale.seedSeconds.toFixed(1)} s). ${opts.scaleLogins} OTP logins per size with`);
   console.log(`  ${opts.concurrency} workers after ${opts.warmup} warm-up, in ${scale.rounds} alternating rounds of ${round}; then the user-ID step alone ${SCALE_PROBES} times per`);
-  console.log('  size, one at a time, alternating.');
+  console.log('  size, one at a time, alternating, each once both providers are quiet.');
   console.log('');
   const ratio = (a: number, b: number) => (Number.isFinite(a) && Number.isFinite(b) && a > 0 ? `${(b / a).toFixed(2)}x` : '-');
   const line = (label: string, f: (r: ScaleRun) => number, fmt: (v: number) => string) => [label, ...runs.map((r) => fmt(f(r))), ratio(f(scale.small), f(scale.large))];
