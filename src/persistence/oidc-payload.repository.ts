@@ -140,11 +140,6 @@ export class OidcPayloadRepository {
     const values = [id, type, JSON.stringify(payload), str(payload.grantId), str(payload.userCode), str(payload.uid), expiresAt];
     // A prefetched copy would now be stale.
     this.forget(type, id);
-    // Kept for the resume only once stored (or held: a request whose held writes fail, fails).
-    const finished = type === 'Interaction' && payload.result !== undefined;
-    const remember = () => {
-      if (finished) setBounded(this.finished, id, { row: { payload: values[2] as string, expires_at: expiresAt, consumed_at: null }, until: Date.now() + FINISHED_TTL_MS }, FINISHED_MAX);
-    };
     if (type === 'Interaction') this.finished.delete(id);
     const scope = this.scope.getStore();
     if (scope?.writes) {
@@ -152,11 +147,12 @@ export class OidcPayloadRepository {
       // Removed and saved again: the removal goes first (it also clears the row's consumed mark).
       if (scope.writes.get(key)?.kind === 'destroy') await this.flush(scope);
       hold(scope.writes, { kind: 'upsert', type, id, values });
-      remember();
-      return;
+    } else {
+      await this.sql.query(`INSERT INTO oidc_payloads (${UPSERT_COLUMNS}) VALUES ($1, $2, $3::jsonb, $4, $5, $6, $7) ${UPSERT_CONFLICT}`, values);
     }
-    await this.sql.query(`INSERT INTO oidc_payloads (${UPSERT_COLUMNS}) VALUES ($1, $2, $3::jsonb, $4, $5, $6, $7) ${UPSERT_CONFLICT}`, values);
-    remember();
+    // Kept for the resume only once stored (or held: a request whose held writes fail, fails).
+    if (type === 'Interaction' && payload.result !== undefined)
+      setBounded(this.finished, id, { row: { payload: values[2] as string, expires_at: expiresAt, consumed_at: null }, until: Date.now() + FINISHED_TTL_MS }, FINISHED_MAX);
   }
 
   /** Sends the writes `scope` holds (none: no statement), as one statement. */
@@ -181,25 +177,33 @@ export class OidcPayloadRepository {
       await this.sql.query(remove && insert ? `WITH removed AS (${remove}) ${insert}` : remove || insert, params);
       return;
     }
-    // The consume first; what the request wrote after it is stored only if it took. Of two requests
-    // consuming one row, the second waits for the first's row lock and then finds the row used.
-    const parts = [`c AS (UPDATE oidc_payloads SET consumed_at = now() WHERE id = $1 AND type = $2 AND consumed_at IS NULL RETURNING 1)`];
-    if (removals.length) parts.push(`removed AS (DELETE FROM oidc_payloads WHERE (id, type) IN (${removals.join(', ')}) AND EXISTS (SELECT 1 FROM c))`);
+    // The consume first; what the request wrote after it is stored only if it took.
+    const dependent: string[] = [];
+    if (removals.length) dependent.push(`removed AS (DELETE FROM oidc_payloads WHERE (id, type) IN (${removals.join(', ')}) AND EXISTS (SELECT 1 FROM c))`);
     if (rows.length)
-      parts.push(
+      dependent.push(
         `stored AS (INSERT INTO oidc_payloads (${UPSERT_COLUMNS}) SELECT * FROM (VALUES ${rows.join(', ')}) AS v (${UPSERT_COLUMNS})
            WHERE EXISTS (SELECT 1 FROM c) ${UPSERT_CONFLICT})`,
       );
-    const [row] = await this.sql.query<{ consumed: boolean; grant_id: string | null }>(
-      `WITH ${parts.join(', ')}
-       SELECT EXISTS (SELECT 1 FROM c) AS consumed, (SELECT grant_id FROM oidc_payloads WHERE id = $1 AND type = $2) AS grant_id`,
-      params,
-    );
-    if (row?.consumed === true) return;
-    const grantId = row?.grant_id ?? null;
+    const { consumed, grantId } = await this.consumeWith(params, dependent);
+    if (consumed) return;
     // As oidc-provider does with a code used twice (RFC 6749 4.1.2): the winner's tokens go too.
     if (grantId) await this.revokeGrant(grantId);
     throw new SingleUseLost(consume.type, grantId);
+  }
+
+  /**
+   * Marks the row `params[0]`, `params[1]` (id, type) used, once, as CTE `c`, with `dependent` CTEs
+   * (which test `EXISTS (SELECT 1 FROM c)`) in the same statement. Of two requests consuming one
+   * row, the second waits for the first's row lock and then finds it used. `grantId`: the row's grant.
+   */
+  private async consumeWith(params: unknown[], dependent: string[]): Promise<{ consumed: boolean; grantId: string | null }> {
+    const [row] = await this.sql.query<{ consumed: boolean; grant_id: string | null }>(
+      `WITH ${[`c AS (UPDATE oidc_payloads SET consumed_at = now() WHERE id = $1 AND type = $2 AND consumed_at IS NULL RETURNING 1)`, ...dependent].join(', ')}
+       SELECT EXISTS (SELECT 1 FROM c) AS consumed, (SELECT grant_id FROM oidc_payloads WHERE id = $1 AND type = $2) AS grant_id`,
+      params,
+    );
+    return { consumed: row?.consumed === true, grantId: row?.grant_id ?? null };
   }
 
   private present(rows: Row[]): OidcPayloadData | undefined {
@@ -290,12 +294,7 @@ export class OidcPayloadRepository {
       scope.writes.set(CONSUME_KEY, { kind: 'consume', type, id });
       return { consumed: true, grantId: null };
     }
-    const [row] = await this.sql.query<{ consumed: boolean; grant_id: string | null }>(
-      `WITH u AS (UPDATE oidc_payloads SET consumed_at = now() WHERE id = $1 AND type = $2 AND consumed_at IS NULL RETURNING 1)
-       SELECT EXISTS (SELECT 1 FROM u) AS consumed, (SELECT grant_id FROM oidc_payloads WHERE id = $1 AND type = $2) AS grant_id`,
-      [id, type],
-    );
-    return { consumed: row?.consumed === true, grantId: row?.grant_id ?? null };
+    return this.consumeWith([id, type], []);
   }
 
   /** Removes a grant and everything issued from it (codes, tokens). */
