@@ -60,6 +60,8 @@ interface Options {
   stepCpu: number;
   /** OTP logins per provider started at `rate` per second whatever the answers (equal load for both). */
   rateLogins: number;
+  /** User-ID steps per kind of ID (live, pending, unknown), timed one at a time once the provider is quiet. */
+  probes: number;
   rate: number;
   million: boolean;
   scaleLogins: number;
@@ -88,6 +90,8 @@ function usage(): string {
                          ones have finished, in alternating rounds: CPU per login with both providers under
                          the same load, below what either saturates; 0 to skip (default 200)
   --rate R               logins started per second in that run (default 15)
+  --probes N             user-ID steps per kind of ID (live, pending, unknown) timed one at a time, each
+                         once the provider is quiet; 0 to skip (a profiled provider is never quiet) (default 100)
   --sql-log              also print the distinct SQL statements of one OTP login (and of one password
                          login and one grant of each kind) with counts, to see what repeats
   --million              latency with 1,000,000 accounts vs 1,000 (ours; default on): two more databases
@@ -116,6 +120,7 @@ function parseOptions(): Options {
       'sql-logins': { type: 'string' },
       'step-cpu': { type: 'string' },
       'rate-logins': { type: 'string' },
+      probes: { type: 'string' },
       rate: { type: 'string' },
       'sql-log': { type: 'boolean' },
       million: { type: 'boolean' },
@@ -157,6 +162,7 @@ function parseOptions(): Options {
     sqlLogins: int('--sql-logins', values['sql-logins'], 20, 0),
     stepCpu: int('--step-cpu', values['step-cpu'], 50, 0),
     rateLogins: int('--rate-logins', values['rate-logins'], 200, 0),
+    probes: int('--probes', values.probes, 100, 0),
     rate: int('--rate', values.rate, 15, 1),
     sqlLog: values['sql-log'] === true,
     million: !values['no-million'],
@@ -369,7 +375,6 @@ interface User {
 const OTP_ROUND = 50;
 
 /** Kinds of user ID whose user-ID step is timed, each this many times, interleaved and one at a time. */
-const PROBE_PER_KIND = 100;
 
 async function startProvider(name: string, script: string, env: Record<string, string>): Promise<{ child: ChildHandle; issuer: string }> {
   checkInterrupted();
@@ -622,11 +627,11 @@ async function finishTarget(started: Started, otp: Measured<LoginSample>, latest
   const peakRss = child.peakRssKb();
 
   let userIdStep: Record<string, number[]> | undefined;
-  if (target.prepareUserIdProbe) {
+  if (target.prepareUserIdProbe && opts.probes > 0) {
     child.phase = 'user-ID probe';
-    const ids = await target.prepareUserIdProbe(PROBE_PER_KIND);
-    process.stderr.write(`${target.name}: user-ID step, ${PROBE_PER_KIND} times each for ${Object.keys(ids).join(', ')}… `);
-    userIdStep = await probeUserIdStep(child, rp, issuer, ids, PROBE_PER_KIND);
+    const ids = await target.prepareUserIdProbe(opts.probes);
+    process.stderr.write(`${target.name}: user-ID step, ${opts.probes} times each for ${Object.keys(ids).join(', ')}… `);
+    userIdStep = await probeUserIdStep(child, rp, issuer, ids, opts.probes);
     checkInterrupted();
     process.stderr.write('done\n');
   }
@@ -1249,7 +1254,7 @@ function printTail(reports: TargetReport[]): void {
   for (const r of reports) {
     if (r.userIdStep) {
       console.log('');
-      console.log(`User-ID step alone (${r.name}; submit → response), ${PROBE_PER_KIND} per kind of ID, one at a time, interleaved, each once the provider is quiet:`);
+      console.log(`User-ID step alone (${r.name}; submit → response), ${r.userIdStep.live?.length ?? 0} per kind of ID, one at a time, interleaved, each once the provider is quiet:`);
       for (const [kind, xs] of Object.entries(r.userIdStep)) console.log(`  ${kind.padEnd(8)} p50 ${ms(percentile(xs, 50))} ms   p95 ${ms(percentile(xs, 95))} ms`);
     }
   }
