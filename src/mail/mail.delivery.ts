@@ -7,7 +7,7 @@ import { DEFAULT_RETRY_POLICY, PermanentMailError, nextAttemptAt, retryDelayMs, 
 
 /** Where the queues keep what outlives an attempt: the outbox table, and the OTP rows they mark. */
 export interface MailStore {
-  outbox: Pick<MailOutboxRepository, 'add' | 'addClaimed' | 'claimDue' | 'renewLease' | 'markSent' | 'markRetry' | 'markFailed' | 'recordFailed' | 'listUndelivered' | 'deleteFinished'>;
+  outbox: Pick<MailOutboxRepository, 'add' | 'addClaimed' | 'claimDue' | 'renewLease' | 'release' | 'markSent' | 'markRetry' | 'markFailed' | 'recordFailed' | 'listUndelivered' | 'deleteFinished'>;
   otps: Pick<OneTimePasswordRepository, 'markDeliveryFailed'>;
 }
 

@@ -51,6 +51,28 @@ export function undeliveredOf(r: MailMessage): UndeliveredMail {
  * due rows with a lease and delivers them, with the same retry rule as BullMQ. Queued mail survives a
  * restart, and several instances on one database share the work.
  */
+/**
+ * The sealed job of a taken row; undefined, with the row given up, for a template this version does
+ * not know (queued by another version of the provider).
+ */
+export async function envelopeOfRow(row: ClaimedMailMessage, holder: { outbox: Pick<MailStore['outbox'], 'markFailed'>; logger: Logger; token: string }): Promise<MailEnvelope | undefined> {
+  if (!(MAIL_TEMPLATES as readonly string[]).includes(row.template)) {
+    holder.logger.error({ jobId: row.id, template: row.template }, 'mail delivery failed; giving up');
+    await holder.outbox.markFailed(row.id, holder.token, `unknown template ${row.template}`);
+    return undefined;
+  }
+  return {
+    v: 1,
+    template: row.template as MailTemplate,
+    tenantId: row.tenantId,
+    otpId: row.otpId,
+    recipients: row.recipients,
+    maskedTo: row.maskedTo.split(','),
+    deliverBy: row.deliverBy.getTime(),
+    payload: row.payload ?? '',
+  };
+}
+
 export function createOutboxMailQueue(deps: { sender: MailSender; logger: Logger; store: MailStore; sealKeys: string[]; options?: OutboxOptions }): MailQueue {
   const { sender, logger, store, options = {} } = deps;
   const { outbox } = store;
@@ -120,23 +142,9 @@ export function createOutboxMailQueue(deps: { sender: MailSender; logger: Logger
   }
 
   async function deliver(row: ClaimedMailMessage): Promise<void> {
-    if (!(MAIL_TEMPLATES as readonly string[]).includes(row.template)) {
-      // Queued by another version of the provider that knows a template this one does not.
-      logger.error({ jobId: row.id, template: row.template }, 'mail delivery failed; giving up');
-      await outbox.markFailed(row.id, token, `unknown template ${row.template}`);
-      return;
-    }
-    const template = row.template as MailTemplate;
-    const envelope: MailEnvelope = {
-      v: 1,
-      template,
-      tenantId: row.tenantId,
-      otpId: row.otpId,
-      recipients: row.recipients,
-      maskedTo: row.maskedTo.split(','),
-      deliverBy: row.deliverBy.getTime(),
-      payload: row.payload ?? '',
-    };
+    const envelope = await envelopeOfRow(row, { outbox, logger, token });
+    if (!envelope) return;
+    const { template } = envelope;
     const outcome = await attemptDelivery({ sender, sealer, policy, logger }, { jobId: row.id, envelope, template, deliverBy: envelope.deliverBy, attempt: row.attempts });
     if (outcome.kind === 'sent') await outbox.markSent(row.id, token);
     else if (outcome.kind === 'retry') {

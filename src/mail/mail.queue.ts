@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { createRequire } from 'node:module';
 import type { Job } from 'bullmq';
 import { Redis } from 'ioredis';
@@ -5,9 +6,10 @@ import type { AppConfig } from '../config/index.js';
 import type { Logger } from '../logger.js';
 import { attemptDelivery, markCodeUndelivered, retryPolicy, type MailStore } from './mail.delivery.js';
 import { isMailEnvelope, mailSealer, type MailEnvelope, type MailSealer } from './mail.envelope.js';
-import { createOutboxMailQueue, undeliveredOf, type OutboxOptions } from './mail.outbox.js';
+import { createOutboxMailQueue, envelopeOfRow, undeliveredOf, type OutboxOptions } from './mail.outbox.js';
+import { claimedInsert, type ClaimedMailMessage } from '../persistence/mail-outbox.repository.js';
 import { errorMessage } from './mail.sender.js';
-import { deliverByOf, parseMailJob, retryDelayMs, type MailQueue, type MailSender, type MailTemplate, type RetryPolicy, type UndeliveredMail } from './mail.types.js';
+import { deliverByOf, parseMailJob, retryDelayMs, type MailJob, type MailQueue, type MailSender, type MailTemplate, type RetryPolicy, type StagedMail, type UndeliveredMail } from './mail.types.js';
 
 /** BullMQ, loaded only when Redis is configured: without REDIS_URL it would cost every process about 10 MiB. */
 const bullmq = () => createRequire(import.meta.url)('bullmq') as typeof import('bullmq');
@@ -40,7 +42,11 @@ export interface MailQueueOptions {
    * it lets go; what it still held is taken up by another worker as stalled. Default 10 s.
    */
   closeGraceMs?: number;
-  /** Outbox only (no Redis): poll interval, lease, own mail only; see OutboxOptions. */
+  /**
+   * The outbox table: without Redis, poll interval, lease and own mail only (see OutboxOptions). With
+   * BullMQ, how often it is looked at for staged mail an instance died before handing to Redis, and
+   * how long a staged row stays reserved for the instance that stored it (both default 5 s).
+   */
   outbox?: Pick<OutboxOptions, 'pollMs' | 'leaseMs' | 'onlyOwn'>;
 }
 
@@ -211,14 +217,91 @@ function createBullMailQueue(deps: MailQueueDeps, redisUrl: string): MailQueue {
   const enqueueTimeoutMs = options.enqueueTimeoutMs ?? DEFAULT_ENQUEUE_TIMEOUT_MS;
   let closing: Promise<void> | undefined;
 
+  const add = (envelope: MailEnvelope, jobId?: string) => {
+    const attempts = attemptsBefore(policy, envelope.template, envelope.deliverBy);
+    return withTimeout(queue.add(envelope.template, envelope, { attempts, ...(jobId ? { jobId } : {}) }), enqueueTimeoutMs, 'mail queue: Redis did not accept the job in time');
+  };
+
+  // Staged mail (a login code's): its row is stored by the code's own statement, reserved for this
+  // instance, and handed to Redis after the response; the row then goes. An instance that dies in
+  // between leaves the row, and any instance hands it over once the reservation lapses (the job id is
+  // the row's, so BullMQ keeps one job if the first hand-over did reach Redis).
+  const { outbox } = store;
+  const pollMs = options.outbox?.pollMs ?? 5_000;
+  const leaseMs = options.outbox?.leaseMs ?? 5_000;
+  const token = randomUUID();
+  const handing = new Set<Promise<void>>();
+  const track = (p: Promise<void>) => {
+    handing.add(p);
+    void p.finally(() => handing.delete(p));
+  };
+
+  async function handOver(row: ClaimedMailMessage): Promise<void> {
+    const envelope = await envelopeOfRow(row, { outbox, logger, token });
+    if (!envelope) return;
+    await add(envelope, row.id);
+    await outbox.release(row.id, token);
+  }
+
+  /** Staged rows whose instance never handed them over: taken (one instance each) and handed over. */
+  let relaying = false;
+  async function relay(): Promise<void> {
+    if (relaying || closing) return;
+    relaying = true;
+    try {
+      const rows = await outbox.claimDue({ limit: 20, leaseMs, token });
+      for (const row of rows) {
+        try {
+          await handOver(row);
+        } catch (err) {
+          // The row stays; its reservation lapses and a later look hands it over.
+          logger.warn({ err: errorMessage(err), id: row.id }, 'mail queue: handing a stored mail to Redis failed');
+        }
+      }
+    } catch (err) {
+      logger.warn({ err: errorMessage(err) }, 'mail queue: looking for stored mail to hand to Redis failed');
+    } finally {
+      relaying = false;
+    }
+  }
+  const relayTimer = setInterval(() => track(relay()), pollMs);
+  relayTimer.unref();
+
+  function stage(input: MailJob): StagedMail | undefined {
+    if (closing) return undefined;
+    const job = parseMailJob(input);
+    const envelope = sealer.seal(job, deliverByOf(policy, job));
+    const row = claimedInsert({ ...envelope, deliverBy: new Date(envelope.deliverBy) }, { token, leaseMs });
+    return {
+      row,
+      stored() {
+        // Closing meanwhile: the row waits in the table for any instance's look once its reservation lapses.
+        if (closing) return;
+        track(
+          (async () => {
+            try {
+              await add(envelope, row.id);
+            } catch (err) {
+              // As an enqueue that failed after the response: the code's page says it could not be sent.
+              logger.error({ template: envelope.template, err: errorMessage(err) }, 'mail could not be queued');
+              await outbox.markFailed(row.id, token, errorMessage(err)).catch(() => undefined);
+              await markCodeUndelivered(store, logger, envelope.otpId);
+              return;
+            }
+            await outbox.release(row.id, token).catch((err: unknown) => logger.warn({ err: errorMessage(err), id: row.id }, 'mail queue: removing a handed-over mail from the table failed'));
+          })(),
+        );
+      },
+    };
+  }
+
   return {
     async enqueue(input) {
       if (closing) throw new Error('mail queue is closed');
       const job = parseMailJob(input);
-      const envelope = sealer.seal(job, deliverByOf(policy, job));
-      const attempts = attemptsBefore(policy, job.template, envelope.deliverBy);
-      await withTimeout(queue.add(job.template, envelope, { attempts }), enqueueTimeoutMs, 'mail queue: Redis did not accept the job in time');
+      await add(sealer.seal(job, deliverByOf(policy, job)));
     },
+    stage,
     async undelivered(filter = {}) {
       const limit = filter.limit ?? 100;
       const jobs = await queue.getJobs(['active', 'waiting', 'delayed', 'prioritized'], 0, limit - 1);
@@ -246,6 +329,8 @@ function createBullMailQueue(deps: MailQueueDeps, redisUrl: string): MailQueue {
     close() {
       closing ??= (async () => {
         try {
+          clearInterval(relayTimer);
+          await Promise.allSettled([...handing]);
           await worker?.close();
           await queue.close();
         } finally {

@@ -39,9 +39,10 @@ export interface MailQueue {
   /** Resolves once the job is accepted (stored); delivery (with retries) happens later. Rejects on an invalid job. */
   enqueue(job: MailJob): Promise<void>;
   /**
-   * The outbox only: `job` made ready for the caller's own statement to store (a login code's, which
-   * stores the code and its mail at once), already taken by this process; `stored()` once that
-   * statement succeeded starts its delivery. Undefined (no outbox, closing, a long backlog): enqueue it.
+   * `job` made ready for the caller's own statement to store in the outbox table (a login code's,
+   * which stores the code and its mail at once), already taken by this process; `stored()` once that
+   * statement succeeded starts its delivery (with BullMQ: hands it to Redis, and the row goes).
+   * Undefined (closing, a long backlog): enqueue it.
    * Throws as enqueue rejects, on an invalid job.
    */
   stage?(job: MailJob): StagedMail | undefined;

@@ -138,6 +138,11 @@ export class MailOutboxRepository {
     );
   }
 
+  /** A staged message handed to BullMQ by the holder of its lease: its row (and sealed payload) goes. */
+  async release(id: string, token: string): Promise<void> {
+    await this.sql.query('DELETE FROM mail_outbox WHERE id = $1::uuid AND lease_token = $2', [id, token]);
+  }
+
   async markRetry(id: string, token: string, nextAttemptAt: Date, lastError: string): Promise<void> {
     await this.prisma.mailMessage.updateMany({ where: { id, leaseToken: token }, data: { nextAttemptAt, lockedUntil: null, lastError: lastError.slice(0, 500) } });
   }

@@ -12,7 +12,10 @@ import { createMailSender } from '../../src/mail/mail.sender.js';
 import { createMailTransport } from '../../src/mail/mail.transport.js';
 import type { MailJob, MailQueue } from '../../src/mail/mail.types.js';
 import { openDatabase, type Database } from '../../src/persistence/database.js';
+import { claimedInsertSql, type ClaimedInsert } from '../../src/persistence/mail-outbox.repository.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
+import { startRedis, stopRedis } from '../support/redis-server.js';
+import { freePort } from '../support/relying-party.js';
 import { deleteKeys, mailStore, SEAL_KEYS, waitUntil } from './mail-store.js';
 import { captureLogger, startSmtpSink, type SmtpSink } from './smtp-sink.js';
 
@@ -191,6 +194,99 @@ describe('BullMQ mail queue on Redis', () => {
     expect(await jobCounts('permanent')).toEqual({ waiting: 0, active: 0, delayed: 0 });
     expect(sink.refusals).toBe(1);
     expect(log.output()).toMatch(/"attempt":1,.*giving up/);
+  });
+
+  /** Stores a staged message as a login code's statement does: its row inside another statement. */
+  async function storeStaged(row: ClaimedInsert): Promise<void> {
+    const params: unknown[] = [];
+    await db.sql.query(`WITH mail AS (${claimedInsertSql(params, row)}) SELECT 1`, params);
+  }
+
+  test('a staged mail is stored with its code and handed to BullMQ after the statement ran; its outbox row then goes', async () => {
+    sink = await startSmtpSink();
+    const log = captureLogger();
+    const sender = createMailSender({ config: mailConfig, transport: createMailTransport({ smtpUrl: sink.url }), logger: log.logger });
+    const options = { prefix, queueName: 'staged', outbox: { pollMs: 60_000 } };
+    const queue = createMailQueue({ config: { redisUrl: REDIS_URL, mailWorker: 'external' }, sender, logger: log.logger, ...stored(), options });
+    closeables.push(queue);
+    const staged = queue.stage?.(job('ja'));
+    expect(staged).toBeDefined();
+    await storeStaged(staged!.row);
+    // Until it is handed over, the sealed mail is in the table, taken by this instance: not yet in Redis.
+    const [row] = await db.prisma.mailMessage.findMany({ where: { id: staged!.row.id } });
+    expect(row).toMatchObject({ status: 'pending', attempts: 1 });
+    expect(row!.leaseToken).not.toBeNull();
+    expect(row!.payload).not.toContain(OTP);
+    expect(await jobCounts(options.queueName)).toEqual({ waiting: 0, active: 0, delayed: 0 });
+
+    staged!.stored();
+    await waitUntil(async () => (await db.prisma.mailMessage.count({ where: { id: staged!.row.id } })) === 0, 'the handed-over row gone');
+    expect(await jobCounts(options.queueName)).toEqual({ waiting: 1, active: 0, delayed: 0 });
+    const worker = startMailWorker({ config: { redisUrl: REDIS_URL }, sender, logger: log.logger, ...stored(), options });
+    closeables.push(worker);
+    const [mail] = await sink.waitFor(1);
+    expect(mail?.text).toContain(OTP);
+    // Invalid jobs are refused as enqueue refuses them; a closing queue stages nothing (enqueue then refuses).
+    expect(() => queue.stage!({ ...job('ja'), to: ['not an address'] })).toThrow();
+    await queue.close();
+    expect(queue.stage!(job('ja'))).toBeUndefined();
+  });
+
+  test('a staged mail whose instance died before handing it to BullMQ is handed over by another once its lease runs out, once', async () => {
+    sink = await startSmtpSink();
+    const log = captureLogger();
+    const sender = createMailSender({ config: mailConfig, transport: createMailTransport({ smtpUrl: sink.url }), logger: log.logger });
+    const options = { prefix, queueName: 'orphan', retry: { backoffMs: 20 }, outbox: { pollMs: 50, leaseMs: 600 } };
+    // The "dying" instance stages and stores the row, and never calls stored() (killed right after the response).
+    const dying = createMailQueue({ config: { redisUrl: REDIS_URL, mailWorker: 'external' }, sender, logger: log.logger, ...stored(), options: { ...options, outbox: { pollMs: 60_000, leaseMs: 600 } } });
+    const staged = dying.stage?.(job('en'));
+    expect(staged).toBeDefined();
+    await storeStaged(staged!.row);
+    await dying.close();
+    const started = Date.now();
+    // A new instance, with its own SMTP connections (closing the dying queue closed its sender).
+    const otherSender = createMailSender({ config: mailConfig, transport: createMailTransport({ smtpUrl: sink.url }), logger: log.logger });
+    const other = createMailQueue({ config: { redisUrl: REDIS_URL, mailWorker: 'inline' }, sender: otherSender, logger: log.logger, ...stored(), options });
+    closeables.push(other);
+    const [mail] = await sink.waitFor(1);
+    expect(mail?.text).toContain(OTP);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(400);
+    await waitUntil(async () => (await db.prisma.mailMessage.count({ where: { id: staged!.row.id } })) === 0, 'the handed-over row gone');
+    // Handed over once: a later look at the table finds nothing more to hand over (a positive marker:
+    // another mail enqueued after it arrives alone).
+    await other.enqueue(job('ja'));
+    await sink.waitFor(2);
+    expect(sink.received).toHaveLength(2);
+  });
+
+  test('a staged mail that Redis does not take after the response is recorded as not sent, with its code', async () => {
+    sink = await startSmtpSink();
+    const port = await freePort();
+    const redis = await startRedis(port);
+    try {
+      const log = captureLogger();
+      const sender = createMailSender({ config: mailConfig, transport: createMailTransport({ smtpUrl: sink.url }), logger: log.logger });
+      const queue = createMailQueue({
+        config: { redisUrl: `redis://127.0.0.1:${port}`, mailWorker: 'external' },
+        sender,
+        logger: log.logger,
+        ...stored(),
+        options: { prefix, queueName: 'refused', enqueueTimeoutMs: 1_000, outbox: { pollMs: 60_000 } },
+      });
+      closeables.push(queue);
+      const otp = await db.prisma.oneTimePassword.create({ data: { purpose: 'login', codeHmac: 'x'.repeat(64), expiresAt: new Date(Date.now() + 600_000) } });
+      const staged = queue.stage?.({ ...job('ja'), otpId: otp.id });
+      await storeStaged(staged!.row);
+      await stopRedis(redis);
+      staged!.stored();
+      await waitForLog(log, 'mail could not be queued');
+      const row = await waitUntil(() => db.prisma.mailMessage.findFirst({ where: { id: staged!.row.id, status: 'failed' } }), 'the row marked failed');
+      expect(row.payload).toBeNull();
+      await waitUntil(async () => (await db.prisma.oneTimePassword.findUnique({ where: { id: otp.id } }))?.deliveryFailedAt, 'the code marked undelivered');
+      expect(sink.received).toHaveLength(0);
+    } finally {
+      await stopRedis(redis);
+    }
   });
 
   test('a worker killed while it holds a job leaves it to another worker within seconds', async () => {

@@ -52,7 +52,7 @@ export class EmailOtpFactor implements Factor {
    * neither mail-bombs a user nor tells known IDs from unknown ones; unknown, pending and locked
    * accounts get a code stored like any other (same work, same timing) but no mail. A live account's
    * mail is stored with its code, by the same statement (MailQueue.stage, the outbox), before the code
-   * page is shown, and delivered after the response; with BullMQ it is queued after the response.
+   * page is shown, and sent (or, with BullMQ, handed to Redis) after the response.
    */
   enterLimits(ctx: FactorContext): LimitCheck[] {
     return [{ kind: 'otp_mail', key: `${ctx.tenant.id}:${ctx.flow.submittedUserId ?? ''}` }];
@@ -94,7 +94,8 @@ export class EmailOtpFactor implements Factor {
       setTimeout(() => mail.stored(), DELIVERY_DELAY_MS);
       return;
     }
-    // Not even queued (Redis unreachable): the code page says so at the next step, as for a given-up mail.
+    // Not staged (the queue is closing): queued after the response; if that fails, the code page
+    // says so at the next step, as for a given-up mail.
     if (job) enqueueAfterResponse(this.deps.mail, job, this.deps.logger, () => this.deps.otp.markDeliveryFailed(id));
   }
 
