@@ -231,9 +231,11 @@ function createBullMailQueue(deps: MailQueueDeps, redisUrl: string): MailQueue {
   const leaseMs = options.outbox?.leaseMs ?? 5_000;
   const token = randomUUID();
   const handing = new Set<Promise<void>>();
+  // Both kinds of hand-over report their own failures; close() waits for those in progress.
   const track = (p: Promise<void>) => {
-    handing.add(p);
-    void p.finally(() => handing.delete(p));
+    const settled = p.catch(() => undefined);
+    handing.add(settled);
+    void settled.finally(() => handing.delete(settled));
   };
 
   async function handOver(row: ClaimedMailMessage): Promise<void> {
