@@ -47,11 +47,6 @@ export function undeliveredOf(r: MailMessage): UndeliveredMail {
 }
 
 /**
- * The queue without Redis: enqueue is one insert into the outbox table; a worker in this process takes
- * due rows with a lease and delivers them, with the same retry rule as BullMQ. Queued mail survives a
- * restart, and several instances on one database share the work.
- */
-/**
  * The sealed job of a taken row; undefined, with the row given up, for a template this version does
  * not know (queued by another version of the provider).
  */
@@ -73,6 +68,11 @@ export async function envelopeOfRow(row: ClaimedMailMessage, holder: { outbox: P
   };
 }
 
+/**
+ * The queue without Redis: enqueue is one insert into the outbox table; a worker in this process takes
+ * due rows with a lease and delivers them, with the same retry rule as BullMQ. Queued mail survives a
+ * restart, and several instances on one database share the work.
+ */
 export function createOutboxMailQueue(deps: { sender: MailSender; logger: Logger; store: MailStore; sealKeys: string[]; options?: OutboxOptions }): MailQueue {
   const { sender, logger, store, options = {} } = deps;
   const { outbox } = store;

@@ -4,10 +4,10 @@ import type { Job } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { AppConfig } from '../config/index.js';
 import type { Logger } from '../logger.js';
+import { claimedInsert, type ClaimedMailMessage } from '../persistence/mail-outbox.repository.js';
 import { attemptDelivery, markCodeUndelivered, retryPolicy, type MailStore } from './mail.delivery.js';
 import { isMailEnvelope, mailSealer, type MailEnvelope, type MailSealer } from './mail.envelope.js';
 import { createOutboxMailQueue, envelopeOfRow, undeliveredOf, type OutboxOptions } from './mail.outbox.js';
-import { claimedInsert, type ClaimedMailMessage } from '../persistence/mail-outbox.repository.js';
 import { errorMessage } from './mail.sender.js';
 import { deliverByOf, parseMailJob, retryDelayMs, type MailJob, type MailQueue, type MailSender, type MailTemplate, type RetryPolicy, type StagedMail, type UndeliveredMail } from './mail.types.js';
 

@@ -283,7 +283,6 @@ describe('BullMQ mail queue on Redis', () => {
       const row = await waitUntil(() => db.prisma.mailMessage.findFirst({ where: { id: staged!.row.id, status: 'failed' } }), 'the row marked failed');
       expect(row.payload).toBeNull();
       await waitUntil(async () => (await db.prisma.oneTimePassword.findUnique({ where: { id: otp.id } }))?.deliveryFailedAt, 'the code marked undelivered');
-      expect(sink.received).toHaveLength(0);
     } finally {
       await stopRedis(redis);
     }
