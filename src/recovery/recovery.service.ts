@@ -11,14 +11,13 @@ import { PASSKEY_NAME_MAX, type PasskeyService } from '../passkey/passkey.servic
 import type { RateLimits } from '../http/rate-limit.js';
 import { translator, type Locale } from '../i18n/index.js';
 import { lockNotice, type LockoutService } from '../lockout/lockout.service.js';
-import { deliverableAddresses, normalizeOtp } from '../login/factors/email-otp.factor.js';
+import { deliverableAddresses, issueMailedCode, normalizeOtp } from '../login/factors/email-otp.factor.js';
 import { USER_ID_MAX, normalizeUserId, type RequestInfo } from '../login/login-flow.service.js';
 import { NotActivatedError } from '../login/login-errors.js';
 import { METHOD_FACTORS, effectiveMethod } from '../login/login-methods.js';
 import type { Logger } from '../logger.js';
-import { enqueueAfterResponse } from '../mail/mail.after-response.js';
-import type { MailQueue } from '../mail/mail.types.js';
-import type { OtpService } from '../otp/otp.service.js';
+import type { MailJob, MailQueue } from '../mail/mail.types.js';
+import type { IssuedCode, OtpService } from '../otp/otp.service.js';
 import type { AccountRepository, AccountWithDevices } from '../persistence/account.repository.js';
 import type { LoginFlow, LoginFlowRepository } from '../persistence/login-flow.repository.js';
 import { RecoveryFieldError, RecoveryLockedError, RecoveryStepError, RecoveryUnavailableError } from './recovery-errors.js';
@@ -370,27 +369,26 @@ export class RecoveryService {
 
   /**
    * Stores a code (every time, for unknown, pending and locked accounts too: same work, same timing)
-   * and mails it, after the response, only to a live account's proven addresses. The mail limit is the
-   * login's, keyed by the ID typed.
+   * with its mail, only to a live account's proven addresses, stored by the code's statement and sent
+   * after the response (issueMailedCode). The mail limit is the login's, keyed by the ID typed.
    */
   private async sendCode(flow: LoginFlow, account: AccountWithDevices | null, tenant: Tenant, client: ClientConfig, locale: Locale, backUrl: string): Promise<void> {
     const decision = await this.deps.limits.consume('otp_mail', `${tenant.id}:${flow.submittedUserId ?? ''}`);
     if (!decision.allowed) throw new RateLimitedError(decision.retryAfterSeconds, backUrl);
     const ttl = this.deps.config.otp.ttlSeconds;
-    const { id, code, expiresAt } = await this.deps.otp.issueForFlow(flow.id, account?.id ?? null, RECOVERY_OTP_PURPOSE, ttl);
-    if (!account || isLocked(account) || account.status !== 'active') return;
-    const to = deliverableAddresses(account);
-    if (to.length === 0) return;
+    const live = account && !isLocked(account) && account.status === 'active';
+    const to = live ? deliverableAddresses(account) : [];
     // The login code mail fits: it is a code for getting into this site, and says so.
-    enqueueAfterResponse(this.deps.mail, {
-      to,
+    const jobOf = (issued: IssuedCode, recipients: string[]): MailJob => ({
+      to: recipients,
       template: 'login-otp',
       locale,
-      params: { userId: account.userId, otp: code, expiresMinutes: String(Math.round(ttl / 60)), clientName: client.name },
-      deliverBy: expiresAt,
-      otpId: id,
+      params: { userId: account?.userId ?? flow.submittedUserId ?? '', otp: issued.code, expiresMinutes: String(Math.round(ttl / 60)), clientName: client.name },
+      deliverBy: issued.expiresAt,
+      otpId: issued.id,
       tenantId: tenant.id,
-    }, this.deps.logger, () => this.deps.otp.markDeliveryFailed(id));
+    });
+    await issueMailedCode(this.deps, { flowId: flow.id, accountId: account?.id ?? null, purpose: RECOVERY_OTP_PURPOSE, ttlSeconds: ttl }, to, jobOf);
   }
 
   private async limitAttempts(flow: LoginFlow, tenant: Tenant, backUrl: string): Promise<void> {

@@ -4,7 +4,8 @@
 // locked: the user-ID step waits for it, instead of answering and queueing the mail afterwards.
 import pg from 'pg';
 import * as oidc from 'openid-client';
-import { discover, startLogin, submit } from '../support/browser-less.js';
+import { hashSecret, normalizeAnswer } from '../../src/credentials/hashing.js';
+import { discover, startLogin, submit, type StartedLogin } from '../support/browser-less.js';
 import { startTestServer, uniqueUser, type TestServer } from '../support/harness.js';
 import { waitUntil } from './mail-store.js';
 
@@ -41,33 +42,63 @@ describe('the code mail is queued before the code page is shown (outbox on Postg
     return rows[0]!.n;
   }
 
+  /**
+   * Sends a user-ID step while the outbox takes no rows and tells what happened first: the answer, or
+   * a statement of the provider waiting to insert the mail, with the code (not visible yet) or after
+   * it (already stored: the code page could be shown). Then lets the outbox go and returns the answer.
+   */
+  async function withOutboxLocked(userId: string, send: () => Promise<Response>): Promise<{ first: string; res: Response }> {
+    // SHARE blocks inserts (ROW EXCLUSIVE), not reads.
+    await locker.query('BEGIN');
+    await locker.query('LOCK TABLE mail_outbox IN SHARE MODE');
+    let answered = false;
+    const submitted = send().then((res) => {
+      answered = true;
+      return res;
+    });
+    try {
+      const first = await waitUntil(async () => {
+        if (answered) return 'answered before the mail was stored';
+        if ((await waitingForOutbox()) === 0) return undefined;
+        return (await codesOf(userId)) === 0 ? 'the code and its mail wait together' : 'the code was stored before its mail';
+      }, 'the user-ID step to answer or wait for the outbox');
+      await locker.query('COMMIT');
+      return { first, res: await submitted };
+    } catch (err) {
+      await locker.query('ROLLBACK');
+      throw err;
+    }
+  }
+
   test('while the outbox takes no rows the user-ID step does not answer; then the code page and the mail come', async () => {
     const u = uniqueUser('queued');
     await s.app.services.accounts.create({ tenantId: 't1', userId: u.userId, devices: [{ email: u.email }] });
     const login = await startLogin(rp, s.issuer);
     const before = s.smtp.messages.length;
 
-    // SHARE blocks inserts (ROW EXCLUSIVE), not reads.
-    await locker.query('BEGIN');
-    await locker.query('LOCK TABLE mail_outbox IN SHARE MODE');
-    let answered = false;
-    const submitted = submit(login, 'identify', { userId: u.userId }).then((res) => {
-      answered = true;
-      return res;
-    });
-    // Whichever comes first: the answer, or a statement of the provider waiting to insert the mail,
-    // the code with it (not visible yet) or after it (already stored: the code page can be shown).
-    const first = await waitUntil(async () => {
-      if (answered) return 'answered before the mail was stored';
-      if ((await waitingForOutbox()) === 0) return undefined;
-      return (await codesOf(u.userId)) === 0 ? 'the code and its mail wait together' : 'the code was stored before its mail';
-    }, 'the user-ID step to answer or wait for the outbox');
+    const { first, res } = await withOutboxLocked(u.userId, () => submit(login, 'identify', { userId: u.userId }));
     expect(first).toBe('the code and its mail wait together');
-    expect(answered).toBe(false);
-
-    await locker.query('COMMIT');
-    const res = await submitted;
     expect(res.status).toBe(303);
+    const otp = await s.smtp.otpFor(u.email, before);
+    expect(otp).toMatch(/^\d{8}$/);
+  });
+
+  test("recovery's code: its user-ID step does not answer either until the mail is stored with the code", async () => {
+    const u = uniqueUser('queuedrcv');
+    const account = await s.app.services.accounts.create({ tenantId: 't1', userId: u.userId, devices: [{ email: u.email }] });
+    await s.app.services.accounts.setSecretQuestion(account.id, 'first_pet', await hashSecret(normalizeAnswer('ポチ')));
+    const login: StartedLogin = await startLogin(rp, s.issuer);
+    const entry = await login.agent.get(`${login.interactionPath}/recovery`);
+    expect(entry.status).toBe(303);
+    expect((await login.agent.get(entry.headers.get('location')!)).status).toBe(200);
+    const before = s.smtp.messages.length;
+
+    const { first, res } = await withOutboxLocked(u.userId, () =>
+      login.agent.post(`${login.interactionPath}/recovery/identify`, { _csrf: login.agent.cookies.get('csrf')!, userId: u.userId }),
+    );
+    expect(first).toBe('the code and its mail wait together');
+    expect(res.status).toBe(303);
+    expect(res.headers.get('location')).toMatch(/\/recovery\/code$/);
     const otp = await s.smtp.otpFor(u.email, before);
     expect(otp).toMatch(/^\d{8}$/);
   });

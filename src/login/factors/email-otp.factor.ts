@@ -22,11 +22,47 @@ export function deliverableAddresses(account: AccountWithDevices): string[] {
   return [...new Set(account.devices.filter((d) => d.verifiedAt && isEmailAddress(d.email)).map((d) => d.email))];
 }
 
-/** How long after the response a code's stored mail starts on its way (see enter). */
+/** How long after the response a code's stored mail starts on its way (see issueMailedCode). */
 const DELIVERY_DELAY_MS = 2;
 
 /** Where the mail prepared for an ID without one would go (it is never stored or sent). */
 const DECOY_RECIPIENTS = ['nobody@example.com'];
+
+/**
+ * Issues a flow's code (login or recovery) with its mail to `to`. The mail is stored by the code's
+ * own statement (MailQueue.stage, the outbox), so the code page is never answered for a mail that is
+ * not stored, and it is sent (with BullMQ, handed to Redis) after the response. With no addresses (an
+ * unknown, pending or locked ID) the same mail is prepared and dropped: same work, same timing. When
+ * the queue stages nothing (it is closing), the mail is queued after the response; if that fails, the
+ * code is marked undelivered and its page says so at the next step, as for a given-up mail.
+ */
+export async function issueMailedCode(
+  deps: { otp: OtpService; mail: MailQueue; logger: Pick<Logger, 'error'> },
+  code: { flowId: string; accountId: string | null; purpose: string; ttlSeconds: number },
+  to: string[],
+  jobOf: (issued: IssuedCode, recipients: string[]) => MailJob,
+): Promise<IssuedCode> {
+  let job: MailJob | undefined;
+  let staged = undefined as StagedMail | undefined;
+  const issued = await deps.otp.issueForFlow(code.flowId, code.accountId, code.purpose, code.ttlSeconds, (fresh) => {
+    const prepared = jobOf(fresh, to.length ? to : DECOY_RECIPIENTS);
+    const candidate = deps.mail.stage?.(prepared);
+    if (!to.length) return undefined;
+    job = prepared;
+    staged = candidate;
+    return candidate?.row;
+  });
+  if (staged) {
+    const mail = staged;
+    // Delivery starts once the response has left, and a moment later, so that its work (about 1 ms
+    // of CPU) does not compete with whatever reads that answer on the same cores (a proxy in front
+    // of the provider): the answer's timing must not tell a live ID.
+    setTimeout(() => mail.stored(), DELIVERY_DELAY_MS);
+  } else if (job) {
+    enqueueAfterResponse(deps.mail, job, deps.logger, () => deps.otp.markDeliveryFailed(issued.id));
+  }
+  return issued;
+}
 
 /** The manual's one-time password by e-mail, sent to every proven device address of the account. */
 export class EmailOtpFactor implements Factor {
@@ -75,28 +111,7 @@ export class EmailOtpFactor implements Factor {
       otpId: issued.id,
       tenantId: ctx.tenant.id,
     });
-    let job: MailJob | undefined;
-    let staged = undefined as StagedMail | undefined;
-    const { id } = await this.deps.otp.issueForFlow(ctx.flow.id, ctx.account?.id ?? null, 'login', this.deps.otpTtlSeconds, (issued) => {
-      // Without a mail to send, the same preparation of one (kept nowhere), so no ID is quicker.
-      const prepared = jobOf(issued, to.length ? to : DECOY_RECIPIENTS);
-      const candidate = this.deps.mail.stage?.(prepared);
-      if (!to.length) return undefined;
-      job = prepared;
-      staged = candidate;
-      return candidate?.row;
-    });
-    if (staged) {
-      const mail = staged;
-      // Stored with the code: delivery starts once the response has left, and a moment later, so that
-      // its work (about 1 ms of CPU) does not compete with whatever reads that answer on the same
-      // cores (a proxy in front of the provider): the answer's timing must not tell a live ID.
-      setTimeout(() => mail.stored(), DELIVERY_DELAY_MS);
-      return;
-    }
-    // Not staged (the queue is closing): queued after the response; if that fails, the code page
-    // says so at the next step, as for a given-up mail.
-    if (job) enqueueAfterResponse(this.deps.mail, job, this.deps.logger, () => this.deps.otp.markDeliveryFailed(id));
+    await issueMailedCode(this.deps, { flowId: ctx.flow.id, accountId: ctx.account?.id ?? null, purpose: 'login', ttlSeconds: this.deps.otpTtlSeconds }, to, jobOf);
   }
 
   /** Whether the mail with the current code was given up (the page then says it could not be sent). */
