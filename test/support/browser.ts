@@ -112,7 +112,14 @@ export function useBrowserSuite<S extends { close(): Promise<void> }>(
 export async function screenshot(page: Page, name: string): Promise<string> {
   mkdirSync(SCREENSHOT_DIR, { recursive: true });
   const path = join(SCREENSHOT_DIR, name.endsWith('.png') ? name : `${name}.png`);
-  await page.screenshot({ path, fullPage: true });
+  try {
+    await page.screenshot({ path, fullPage: true });
+  } catch (err) {
+    // Chromium now and then refuses a capture on a busy machine ("Unable to capture screenshot");
+    // the picture is for people, not an assertion, so it gets one more try.
+    if (!/Unable to capture screenshot/.test(String(err))) throw err;
+    await page.screenshot({ path, fullPage: true });
+  }
   return path;
 }
 
