@@ -83,7 +83,7 @@ export async function startServer(config: AppConfig, logger: Logger): Promise<vo
 async function openDependencies(config: AppConfig, logger: Logger) {
   const timeoutMs = config.startupTimeoutSeconds * 1000;
   const [db, redis] = await Promise.allSettled([
-    openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, logger, connectTimeoutMs: timeoutMs }),
+    openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, logger, connectTimeoutMs: timeoutMs, statementTimeoutMs: config.databaseTimeoutMs }),
     config.redisUrl ? waitForRedis(config.redisUrl, timeoutMs, (reason, retryInMs) => logger.info({ reason, retryInMs }, 'Redis not reachable yet')) : undefined,
   ]);
   if (db.status === 'fulfilled' && redis.status === 'fulfilled') return db.value;

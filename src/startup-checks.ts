@@ -8,7 +8,7 @@ export class StartupError extends Error {
 }
 
 /** Network errors worth another try: the service is not up (yet), or not reachable (yet). */
-const TRANSIENT_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'EPIPE', '57P03']);
+export const TRANSIENT_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'EPIPE', '57P03']);
 
 const FIRST_DELAY_MS = 500;
 const MAX_DELAY_MS = 5_000;

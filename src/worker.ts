@@ -42,7 +42,7 @@ async function main(): Promise<void> {
   }
   if (!config.smtpUrl) logger.warn('SMTP_URL is unset: mail is not delivered, only recorded in the dev mailbox or dropped');
 
-  const db: Database = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, logger });
+  const db: Database = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, logger, statementTimeoutMs: config.databaseTimeoutMs });
   const transport = createMailTransport(config);
   const sender = createMailSender({ config, transport, logger, devMail: config.devMailbox ? new DevMailRepository(db.prisma) : undefined });
   const worker = startMailWorker({

@@ -22,6 +22,13 @@ export const envSchema = z.object({
   ISSUER: z.url().optional(),
   /** PostgreSQL connection string. Unset: an embedded PGlite database under DATA_DIR. */
   DATABASE_URL: z.string().optional(),
+  /**
+   * PostgreSQL: seconds one statement, or the wait for a connection, may take before it fails, so a
+   * database that stops answering (a network partition, a stalled server) turns into a 503 page
+   * 「ただいまサービスを一時的にご利用いただけません」 instead of requests that hang. 0: no limit.
+   * Migrations at start-up are not limited.
+   */
+  DATABASE_TIMEOUT_SECONDS: z.coerce.number().min(0).max(600).default(10),
   /** Folder for the embedded database and development keys. */
   DATA_DIR: z.string().default('.data'),
   /** Redis connection string. Set: BullMQ mail queue and shared rate-limit counters. */

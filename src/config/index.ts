@@ -16,6 +16,8 @@ export interface AppConfig {
   webConcurrency: number;
   issuer: string;
   databaseUrl: string | undefined;
+  /** DATABASE_TIMEOUT_SECONDS in milliseconds (0: no limit). */
+  databaseTimeoutMs: number;
   dataDir: string;
   redisUrl: string | undefined;
   smtpUrl: string | undefined;
@@ -95,6 +97,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     webConcurrency: e.WEB_CONCURRENCY,
     issuer,
     databaseUrl: e.DATABASE_URL,
+    databaseTimeoutMs: Math.round(e.DATABASE_TIMEOUT_SECONDS * 1000),
     dataDir: resolve(e.DATA_DIR),
     redisUrl: e.REDIS_URL,
     smtpUrl: e.SMTP_URL,

@@ -1,5 +1,6 @@
 import type { Context, Next } from 'koa';
 import type { Logger } from '../logger.js';
+import { DATABASE_RETRY_AFTER_SECONDS, isDatabaseUnavailable } from '../persistence/database-unavailable.js';
 import { AppError, MethodNotAllowedError, NotFoundError, RateLimitedError, ServiceUnavailableError } from './errors.js';
 import { TooManyRequestsError } from './rate-limit.js';
 import { requestIdOf } from './request-id.js';
@@ -24,7 +25,8 @@ export type ErrorRenderer = (ctx: Context, error: AppError, err: unknown) => boo
 
 /**
  * Renders every error as a page in the user's language (or JSON for API callers): client mistakes
- * keep their 4xx; anything else is logged and shown as a plain 500 without details.
+ * keep their 4xx; a database that cannot answer is a 503 (try again shortly); anything else is logged
+ * and shown as a plain 500 without details.
  */
 export function errorHandler(logger: Logger, renderers: ErrorRenderer[] = []) {
   return async (ctx: Context, next: Next) => {
@@ -36,6 +38,11 @@ export function errorHandler(logger: Logger, renderers: ErrorRenderer[] = []) {
       if ((ctx.status === 405 || ctx.status === 501) && ctx.body == null) throw new MethodNotAllowedError(ctx.response.get('allow'));
     } catch (err) {
       let appError = toAppError(err);
+      if (!appError && isDatabaseUnavailable(err)) {
+        // Not the request's fault and not a bug: "try again shortly", as for a Redis outage.
+        logger.error({ err: err instanceof Error ? err.message : String(err), path: ctx.path, method: ctx.method, requestId: requestIdOf(ctx) }, 'database unavailable');
+        appError = new ServiceUnavailableError(DATABASE_RETRY_AFTER_SECONDS);
+      }
       if (!appError) {
         logger.error({ err, path: ctx.path, method: ctx.method, requestId: requestIdOf(ctx) }, 'unhandled error');
         appError = new AppError('internal', 500, 'common:errors.internal');

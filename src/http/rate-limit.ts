@@ -154,7 +154,10 @@ export async function createRateLimits(opts: CreateRateLimitsOptions): Promise<R
     makeStore = (kind) => new RateLimiterRedis({ ...base(kind), storeClient: client, rejectIfRedisNotReady: true });
   } else if (config.databaseUrl) {
     store = 'postgres';
-    const pool = new pg.Pool({ connectionString: config.databaseUrl, max: 10, connectionTimeoutMillis: timeoutMs });
+    // query_timeout: a statement the database never answers (a partition) fails, and its connection is
+    // closed rather than kept: without it every connection stuck then stayed taken, and the mail
+    // limit refused (503) every login after the database was back.
+    const pool = new pg.Pool({ connectionString: config.databaseUrl, max: 10, connectionTimeoutMillis: timeoutMs, query_timeout: timeoutMs });
     // Without a listener an idle client's error (e.g. server restart) would crash the process.
     pool.on('error', (err) => report(err));
     cleanups.push(() => pool.end());

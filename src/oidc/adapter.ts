@@ -1,4 +1,5 @@
 import { errors, type Adapter, type AdapterPayload } from 'oidc-provider';
+import { isDatabaseUnavailable } from '../persistence/database-unavailable.js';
 import { SingleUseLost, type OidcPayloadRepository } from '../persistence/oidc-payload.repository.js';
 
 /**
@@ -40,15 +41,30 @@ export function createAdapterFactory(repo: OidcPayloadRepository): (name: string
 /**
  * In a token request the code's consume is sent with the request's next statement (see
  * OidcPayloadRepository.flush); when another request had used the code first, that statement's caller
- * gets invalid_grant, as from consume itself (the grant is already revoked).
+ * gets invalid_grant, as from consume itself (the grant is already revoked). A database that cannot
+ * answer is temporarily_unavailable (oidcUnavailable).
  */
 async function lostAsInvalidGrant<T>(op: Promise<T>): Promise<T> {
   try {
     return await op;
   } catch (e) {
     if (e instanceof SingleUseLost) throw new errors.InvalidGrant(e.message);
-    throw e;
+    throw oidcUnavailable(e);
   }
+}
+
+/**
+ * A database outage (down, unreachable, past DATABASE_TIMEOUT_SECONDS) met inside oidc-provider's
+ * handling, as its `temporarily_unavailable` with status 503: the token endpoint answers it as JSON,
+ * the authorization endpoint sends it back to the site (RFC 6749 4.1.2.1) or shows the error page,
+ * instead of a server_error 500. Any other error is returned as it is.
+ */
+export function oidcUnavailable(e: unknown): unknown {
+  if (!isDatabaseUnavailable(e)) return e;
+  const unavailable = new errors.TemporarilyUnavailable('the service is temporarily unavailable; try again shortly', { cause: e });
+  unavailable.status = 503;
+  unavailable.statusCode = 503;
+  return unavailable;
 }
 
 /**

@@ -49,6 +49,7 @@ const MSG = {
   denied: 'oidc:messages.access_denied',
   login: 'oidc:messages.login_required',
   server: 'common:errors.internal',
+  unavailable: 'common:errors.unavailable',
 } as const;
 
 /** Scopes and values this provider supports, quoted in hints so the developer needn't look them up. */
@@ -104,6 +105,7 @@ function rules(supported: SupportedValues): HintRule[] {
     { error: ['access_denied'], message: MSG.denied, hint: 'oidc:hints.access_denied' },
     { error: ['login_required', 'interaction_required', 'consent_required', 'account_selection_required'], message: MSG.login, hint: 'oidc:hints.prompt_none' },
     { error: ['server_error'], message: MSG.server, hint: 'oidc:hints.server_error' },
+    { error: ['temporarily_unavailable'], message: MSG.unavailable, hint: 'oidc:hints.temporarily_unavailable' },
   ];
 }
 

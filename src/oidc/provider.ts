@@ -8,7 +8,8 @@ import type { AccountRepository } from '../persistence/account.repository.js';
 import type { LoginHandoff } from '../login/login-handoff.js';
 import type { OidcPayloadRepository } from '../persistence/oidc-payload.repository.js';
 import { MANAGEMENT_SCOPE } from './access-tokens.js';
-import { createAdapterFactory } from './adapter.js';
+import { DATABASE_RETRY_AFTER_SECONDS } from '../persistence/database-unavailable.js';
+import { createAdapterFactory, oidcUnavailable } from './adapter.js';
 import { renderOidcError } from './error-hints.js';
 import { createOutboundFetch } from './outbound-fetch.js';
 import { signingAlgs, type Jwks } from './keys.js';
@@ -286,7 +287,7 @@ export function createProvider(deps: ProviderDeps): Provider {
     async findAccount(ctx, sub) {
       // The redirect and the code exchange right after a login use the account the login left.
       const justLoggedIn = ctx.oidc?.route === 'resume' || (ctx.oidc?.route === 'token' && ctx.oidc.params?.grant_type === 'authorization_code');
-      const account = (justLoggedIn ? deps.loginHandoff?.take(sub) : undefined) ?? (await accounts.findById(sub));
+      const account = (justLoggedIn ? deps.loginHandoff?.take(sub) : undefined) ?? (await accounts.findById(sub).catch((e: unknown) => Promise.reject(oidcUnavailable(e))));
       // Refresh, userinfo and silent sign-in stop for accounts that can't sign in (docs/failure-modes.md, lifecycle).
       if (!account || !isSignInAllowed(account)) return undefined;
       return {
@@ -314,11 +315,13 @@ export function createProvider(deps: ProviderDeps): Provider {
   provider.proxy = config.trustProxy;
   // The same keys, checked without Keygrip's per-check random HMAC key; the app shares this signer.
   provider.keys = new CookieSigner(deps.cookieKeys);
-  // oidc-provider's discovery override only fills absent fields, so two corrections are made here:
-  // management is for back offices only (it still works for them), and certificate-bound tokens are
-  // advertised only when a client is registered for them and certificates can reach the provider.
   provider.use(async (ctx, next) => {
     await next();
+    // A 503 (temporarily_unavailable: a database outage, adapter.ts) says when to try again, as JSON or page.
+    if (ctx.status === 503 && !ctx.response.get('Retry-After')) ctx.set('Retry-After', String(DATABASE_RETRY_AFTER_SECONDS));
+    // oidc-provider's discovery override only fills absent fields, so two corrections are made here:
+    // management is for back offices only (it still works for them), and certificate-bound tokens are
+    // advertised only when a client is registered for them and certificates can reach the provider.
     if (ctx.oidc?.route !== 'discovery' || !ctx.body || typeof ctx.body !== 'object') return;
     const body = ctx.body as Record<string, unknown>;
     body.scopes_supported = (body.scopes_supported as string[]).filter((s) => s !== MANAGEMENT_SCOPE);

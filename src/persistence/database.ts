@@ -44,6 +44,14 @@ export interface OpenDatabaseOptions {
    * StartupError (the provider's start). Unset: one attempt, its error as it comes.
    */
   connectTimeoutMs?: number;
+  /**
+   * PostgreSQL only: how long a statement, or the wait for a pooled connection, may take before it
+   * fails (pg's `query_timeout` and `connectionTimeoutMillis`; a connection whose statement timed out
+   * is closed, not reused). A database that stops answering then fails requests quickly
+   * (isDatabaseUnavailable: a 503) instead of holding them. Unset or 0: no limit (the admin CLI).
+   * Migrations run on a connection of their own, without it.
+   */
+  statementTimeoutMs?: number;
 }
 
 export const MEMORY_DATA_DIR = 'memory://';
@@ -54,21 +62,20 @@ export async function openDatabase(opts: OpenDatabaseOptions): Promise<Database>
 
 async function openPostgres(url: string, opts: OpenDatabaseOptions): Promise<Database> {
   if (opts.connectTimeoutMs !== undefined) await waitForPostgres(url, opts.connectTimeoutMs, opts.logger);
-  const pool = new pg.Pool({ connectionString: url });
+  // Migrations first, on a connection of their own: no statement time limit (an index on a large
+  // table may take minutes), and closed afterwards, so the session (and any advisory lock) surely ends.
+  const migrator = new pg.Client({ connectionString: url });
+  migrator.on('error', () => undefined);
+  await migrator.connect();
+  try {
+    await applyMigrations(pgExecutor(migrator), opts.logger, { migrationsDir: opts.migrationsDir });
+  } finally {
+    await migrator.end().catch(() => undefined);
+  }
+  const limit = opts.statementTimeoutMs ? { query_timeout: opts.statementTimeoutMs, connectionTimeoutMillis: opts.statementTimeoutMs } : {};
+  const pool = new pg.Pool({ connectionString: url, ...limit });
   // An idle client losing its server must not crash the process; the next query reports the error.
   pool.on('error', (err) => opts.logger?.info({ err: err.message }, 'postgres pool client error'));
-  try {
-    const client = await pool.connect();
-    try {
-      await applyMigrations(pgExecutor(client), opts.logger, { migrationsDir: opts.migrationsDir });
-    } finally {
-      // Destroyed rather than returned to the pool, so the session (and any advisory lock) surely ends.
-      client.release(true);
-    }
-  } catch (error) {
-    await pool.end().catch(() => undefined);
-    throw error;
-  }
   const prisma = new PrismaClient({ adapter: new PrismaPg(pool) });
   return {
     prisma,
@@ -169,7 +176,7 @@ async function tryAdvisoryLock<T>(pool: pg.Pool, key: number, fn: () => Promise<
   }
 }
 
-function pgExecutor(client: pg.PoolClient): SqlExecutor {
+function pgExecutor(client: pg.ClientBase): SqlExecutor {
   return {
     kind: 'postgres',
     async query<Row extends object>(sql: string, params: readonly unknown[] = []) {

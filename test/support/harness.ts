@@ -108,7 +108,7 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
     { tenants: opts.tenants ?? parseTenants('test tenants', TEST_TENANTS_YAML), ...opts.config },
   );
   const logger = opts.logger ?? createLogger(config.logLevel);
-  const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.databaseUrl ? dataDir : MEMORY_DATA_DIR });
+  const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.databaseUrl ? dataDir : MEMORY_DATA_DIR, statementTimeoutMs: config.databaseTimeoutMs });
   const app = await createApp({ config, db, logger, rateLimitKeyPrefix: `t${randomBytes(4).toString('hex')}`, mail: opts.mail, mailQueue: opts.mailQueue });
   server.on('request', app.koa.callback());
   return {
