@@ -21,13 +21,22 @@ export function redisProbe(url: string): { ping(): Promise<boolean>; close(): Pr
         });
         client.on('error', () => {}); // failures show as a failed PING
       }
+      const redis = client;
+      // The first connection's ready check counts too: a Redis that accepts connections but does not
+      // answer (a stopped process) would otherwise hold the probe forever.
+      const pong = (async () => {
+        if (redis.status === 'wait') await redis.connect();
+        return redis.ping();
+      })();
+      pong.catch(() => undefined);
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error('timeout')), REDIS_PING_TIMEOUT_MS)));
       try {
-        if (client.status === 'wait') await client.connect();
-        let timer: NodeJS.Timeout | undefined;
-        const timeout = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error('timeout')), REDIS_PING_TIMEOUT_MS)));
-        return (await Promise.race([client.ping(), timeout]).finally(() => clearTimeout(timer))) === 'PONG';
+        return (await Promise.race([pong, timeout])) === 'PONG';
       } catch {
         return false;
+      } finally {
+        clearTimeout(timer);
       }
     },
     async close() {

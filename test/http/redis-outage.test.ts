@@ -109,6 +109,48 @@ describe('Redis outage', () => {
     expect(res.status).toBe(303);
   }, 60_000);
 
+  test('a Redis that stops answering (the process stopped, its connections open): 503 within a few seconds instead of requests that hang; all well once it answers again', async () => {
+    const u = await newAccount();
+    expect((await login(u)).status).toBe(303);
+    /** Far above the limits on waiting for Redis (1 s for rate limits and the probe, 5 s for a job): later is a request left hanging. */
+    const hangingMs = 20_000;
+    const answered = <T>(what: string, p: Promise<T>): Promise<T> => {
+      let timer: NodeJS.Timeout | undefined;
+      const hang = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`${what}: no answer within ${hangingMs} ms, the request hangs`)), hangingMs);
+      });
+      return Promise.race([p, hang]).finally(() => clearTimeout(timer));
+    };
+
+    redis!.kill('SIGSTOP');
+    try {
+      const started = await startLogin(rp, s!.issuer);
+      const down = await answered('the user-ID step', submit(started, 'identify', { userId: u.userId }));
+      expect(down.status).toBe(503);
+      expect(await down.text()).toContain('ただいまサービスを一時的にご利用いただけません');
+      // A notice the request itself queues (the activation reissue's): refused, not waited for.
+      const other = await newAccount();
+      const api = await answered(
+        'the activation reissue',
+        fetch(new URL(`/api/v1/accounts/${encodeURIComponent(other.userId)}/activation`, s!.issuer), {
+          method: 'POST',
+          headers: { authorization: `Bearer ${apiToken}`, 'content-type': 'application/json' },
+          body: '{}',
+        }),
+      );
+      expect(api.status).toBe(503);
+      expect(Number(api.headers.get('retry-after'))).toBeGreaterThan(0);
+      expect((await answered('/health/ready', fetch(new URL('/health/ready', s!.issuer)))).status).toBe(503);
+    } finally {
+      redis!.kill('SIGCONT');
+    }
+
+    const deadline = Date.now() + 15_000;
+    let res = await login(u);
+    while ((res.status === 503 || res.status === 'not_sent') && Date.now() < deadline) res = await login(u);
+    expect(res.status).toBe(303);
+  }, 60_000);
+
   test('a provider stopped while Redis is down still shuts down (its mail worker does not wait for Redis forever)', async () => {
     const other = await startTestServer({ env: { REDIS_URL: `redis://127.0.0.1:${port}`, MAIL_WORKER: 'inline' } });
     await stopRedis(redis!);
