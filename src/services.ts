@@ -311,6 +311,11 @@ export async function createAppServices(opts: AppServicesOptions): Promise<AppSe
   // oidc-provider answers its own errors (our error handler never sees them): its server errors must
   // reach the log like ours.
   provider.on('server_error', (ctx: KoaContext, err: unknown) => logger.error({ err, path: ctx.path, method: ctx.method, requestId: requestIdOf(ctx) }, 'oidc-provider server error'));
+  // So must its temporarily_unavailable answers (503: a database outage, src/oidc/adapter.ts), as ours are.
+  provider.use(async (ctx, next) => {
+    await next();
+    if (ctx.status === 503) logger.error({ path: ctx.path, method: ctx.method, requestId: requestIdOf(ctx), oidcError: (ctx.body as { error?: string } | undefined)?.error }, 'database unavailable');
+  });
   provider.on('backchannel.error', (_ctx: unknown, err: unknown, client: { clientId?: string } | undefined) =>
     logger.warn({ err, clientId: client?.clientId }, 'back-channel logout failed'),
   );
