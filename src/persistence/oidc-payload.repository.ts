@@ -62,6 +62,16 @@ function hold(writes: Map<string, PendingWrite>, write: PendingWrite): void {
 }
 
 const UPSERT_COLUMNS = 'id, type, payload, grant_id, user_code, uid, expires_at';
+/** One row of UPSERT_COLUMNS, its parameters numbered from `n` (the types cast: the rows are selected from VALUES). */
+const upsertRow = (n: number) => `($${n}, $${n + 1}, $${n + 2}::jsonb, $${n + 3}, $${n + 4}, $${n + 5}, $${n + 6}::timestamptz)`;
+/**
+ * Rows `v` to store, less those an account's access ended removed (oidc_revoked, written before the
+ * removal): a request that read its session (or grant) before the removal saves it at its end, which
+ * would bring it back (SessionRepository.deleteAllForAccount).
+ */
+const upsertRows = (rows: string[]) =>
+  `INSERT INTO oidc_payloads (${UPSERT_COLUMNS}) SELECT * FROM (VALUES ${rows.join(', ')}) AS v (${UPSERT_COLUMNS})
+   WHERE NOT EXISTS (SELECT 1 FROM oidc_revoked r WHERE r.id = v.id AND r.type = v.type)`;
 const UPSERT_CONFLICT = `ON CONFLICT (id, type) DO UPDATE
          SET payload = EXCLUDED.payload, grant_id = EXCLUDED.grant_id, user_code = EXCLUDED.user_code,
              uid = EXCLUDED.uid, expires_at = EXCLUDED.expires_at`;
@@ -148,7 +158,7 @@ export class OidcPayloadRepository {
       if (scope.writes.get(key)?.kind === 'destroy') await this.flush(scope);
       hold(scope.writes, { kind: 'upsert', type, id, values });
     } else {
-      await this.sql.query(`INSERT INTO oidc_payloads (${UPSERT_COLUMNS}) VALUES ($1, $2, $3::jsonb, $4, $5, $6, $7) ${UPSERT_CONFLICT}`, values);
+      await this.sql.query(`${upsertRows([upsertRow(1)])} ${UPSERT_CONFLICT}`, values);
     }
     // Kept for the resume only once stored (or held: a request whose held writes fail, fails).
     if (type === 'Interaction' && payload.result !== undefined)
@@ -167,12 +177,11 @@ export class OidcPayloadRepository {
     const removals = pending.flatMap((w) => (w.kind === 'destroy' ? [`($${params.push(w.id)}, $${params.push(w.type)})`] : []));
     const rows = pending.flatMap((w) => {
       if (w.kind !== 'upsert') return [];
-      const n = params.push(...w.values);
-      return [`($${n - 6}, $${n - 5}, $${n - 4}::jsonb, $${n - 3}, $${n - 2}, $${n - 1}, $${n}::timestamptz)`];
+      return [upsertRow(params.push(...w.values) - 6)];
     });
     if (!consume) {
       const remove = removals.length ? `DELETE FROM oidc_payloads WHERE (id, type) IN (${removals.join(', ')})` : '';
-      const insert = rows.length ? `INSERT INTO oidc_payloads (${UPSERT_COLUMNS}) VALUES ${rows.join(', ')} ${UPSERT_CONFLICT}` : '';
+      const insert = rows.length ? `${upsertRows(rows)} ${UPSERT_CONFLICT}` : '';
       // A key is in one of the two parts only, so they never touch the same row.
       await this.sql.query(remove && insert ? `WITH removed AS (${remove}) ${insert}` : remove || insert, params);
       return;
@@ -182,8 +191,7 @@ export class OidcPayloadRepository {
     if (removals.length) dependent.push(`removed AS (DELETE FROM oidc_payloads WHERE (id, type) IN (${removals.join(', ')}) AND EXISTS (SELECT 1 FROM c))`);
     if (rows.length)
       dependent.push(
-        `stored AS (INSERT INTO oidc_payloads (${UPSERT_COLUMNS}) SELECT * FROM (VALUES ${rows.join(', ')}) AS v (${UPSERT_COLUMNS})
-           WHERE EXISTS (SELECT 1 FROM c) ${UPSERT_CONFLICT})`,
+        `stored AS (${upsertRows(rows)} AND EXISTS (SELECT 1 FROM c) ${UPSERT_CONFLICT})`,
       );
     const { consumed, grantId } = await this.consumeWith(params, dependent);
     if (consumed) return;
@@ -325,7 +333,14 @@ export class OidcPayloadRepository {
   }
 
   /** deleteExpired in batches (housekeeping): rows of any model whose expiry is before `before`. */
-  purgeExpired(before: Date, opts: PurgeOptions): Promise<number> {
-    return purgeInBatches(this.sql, batchDelete('oidc_payloads', 'SELECT ctid FROM oidc_payloads WHERE expires_at < $2 LIMIT $1'), [before], opts);
+  /**
+   * Expired payloads, in batches; then the marks of removed sessions and grants (oidc_revoked) past
+   * their hour, in one statement: there are only as many as sessions ended in about an hour.
+   */
+  async purgeExpired(before: Date, opts: PurgeOptions): Promise<number> {
+    const payloads = await purgeInBatches(this.sql, batchDelete('oidc_payloads', 'SELECT ctid FROM oidc_payloads WHERE expires_at < $2 LIMIT $1'), [before], opts);
+    if (opts.shouldStop?.()) return payloads;
+    const [marks] = await this.sql.query<{ n: number }>('WITH d AS (DELETE FROM oidc_revoked WHERE expires_at < $1 RETURNING 1) SELECT count(*)::int AS n FROM d', [before]);
+    return payloads + (marks?.n ?? 0);
   }
 }

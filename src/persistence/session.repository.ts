@@ -1,4 +1,4 @@
-import type { PrismaClient } from './generated/client.js';
+import { Prisma, type PrismaClient } from './generated/client.js';
 
 /** What one client's sign-in through a session left in it: the ID tokens' `sid` and the grant. */
 export interface SessionAuthorization {
@@ -20,6 +20,12 @@ export interface StoredSession {
   authorizations: Record<string, SessionAuthorization>;
   expiresAt: Date | null;
 }
+
+/**
+ * How long a removed session or grant stays refused to late saves (oidc_revoked): far longer than any
+ * request that read it before takes to finish.
+ */
+const REVOKED_KEPT = Prisma.sql`interval '1 hour'`;
 
 interface Row {
   payload: Record<string, unknown> | string;
@@ -82,6 +88,14 @@ export class SessionRepository {
    * session, or undefined when the account has no such session.
    */
   async deleteSession(accountId: string, uid: string): Promise<StoredSession | undefined> {
+    // Refused to a late save first (see deleteAllForAccount), then removed.
+    await this.prisma.$executeRaw`
+      WITH s AS (SELECT id, payload FROM oidc_payloads WHERE type = 'Session' AND uid = ${uid} AND payload->>'accountId' = ${accountId})
+      INSERT INTO oidc_revoked (id, type, expires_at)
+      SELECT id, 'Session', now() + ${REVOKED_KEPT} FROM s
+      UNION ALL
+      SELECT a.value->>'grantId', 'Grant', now() + ${REVOKED_KEPT} FROM s, jsonb_each(s.payload->'authorizations') a WHERE a.value->>'grantId' IS NOT NULL
+      ON CONFLICT (id, type) DO UPDATE SET expires_at = EXCLUDED.expires_at`;
     return this.prisma.$transaction(async (tx) => {
       const rows = await tx.$queryRaw<Row[]>`
         DELETE FROM oidc_payloads WHERE type = 'Session' AND uid = ${uid} AND payload->>'accountId' = ${accountId}
@@ -103,27 +117,38 @@ export class SessionRepository {
    * `keepSessionUid`, that one session of the account and its grants stay.
    */
   async deleteAllForAccount(accountId: string, opts: { keepSessionUid?: string } = {}): Promise<{ sessions: StoredSession[]; deleted: number }> {
-    return this.prisma.$transaction(async (tx) => {
-      // A kept session keeps the grants its sign-ins hold (and their tokens); everything else goes.
-      const kept = opts.keepSessionUid
-        ? await tx.$queryRaw<Row[]>`
-            SELECT payload, expires_at FROM oidc_payloads WHERE type = 'Session' AND uid = ${opts.keepSessionUid} AND payload->>'accountId' = ${accountId}`
-        : [];
-      const keptSession = kept[0] ? toSession(kept[0]) : undefined;
-      const keepUid = keptSession?.uid ?? '';
-      const keepGrants = keptSession ? grantIdsOf(keptSession) : [];
-      const rows = await tx.$queryRaw<Array<Row & { type: string }>>`
-        DELETE FROM oidc_payloads WHERE payload->>'accountId' = ${accountId}
-          AND NOT (type = 'Session' AND uid = ${keepUid})
-          AND NOT (grant_id IS NOT NULL AND grant_id = ANY(${keepGrants}::text[]))
-          AND NOT (type = 'Grant' AND id = ANY(${keepGrants}::text[]))
-        RETURNING type, payload, expires_at`;
-      const now = Date.now();
-      const sessions = rows
-        .filter((r) => r.type === 'Session' && (!r.expires_at || new Date(r.expires_at).getTime() > now))
-        .map(toSession)
-        .filter((s): s is StoredSession => !!s);
-      return { sessions, deleted: rows.length };
-    });
+    // A kept session keeps the grants its sign-ins hold (and their tokens); everything else goes.
+    const kept = opts.keepSessionUid
+      ? await this.prisma.$queryRaw<Row[]>`
+          SELECT payload, expires_at FROM oidc_payloads WHERE type = 'Session' AND uid = ${opts.keepSessionUid} AND payload->>'accountId' = ${accountId}`
+      : [];
+    const keptSession = kept[0] ? toSession(kept[0]) : undefined;
+    const keepUid = keptSession?.uid ?? '';
+    const keepGrants = keptSession ? grantIdsOf(keptSession) : [];
+    // Refused to a late save first, in a statement of its own: oidc-provider saves a session at the end
+    // of every request that used it (and the first-party grant at every authorization), so a request
+    // that read them before they go would otherwise store them again afterwards. Once this has
+    // committed, such a save stores nothing (OidcPayloadRepository's upserts skip oidc_revoked); a save
+    // already under way is removed by the DELETE below, which waits for its row.
+    await this.prisma.$executeRaw`
+      INSERT INTO oidc_revoked (id, type, expires_at)
+      SELECT id, type, now() + ${REVOKED_KEPT} FROM oidc_payloads
+      WHERE payload->>'accountId' = ${accountId} AND type IN ('Session', 'Grant')
+        AND NOT (type = 'Session' AND uid = ${keepUid})
+        AND NOT (type = 'Grant' AND id = ANY(${keepGrants}::text[]))
+      ON CONFLICT (id, type) DO UPDATE SET expires_at = EXCLUDED.expires_at`;
+    const rows = await this.prisma.$queryRaw<Array<Row & { type: string }>>`
+      DELETE FROM oidc_payloads WHERE payload->>'accountId' = ${accountId}
+        AND NOT (type = 'Session' AND uid = ${keepUid})
+        AND NOT (grant_id IS NOT NULL AND grant_id = ANY(${keepGrants}::text[]))
+        AND NOT (type = 'Grant' AND id = ANY(${keepGrants}::text[]))
+      RETURNING type, payload, expires_at`;
+    const now = Date.now();
+    const sessions = rows
+      .filter((r) => r.type === 'Session' && (!r.expires_at || new Date(r.expires_at).getTime() > now))
+      .map(toSession)
+      .filter((s): s is StoredSession => !!s);
+    return { sessions, deleted: rows.length };
   }
+
 }

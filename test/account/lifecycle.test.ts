@@ -209,6 +209,57 @@ describe('account lifecycle: no session or token outlives a lock, a reset, a re-
     expect((await area.get('/account/')).status).toBe(200);
   });
 
+  test('a request that read the session and grant before the access ended cannot store them again afterwards', async () => {
+    const u = await newUser();
+    const session = await signIn(u);
+    // What an authorization request in flight holds (oidc-provider saves the session at the end of every
+    // request that used it, and a first-party grant at every authorization): the rows as it read them.
+    const held = await s.db.sql.query<{ id: string; type: string; payload: Record<string, unknown>; expires_at: Date }>(
+      `SELECT id, type, payload, expires_at FROM oidc_payloads WHERE payload->>'accountId' = $1 AND type IN ('Session', 'Grant')`,
+      [u.id],
+    );
+    expect(held.map((r) => r.type).sort()).toEqual(['Grant', 'Session']);
+    const stored = async () =>
+      (await s.db.sql.query<{ n: number }>(`SELECT count(*)::int AS n FROM oidc_payloads WHERE payload->>'accountId' = $1 AND type IN ('Session', 'Grant')`, [u.id]))[0]!.n;
+
+    await s.app.services.lifecycle.endAccess(u.id, 'staff_signed_out');
+    expect(await stored()).toBe(0);
+
+    // Its saves arrive now, through the adapter's two paths: held to the request's end, and at once.
+    const payloads = s.app.services.payloads;
+    const expiresIn = (r: { expires_at: Date }) => Math.ceil((new Date(r.expires_at).getTime() - Date.now()) / 1000);
+    await payloads.withDeferredWrites(async () => {
+      for (const r of held) await payloads.upsert(r.type, r.id, r.payload, expiresIn(r));
+    });
+    for (const r of held) await payloads.upsert(r.type, r.id, r.payload, expiresIn(r));
+    expect(await stored()).toBe(0);
+    await expectEnded(session);
+
+    // A new login afterwards is a new session and grant, stored as usual; signing out that one
+    // session alone (the account area's sign-out of another browser) sticks the same way.
+    const again = await signIn(u);
+    await expectLive(again);
+    const heldAgain = await s.db.sql.query<{ id: string; type: string; payload: Record<string, unknown>; expires_at: Date }>(
+      `SELECT id, type, payload, expires_at FROM oidc_payloads WHERE payload->>'accountId' = $1 AND type IN ('Session', 'Grant')`,
+      [u.id],
+    );
+    const uid = heldAgain.find((r) => r.type === 'Session')!.payload.uid as string;
+    expect(await s.app.services.providerSessions.deleteSession(u.id, uid)).toBeDefined();
+    for (const r of heldAgain) await payloads.upsert(r.type, r.id, r.payload, expiresIn(r));
+    expect(await stored()).toBe(0);
+    await expectEnded(again);
+
+    // The marks go with housekeeping once their hour is over, not before.
+    const ids = [...held, ...heldAgain].map((r) => r.id);
+    const marks = async () => (await s.db.sql.query<{ n: number }>('SELECT count(*)::int AS n FROM oidc_revoked WHERE id = ANY($1)', [ids]))[0]!.n;
+    expect(await marks()).toBe(4);
+    await payloads.purgeExpired(new Date(), { batchSize: 100, pauseMs: 0 });
+    expect(await marks()).toBe(4);
+    await s.db.sql.query(`UPDATE oidc_revoked SET expires_at = now() - interval '1 second' WHERE id = ANY($1)`, [ids]);
+    await payloads.purgeExpired(new Date(), { batchSize: 100, pauseMs: 0 });
+    expect(await marks()).toBe(0);
+  });
+
   test('deleting the account through the management API tells the site and leaves no working token', async () => {
     const u = await newUser();
     const session = await signIn(u);
