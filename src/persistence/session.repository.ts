@@ -129,7 +129,8 @@ export class SessionRepository {
     // of every request that used it (and the first-party grant at every authorization), so a request
     // that read them before they go would otherwise store them again afterwards. Once this has
     // committed, such a save stores nothing (OidcPayloadRepository's upserts skip oidc_revoked); a save
-    // already under way is removed by the DELETE below, which waits for its row.
+    // already under way is removed by the DELETE below, which waits for its row, and marks what it
+    // removes too (a session that began in between).
     await this.prisma.$executeRaw`
       INSERT INTO oidc_revoked (id, type, expires_at)
       SELECT id, type, now() + ${REVOKED_KEPT} FROM oidc_payloads
@@ -138,11 +139,17 @@ export class SessionRepository {
         AND NOT (type = 'Grant' AND id = ANY(${keepGrants}::text[]))
       ON CONFLICT (id, type) DO UPDATE SET expires_at = EXCLUDED.expires_at`;
     const rows = await this.prisma.$queryRaw<Array<Row & { type: string }>>`
-      DELETE FROM oidc_payloads WHERE payload->>'accountId' = ${accountId}
-        AND NOT (type = 'Session' AND uid = ${keepUid})
-        AND NOT (grant_id IS NOT NULL AND grant_id = ANY(${keepGrants}::text[]))
-        AND NOT (type = 'Grant' AND id = ANY(${keepGrants}::text[]))
-      RETURNING type, payload, expires_at`;
+      WITH gone AS (
+        DELETE FROM oidc_payloads WHERE payload->>'accountId' = ${accountId}
+          AND NOT (type = 'Session' AND uid = ${keepUid})
+          AND NOT (grant_id IS NOT NULL AND grant_id = ANY(${keepGrants}::text[]))
+          AND NOT (type = 'Grant' AND id = ANY(${keepGrants}::text[]))
+        RETURNING id, type, payload, expires_at),
+      marked AS (
+        INSERT INTO oidc_revoked (id, type, expires_at)
+        SELECT id, type, now() + ${REVOKED_KEPT} FROM gone WHERE type IN ('Session', 'Grant')
+        ON CONFLICT (id, type) DO NOTHING)
+      SELECT type, payload, expires_at FROM gone`;
     const now = Date.now();
     const sessions = rows
       .filter((r) => r.type === 'Session' && (!r.expires_at || new Date(r.expires_at).getTime() > now))
@@ -150,5 +157,4 @@ export class SessionRepository {
       .filter((s): s is StoredSession => !!s);
     return { sessions, deleted: rows.length };
   }
-
 }

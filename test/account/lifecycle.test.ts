@@ -48,8 +48,8 @@ describe('account lifecycle: no session or token outlives a lock, a reset, a re-
   }
 
   /** A full login at the site with a back-channel logout URI: the browser, its tokens and the ID token's sid. */
-  async function signIn(u: { userId: string; email: string; method: string }, password = PASSWORD) {
-    const login = await startLogin(bcl, s.issuer, { scope: 'openid profile email' });
+  async function signIn(u: { userId: string; email: string; method: string }, password = PASSWORD, agent?: Agent) {
+    const login = await startLogin(bcl, s.issuer, { scope: 'openid profile email' }, agent);
     const before = s.smtp.messages.length;
     expect((await submit(login, 'identify', { userId: u.userId })).status).toBe(303);
     let res: Response;
@@ -235,9 +235,10 @@ describe('account lifecycle: no session or token outlives a lock, a reset, a re-
     expect(await stored()).toBe(0);
     await expectEnded(session);
 
-    // A new login afterwards is a new session and grant, stored as usual; signing out that one
-    // session alone (the account area's sign-out of another browser) sticks the same way.
-    const again = await signIn(u);
+    // A new login afterwards, in the same browser, is a new session and grant, stored as usual;
+    // signing out that one session alone (the account area's sign-out of another browser) sticks the
+    // same way.
+    const again = await signIn(u, PASSWORD, session.agent);
     await expectLive(again);
     const heldAgain = await s.db.sql.query<{ id: string; type: string; payload: Record<string, unknown>; expires_at: Date }>(
       `SELECT id, type, payload, expires_at FROM oidc_payloads WHERE payload->>'accountId' = $1 AND type IN ('Session', 'Grant')`,
