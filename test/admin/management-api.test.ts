@@ -315,8 +315,12 @@ describe('management API (/api/v1)', () => {
   test('GET /accounts/{userId}/login-events pages through the account\'s attempts, newest first', async () => {
     const { userId } = await create(t1);
     const account = (await dbAccount('t1', userId))!;
-    for (const result of ['wrong_otp', 'wrong_otp', 'success'])
-      await s.app.services.events.record({ tenantId: 't1', accountId: account.id, submittedUserId: userId, clientId: 'rp-basic', method: 'otp', result, sourceIp: '192.0.2.1', userAgent: 'jest' });
+    // A second apart: events stored within one millisecond have no order of their own.
+    const start = Date.now() - 10_000;
+    for (const [i, result] of (['wrong_otp', 'wrong_otp', 'success'] as const).entries()) {
+      const event = await s.app.services.events.record({ tenantId: 't1', accountId: account.id, submittedUserId: userId, clientId: 'rp-basic', method: 'otp', result, sourceIp: '192.0.2.1', userAgent: 'jest' });
+      await s.db.prisma.loginEvent.update({ where: { id: event.id }, data: { createdAt: new Date(start + i * 1000) } });
+    }
     const page1 = await call('GET', `${accountPath(userId)}/login-events?per_page=2`, { token: t1 });
     expect(page1.status).toBe(200);
     expect(page1.body.items).toHaveLength(2);
