@@ -126,7 +126,7 @@ export class DeviceService {
     const { code, stored } = this.newCode(id, value.email);
     const out = await this.deps.devices.addUnproven({ id, accountId: account.id, email: value.email, kind: value.kind, maxDevices: contract.max_devices, code: stored });
     if (!out.ok) throw out.reason === 'too_many' ? new DeviceRuleError('devices:errors.too_many', { max: contract.max_devices }) : new DeviceRuleError('devices:errors.email_taken', {}, 400);
-    await this.sendCode(account, out.device, value.email, code, req.locale);
+    await this.sendCode(account, out.device, value.email, code, stored, req.locale);
     await this.record(account, 'device_added', req, out.device, { email: value.email, kind: value.kind, verification: 'started' });
     await this.notify(account, req, 'added', out.device, value.email);
     return out.device;
@@ -154,7 +154,7 @@ export class DeviceService {
       dropPending: what.backToCurrent ? { purpose: proofPurpose(device.id) } : undefined,
     });
     if (!out.ok) throw out.reason === 'taken' ? new DeviceRuleError('devices:errors.email_taken', {}, 400) : new DeviceRuleError('devices:errors.not_found', {}, 404);
-    if (code) await this.sendCode(account, out.device, value.email, code, req.locale);
+    if (code && stored) await this.sendCode(account, out.device, value.email, code, stored, req.locale);
     await this.record(account, 'device_changed', req, out.device, {
       kind: value.kind,
       previousKind: device.kind,
@@ -173,6 +173,12 @@ export class DeviceService {
     return wait > 0 ? Math.ceil(wait / 1000) : 0;
   }
 
+  /** Whether the current code's mail was given up: refused for good, or not out before the code expired. */
+  async undelivered(account: AccountWithDevices, device: Device): Promise<boolean> {
+    const latest = await this.deps.devices.latestCode(account.id, proofPurpose(device.id));
+    return !!latest?.deliveryFailedAt && !latest.consumedAt;
+  }
+
   /** When the current code runs out, if there is one. */
   async codeExpiry(account: AccountWithDevices, device: Device): Promise<Date | null> {
     const latest = await this.deps.devices.latestCode(account.id, proofPurpose(device.id));
@@ -189,7 +195,7 @@ export class DeviceService {
     const { code, stored } = this.newCode(device.id, target);
     const again = await this.deps.devices.resendCode({ accountId: account.id, deviceId: device.id, code: stored });
     if (!again) throw new DeviceRuleError('devices:errors.nothing_to_prove', {}, 400);
-    await this.sendCode(account, again, target, code, req.locale);
+    await this.sendCode(account, again, target, code, stored, req.locale);
   }
 
   /** Checks a proof code; the right one makes the address active (and, for a change, replaces the old one). */
@@ -267,7 +273,7 @@ export class DeviceService {
     const code = this.deps.otp.generateCode();
     const purpose = proofPurpose(deviceId);
     // The HMAC binds the code to the address it was mailed to: it proves that address and no other.
-    return { code, stored: { purpose, codeHmac: this.deps.otp.hmac(bound(purpose, address), code), expiresAt: new Date(Date.now() + this.deps.otpTtlSeconds * 1000) } };
+    return { code, stored: { id: randomUUID(), purpose, codeHmac: this.deps.otp.hmac(bound(purpose, address), code), expiresAt: new Date(Date.now() + this.deps.otpTtlSeconds * 1000) } };
   }
 
   /** Caps the mails one address gets from proofs, whoever asks (no mail bombing through 追加). */
@@ -276,12 +282,18 @@ export class DeviceService {
     if (!d.allowed) throw new RateLimitedError(d.retryAfterSeconds, backUrl);
   }
 
-  private sendCode(account: AccountWithDevices, device: Device, address: string, code: string, locale: Locale) {
+  /**
+   * The proof code's mail: tried until the code expires; given up (a permanent refusal, or the code
+   * expired first), it marks the code, and the code page says so (undelivered).
+   */
+  private sendCode(account: AccountWithDevices, device: Device, address: string, code: string, stored: NewDeviceCode, locale: Locale) {
     return this.deps.mail.enqueue({
       to: [address],
       template: 'device-verify',
       locale,
       params: { userId: account.userId, otp: code, expiresMinutes: String(Math.round(this.deps.otpTtlSeconds / 60)), number: String(device.number) },
+      deliverBy: stored.expiresAt,
+      otpId: stored.id,
       tenantId: account.tenantId,
     });
   }

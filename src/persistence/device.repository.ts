@@ -5,6 +5,8 @@ export type DeviceKindValue = 'pc' | 'mobile' | 'smartphone';
 
 /** A proof code to store with a device change (only its HMAC). */
 export interface NewDeviceCode {
+  /** The code row's id, which its mail carries (a mail given up marks it: DeviceService.undelivered). */
+  id: string;
   purpose: string;
   codeHmac: string;
   expiresAt: Date;

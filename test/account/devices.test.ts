@@ -3,6 +3,7 @@ import { parseTenants } from '../../src/config/tenants.js';
 import { startTestServer, uniqueUser, REDIRECT_URI, TEST_TENANTS_YAML, type TestServer } from '../support/harness.js';
 import { Agent, csrfOf, discover, startLogin, submit } from '../support/browser-less.js';
 import { signInToArea } from '../support/account-area.js';
+import { waitUntil } from '../mail/mail-store.js';
 
 /** Tenants with one device feature off each, and one with room for only two devices. */
 const tenant = (id: string, contract: string) => `
@@ -246,6 +247,31 @@ describe('account area: devices (add, change, delete)', () => {
     const r = await post(agent, again, { code: wrongCode }, again);
     expect(r.html).toContain('あと4回入力できます。');
     expect((await post(agent, again, { code: await codeFor(address, since) }, again)).status).toBe(303);
+  });
+
+  test('an address whose mail server refuses the code for good: the code page says it could not be sent, at once', async () => {
+    const u = await newUser();
+    const { agent } = await signedIn(u);
+    const address = `nobody-${u.email}`;
+    s.smtp.refuse(address);
+    const verifyPath = await startAdd(agent, address);
+    // Given up at the first refusal (a 550, not worth retrying), and recorded on the code.
+    const { id: accountId } = (await s.db.prisma.account.findFirst({ where: { tenantId: 't1', userId: u.userId } }))!;
+    await waitUntil(() => s.db.prisma.oneTimePassword.findFirst({ where: { accountId, purpose: { startsWith: 'device_verify:' }, deliveryFailedAt: { not: null } } }), 'the code marked undelivered', 5_000);
+    const shown = await page(agent, verifyPath);
+    expect(shown.status).toBe(200);
+    expect(shown.html).toContain(`【エラー】${address} 宛てに確認コードを送信できませんでした。`);
+    expect(shown.html).toMatch(/<p class="error" id="undelivered">/);
+    const en = await page(agent, `${verifyPath}?lang=en`);
+    expect(en.html).toContain(`[Error] The confirmation code could not be sent to ${address}.`);
+    // Called off, and added again with another address: the new code's page has no such error.
+    const second = `other-${u.email}`;
+    const since = s.smtp.messages.length;
+    const cancelled = await post(agent, `${verifyPath.replace(/\/verify$/, '')}/cancel`, {}, verifyPath);
+    expect(cancelled.status).toBe(200);
+    const next = await startAdd(agent, second);
+    await codeFor(second, since);
+    expect((await page(agent, next)).html).not.toContain('id="undelivered"');
   });
 
   test('変更: a new address waits until proven (the old one keeps getting codes); a kind change applies at once', async () => {

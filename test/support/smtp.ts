@@ -8,10 +8,14 @@ export interface ReceivedMail {
   text: string;
 }
 
-/** A real SMTP server in-process that keeps what it receives, for tests. */
+/**
+ * A real SMTP server in-process that keeps what it receives, for tests. Recipients added with
+ * `refuse(address)` are refused for good (550), as a mail server refuses a mailbox that does not exist.
+ */
 export async function startSmtpServer() {
   const messages: ReceivedMail[] = [];
   const waiters: Array<() => void> = [];
+  const refused = new Set<string>();
   const newServer = () =>
     new SMTPServer({
       authOptional: true,
@@ -19,6 +23,10 @@ export async function startSmtpServer() {
       logger: false,
       // Closing ends the connections a pooling client keeps open (421 "shutting down") after this grace.
       closeTimeout: 200,
+      onRcptTo(address, _session, callback) {
+        if (refused.has(address.address.toLowerCase())) callback(Object.assign(new Error('5.1.1 No such user here'), { responseCode: 550 }));
+        else callback();
+      },
       onData(stream, session, callback) {
         simpleParser(stream)
           .then((parsed) => {
@@ -65,6 +73,10 @@ export async function startSmtpServer() {
     async otpFor(address: string, since = 0): Promise<string> {
       const mail = await waitFor((m) => messages.indexOf(m) >= since && m.to.includes(address) && /\b\d{8}\b/.test(m.text));
       return /\b(\d{8})\b/.exec(mail.text)![1]!;
+    },
+    /** From now on, mail to `address` is refused for good (550 at RCPT TO). */
+    refuse(address: string) {
+      refused.add(address.toLowerCase());
     },
     /** An outage: the port refuses connections until start(). */
     stop: closeServer,

@@ -114,12 +114,16 @@ export function devicesRouter(deps: DevicesRouterDeps) {
 
   async function renderVerify(ctx: Context, locals: { errors?: FieldErrors; message?: string; notice?: string }) {
     const d = device(ctx);
+    const target = proofTarget(d);
+    // The current code's mail was given up (e.g. the address's mail server refused it): say so, here.
+    const undelivered = target && (await deps.devices.undelivered(area(ctx).account, d)) ? t(ctx, 'devices:verify.undelivered', { email: target }) : undefined;
     await render(ctx, 'account/devices/verify', {
       pageTitle: t(ctx, 'devices:verify.title'),
       mode: d.verifiedAt ? 'change' : 'add',
       step: 'verify',
       device: d,
-      target: proofTarget(d),
+      target,
+      undelivered,
       minutes: Math.round(deps.config.otp.ttlSeconds / 60),
       otpLength: deps.config.otp.length,
       action: `${BASE}/${d.number}`,
