@@ -68,7 +68,7 @@ export function interactionRouter(deps: {
     if (details.prompt.name !== 'login') throw new BadRequestError();
     let flow = await flows.begin(uid, details.params.client_id, loaded);
     const sessionAccount = details.session?.accountId;
-    if (flow.state === 'identify' && sessionAccount && details.prompt.reasons.every((r) => STEP_UP_REASONS.has(r))) {
+    if (flow.state === 'identify' && !flow.stepUpDeclined && sessionAccount && details.prompt.reasons.every((r) => STEP_UP_REASONS.has(r))) {
       const required = requiredMethod(details.params.acr_values);
       // Step-up starts from a stored flow.
       const stored = await flows.begin(uid, details.params.client_id);

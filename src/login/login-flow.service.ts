@@ -107,7 +107,7 @@ export class LoginFlowService {
       this.loadedWith.set(flow, { account: loaded.account, latestCode: loaded.latestCode, ...(loaded.submitted ? { submitted: loaded.submitted } : {}) });
     } else if (loaded) {
       const now = new Date();
-      flow = { id: randomUUID(), ...input, accountId: null, submittedUserId: null, method: null, completedFactors: [], state: 'identify', createdAt: now, updatedAt: now };
+      flow = { id: randomUUID(), ...input, accountId: null, submittedUserId: null, method: null, completedFactors: [], state: 'identify', stepUpDeclined: false, createdAt: now, updatedAt: now };
       this.unsaved.add(flow);
       if (loaded.submitted) this.loadedWith.set(flow, { account: null, latestCode: null, submitted: loaded.submitted });
     } else flow = await this.deps.flows.findOrCreate(input);
@@ -302,10 +302,13 @@ export class LoginFlowService {
     await this.enterFactor(factor, ctx, req);
   }
 
-  /** Back to the user ID page (another ID, or a fresh start). */
+  /**
+   * Back to the user ID page (another ID, or a fresh start). The user asked for another ID, so a
+   * browser already signed in is not stepped up again in this flow (beginStepUp).
+   */
   async restart(flow: LoginFlow): Promise<void> {
     if (this.unsaved.has(flow)) return;
-    await this.deps.flows.update(flow.id, { state: 'identify', accountId: null, submittedUserId: null, method: null, completedFactors: [] });
+    await this.deps.flows.update(flow.id, { state: 'identify', accountId: null, submittedUserId: null, method: null, completedFactors: [], stepUpDeclined: true });
   }
 
   /**
@@ -422,7 +425,7 @@ export class LoginFlowService {
    * Step-up: the browser's session already belongs to `accountId`, but the client asks for a stronger
    * method than the session's. The flow starts pre-identified, with the factors the session already
    * proved (its amr) counted as done, at the first missing one. Nothing happens once the flow has
-   * left the user ID step (a reload). Throws MethodUnavailableError when the account cannot perform
+   * left the user ID step (a reload), or when the user asked for another user ID there (restart). Throws MethodUnavailableError when the account cannot perform
    * a missing factor (e.g. holds no certificate).
    */
   async beginStepUp(
@@ -431,7 +434,7 @@ export class LoginFlowService {
     req: RequestInfo,
     flowUrl: string,
   ): Promise<void> {
-    if (flow.state !== 'identify') return;
+    if (flow.state !== 'identify' || flow.stepUpDeclined) return;
     const { tenant } = this.clientOf(flow.clientId);
     const account = await this.deps.accounts.findById(session.accountId);
     // Another tenant's session (or a deleted account) gets the ordinary login.

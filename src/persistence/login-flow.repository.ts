@@ -8,7 +8,7 @@ import { asDate, sqlThroughPrisma, type Sql } from './sql.js';
 export type { LoginFlow } from './generated/client.js';
 
 /** The columns of `login_flows f` for flowFromRow. */
-export const FLOW_COLUMNS = 'f.id, f.interaction_uid, f.tenant_id, f.client_id, f.account_id, f.submitted_user_id, f.method, f.completed_factors, f.state, f.expires_at, f.created_at, f.updated_at';
+export const FLOW_COLUMNS = 'f.id, f.interaction_uid, f.tenant_id, f.client_id, f.account_id, f.submitted_user_id, f.method, f.completed_factors, f.state, f.step_up_declined, f.expires_at, f.created_at, f.updated_at';
 
 export interface FlowRow {
   id: string;
@@ -20,6 +20,7 @@ export interface FlowRow {
   method: string | null;
   completed_factors: string[];
   state: string;
+  step_up_declined: boolean;
   expires_at: Date;
   created_at: Date;
   updated_at: Date;
@@ -36,6 +37,7 @@ export function flowFromRow(r: FlowRow): LoginFlow {
     method: r.method,
     completedFactors: r.completed_factors,
     state: r.state,
+    stepUpDeclined: r.step_up_declined,
     expiresAt: asDate(r.expires_at),
     createdAt: asDate(r.created_at),
     updatedAt: asDate(r.updated_at),
@@ -124,7 +126,7 @@ export class LoginFlowRepository {
     return flow;
   }
 
-  update(id: string, data: Partial<Pick<LoginFlow, 'accountId' | 'submittedUserId' | 'method' | 'completedFactors' | 'state'>>): Promise<LoginFlow> {
+  update(id: string, data: Partial<Pick<LoginFlow, 'accountId' | 'submittedUserId' | 'method' | 'completedFactors' | 'state' | 'stepUpDeclined'>>): Promise<LoginFlow> {
     return this.prisma.loginFlow.update({ where: { id }, data });
   }
 

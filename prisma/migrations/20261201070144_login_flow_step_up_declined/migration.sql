@@ -1,0 +1,2 @@
+-- AlterTable
+ALTER TABLE "login_flows" ADD COLUMN     "step_up_declined" BOOLEAN NOT NULL DEFAULT false;
