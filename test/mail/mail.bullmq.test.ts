@@ -190,8 +190,13 @@ describe('BullMQ mail queue on Redis', () => {
     closeables.push(queue);
     await queue.enqueue(job('en'));
     await waitForLog(log, 'giving up');
-    // A retry would be scheduled (delayed) before the failure is reported; the queue is empty instead.
-    expect(await jobCounts('permanent')).toEqual({ waiting: 0, active: 0, delayed: 0 });
+    // The job leaves `active` just after the log line (failed, and removed). A retry would be
+    // scheduled (delayed) before the failure is reported; the queue is empty instead.
+    const counts = await waitUntil(async () => {
+      const c = await jobCounts('permanent');
+      return c.active === 0 ? c : undefined;
+    }, 'the job to leave active');
+    expect(counts).toEqual({ waiting: 0, active: 0, delayed: 0 });
     expect(sink.refusals).toBe(1);
     expect(log.output()).toMatch(/"attempt":1,.*giving up/);
   });
