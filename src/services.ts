@@ -311,10 +311,19 @@ export async function createAppServices(opts: AppServicesOptions): Promise<AppSe
   // oidc-provider answers its own errors (our error handler never sees them): its server errors must
   // reach the log like ours.
   provider.on('server_error', (ctx: KoaContext, err: unknown) => logger.error({ err, path: ctx.path, method: ctx.method, requestId: requestIdOf(ctx) }, 'oidc-provider server error'));
-  // So must its temporarily_unavailable answers (503: a database outage, src/oidc/adapter.ts), as ours are.
+  // So must its temporarily_unavailable answers (a database outage, src/oidc/adapter.ts), as ours are:
+  // a 503, or an authorization error sent back to the site.
+  const unavailable = (ctx: KoaContext) => {
+    if (ctx.state.unavailableLogged) return;
+    ctx.state.unavailableLogged = true;
+    logger.error({ path: ctx.path, method: ctx.method, requestId: requestIdOf(ctx), oidcError: 'temporarily_unavailable' }, 'database unavailable');
+  };
   provider.use(async (ctx, next) => {
     await next();
-    if (ctx.status === 503) logger.error({ path: ctx.path, method: ctx.method, requestId: requestIdOf(ctx), oidcError: (ctx.body as { error?: string } | undefined)?.error }, 'database unavailable');
+    if (ctx.status === 503) unavailable(ctx);
+  });
+  provider.on('authorization.error', (ctx: KoaContext, err: { error?: string }) => {
+    if (err?.error === 'temporarily_unavailable') unavailable(ctx);
   });
   provider.on('backchannel.error', (_ctx: unknown, err: unknown, client: { clientId?: string } | undefined) =>
     logger.warn({ err, clientId: client?.clientId }, 'back-channel logout failed'),

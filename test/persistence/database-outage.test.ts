@@ -142,6 +142,12 @@ describe('the database stops answering, or refuses connections', () => {
       const authorize = oidc.buildAuthorizationUrl(rp, { redirect_uri: 'http://127.0.0.1/cb', scope: 'openid', code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM', code_challenge_method: 'S256' });
       await expectUnavailablePage(new Agent(s.issuer).get(authorize.pathname + authorize.search));
       await expectTokenUnavailable(pending.login, pending.callback);
+      // From a browser with a session, oidc-provider reads the session first: the site hears of it (RFC 6749 4.1.2.1).
+      const withSession = await answered(pending.login.agent.get(authorize.pathname + authorize.search));
+      expect(withSession.status).toBe(303);
+      const back = new URL(withSession.headers.get('location')!);
+      expect(`${back.origin}${back.pathname}`).toBe('http://127.0.0.1/cb');
+      expect(back.searchParams.get('error')).toBe('temporarily_unavailable');
       expect((await answered(fetch(new URL('/health/ready', s.issuer)))).status).toBe(503);
       // Rate-limit statements caught by the freeze on every connection of their pool: refused (the
       // mail limit fails closed), and their connections must not stay stuck after it.
@@ -163,7 +169,10 @@ describe('the database stops answering, or refuses connections', () => {
     await finish(fresh, u, await openPage(fresh));
     // Each failure logged as what it is, the code exchange's too (oidc-provider answers that one itself).
     const errors = logs.filter((l) => l.level >= 50);
-    expect(errors.filter((l) => l.msg === 'database unavailable').map((l) => l.path)).toEqual(expect.arrayContaining([login.interactionPath, `${login.interactionPath}/identify`, '/auth', '/token']));
+    const unavailable = errors.filter((l) => l.msg === 'database unavailable').map((l) => l.path);
+    expect(unavailable).toEqual(expect.arrayContaining([login.interactionPath, `${login.interactionPath}/identify`, '/token']));
+    // Both authorization requests: the one answered with our page, the one sent back to the site.
+    expect(unavailable.filter((p) => p === '/auth')).toHaveLength(2);
     expect(errors.map((l) => l.msg)).not.toContain('unhandled error');
     expect(errors.map((l) => l.msg)).not.toContain('oidc-provider server error');
   });
