@@ -425,8 +425,9 @@ export class LoginFlowService {
    * Step-up: the browser's session already belongs to `accountId`, but the client asks for a stronger
    * method than the session's. The flow starts pre-identified, with the factors the session already
    * proved (its amr) counted as done, at the first missing one. Nothing happens once the flow has
-   * left the user ID step (a reload), or when the user asked for another user ID there (restart). Throws MethodUnavailableError when the account cannot perform
-   * a missing factor (e.g. holds no certificate).
+   * left the user ID step (a reload), or when the user asked for another user ID there (restart).
+   * Throws MethodUnavailableError when the account cannot perform a missing factor (e.g. holds no
+   * certificate).
    */
   async beginStepUp(
     flow: LoginFlow,

@@ -332,9 +332,8 @@ export class OidcPayloadRepository {
     return row?.n ?? 0;
   }
 
-  /** deleteExpired in batches (housekeeping): rows of any model whose expiry is before `before`. */
   /**
-   * Expired payloads, in batches; then the marks of removed sessions and grants (oidc_revoked) past
+   * Housekeeping: rows of any model whose expiry is before `before`, in batches; then the marks of removed sessions and grants (oidc_revoked) past
    * their hour, in one statement: there are only as many as sessions ended in about an hour.
    */
   async purgeExpired(before: Date, opts: PurgeOptions): Promise<number> {

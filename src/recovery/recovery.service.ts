@@ -16,8 +16,8 @@ import { USER_ID_MAX, normalizeUserId, type RequestInfo } from '../login/login-f
 import { NotActivatedError } from '../login/login-errors.js';
 import { METHOD_FACTORS, effectiveMethod } from '../login/login-methods.js';
 import type { Logger } from '../logger.js';
-import type { MailJob, MailQueue } from '../mail/mail.types.js';
-import type { IssuedCode, OtpService } from '../otp/otp.service.js';
+import type { MailQueue } from '../mail/mail.types.js';
+import type { OtpService } from '../otp/otp.service.js';
 import type { AccountRepository, AccountWithDevices } from '../persistence/account.repository.js';
 import type { LoginFlow, LoginFlowRepository } from '../persistence/login-flow.repository.js';
 import { RecoveryFieldError, RecoveryLockedError, RecoveryStepError, RecoveryUnavailableError } from './recovery-errors.js';
@@ -378,17 +378,11 @@ export class RecoveryService {
     const ttl = this.deps.config.otp.ttlSeconds;
     const live = account && !isLocked(account) && account.status === 'active';
     const to = live ? deliverableAddresses(account) : [];
-    // The login code mail fits: it is a code for getting into this site, and says so.
-    const jobOf = (issued: IssuedCode, recipients: string[]): MailJob => ({
-      to: recipients,
-      template: 'login-otp',
-      locale,
-      params: { userId: account?.userId ?? flow.submittedUserId ?? '', otp: issued.code, expiresMinutes: String(Math.round(ttl / 60)), clientName: client.name },
-      deliverBy: issued.expiresAt,
-      otpId: issued.id,
-      tenantId: tenant.id,
-    });
-    await issueMailedCode(this.deps, { flowId: flow.id, accountId: account?.id ?? null, purpose: RECOVERY_OTP_PURPOSE, ttlSeconds: ttl }, to, jobOf);
+    await issueMailedCode(
+      this.deps,
+      { flowId: flow.id, accountId: account?.id ?? null, purpose: RECOVERY_OTP_PURPOSE, ttlSeconds: ttl },
+      { to, userId: account?.userId ?? flow.submittedUserId ?? '', locale, clientName: client.name, tenantId: tenant.id },
+    );
   }
 
   private async limitAttempts(flow: LoginFlow, tenant: Tenant, backUrl: string): Promise<void> {

@@ -1,5 +1,6 @@
 import { BadRequestError } from '../../http/errors.js';
 import type { LimitCheck } from '../../http/rate-limit.js';
+import type { Locale } from '../../i18n/index.js';
 import type { Logger } from '../../logger.js';
 import { enqueueAfterResponse } from '../../mail/mail.after-response.js';
 import { isEmailAddress } from '../../mail/email-address.js';
@@ -29,7 +30,8 @@ const DELIVERY_DELAY_MS = 2;
 const DECOY_RECIPIENTS = ['nobody@example.com'];
 
 /**
- * Issues a flow's code (login or recovery) with its mail to `to`. The mail is stored by the code's
+ * Issues a flow's code (login or recovery) with its mail to `to` (the login code mail: a code for
+ * getting into this site, which says so for recovery too). The mail is stored by the code's
  * own statement (MailQueue.stage, the outbox), so the code page is never answered for a mail that is
  * not stored, and it is sent (with BullMQ, handed to Redis) after the response. With no addresses (an
  * unknown, pending or locked ID) the same mail is prepared and dropped: same work, same timing. When
@@ -39,9 +41,19 @@ const DECOY_RECIPIENTS = ['nobody@example.com'];
 export async function issueMailedCode(
   deps: { otp: OtpService; mail: MailQueue; logger: Pick<Logger, 'error'> },
   code: { flowId: string; accountId: string | null; purpose: string; ttlSeconds: number },
-  to: string[],
-  jobOf: (issued: IssuedCode, recipients: string[]) => MailJob,
+  mail: { to: string[]; userId: string; locale: Locale; clientName: string; tenantId: string },
 ): Promise<IssuedCode> {
+  const { to } = mail;
+  const jobOf = (issued: IssuedCode, recipients: string[]): MailJob => ({
+    to: recipients,
+    template: 'login-otp',
+    locale: mail.locale,
+    params: { userId: mail.userId, otp: issued.code, expiresMinutes: String(Math.round(code.ttlSeconds / 60)), clientName: mail.clientName },
+    // Tried until the code expires; if it never goes out, the code row says so (`undelivered`).
+    deliverBy: issued.expiresAt,
+    otpId: issued.id,
+    tenantId: mail.tenantId,
+  });
   let job: MailJob | undefined;
   let staged = undefined as StagedMail | undefined;
   const issued = await deps.otp.issueForFlow(code.flowId, code.accountId, code.purpose, code.ttlSeconds, (fresh) => {
@@ -96,22 +108,11 @@ export class EmailOtpFactor implements Factor {
 
   async enter(ctx: FactorContext): Promise<void> {
     const to = ctx.account && ctx.live ? deliverableAddresses(ctx.account) : [];
-    const jobOf = (issued: IssuedCode, recipients: string[]): MailJob => ({
-      to: recipients,
-      template: 'login-otp',
-      locale: ctx.locale,
-      params: {
-        userId: ctx.account?.userId ?? ctx.flow.submittedUserId ?? '',
-        otp: issued.code,
-        expiresMinutes: String(Math.round(this.deps.otpTtlSeconds / 60)),
-        clientName: ctx.client.name,
-      },
-      // Tried until the code expires; if it never goes out, the code row says so (see `undelivered`).
-      deliverBy: issued.expiresAt,
-      otpId: issued.id,
-      tenantId: ctx.tenant.id,
-    });
-    await issueMailedCode(this.deps, { flowId: ctx.flow.id, accountId: ctx.account?.id ?? null, purpose: 'login', ttlSeconds: this.deps.otpTtlSeconds }, to, jobOf);
+    await issueMailedCode(
+      this.deps,
+      { flowId: ctx.flow.id, accountId: ctx.account?.id ?? null, purpose: 'login', ttlSeconds: this.deps.otpTtlSeconds },
+      { to, userId: ctx.account?.userId ?? ctx.flow.submittedUserId ?? '', locale: ctx.locale, clientName: ctx.client.name, tenantId: ctx.tenant.id },
+    );
   }
 
   /** Whether the mail with the current code was given up (the page then says it could not be sent). */
